@@ -1,0 +1,435 @@
+"""TLS for listeners: SSL contexts per certificate and SNI name, and a sans-IO server connection.
+
+How this works: `ListenerTLS` builds, once per listener, one pyOpenSSL context per configured
+certificate (TLS 1.2+ only, ECDHE+AEAD ciphers for 1.2, no compression, no renegotiation, ALPN
+http/1.1, a session id context so verified sessions resume) and the SNI map that picks among them.
+
+`TLSConnection` drives one `SSL.Connection(ctx, None)` over memory BIOs: `receive(bytes)` returns the
+bytes to send back, the plaintext that arrived, and at most one event (`HandshakeDone` or
+`HandshakeFailed`); `send(plaintext)` returns records to write; `close()` returns a close_notify.
+No socket and no event loop here.
+
+The client certificate is decided during the handshake, in OpenSSL's verify callback, so a refused
+client gets a TLS alert rather than an HTTP error. OpenSSL's own chain checks see an empty store and
+are overruled (the callback accepts at the OpenSSL level); the decision is the gateway's `Verifier`,
+taken at the last callback (depth 0, preverify ok), when OpenSSL has walked the whole chain it could
+build from what the client sent. OpenSSL still verifies the CertificateVerify signature afterwards:
+a client that does not hold the key fails the handshake whatever the verdict.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+import warnings
+from dataclasses import dataclass
+
+from OpenSSL import SSL, crypto
+
+from .identity import Identity, VerifyStatus, fingerprint, identity_from_der
+from .trust import ChainCache, TrustStore, Verdict, Verifier, chain_key
+
+try:  # SSL_session_reused via the bindings pyOpenSSL itself uses; only for logging "resumed"
+    from OpenSSL._util import lib as _lib
+    _session_reused = _lib.SSL_session_reused
+except (ImportError, AttributeError):  # pragma: no cover
+    _session_reused = None
+
+MODES = ("off", "passthrough", "verify", "optional")
+DEFAULT_CIPHERS_TLS12 = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+_SSL_MODE_RELEASE_BUFFERS = 0x00000010   # free record buffers of idle connections (memory per conn)
+_BIO_CHUNK = 262144
+_RECV_CHUNK = 65536
+_ALPN_HTTP11 = b"http/1.1"
+_ASN1 = crypto.FILETYPE_ASN1
+_dump = crypto.dump_certificate
+
+
+class TLSState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+_TRANSITIONS = {
+    TLSState.HANDSHAKING: {TLSState.OPEN, TLSState.FAILED, TLSState.CLOSED},
+    TLSState.OPEN: {TLSState.CLOSED, TLSState.FAILED},
+    TLSState.CLOSED: set(),
+    TLSState.FAILED: set(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDone:
+    identity: Identity | None
+    status: VerifyStatus | None       # None when no certificate was asked for or given
+    resumed: bool
+    protocol: str
+    cipher: str
+    server_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    status: VerifyStatus
+    reason: str                       # a short code for logs: tls_error, client_cert_refused, ...
+    detail: str
+    identity: Identity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    """The peer sent close_notify."""
+
+
+PEER_CLOSED = PeerClosed()
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
+class ListenerTLS:
+    """One listener's TLS: contexts per certificate, SNI selection, the client-cert verifier."""
+
+    def __init__(self, *, name: str, certificates: list[tuple[str, str, tuple[str, ...]]],
+                 mtls: str = "off", store: TrustStore | None = None, max_chain_depth: int = 4,
+                 ignore_expiry: bool = False, advertise_ca_names: bool = False,
+                 min_version: str = "1.2", ciphers_tls12: str = DEFAULT_CIPHERS_TLS12,
+                 session_tickets: bool = True, session_timeout_s: int = 300,
+                 max_chain_bytes: int = 65536) -> None:
+        if mtls not in MODES:
+            raise ValueError(f"mtls must be one of {MODES}")
+        if mtls in ("verify", "optional") and store is None:
+            raise ValueError(f"mtls = {mtls!r} needs a trust store")
+        self.name = name
+        self.mtls = mtls
+        self.store = store
+        self.verifier = (Verifier(store, max_chain_depth=max_chain_depth, ignore_expiry=ignore_expiry,
+                                  max_chain_bytes=max_chain_bytes)
+                         if mtls in ("verify", "optional") else None)
+        self.max_chain_bytes = max_chain_bytes
+        self.max_chain_depth = max_chain_depth
+        # passthrough identities by chain key; resumed passthrough sessions find theirs by leaf
+        self.passthrough_cache = ChainCache() if mtls == "passthrough" else None
+        # The session id context binds sessions to this listener and its trust policy: a session
+        # verified under one listener must never resume on another (RFC 5246 F.1.4's concern).
+        sid = hashlib.sha256(f"{name}|{mtls}|{store.name if store else ''}".encode()).digest()[:32]
+        self._contexts: list[SSL.Context] = []
+        self._exact: dict[str, SSL.Context] = {}
+        self._wildcard: dict[str, SSL.Context] = {}
+        for cert_path, key_path, names in certificates:
+            ctx = self._context(cert_path, key_path, sid, min_version, ciphers_tls12,
+                                session_tickets, session_timeout_s, advertise_ca_names)
+            self._contexts.append(ctx)
+            for n in names:
+                n = n.lower()
+                if n.startswith("*."):
+                    self._wildcard.setdefault(n[2:], ctx)
+                else:
+                    self._exact.setdefault(n, ctx)
+        self.default_context = self._contexts[0]
+        if len(self._contexts) > 1:
+            self.default_context.set_tlsext_servername_callback(self._on_sni)
+
+    def _context(self, cert_path: str, key_path: str, sid: bytes, min_version: str, ciphers: str,
+                 tickets: bool, timeout_s: int, advertise: bool) -> SSL.Context:
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(_TLS_VERSIONS[min_version])
+        options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
+        if not tickets:
+            options |= SSL.OP_NO_TICKET
+        ctx.set_options(options)
+        ctx.set_mode(_SSL_MODE_RELEASE_BUFFERS)
+        ctx.set_cipher_list(ciphers.encode())
+        ctx.use_certificate_chain_file(str(cert_path))
+        ctx.use_privatekey_file(str(key_path))
+        ctx.check_privatekey()
+        ctx.set_alpn_select_callback(_select_alpn)
+        ctx.set_session_id(sid)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+        ctx.set_timeout(timeout_s)
+        if self.mtls == "off":
+            ctx.set_verify(SSL.VERIFY_NONE)
+        else:
+            flags = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
+            if self.mtls == "verify":
+                flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+            ctx.set_verify(flags, _verify_callback)
+            # OpenSSL builds at most depth+2 certificates; leave room to report "too deep" ourselves
+            ctx.set_verify_depth(self.max_chain_depth + 1)
+            if advertise and self.store is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    ctx.set_client_ca_list([crypto.X509.from_cryptography(ca).get_subject()
+                                            for ca in self.store.cas])
+        return ctx
+
+    def _on_sni(self, conn: SSL.Connection) -> None:
+        try:
+            raw = conn.get_servername()
+            if not raw:
+                return
+            name = raw.decode("ascii", "replace").lower().rstrip(".")
+            ctx = self._exact.get(name)
+            if ctx is None:
+                ctx = self._wildcard.get(name.partition(".")[2])
+            if ctx is not None and ctx is not self.default_context:
+                conn.set_context(ctx)
+        except Exception:   # never let an exception cross the C callback; the default cert serves
+            pass
+
+    def connection(self) -> "TLSConnection":
+        return TLSConnection(self)
+
+
+def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+    # Only http/1.1 is spoken; never pick h2 just because the client offers it.
+    return _ALPN_HTTP11 if _ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    try:
+        tc = conn.get_app_data()
+        return tc._on_verify(cert, depth, ok)
+    except Exception:   # fail closed; nothing may cross the C boundary
+        return False
+
+
+class TLSConnection:
+    """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
+
+    __slots__ = ("_tls", "_conn", "state", "_chain", "_decision", "_verdict", "_called",
+                 "started", "handshake_s", "identity")
+
+    def __init__(self, tls: ListenerTLS) -> None:
+        self._tls = tls
+        conn = SSL.Connection(tls.default_context, None)
+        conn.set_accept_state()
+        conn.set_app_data(self)
+        self._conn = conn
+        self.state = TLSState.HANDSHAKING
+        self._chain: list[bytes] = []
+        self._decision: bool | None = None
+        self._verdict: Verdict | None = None
+        self._called = False
+        self.started = time.monotonic()
+        self.handshake_s = 0.0
+        self.identity: Identity | None = None
+
+    def _to(self, new: TLSState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"TLS state {self.state} -> {new} is not allowed")
+        self.state = new
+
+    # -- the verify callback ---------------------------------------------------------------------
+    def _on_verify(self, cert: crypto.X509, depth: int, ok: int) -> bool:
+        self._called = True
+        if self._decision is not None:
+            return self._decision
+        tls = self._tls
+        if tls.verifier is None:
+            # passthrough: nothing is verified; the presented chain is read after the handshake
+            return True
+        chain = self._chain
+        if depth >= len(chain):
+            chain.extend([b""] * (depth + 1 - len(chain)))
+        if not chain[depth]:
+            # the top of an unanchored chain only ever gets an error call, so record on every call
+            chain[depth] = _dump(_ASN1, cert)
+        if depth != 0 or not ok:
+            # OpenSSL's opinion (its store is empty, so it always complains) is not the verdict.
+            # The verdict comes at the final call, depth 0 with preverify ok: by then OpenSSL has
+            # walked every certificate it could chain from what the client sent.
+            return True
+        return self._decide()
+
+    def _decide(self) -> bool:
+        verdict = self._tls.verifier.verify_der(tuple(d for d in self._chain if d))
+        self._verdict = verdict
+        self._decision = verdict.ok
+        return verdict.ok
+
+    # -- byte pump ---------------------------------------------------------------------------------
+    def _drain(self) -> bytes:
+        conn = self._conn
+        out = b""
+        while True:
+            try:
+                data = conn.bio_read(_BIO_CHUNK)
+            except SSL.WantReadError:
+                return out
+            out = out + data if out else data
+            if len(data) < _BIO_CHUNK:
+                return out
+
+    def receive(self, data: bytes) -> tuple[bytes, bytes, object]:
+        """Feed ciphertext; get (ciphertext to send, plaintext received, event or None)."""
+        conn = self._conn
+        if self.state is TLSState.CLOSED or self.state is TLSState.FAILED:
+            return b"", b"", None
+        if data:
+            conn.bio_write(data)
+        event = None
+        if self.state is TLSState.HANDSHAKING:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                return self._drain(), b"", None
+            except SSL.Error as exc:
+                self._to(TLSState.FAILED)
+                return self._drain(), b"", self._failure(exc)
+            event = self._handshake_done()
+            if isinstance(event, HandshakeFailed):
+                self._to(TLSState.FAILED)
+                try:
+                    conn.shutdown()
+                except SSL.Error:
+                    pass
+                return self._drain(), b"", event
+            self._to(TLSState.OPEN)
+        plain = b""
+        try:
+            plain = conn.recv(_RECV_CHUNK)
+            while conn.pending():
+                plain += conn.recv(_RECV_CHUNK)
+            # more whole records may wait in the BIO: keep reading until OpenSSL wants more
+            while True:
+                plain += conn.recv(_RECV_CHUNK)
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            self._to(TLSState.CLOSED)
+            event = event or PEER_CLOSED
+        except SSL.Error as exc:
+            self._to(TLSState.FAILED)
+            event = event or HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", _describe(exc))
+        return self._drain(), plain, event
+
+    def send(self, data: bytes) -> bytes:
+        if self.state is not TLSState.OPEN:
+            return b""
+        try:
+            self._conn.sendall(data) if len(data) > 16384 else self._conn.send(data)
+        except SSL.Error:
+            self._to(TLSState.FAILED)
+            return b""
+        return self._drain()
+
+    def close(self) -> bytes:
+        """A close_notify for the peer, if the connection is in a state to send one."""
+        if self.state is TLSState.OPEN:
+            try:
+                self._conn.shutdown()
+            except SSL.Error:
+                pass
+            self._to(TLSState.CLOSED)
+            return self._drain()
+        return b""
+
+    # -- handshake outcome -------------------------------------------------------------------------
+    def _failure(self, exc: Exception) -> HandshakeFailed:
+        v = self._verdict
+        if v is not None and not v.ok:
+            return HandshakeFailed(v.status, "client_cert_refused", v.detail, v.identity)
+        detail = _describe(exc)
+        if "peer did not return a certificate" in detail:
+            return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", detail)
+        if v is not None and v.ok:
+            # the chain was fine but the handshake still failed after it: typically the client does
+            # not hold the private key (CertificateVerify), or it aborted
+            return HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", detail, v.identity)
+        return HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", detail)
+
+    def _handshake_done(self) -> HandshakeDone | HandshakeFailed:
+        conn = self._conn
+        tls = self._tls
+        self.handshake_s = time.monotonic() - self.started
+        resumed = bool(_session_reused(conn._ssl)) if _session_reused is not None else False
+        identity: Identity | None = None
+        status: VerifyStatus | None = None
+        if tls.verifier is not None:
+            verdict = self._verdict
+            if verdict is None and self._called:
+                # a full handshake whose final callback never came: decide now, fail closed
+                self._decide()
+                verdict = self._verdict
+                if not verdict.ok:
+                    return HandshakeFailed(verdict.status, "client_cert_refused", verdict.detail,
+                                           verdict.identity)
+            elif verdict is None:
+                leaf = conn.get_peer_certificate()
+                if leaf is not None:
+                    # A resumed session: no certificate crossed this handshake. Find the identity
+                    # proved at the full handshake and check revocation again, now.
+                    verdict = self._resumed_verdict(_dump(_ASN1, leaf))
+                    if not verdict.ok:
+                        return HandshakeFailed(verdict.status, "resumed_client_refused",
+                                               verdict.detail, verdict.identity)
+            if verdict is not None:
+                identity, status = verdict.identity, verdict.status
+            elif tls.mtls == "verify":
+                return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", "no certificate")
+        elif tls.passthrough_cache is not None:
+            identity = self._passthrough_identity(conn)
+            status = VerifyStatus.NOT_VERIFIED if identity is not None else None
+        self.identity = identity
+        name = conn.get_servername()
+        return HandshakeDone(identity, status, resumed,
+                             conn.get_protocol_version_name(), conn.get_cipher_name() or "",
+                             name.decode("ascii", "replace") if name else None)
+
+    def _resumed_verdict(self, leaf_der: bytes) -> Verdict:
+        verifier = self._tls.verifier
+        now = time.time()
+        known = verifier.cache.by_leaf(fingerprint(leaf_der), now)
+        if known is not None:
+            return verifier.recheck(known, now)
+        # Not in this process's cache (evicted, or a trust-store change emptied it): only the leaf
+        # is known, so it must chain to the bundle on its own or the session is refused.
+        return verifier.verify_der((leaf_der,), now)
+
+    def _passthrough_identity(self, conn: SSL.Connection) -> Identity | None:
+        cache = self._tls.passthrough_cache
+        now = time.time()
+        leaf = conn.get_peer_certificate()
+        if leaf is None:
+            return None
+        leaf_der = _dump(_ASN1, leaf)
+        chain = conn.get_peer_cert_chain()
+        if chain:
+            # server side: OpenSSL's peer chain does not include the leaf (SSL_get_peer_cert_chain(3))
+            ders = tuple(_dump(_ASN1, c) for c in chain)
+            if ders[0] != leaf_der:
+                ders = (leaf_der,) + ders
+            key = chain_key(ders)
+            hit = cache.get(key, now)
+            if hit is not None:
+                return hit.identity
+            try:
+                identity = identity_from_der(ders, VerifyStatus.NOT_VERIFIED)
+            except Exception:
+                return None     # an unparseable certificate is forwarded as nothing, never guessed
+            cache.put(key, Verdict(VerifyStatus.SUCCESS, identity, now + 3600.0))
+            return identity
+        hit = cache.by_leaf(fingerprint(leaf_der), now)
+        return hit.identity if hit is not None else None
+
+    # -- facts for logs ----------------------------------------------------------------------------
+    @property
+    def alpn(self) -> bytes | None:
+        return self._conn.get_alpn_proto_negotiated() or None
+
+
+def _describe(exc: Exception) -> str:
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], list):
+        parts = [e[2] if isinstance(e, tuple) and len(e) > 2 else str(e) for e in args[0]]
+        if parts:
+            return "; ".join(p for p in parts if p)
+    return str(exc) or type(exc).__name__

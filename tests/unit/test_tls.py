@@ -1,0 +1,240 @@
+"""TLSConnection and the verifier, handshake by handshake, over memory BIOs (no sockets).
+
+The client side is Python's ssl module (the system OpenSSL), the server side the gateway's
+pyOpenSSL connection: two independent TLS stacks talking.
+"""
+from __future__ import annotations
+
+import ssl
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway import pki
+from gateway.identity import VerifyStatus
+from gateway.tls import HandshakeDone, HandshakeFailed, ListenerTLS
+from gateway.trust import TrustStore
+
+
+@pytest.fixture(scope="module")
+def ca():
+    root = pki.make_root("Test Root")
+    inter = pki.make_intermediate(root, "Test Intermediate")
+    server = pki.make_server(inter, ["localhost", "127.0.0.1"])
+    return root, inter, server
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, ca):
+    root, inter, server = ca
+    d = tmp_path_factory.mktemp("tls")
+    server.write(d / "server.pem", d / "server.key")
+    (d / "root.pem").write_bytes(root.cert_pem)
+    return d
+
+
+def _store(ca, *, crl_serials=(), deny=frozenset()):
+    root, inter, _ = ca
+    crls = [pki.make_crl(inter, list(crl_serials))] if crl_serials else []
+    return TrustStore("test", [root.cert, inter.cert], crls, deny)
+
+
+def _listener(files, ca, mode="verify", **kw):
+    store = kw.pop("store", None) or (_store(ca) if mode in ("verify", "optional") else None)
+    return ListenerTLS(name="t", certificates=[(files / "server.pem", files / "server.key", ("localhost",))],
+                       mtls=mode, store=store, **kw)
+
+
+def _client_ctx(files, tmp_path, client=None, *, version=None, key_override=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files / "root.pem")
+    if version:
+        ctx.minimum_version = ctx.maximum_version = version
+    if client is not None:
+        cp, kp = tmp_path / "c.pem", tmp_path / "c.key"
+        client.write(cp, kp)
+        if key_override is not None:
+            kp.write_bytes(key_override)
+        ctx.load_cert_chain(cp, kp)
+    return ctx
+
+
+def handshake(listener, ctx, session=None, payload=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+    """Pump bytes between an ssl client and the gateway's TLSConnection until both settle."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(inc, out, server_hostname="localhost", session=session)
+    server = listener.connection()
+    events, plain = [], b""
+    client_error = None
+    done = False
+    for _ in range(50):
+        if not done:
+            try:
+                client.do_handshake()
+                done = True
+                client.write(payload)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                client_error = exc
+        data = out.read()
+        reply, p, ev = server.receive(data)
+        plain += p
+        if ev is not None:
+            events.append(ev)
+        if reply:
+            inc.write(reply)
+        if done:
+            try:
+                client.read(1)    # lets a TLS 1.3 client take tickets or an alert
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                client_error = exc
+        if not data and not reply and (done or client_error):
+            break
+    return server, client, events, plain, client_error
+
+
+def test_verify_good_client(files, ca, tmp_path):
+    _, inter, _ = ca
+    client = pki.make_client(inter, "alice", san_dns=["alice.example"])
+    server, _, events, plain, err = handshake(_listener(files, ca), _client_ctx(files, tmp_path, client))
+    assert err is None
+    [ev] = events
+    assert isinstance(ev, HandshakeDone)
+    assert ev.status is VerifyStatus.SUCCESS
+    assert ev.identity.subject == "CN=alice,O=mtls-gateway dev"
+    assert ev.identity.san_dns == ("alice.example",)
+    assert plain.startswith(b"GET / HTTP/1.1")
+    assert ev.protocol == "TLSv1.3"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_verify_without_cert_is_refused(files, ca, tmp_path, version):
+    server, _, events, plain, err = handshake(_listener(files, ca), _client_ctx(files, tmp_path, version=version))
+    assert [type(e) for e in events] == [HandshakeFailed]
+    assert events[0].status is VerifyStatus.NOT_FOUND
+    assert plain == b""
+
+
+def _refused(files, ca, tmp_path, client, expect, **kw):
+    listener = _listener(files, ca, **kw)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        server, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, client, version=version))
+        assert [type(e) for e in events] == [HandshakeFailed], (version, events)
+        assert events[0].status is expect, (version, events[0])
+        assert plain == b""
+        if version is ssl.TLSVersion.TLSv1_2:
+            assert err is not None     # the client sees the alert inside its handshake
+
+
+def test_untrusted_same_subject_other_ca(files, ca, tmp_path):
+    other_root = pki.make_root("Test Root")
+    other_inter = pki.make_intermediate(other_root, "Test Intermediate")
+    _refused(files, ca, tmp_path, pki.make_client(other_inter, "alice"), VerifyStatus.UNTRUSTED)
+
+
+def test_expired_and_not_yet_valid(files, ca, tmp_path):
+    _, inter, _ = ca
+    now = datetime.now(timezone.utc)
+    expired = pki.make_client(inter, "old", not_before=now - timedelta(days=10), not_after=now - timedelta(days=1))
+    _refused(files, ca, tmp_path, expired, VerifyStatus.EXPIRED)
+    future = pki.make_client(inter, "new", not_before=now + timedelta(days=1), not_after=now + timedelta(days=10))
+    _refused(files, ca, tmp_path, future, VerifyStatus.NOT_YET_VALID)
+
+
+def test_ignore_expiry_accepts_expired(files, ca, tmp_path):
+    _, inter, _ = ca
+    now = datetime.now(timezone.utc)
+    expired = pki.make_client(inter, "old", not_before=now - timedelta(days=10), not_after=now - timedelta(days=1))
+    _, _, events, _, err = handshake(_listener(files, ca, ignore_expiry=True), _client_ctx(files, tmp_path, expired))
+    assert isinstance(events[0], HandshakeDone) and events[0].status is VerifyStatus.SUCCESS
+
+
+def test_revoked_by_crl_and_deny_list(files, ca, tmp_path):
+    _, inter, _ = ca
+    c = pki.make_client(inter, "mallory")
+    _refused(files, ca, tmp_path, c, VerifyStatus.CRL_HIT, store=_store(ca, crl_serials=[c.cert.serial_number]))
+    _refused(files, ca, tmp_path, c, VerifyStatus.REJECTED, store=_store(ca, deny=frozenset([c.cert.serial_number])))
+
+
+def test_server_auth_only_certificate(files, ca, tmp_path):
+    _, inter, _ = ca
+    _refused(files, ca, tmp_path, pki.make_client(inter, "srv", extended_key_usage="server"),
+             VerifyStatus.PURPOSE_INVALID)
+
+
+def test_chain_too_deep(files, ca, tmp_path):
+    root, inters, leaf = pki.chain_of_depth(6)
+    store = TrustStore("deep", [root.cert], [], frozenset())
+    _refused(files, ca, tmp_path, leaf, VerifyStatus.MAX_CHAIN_DEPTH, store=store)
+    root, inters, leaf = pki.chain_of_depth(4)
+    ok_store = TrustStore("deep", [root.cert], [], frozenset())
+    _, _, events, _, _ = handshake(_listener(files, ca, store=ok_store), _client_ctx(files, tmp_path, leaf))
+    assert isinstance(events[0], HandshakeDone) and events[0].status is VerifyStatus.SUCCESS
+
+
+def test_passthrough_with_and_without_cert(files, ca, tmp_path):
+    other_root = pki.make_root("Anyone")
+    client = pki.make_client(pki.make_intermediate(other_root, "Any Int"), "bob")
+    listener = _listener(files, ca, mode="passthrough")
+    _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, client))
+    [ev] = events
+    assert isinstance(ev, HandshakeDone) and ev.status is VerifyStatus.NOT_VERIFIED
+    assert len(ev.identity.chain_der) == 2 and ev.identity.chain_der[0] == client.der
+    _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path))
+    assert isinstance(events[0], HandshakeDone) and events[0].identity is None
+    assert plain.startswith(b"GET /")
+
+
+def test_optional_mode(files, ca, tmp_path):
+    _, inter, _ = ca
+    listener = _listener(files, ca, mode="optional")
+    _, _, events, _, _ = handshake(listener, _client_ctx(files, tmp_path))
+    assert isinstance(events[0], HandshakeDone) and events[0].identity is None
+    _, _, events, _, _ = handshake(listener, _client_ctx(files, tmp_path, pki.make_client(inter, "carol")))
+    assert events[0].status is VerifyStatus.SUCCESS
+    other = pki.make_client(pki.make_intermediate(pki.make_root("X"), "Y"), "eve")
+    _, _, events, _, _ = handshake(listener, _client_ctx(files, tmp_path, other))
+    assert isinstance(events[0], HandshakeFailed) and events[0].status is VerifyStatus.UNTRUSTED
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_resumption_keeps_identity_and_rechecks_revocation(files, ca, tmp_path, version):
+    _, inter, _ = ca
+    client = pki.make_client(inter, "dave")
+    store = _store(ca)
+    listener = _listener(files, ca, store=store)
+    ctx = _client_ctx(files, tmp_path, client, version=version)
+    _, c1, events, _, _ = handshake(listener, ctx)
+    assert events[0].status is VerifyStatus.SUCCESS and not events[0].resumed
+    session = c1.session
+    assert session is not None
+    _, c2, events, plain, _ = handshake(listener, ctx, session=session)
+    assert c2.session_reused
+    assert events[0].resumed and events[0].identity.subject == "CN=dave,O=mtls-gateway dev"
+    assert plain.startswith(b"GET /")
+    # revoke: the same session must now be refused on resumption, before any byte is delivered
+    verifier = listener.verifier
+    verifier.store.deny_serials = frozenset([client.cert.serial_number])
+    _, c3, events, plain, _ = handshake(listener, ctx, session=session)
+    assert isinstance(events[0], HandshakeFailed) and events[0].status is VerifyStatus.REJECTED
+    assert plain == b""
+
+
+def test_old_protocols_refused(files, ca, tmp_path):
+    listener = _listener(files, ca, mode="off")
+    ctx = _client_ctx(files, tmp_path)
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    _, _, events, plain, err = handshake(listener, ctx)
+    assert err is not None or (events and isinstance(events[0], HandshakeFailed))
+    assert plain == b""
+
+
+def test_garbage_before_client_hello(files, ca):
+    server = _listener(files, ca, mode="off").connection()
+    out, plain, ev = server.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(ev, HandshakeFailed) and plain == b""
