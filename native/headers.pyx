@@ -1,3 +1,333 @@
-# cython: language_level=3
-def ping():
-    return 1
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Native twin of the byte loops in gateway.headers (a leaf module: imports nothing from gateway).
+
+How this works: every function sizes its output exactly in a first pass, allocates the result once
+with PyBytes_FromStringAndSize(NULL, n), and fills it in a second pass. Byte classes come from
+256-entry tables built at import; no Python object is created per byte. encode_request_head
+classifies each header name against a static table of lower-case names (length first, then a
+case-folding compare), so only a Connection header naming extra fields costs a Python lookup.
+gateway/headers.py holds the pure twins and the description of every format; the unit suite proves
+the two byte-identical.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    int PyBytes_CheckExact(object o)
+    int PyTuple_CheckExact(object o)
+    int PyOS_snprintf(char *str, size_t size, const char *fmt, ...)
+
+cdef unsigned char ALB_SAFE[256]
+cdef unsigned char ENVOY_SAFE[256]
+cdef unsigned char LOWER[256]
+cdef unsigned char LINE_BREAKING[256]   # CR, LF, NUL: never copied into a header line
+cdef const char *HEX = b"0123456789ABCDEF"
+cdef const char *B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+# Header names encode_request_head drops (lower case), and the one it folds. Must equal
+# gateway.headers.DROPPED_NAMES; a unit test compares them.
+DROPPED_NAMES = (
+    b"x-amzn-mtls-clientcert", b"x-amzn-mtls-clientcert-serial-number",
+    b"x-amzn-mtls-clientcert-issuer", b"x-amzn-mtls-clientcert-subject",
+    b"x-amzn-mtls-clientcert-validity", b"x-amzn-mtls-clientcert-leaf",
+    b"x-forwarded-client-cert", b"client-cert", b"client-cert-chain",
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade",
+    b"x-forwarded-proto", b"x-forwarded-port",
+    b"content-length",
+)
+FOLDED_NAME = b"x-forwarded-for"
+
+cdef enum:
+    MAX_NAMES = 32
+
+cdef const char *NAME_PTR[MAX_NAMES]
+cdef Py_ssize_t NAME_LEN[MAX_NAMES]
+cdef unsigned char NAME_KIND[MAX_NAMES]
+cdef int NAME_COUNT = 0
+cdef tuple _NAME_KEEPALIVE          # the bytes objects NAME_PTR points into
+
+cdef enum:
+    KEEP = 0
+    DROP = 1
+    FOLD = 2
+
+
+cdef void _set_safe(unsigned char *table, const char *chars):
+    cdef Py_ssize_t i = 0
+    while chars[i] != 0:
+        table[<unsigned char>chars[i]] = 1
+        i += 1
+
+
+cdef void _init_tables():
+    global NAME_COUNT, _NAME_KEEPALIVE
+    cdef int i
+    for i in range(256):
+        ALB_SAFE[i] = 0
+        ENVOY_SAFE[i] = 0
+        LOWER[i] = <unsigned char>(i + 32 if 65 <= i <= 90 else i)
+        LINE_BREAKING[i] = 0
+    alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    _set_safe(ALB_SAFE, alnum)
+    _set_safe(ALB_SAFE, b"_.-~+=/")      # urllib.parse.quote(pem, safe="+=/")
+    _set_safe(ENVOY_SAFE, alnum)
+    _set_safe(ENVOY_SAFE, b"*-._")       # Envoy PercentEncoding::urlEncode
+    LINE_BREAKING[13] = 1
+    LINE_BREAKING[10] = 1
+    LINE_BREAKING[0] = 1
+    _NAME_KEEPALIVE = DROPPED_NAMES + (FOLDED_NAME,)
+    NAME_COUNT = 0
+    for name in _NAME_KEEPALIVE:
+        NAME_PTR[NAME_COUNT] = PyBytes_AS_STRING(name)
+        NAME_LEN[NAME_COUNT] = PyBytes_GET_SIZE(name)
+        NAME_KIND[NAME_COUNT] = FOLD if name is FOLDED_NAME else DROP
+        NAME_COUNT += 1
+
+
+_init_tables()
+
+
+cdef inline unsigned char _classify(const unsigned char *p, Py_ssize_t n) noexcept:
+    """KEEP, DROP or FOLD for a header name, compared without regard to ASCII letter case."""
+    cdef int i
+    cdef Py_ssize_t j
+    cdef const unsigned char *q
+    for i in range(NAME_COUNT):
+        if NAME_LEN[i] != n:
+            continue
+        q = <const unsigned char *>NAME_PTR[i]
+        j = 0
+        while j < n and LOWER[p[j]] == q[j]:
+            j += 1
+        if j == n:
+            return NAME_KIND[i]
+    return KEEP
+
+
+cdef inline bint _breaks_line(const unsigned char *p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if LINE_BREAKING[p[i]]:
+            return True
+    return False
+
+
+cdef bytes _quote(bytes data, const unsigned char *safe):
+    cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t i, run = 0, unsafe = 0
+    cdef unsigned char c
+    for i in range(n):                   # branch-free count of the bytes to escape
+        unsafe += 1 - safe[src[i]]
+    if unsafe == 0:
+        return data
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + 2 * unsafe)
+    cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
+    for i in range(n):                   # copy runs of safe bytes whole; PEM lines are 64 long
+        c = src[i]
+        if not safe[c]:
+            if i > run:
+                memcpy(dst, src + run, i - run)
+                dst += i - run
+            dst[0] = 37                  # '%'
+            dst[1] = HEX[c >> 4]
+            dst[2] = HEX[c & 15]
+            dst += 3
+            run = i + 1
+    if n > run:
+        memcpy(dst, src + run, n - run)
+    return out
+
+
+def quote_pem_alb(bytes pem not None):
+    """ALB's rule: urllib.parse.quote(pem, safe="+=/") as bytes."""
+    return _quote(pem, ALB_SAFE)
+
+
+def quote_pem_envoy(bytes pem not None):
+    """Envoy's PercentEncoding::urlEncode: keep ALPHA / DIGIT / *-._, %XX the rest."""
+    return _quote(pem, ENVOY_SAFE)
+
+
+def sf_binary(bytes der not None):
+    """RFC 8941 byte sequence: b":" + base64 (padded) + b":"."""
+    cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(der)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(der)
+    cdef Py_ssize_t full = n // 3, rest = n - full * 3, i
+    cdef Py_ssize_t size = 2 + (full + (1 if rest else 0)) * 4
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef unsigned int v
+    dst[0] = 58              # ':'
+    dst += 1
+    for i in range(full):
+        v = (<unsigned int>src[0] << 16) | (<unsigned int>src[1] << 8) | src[2]
+        dst[0] = B64[(v >> 18) & 63]
+        dst[1] = B64[(v >> 12) & 63]
+        dst[2] = B64[(v >> 6) & 63]
+        dst[3] = B64[v & 63]
+        src += 3
+        dst += 4
+    if rest == 1:
+        v = <unsigned int>src[0] << 16
+        dst[0] = B64[(v >> 18) & 63]
+        dst[1] = B64[(v >> 12) & 63]
+        dst[2] = 61          # '='
+        dst[3] = 61
+        dst += 4
+    elif rest == 2:
+        v = (<unsigned int>src[0] << 16) | (<unsigned int>src[1] << 8)
+        dst[0] = B64[(v >> 18) & 63]
+        dst[1] = B64[(v >> 12) & 63]
+        dst[2] = B64[(v >> 6) & 63]
+        dst[3] = 61
+        dst += 4
+    dst[0] = 58
+    return out
+
+
+cdef inline unsigned char *_put(unsigned char *dst, const char *src, Py_ssize_t n) noexcept:
+    memcpy(dst, src, n)
+    return dst + n
+
+
+cdef inline void _strip_ows(const unsigned char *p, Py_ssize_t n, Py_ssize_t *start,
+                            Py_ssize_t *end) noexcept:
+    cdef Py_ssize_t a = 0, b = n
+    while a < b and (p[a] == 32 or p[a] == 9):
+        a += 1
+    while b > a and (p[b - 1] == 32 or p[b - 1] == 9):
+        b -= 1
+    start[0] = a
+    end[0] = b
+
+
+def encode_request_head(bytes method not None, bytes target not None, headers,
+                        bytes identity_lines not None, bytes client_ip not None,
+                        long long client_port, long long listener_port,
+                        connection_tokens=frozenset(), bytes framing not None=b""):
+    """Same contract as gateway.headers.encode_request_head, byte for byte."""
+    cdef object seq = PySequence_Fast(headers, "headers must be a sequence of (name, value)")
+    cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(seq)
+    cdef Py_ssize_t i, nl, vl, a, b, size, xff_len = 0, xff_parts = 0
+    cdef object item
+    cdef object name
+    cdef object value
+    cdef const unsigned char *np
+    cdef const unsigned char *vp
+    cdef unsigned char kind
+    cdef unsigned char small[64]
+    cdef unsigned char *kinds = small
+    cdef object tokens = None
+    cdef char port_digits[32]
+    cdef int port_len
+    cdef bytes out
+    cdef unsigned char *dst
+    cdef bint first
+
+    if connection_tokens:
+        tokens = frozenset([t.lower() for t in connection_tokens])
+    if count > 64:
+        kinds = <unsigned char *>malloc(count)
+        if kinds == NULL:
+            raise MemoryError()
+    try:
+        # Pass 1: classify every header and size the result exactly.
+        size = 0
+        for i in range(count):
+            item = <object>PySequence_Fast_GET_ITEM(seq, i)
+            if not PyTuple_CheckExact(item) or PyTuple_GET_SIZE(item) != 2:
+                name, value = item
+            else:
+                name = <object>PyTuple_GET_ITEM(item, 0)
+                value = <object>PyTuple_GET_ITEM(item, 1)
+            if not PyBytes_CheckExact(name) or not PyBytes_CheckExact(value):
+                raise TypeError("header names and values must be bytes")
+            np = <const unsigned char *>PyBytes_AS_STRING(name)
+            nl = PyBytes_GET_SIZE(name)
+            vp = <const unsigned char *>PyBytes_AS_STRING(value)
+            vl = PyBytes_GET_SIZE(value)
+            kind = _classify(np, nl)
+            if kind == KEEP and tokens is not None and name.lower() in tokens:
+                kind = DROP
+            elif kind == FOLD and tokens is not None and FOLDED_NAME in tokens:
+                kind = DROP
+            if kind != DROP and (nl == 0 or _breaks_line(np, nl) or _breaks_line(vp, vl)):
+                kind = DROP
+            if kind == FOLD:
+                _strip_ows(vp, vl, &a, &b)
+                if b > a:
+                    xff_len += (b - a) + (2 if xff_parts else 0)
+                    xff_parts += 1
+                else:
+                    kind = DROP
+            elif kind == KEEP:
+                size += nl + 2 + vl + 2
+            kinds[i] = kind
+
+        if PyBytes_GET_SIZE(client_ip):
+            xff_len += PyBytes_GET_SIZE(client_ip) + (2 if xff_parts else 0)
+            xff_parts += 1
+        port_len = PyOS_snprintf(port_digits, sizeof(port_digits), "%lld", listener_port)
+
+        size += PyBytes_GET_SIZE(method) + 1 + PyBytes_GET_SIZE(target) + 11
+        if xff_parts:
+            size += 17 + xff_len + 2                    # X-Forwarded-For: ...\r\n
+        size += 26 + 18 + port_len + 2                  # Proto and Port lines
+        size += PyBytes_GET_SIZE(identity_lines) + PyBytes_GET_SIZE(framing) + 2
+
+        # Pass 2: fill.
+        out = PyBytes_FromStringAndSize(NULL, size)
+        dst = <unsigned char *>PyBytes_AS_STRING(out)
+        dst = _put(dst, PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method))
+        dst[0] = 32
+        dst += 1
+        dst = _put(dst, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
+        dst = _put(dst, b" HTTP/1.1\r\n", 11)
+        for i in range(count):
+            if kinds[i] != KEEP:
+                continue
+            item = <object>PySequence_Fast_GET_ITEM(seq, i)
+            if PyTuple_CheckExact(item) and PyTuple_GET_SIZE(item) == 2:
+                name = <object>PyTuple_GET_ITEM(item, 0)
+                value = <object>PyTuple_GET_ITEM(item, 1)
+            else:
+                name, value = item
+            dst = _put(dst, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+            dst = _put(dst, b": ", 2)
+            dst = _put(dst, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            dst = _put(dst, b"\r\n", 2)
+        if xff_parts:
+            dst = _put(dst, b"X-Forwarded-For: ", 17)
+            first = True
+            for i in range(count):
+                if kinds[i] != FOLD:
+                    continue
+                item = <object>PySequence_Fast_GET_ITEM(seq, i)
+                value = item[1]
+                vp = <const unsigned char *>PyBytes_AS_STRING(value)
+                _strip_ows(vp, PyBytes_GET_SIZE(value), &a, &b)
+                if not first:
+                    dst = _put(dst, b", ", 2)
+                dst = _put(dst, <const char *>vp + a, b - a)
+                first = False
+            if PyBytes_GET_SIZE(client_ip):
+                if not first:
+                    dst = _put(dst, b", ", 2)
+                dst = _put(dst, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
+            dst = _put(dst, b"\r\n", 2)
+        dst = _put(dst, b"X-Forwarded-Proto: https\r\n", 26)
+        dst = _put(dst, b"X-Forwarded-Port: ", 18)
+        dst = _put(dst, port_digits, port_len)
+        dst = _put(dst, b"\r\n", 2)
+        dst = _put(dst, PyBytes_AS_STRING(identity_lines), PyBytes_GET_SIZE(identity_lines))
+        dst = _put(dst, PyBytes_AS_STRING(framing), PyBytes_GET_SIZE(framing))
+        dst = _put(dst, b"\r\n", 2)
+        return out
+    finally:
+        if kinds != small:
+            free(kinds)

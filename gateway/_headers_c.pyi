@@ -1,0 +1,20 @@
+"""Types of the native twin of gateway.headers (built from native/headers.pyx)."""
+from collections.abc import Sequence
+
+DROPPED_NAMES: tuple[bytes, ...]
+FOLDED_NAME: bytes
+
+def quote_pem_alb(pem: bytes) -> bytes: ...
+def quote_pem_envoy(pem: bytes) -> bytes: ...
+def sf_binary(der: bytes) -> bytes: ...
+def encode_request_head(
+    method: bytes,
+    target: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    identity_lines: bytes,
+    client_ip: bytes,
+    client_port: int,
+    listener_port: int,
+    connection_tokens: frozenset[bytes] = ...,
+    framing: bytes = ...,
+) -> bytes: ...

@@ -1,0 +1,470 @@
+"""Identity header styles, stripping of spoofable headers, and request-head encoding.
+
+How this works: a verified (or passed-through) client certificate reaches the backend as request
+headers in one or more *styles*. `identity_block` renders the header lines for an `Identity` once per
+(mode, styles, by) and keeps them in `identity.header_cache`, so a keep-alive request or a returning
+client (the chain cache hands back the same Identity) costs one dict lookup. `encode_request_head`
+then makes ONE pass over the client's headers: it drops every header any style could produce (in any
+letter case, every duplicate), hop-by-hop headers, the X-Forwarded-* headers the gateway owns, and
+Content-Length (the caller passes its own framing); it folds X-Forwarded-For and appends the client
+address; and it writes the head in a single join. The byte-level loops (PEM percent-encoding,
+structured-field base64, the head encoder) have a Cython twin in native/headers.pyx; `set_native`
+picks one, and the unit suite proves both byte-identical.
+
+Formats, and what each follows:
+
+* ``alb`` -- AWS Application Load Balancer mutual TLS headers ("HTTP headers and mutual TLS",
+  Elastic Load Balancing user guide, mutual-authentication):
+
+  verify mode::
+
+    X-Amzn-Mtls-Clientcert-Serial-Number: 03A5B1
+    X-Amzn-Mtls-Clientcert-Issuer: CN=rootcamtls.com,OU=rootCA,O=mTLS,L=Seattle,ST=Washington,C=US
+    X-Amzn-Mtls-Clientcert-Subject: CN=client_.com,OU=client-3,O=mTLS,ST=Washington,C=US
+    X-Amzn-Mtls-Clientcert-Validity: NotBefore=2023-09-21T01:50:17Z;NotAfter=2024-09-20T01:50:17Z
+    X-Amzn-Mtls-Clientcert-Leaf: -----BEGIN%20CERTIFICATE-----%0AMIIG...%0A-----END%20CERTIFICATE-----%0A
+
+  passthrough mode: ``X-Amzn-Mtls-Clientcert`` carrying the whole chain as presented, leaf first.
+  The serial is upper-case hex of the serial's magnitude in whole bytes (the guide's ``03A5B1``
+  keeps its leading zero; this is also OpenSSL's BN_bn2hex, as ``openssl x509 -serial`` prints it).
+  Issuer and subject are RFC 2253 strings (the Identity stores them; see `rfc2253`). Validity is
+  ISO 8601 UTC with a ``Z``. PEM is "URL-encoded ... with +=/ as safe characters", which is exactly
+  ``urllib.parse.quote(pem, safe="+=/")``: A-Z a-z 0-9 ``_.-~+=/`` kept, every other byte ``%XX``
+  upper-case. (The guide's *example* shows ``%3D%3D`` for base64 padding, contradicting its own
+  stated rule; we follow the stated rule.)
+
+* ``xfcc`` -- Envoy's x-forwarded-client-cert (Envoy docs, "HTTP header manipulation"; element order
+  as Envoy's conn_manager_utility.cc writes it)::
+
+    X-Forwarded-Client-Cert: By=spiffe://gw;Hash=<hex sha256 of leaf DER>;Cert="<url-pem>";
+        Chain="<url-pem of every cert, leaf first>";Subject="CN=client,O=Org";URI=spiffe://x;DNS=a.example
+
+  (one line; wrapped here). Cert and Chain use Envoy's PercentEncoding::urlEncode: A-Z a-z 0-9 and
+  ``*-._`` kept, every other byte ``%XX``. Subject, Cert and Chain are always quoted, as Envoy writes
+  them; By, URI and DNS are quoted only if they contain ``,;="`` or a backslash, as the XFCC
+  definition asks. Inside quotes ``"`` becomes ``\\"`` and ``\\`` becomes ``\\\\`` (an RFC 9110
+  quoted-pair): the definition only names the quote, but RFC 2253 subjects already contain
+  ``\\"``, and escaping the backslash too is what keeps a hostile subject from closing the quoted
+  string early. ``URI=`` appears once per URI SAN, or empty when there is none; ``DNS=`` once per DNS
+  SAN (both as Envoy does). ``By=`` only when the listener gives one.
+
+* ``rfc9440`` -- RFC 9440 (Client-Cert HTTP Header Field): ``Client-Cert`` is an RFC 8941
+  byte sequence ``:base64(leaf DER):`` (section 2.2); ``Client-Cert-Chain`` is an RFC 8941 list of
+  byte sequences, ``, `` separated, of the chain WITHOUT the leaf (section 2.3), omitted when the
+  client sent only its leaf.
+
+No identity header value ever contains CR, LF or NUL: names are RFC 2253 strings in which every
+control byte is written as the RFC 2253 hex escape ``\\XX``; SANs and ``by`` have control bytes
+percent-encoded. A client header whose name or value carries CR, LF or NUL is dropped rather than
+forwarded.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime, timezone
+from typing import Callable, NamedTuple
+
+from cryptography import x509
+
+from gateway.errors import NativeUnavailable
+from gateway.identity import Identity
+
+__all__ = [
+    "STYLES", "IDENTITY_HEADER_NAMES", "FORWARDED_OVERWRITE", "HOP_BY_HOP",
+    "quote_pem_alb", "quote_pem_envoy", "sf_binary", "identity_block", "encode_request_head",
+    "set_native", "native_mode", "rfc2253", "pem", "PYTHON", "NATIVE",
+]
+
+STYLES = ("alb", "xfcc", "rfc9440")
+
+ALB_HEADER_NAMES = frozenset({
+    b"x-amzn-mtls-clientcert",
+    b"x-amzn-mtls-clientcert-serial-number",
+    b"x-amzn-mtls-clientcert-issuer",
+    b"x-amzn-mtls-clientcert-subject",
+    b"x-amzn-mtls-clientcert-validity",
+    b"x-amzn-mtls-clientcert-leaf",
+})
+IDENTITY_HEADER_NAMES: frozenset[bytes] = ALB_HEADER_NAMES | {
+    b"x-forwarded-client-cert",
+    b"client-cert",
+    b"client-cert-chain",
+}
+# The gateway sets these; X-Forwarded-For is appended to instead (ALB's default "append" mode).
+FORWARDED_OVERWRITE: frozenset[bytes] = frozenset({b"x-forwarded-proto", b"x-forwarded-port"})
+# RFC 9110 section 7.6.1 (Connection), plus Keep-Alive and Proxy-Connection, which predate it.
+HOP_BY_HOP: frozenset[bytes] = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade",
+})
+_XFF = b"x-forwarded-for"
+# Everything encode_request_head drops by name. Content-Length is dropped because the caller
+# re-frames the body and passes its own framing line.
+DROPPED_NAMES: frozenset[bytes] = (IDENTITY_HEADER_NAMES | HOP_BY_HOP | FORWARDED_OVERWRITE
+                                   | {b"content-length"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure twins of the native functions.
+# ---------------------------------------------------------------------------------------------
+
+def _escape_table(safe: bytes) -> dict[bytes, bytes]:
+    return {bytes((b,)): (bytes((b,)) if b in safe else b"%%%02X" % b) for b in range(256)}
+
+
+_ALB_SAFE = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" b"_.-~" b"+=/")
+_ENVOY_SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" b"*-._"
+_ALB_ESC = _escape_table(_ALB_SAFE)
+_ENVOY_ESC = _escape_table(_ENVOY_SAFE)
+_ALB_UNSAFE = re.compile(b"[^" + re.escape(_ALB_SAFE) + b"]")
+_ENVOY_UNSAFE = re.compile(b"[^" + re.escape(_ENVOY_SAFE) + b"]")
+
+
+def _py_quote_pem_alb(pem: bytes, _sub=_ALB_UNSAFE.sub, _esc=_ALB_ESC.__getitem__) -> bytes:
+    """ALB's rule: ``urllib.parse.quote(pem, safe="+=/")``, as bytes."""
+    return _sub(lambda m: _esc(m[0]), pem)
+
+
+def _py_quote_pem_envoy(pem: bytes, _sub=_ENVOY_UNSAFE.sub,
+                        _esc=_ENVOY_ESC.__getitem__) -> bytes:
+    """Envoy's PercentEncoding::urlEncode: keep ALPHA / DIGIT / ``*-._``, ``%XX`` the rest."""
+    return _sub(lambda m: _esc(m[0]), pem)
+
+
+def _py_sf_binary(der: bytes, _b64=binascii.b2a_base64) -> bytes:
+    """RFC 8941 section 4.1.8: a byte sequence is ``:`` base64 (with padding) ``:``."""
+    return b":" + _b64(der, newline=False) + b":"
+
+
+def _py_encode_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                            identity_lines: bytes, client_ip: bytes, client_port: int,
+                            listener_port: int, connection_tokens: frozenset[bytes] = frozenset(),
+                            framing: bytes = b"") -> bytes:
+    """Build the upstream request head in one pass over the client's headers.
+
+    `client_port` is accepted for symmetry with the connection record; ALB sends no header with the
+    client's port, so neither do we. `connection_tokens` are the Connection header's options
+    (RFC 9110 section 7.6.1); headers they name are dropped. `framing` (for example
+    ``b"Content-Length: 5\\r\\n"``) goes last, just before the blank line.
+    """
+    drop = DROPPED_NAMES
+    if connection_tokens:
+        drop = drop | {t.lower() for t in connection_tokens}
+    # Fast path: no per-header byte checks; one check over everything kept afterwards decides
+    # whether any name or value carried CR, LF or NUL (each kept line adds exactly one CRLF).
+    lines: list[bytes] = []
+    xff: list[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in drop or not name:
+            continue
+        if lname == _XFF:
+            value = value.strip(b" \t")
+            if value:
+                xff.append(value)
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    kept = b"".join(lines)
+    folded = b", ".join(xff)
+    n = len(lines) >> 2
+    if (kept.count(b"\r") != n or kept.count(b"\n") != n or b"\0" in kept
+            or b"\r" in folded or b"\n" in folded or b"\0" in folded):
+        kept, folded = _strict_headers(headers, drop)
+    if client_ip:
+        folded = folded + b", " + client_ip if folded else client_ip
+    return b"".join((
+        method, b" ", target, b" HTTP/1.1\r\n",
+        kept,
+        b"X-Forwarded-For: " + folded + b"\r\n" if folded else b"",
+        b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: %d\r\n" % listener_port,
+        identity_lines,
+        framing,
+        b"\r\n",
+    ))
+
+
+def _strict_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tuple[bytes, bytes]:
+    """The slow path: the same filter, dropping any header whose name or value has CR, LF or NUL."""
+    lines: list[bytes] = []
+    xff: list[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in drop or not name:
+            continue
+        if (b"\r" in name or b"\n" in name or b"\0" in name
+                or b"\r" in value or b"\n" in value or b"\0" in value):
+            continue
+        if lname == _XFF:
+            value = value.strip(b" \t")
+            if value:
+                xff.append(value)
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines), b", ".join(xff)
+
+
+class Implementation(NamedTuple):
+    name: str
+    quote_pem_alb: Callable[[bytes], bytes]
+    quote_pem_envoy: Callable[[bytes], bytes]
+    sf_binary: Callable[[bytes], bytes]
+    encode_request_head: Callable[..., bytes]
+
+
+PYTHON = Implementation("python", _py_quote_pem_alb, _py_quote_pem_envoy, _py_sf_binary,
+                        _py_encode_request_head)
+
+
+def _load_native() -> Implementation | None:
+    try:
+        from gateway import _headers_c as c
+        return Implementation("native", c.quote_pem_alb, c.quote_pem_envoy, c.sf_binary,
+                              c.encode_request_head)
+    except (ImportError, AttributeError):
+        # AttributeError: a stale build of the extension without these functions.
+        return None
+
+
+NATIVE: Implementation | None = _load_native()
+
+# Rebound by set_native(); callers look them up on the module (`headers.encode_request_head`).
+quote_pem_alb = PYTHON.quote_pem_alb
+quote_pem_envoy = PYTHON.quote_pem_envoy
+sf_binary = PYTHON.sf_binary
+encode_request_head = PYTHON.encode_request_head
+native_mode = "python"
+
+
+def set_native(mode: str) -> str:
+    """Pick the native or pure functions: ``"auto"``, ``"on"`` or ``"off"``; returns what was chosen.
+
+    ``"on"`` without an importable extension raises NativeUnavailable (the operator asked for it).
+    """
+    global quote_pem_alb, quote_pem_envoy, sf_binary, encode_request_head, native_mode
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
+    if mode == "on" and NATIVE is None:
+        raise NativeUnavailable("native = \"on\" but gateway._headers_c cannot be imported "
+                                "(reinstall with `pip install -e .` to build it)")
+    impl = NATIVE if mode != "off" and NATIVE is not None else PYTHON
+    quote_pem_alb = impl.quote_pem_alb
+    quote_pem_envoy = impl.quote_pem_envoy
+    sf_binary = impl.sf_binary
+    encode_request_head = impl.encode_request_head
+    native_mode = impl.name
+    return impl.name
+
+
+set_native("auto")
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity headers (computed once per identity and mode; not a hot path).
+# ---------------------------------------------------------------------------------------------
+
+def pem(der: bytes) -> bytes:
+    """PEM exactly as OpenSSL's PEM_write_X509 (and cryptography) write it: 64-column lines."""
+    b64 = base64.b64encode(der)
+    body = b"\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+    return b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
+
+
+def _hex_serial(serial: int) -> bytes:
+    # Upper-case hex of the magnitude in whole bytes: 0x3A5B1 -> b"03A5B1" (ALB's example).
+    digits = b"%X" % abs(serial)
+    if len(digits) & 1:
+        digits = b"0" + digits
+    return b"-" + digits if serial < 0 else digits
+
+
+def _iso_z(dt: datetime) -> bytes:
+    # ISO 8601 UTC with Z, as ALB writes it; explicit widths so years < 1000 still have 4 digits.
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc)
+    return b"%04d-%02d-%02dT%02d:%02d:%02dZ" % (dt.year, dt.month, dt.day, dt.hour, dt.minute,
+                                                dt.second)
+
+
+_CTL = re.compile(b"[\x00-\x1f\x7f]")
+
+
+def _dn_value(dn: str) -> bytes:
+    """An RFC 2253 string as header bytes: control bytes become the RFC 2253 escape ``\\XX``.
+
+    The result still parses as the same distinguished name, and can never split a header line.
+    """
+    raw = dn.encode("utf-8", "surrogateescape")
+    return _CTL.sub(lambda m: b"\\%02X" % m[0][0], raw)
+
+
+def _text_value(text: str | bytes) -> bytes:
+    """A SAN or `by` value as header bytes: control bytes percent-encoded, like any URI would."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    return _CTL.sub(lambda m: b"%%%02X" % m[0][0], raw)
+
+
+_XFCC_NEEDS_QUOTES = re.compile(b'[,;="\\\\]')
+_QUOTED_PAIR = re.compile(b'["\\\\]')
+
+
+def _xfcc_quoted(value: bytes) -> bytes:
+    return b'"' + _QUOTED_PAIR.sub(lambda m: b"\\" + m[0], value) + b'"'
+
+
+def _xfcc_value(value: bytes) -> bytes:
+    return _xfcc_quoted(value) if _XFCC_NEEDS_QUOTES.search(value) else value
+
+
+def _alb_lines(identity: Identity, verified: bool) -> list[bytes]:
+    if not verified:
+        chain = b"".join(pem(der) for der in identity.chain_der)
+        return [b"X-Amzn-Mtls-Clientcert: " + quote_pem_alb(chain) + b"\r\n"]
+    return [
+        b"X-Amzn-Mtls-Clientcert-Serial-Number: " + _hex_serial(identity.serial) + b"\r\n",
+        b"X-Amzn-Mtls-Clientcert-Issuer: " + _dn_value(identity.issuer) + b"\r\n",
+        b"X-Amzn-Mtls-Clientcert-Subject: " + _dn_value(identity.subject) + b"\r\n",
+        b"X-Amzn-Mtls-Clientcert-Validity: NotBefore=" + _iso_z(identity.not_before)
+        + b";NotAfter=" + _iso_z(identity.not_after) + b"\r\n",
+        b"X-Amzn-Mtls-Clientcert-Leaf: " + quote_pem_alb(pem(identity.leaf_der)) + b"\r\n",
+    ]
+
+
+def _xfcc_lines(identity: Identity, by: bytes) -> list[bytes]:
+    pems = [pem(der) for der in identity.chain_der]
+    parts = []
+    if by:
+        parts.append(b"By=" + _xfcc_value(_text_value(by)))
+    parts.append(b"Hash=" + identity.fingerprint.encode("ascii"))
+    parts.append(b'Cert="' + quote_pem_envoy(pems[0]) + b'"')
+    parts.append(b'Chain="' + quote_pem_envoy(b"".join(pems)) + b'"')
+    parts.append(b"Subject=" + _xfcc_quoted(_dn_value(identity.subject)))
+    if identity.san_uri:
+        parts.extend(b"URI=" + _xfcc_value(_text_value(u)) for u in identity.san_uri)
+    else:
+        parts.append(b"URI=")
+    parts.extend(b"DNS=" + _xfcc_value(_text_value(d)) for d in identity.san_dns)
+    return [b"X-Forwarded-Client-Cert: " + b";".join(parts) + b"\r\n"]
+
+
+def _rfc9440_lines(identity: Identity) -> list[bytes]:
+    lines = [b"Client-Cert: " + sf_binary(identity.leaf_der) + b"\r\n"]
+    if len(identity.chain_der) > 1:
+        lines.append(b"Client-Cert-Chain: "
+                     + b", ".join(sf_binary(der) for der in identity.chain_der[1:]) + b"\r\n")
+    return lines
+
+
+def identity_block(identity: Identity | None, verified: bool, styles: tuple[str, ...],
+                   by: bytes = b"") -> bytes:
+    """The identity header lines (``Name: value\\r\\n`` ...) for `styles`, in the order given.
+
+    `verified` picks ALB's verify-mode set (serial, issuer, subject, validity, leaf) or, when False,
+    passthrough's single X-Amzn-Mtls-Clientcert with the whole chain. XFCC and RFC 9440 are the same
+    in both modes. The result is kept in ``identity.header_cache``.
+    """
+    if identity is None:
+        return b""
+    key = (verified, styles, by)
+    cache = identity.header_cache
+    block = cache.get(key)
+    if block is not None:
+        return block
+    lines: list[bytes] = []
+    for style in styles:
+        if style == "alb":
+            lines += _alb_lines(identity, verified)
+        elif style == "xfcc":
+            lines += _xfcc_lines(identity, by)
+        elif style == "rfc9440":
+            lines += _rfc9440_lines(identity)
+        else:
+            raise ValueError(f"unknown header style {style!r}; expected one of {STYLES}")
+    block = cache[key] = b"".join(lines)
+    return block
+
+
+# ---------------------------------------------------------------------------------------------
+# RFC 2253 names as OpenSSL prints them.
+# ---------------------------------------------------------------------------------------------
+
+# OpenSSL's short names (OBJ_nid2sn) for the attribute types cryptography names; other types are
+# printed as dotted OIDs with a #hex DER value, as XN_FLAG_DUMP_UNKNOWN_FIELDS does.
+_SHORT_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "street",
+    "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.5": "serialNumber", "2.5.4.4": "SN",
+    "2.5.4.42": "GN", "2.5.4.12": "title", "2.5.4.43": "initials",
+    "2.5.4.44": "generationQualifier", "2.5.4.45": "x500UniqueIdentifier",
+    "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym", "2.5.4.15": "businessCategory",
+    "2.5.4.16": "postalAddress", "2.5.4.17": "postalCode", "2.5.4.97": "organizationIdentifier",
+    "2.5.4.41": "name", "2.5.4.13": "description", "2.5.4.72": "role",
+    "0.9.2342.19200300.100.1.1": "UID", "0.9.2342.19200300.100.1.25": "DC",
+    "1.2.840.113549.1.9.1": "emailAddress", "1.2.840.113549.1.9.2": "unstructuredName",
+    "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL", "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
+    "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
+    "1.2.643.3.131.1.1": "INN", "1.2.643.100.1": "OGRN", "1.2.643.100.3": "SNILS",
+}
+# ASN.1 string types OpenSSL prints as text (a_strex.c tag2nbyte); anything else is dumped.
+_TEXT_TAGS = {12: "utf-8", 18: "latin-1", 19: "latin-1", 20: "latin-1", 22: "latin-1",
+              23: "latin-1", 24: "latin-1", 26: "latin-1", 28: "utf-32-be", 30: "utf-16-be"}
+_RFC2253_SPECIAL = frozenset(b',+"\\<>;')
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def _attribute_der(attr: x509.NameAttribute) -> tuple[int, bytes]:
+    tag = attr._type.value
+    value = attr.value
+    if isinstance(value, bytes):            # BIT STRING (x500UniqueIdentifier): no unused bits
+        return tag, (b"\x00" + value if tag == 3 else value)
+    try:
+        return tag, value.encode(_TEXT_TAGS.get(tag, "utf-8"))
+    except UnicodeEncodeError:             # a value its declared type cannot hold
+        return tag, value.encode("utf-8", "surrogateescape")
+
+
+def _escape_2253(value: str) -> str:
+    raw = value.encode("utf-8", "surrogateescape")
+    out = []
+    last = len(raw) - 1
+    for i, b in enumerate(raw):
+        if b in _RFC2253_SPECIAL or (i == 0 and b in b" #") or (i == last and b == 0x20):
+            out.append("\\" + chr(b))
+        elif b < 0x20 or b >= 0x7f:
+            out.append("\\%02X" % b)
+        else:
+            out.append(chr(b))
+    return "".join(out)
+
+
+def rfc2253(name: x509.Name) -> str:
+    """`name` as OpenSSL's X509_NAME_print_ex(XN_FLAG_RFC2253) prints it.
+
+    That is the RFC 2253 form Envoy, nginx and ``openssl x509 -nameopt RFC2253`` produce: last RDN
+    first (and, as OpenSSL does, the attributes inside a multi-valued RDN reversed too), OpenSSL
+    short names, ``,+"\\<>;`` and a leading ``#``/space or trailing space backslash-escaped, control
+    and non-ASCII bytes as ``\\XX`` of their UTF-8, types without a short name as ``1.2.3=#hex``
+    of the value's DER. cryptography's ``rfc4514_string()`` agrees for names made of CN, L, ST, O,
+    OU, C, DC and UID with printable ASCII values, and differs otherwise (``2.5.4.5=...`` for
+    serialNumber, raw UTF-8 and control characters, other multi-valued RDN order).
+    """
+    rdns = []
+    for rdn in reversed(name.rdns):
+        parts = []
+        for attr in reversed(list(rdn)):
+            oid = attr.oid.dotted_string
+            short = _SHORT_NAMES.get(oid)
+            tag, content = _attribute_der(attr)
+            if short is None or tag not in _TEXT_TAGS:
+                der = bytes((tag,)) + _der_length(len(content)) + content
+                parts.append((short or oid) + "=#" + der.hex().upper())
+            else:
+                parts.append(short + "=" + _escape_2253(attr.value))
+        rdns.append("+".join(parts))
+    return ",".join(rdns)

@@ -1,0 +1,523 @@
+"""gateway.headers: identity header styles, stripping, head encoding; pure and native twins."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import shutil
+import subprocess
+import urllib.parse
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import headers
+from gateway.errors import NativeUnavailable
+from gateway.identity import Identity, VerifyStatus, identity_from_certificates
+
+UTC = dt.timezone.utc
+NOT_BEFORE = dt.datetime(2023, 9, 21, 1, 50, 17, tzinfo=UTC)
+NOT_AFTER = dt.datetime(2024, 9, 20, 1, 50, 17, tzinfo=UTC)
+
+needs_native = pytest.mark.skipif(
+    headers.NATIVE is None, reason="gateway._headers_c is not built (run `python -m pip install -e .`)")
+
+IMPLS = [
+    pytest.param("python", id="python"),
+    pytest.param("native", id="native", marks=needs_native),
+]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    """Each implementation, also made the module-wide choice so identity_block uses it."""
+    chosen = headers.set_native("off" if request.param == "python" else "on")
+    assert chosen == request.param
+    yield headers.PYTHON if request.param == "python" else headers.NATIVE
+    headers.set_native("auto")
+
+
+# ---------------------------------------------------------------------------------------------
+# A small PKI: root -> issuing CA -> client leaf with DNS and URI SANs.
+# ---------------------------------------------------------------------------------------------
+
+def _name(cn: str, org: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(subject, issuer, key, signer, serial, *, ca, sans=()):
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+         .public_key(key.public_key()).serial_number(serial)
+         .not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER)
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    if not ca:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return b.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki():
+    root_key, int_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root_name = _name("Test Root CA", "Example Org")
+    int_name = _name("Test Issuing CA", "Example Org")
+    root = _cert(root_name, root_name, root_key, root_key, 1, ca=True)
+    inter = _cert(int_name, root_name, int_key, root_key, 2, ca=True)
+    leaf = _cert(_name("client", "Org"), int_name, leaf_key, int_key, 0x03A5B1, ca=False,
+                 sans=[x509.DNSName("client.example"), x509.DNSName("alt.example"),
+                       x509.UniformResourceIdentifier("spiffe://example.org/client")])
+    return leaf, inter, root
+
+
+def _identity(certs, status=VerifyStatus.SUCCESS) -> Identity:
+    ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
+    return identity_from_certificates(list(certs), ders, status)
+
+
+def _pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _alb_reference(data: bytes) -> bytes:
+    return urllib.parse.quote(data, safe="+=/").encode("ascii")
+
+
+def _envoy_reference(data: bytes) -> bytes:
+    # Envoy source/common/http/utility.cc: kUrlEncodedCharTable = ~(kAlphanumeric | "*-._")
+    keep = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
+    return b"".join(bytes((c,)) if c in keep else b"%%%02X" % c for c in data)
+
+
+def _lines(block: bytes) -> list[tuple[bytes, bytes]]:
+    assert block.endswith(b"\r\n")
+    out = []
+    for line in block[:-2].split(b"\r\n"):
+        assert b"\r" not in line and b"\n" not in line and b"\0" not in line
+        name, sep, value = line.partition(b": ")
+        assert sep
+        out.append((name, value))
+    return out
+
+
+def _parse_xfcc(value: bytes) -> list[list[tuple[str, str]]]:
+    """Split an XFCC value into elements of (key, value), honouring quoted-pairs."""
+    elements, pairs, key, buf = [], [], None, []
+    i, quoted, s = 0, False, value.decode("utf-8")
+    while i < len(s):
+        ch = s[i]
+        if quoted:
+            if ch == "\\":
+                buf.append(s[i + 1])
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                buf.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == "=" and key is None:
+            key, buf = "".join(buf), []
+        elif ch in ";,":
+            pairs.append((key, "".join(buf)))
+            key, buf = None, []
+            if ch == ",":
+                elements.append(pairs)
+                pairs = []
+        else:
+            buf.append(ch)
+        i += 1
+    assert not quoted
+    pairs.append((key, "".join(buf)))
+    elements.append(pairs)
+    return elements
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte functions
+# ---------------------------------------------------------------------------------------------
+
+def test_alb_quoting_is_urllib_quote_with_plus_equals_slash_safe(impl, pki):
+    chain = b"".join(_pem(c) for c in pki)
+    assert impl.quote_pem_alb(chain) == _alb_reference(chain)
+    assert impl.quote_pem_alb(b"-----BEGIN CERTIFICATE-----\nab+/=\n") == \
+        b"-----BEGIN%20CERTIFICATE-----%0Aab+/=%0A"
+    # every byte value, alone
+    for b in range(256):
+        assert impl.quote_pem_alb(bytes((b,))) == _alb_reference(bytes((b,))), b
+    assert impl.quote_pem_alb(b"") == b""
+
+
+def test_envoy_quoting(impl, pki):
+    chain = b"".join(_pem(c) for c in pki)
+    assert impl.quote_pem_envoy(chain) == _envoy_reference(chain)
+    assert impl.quote_pem_envoy(b"a+b/c=d ~*-._\n") == b"a%2Bb%2Fc%3Dd%20%7E*-._%0A"
+    for b in range(256):
+        assert impl.quote_pem_envoy(bytes((b,))) == _envoy_reference(bytes((b,))), b
+
+
+@pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", b"abcd", bytes(range(256))])
+def test_sf_binary(impl, data):
+    out = impl.sf_binary(data)
+    assert out == b":" + base64.b64encode(data) + b":"
+    assert base64.b64decode(out[1:-1], validate=True) == data
+
+
+@needs_native
+@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=3000))
+def test_native_byte_functions_equal_pure(data):
+    n, p = headers.NATIVE, headers.PYTHON
+    assert n.quote_pem_alb(data) == p.quote_pem_alb(data) == _alb_reference(data)
+    assert n.quote_pem_envoy(data) == p.quote_pem_envoy(data)
+    assert n.sf_binary(data) == p.sf_binary(data)
+
+
+def test_pem_matches_openssl_layout(pki):
+    for cert in pki:
+        assert headers.pem(cert.public_bytes(serialization.Encoding.DER)) == _pem(cert)
+
+
+# ---------------------------------------------------------------------------------------------
+# identity_block
+# ---------------------------------------------------------------------------------------------
+
+def test_alb_verify_mode_block(impl, pki):
+    leaf, inter, _root = pki
+    ident = _identity(pki)
+    block = headers.identity_block(ident, True, ("alb",))
+    leaf_value = _alb_reference(_pem(leaf))
+    assert block == (
+        b"X-Amzn-Mtls-Clientcert-Serial-Number: 03A5B1\r\n"
+        b"X-Amzn-Mtls-Clientcert-Issuer: CN=Test Issuing CA,O=Example Org,C=US\r\n"
+        b"X-Amzn-Mtls-Clientcert-Subject: CN=client,O=Org,C=US\r\n"
+        b"X-Amzn-Mtls-Clientcert-Validity: NotBefore=2023-09-21T01:50:17Z;NotAfter=2024-09-20T01:50:17Z\r\n"
+        b"X-Amzn-Mtls-Clientcert-Leaf: " + leaf_value + b"\r\n")
+    assert leaf_value.startswith(b"-----BEGIN%20CERTIFICATE-----%0AMII")
+    assert leaf_value.endswith(b"%0A-----END%20CERTIFICATE-----%0A")
+    assert b"%2B" not in leaf_value and b"%2F" not in leaf_value and b"%3D" not in leaf_value
+    assert urllib.parse.unquote_to_bytes(leaf_value) == _pem(leaf)
+
+
+def test_alb_passthrough_sends_whole_chain_leaf_first(impl, pki):
+    ident = _identity(pki, VerifyStatus.NOT_VERIFIED)
+    block = headers.identity_block(ident, False, ("alb",))
+    (name, value), = _lines(block)
+    assert name == b"X-Amzn-Mtls-Clientcert"
+    assert value == _alb_reference(b"".join(_pem(c) for c in pki))
+    pems = urllib.parse.unquote_to_bytes(value).split(b"-----END CERTIFICATE-----\n")[:-1]
+    loaded = [x509.load_pem_x509_certificate(p + b"-----END CERTIFICATE-----\n") for p in pems]
+    assert loaded == list(pki)
+
+
+@pytest.mark.parametrize("serial, text", [(1, b"01"), (0x80, b"80"), (0xABC, b"0ABC"),
+                                          (0x03A5B1, b"03A5B1"), (2**159 + 5, b"8" + b"0" * 38 + b"5")])
+def test_alb_serial_is_uppercase_hex_in_whole_bytes(serial, text):
+    assert headers._hex_serial(serial) == text
+
+
+def test_xfcc(impl, pki):
+    leaf, inter, root = pki
+    ident = _identity(pki)
+    block = headers.identity_block(ident, True, ("xfcc",), by=b"spiffe://gw.example/edge")
+    cert = _envoy_reference(_pem(leaf))
+    chain = _envoy_reference(_pem(leaf) + _pem(inter) + _pem(root))
+    assert block == (
+        b"X-Forwarded-Client-Cert: By=spiffe://gw.example/edge;Hash=" + ident.fingerprint.encode()
+        + b';Cert="' + cert + b'";Chain="' + chain + b'";Subject="CN=client,O=Org,C=US"'
+        + b";URI=spiffe://example.org/client;DNS=client.example;DNS=alt.example\r\n")
+    # same in passthrough; no By= without `by`
+    plain = headers.identity_block(ident, False, ("xfcc",))
+    assert plain.startswith(b"X-Forwarded-Client-Cert: Hash=")
+
+
+def test_xfcc_quotes_values_with_separators(impl, pki):
+    subject = 'CN=a\\,b\\;c=d\\"e\\\\,O=Org "x"'
+    ident = Identity(fingerprint="ab" * 32, serial=7, subject=subject, issuer="CN=CA",
+                     not_before=NOT_BEFORE, not_after=NOT_AFTER, san_dns=("plain.example",),
+                     san_uri=("spiffe://x/a;b=c,d",), chain_der=(pki[0].public_bytes(serialization.Encoding.DER),))
+    block = headers.identity_block(ident, True, ("xfcc",), by=b'by"x')
+    (name, value), = _lines(block)
+    assert b'Subject="CN=a\\\\,b\\\\;c=d\\\\\\"e\\\\\\\\,O=Org \\"x\\""' in value
+    assert b'URI="spiffe://x/a;b=c,d"' in value
+    assert b";DNS=plain.example" in value
+    (element,) = _parse_xfcc(value)
+    assert [k for k, _ in element] == ["By", "Hash", "Cert", "Chain", "Subject", "URI", "DNS"]
+    got = dict(element)
+    assert got["Subject"] == subject
+    assert got["URI"] == "spiffe://x/a;b=c,d"
+    assert got["By"] == 'by"x'
+
+
+def test_xfcc_without_uri_san_has_empty_uri(impl, pki):
+    leaf, inter, root = pki
+    ident = _identity([inter, root])         # a CA cert: no SANs
+    value = _lines(headers.identity_block(ident, True, ("xfcc",)))[0][1]
+    assert value.endswith(b';Subject="CN=Test Issuing CA,O=Example Org,C=US";URI=')
+
+
+def test_rfc9440_round_trip(impl, pki):
+    leaf, inter, root = pki
+    ident = _identity(pki)
+    lines = _lines(headers.identity_block(ident, True, ("rfc9440",)))
+    assert [n for n, _ in lines] == [b"Client-Cert", b"Client-Cert-Chain"]
+    cert_value, chain_value = lines[0][1], lines[1][1]
+    assert cert_value[:1] == cert_value[-1:] == b":"
+    assert base64.b64decode(cert_value[1:-1], validate=True) == ident.leaf_der
+    members = chain_value.split(b", ")
+    assert [base64.b64decode(m[1:-1], validate=True) for m in members] == list(ident.chain_der[1:])
+    # only a leaf: no Client-Cert-Chain at all (an empty list is not serialised, RFC 8941 section 4.1)
+    alone = _identity([leaf])
+    assert [n for n, _ in _lines(headers.identity_block(alone, True, ("rfc9440",)))] == [b"Client-Cert"]
+
+
+def test_styles_in_order_and_cached(impl, pki):
+    ident = _identity(pki)
+    block = headers.identity_block(ident, True, ("rfc9440", "alb", "xfcc"))
+    names = [n for n, _ in _lines(block)]
+    assert names[:2] == [b"Client-Cert", b"Client-Cert-Chain"]
+    assert names[2] == b"X-Amzn-Mtls-Clientcert-Serial-Number"
+    assert names[-1] == b"X-Forwarded-Client-Cert"
+    assert headers.identity_block(ident, True, ("rfc9440", "alb", "xfcc")) is block
+    assert (True, ("rfc9440", "alb", "xfcc"), b"") in ident.header_cache
+    assert headers.identity_block(None, True, headers.STYLES) == b""
+    with pytest.raises(ValueError):
+        headers.identity_block(ident, True, ("nginx",))
+
+
+HOSTILE = [
+    "CN=x\r\nX-Amzn-Mtls-Clientcert-Subject: CN=admin",
+    "CN=x\nClient-Cert: :AAAA:",
+    "CN=x\rX-Forwarded-Client-Cert: Hash=1",
+    "CN=nul\0byte,O=\x7f\x1b[31m",
+    'CN=x";URI=spiffe://admin;Subject="',
+    "CN=\\\";URI=spiffe://admin;x=\\\"",
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_names_cannot_inject_headers(impl, pki, hostile):
+    ident = Identity(fingerprint="cd" * 32, serial=9, subject=hostile, issuer=hostile,
+                     not_before=NOT_BEFORE, not_after=NOT_AFTER,
+                     san_dns=("evil\r\nclient-cert: x",), san_uri=("spiffe://a\r\nb",),
+                     chain_der=(pki[0].public_bytes(serialization.Encoding.DER),))
+    block = headers.identity_block(ident, True, headers.STYLES, by=b"by\r\nx: y")
+    names = [n for n, _ in _lines(block)]          # asserts no CR/LF/NUL inside any line
+    assert names == [b"X-Amzn-Mtls-Clientcert-Serial-Number", b"X-Amzn-Mtls-Clientcert-Issuer",
+                     b"X-Amzn-Mtls-Clientcert-Subject", b"X-Amzn-Mtls-Clientcert-Validity",
+                     b"X-Amzn-Mtls-Clientcert-Leaf", b"X-Forwarded-Client-Cert", b"Client-Cert"]
+    subject_line = dict(_lines(block))[b"X-Amzn-Mtls-Clientcert-Subject"]
+    expected = hostile.encode()
+    for c in list(range(0x20)) + [0x7f]:
+        expected = expected.replace(bytes((c,)), b"\\%02X" % c)
+    assert subject_line == expected
+    # XFCC keeps its structure: one element, the expected keys, the subject intact
+    (element,) = _parse_xfcc(dict(_lines(block))[b"X-Forwarded-Client-Cert"])
+    assert [k for k, _ in element] == ["By", "Hash", "Cert", "Chain", "Subject", "URI", "DNS"]
+    assert dict(element)["Subject"] == expected.decode()
+    # and the whole head stays a well-formed head
+    head = impl.encode_request_head(b"GET", b"/", [(b"Host", b"h")], block, b"1.2.3.4", 1, 443)
+    assert head.count(b"\r\n\r\n") == 1 and head.endswith(b"\r\n\r\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# encode_request_head
+# ---------------------------------------------------------------------------------------------
+
+def test_strips_every_identity_header_any_case_any_count(impl):
+    spoofed = [
+        (b"X-AMZN-MTLS-CLIENTCERT", b"spoof"), (b"x-amzn-mtls-clientcert-serial-number", b"1"),
+        (b"X-Amzn-Mtls-Clientcert-Issuer", b"CN=evil"), (b"x-AMZN-mtls-CLIENTCERT-subject", b"CN=a"),
+        (b"X-Amzn-Mtls-Clientcert-Validity", b"x"), (b"X-Amzn-Mtls-Clientcert-Leaf", b"x"),
+        (b"x-forwarded-client-cert", b"Hash=1"), (b"x-forwarded-client-cert", b"Hash=2"),
+        (b"X-Forwarded-Client-Cert", b"By=x"), (b"Client-Cert", b":AAAA:"),
+        (b"CLIENT-CERT-CHAIN", b":AAAA:"), (b"client-cert", b":BBBB:"),
+    ]
+    head = impl.encode_request_head(b"GET", b"/a?b", [(b"Host", b"example")] + spoofed + [(b"Accept", b"*/*")],
+                                    b"", b"203.0.113.7", 50000, 443)
+    assert head == (b"GET /a?b HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n"
+                    b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
+                    b"X-Forwarded-Port: 443\r\n\r\n")
+
+
+def test_x_forwarded_for_is_folded_and_appended(impl):
+    hdrs = [(b"X-Forwarded-For", b" 198.51.100.1, 10.0.0.1 "), (b"Host", b"h"),
+            (b"x-forwarded-for", b"192.0.2.9"), (b"X-Forwarded-For", b"  "),
+            (b"X-Forwarded-Proto", b"http"), (b"x-forwarded-port", b"80")]
+    head = impl.encode_request_head(b"POST", b"/", hdrs, b"", b"2001:db8::1", 1, 8443)
+    assert head == (b"POST / HTTP/1.1\r\nHost: h\r\n"
+                    b"X-Forwarded-For: 198.51.100.1, 10.0.0.1, 192.0.2.9, 2001:db8::1\r\n"
+                    b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 8443\r\n\r\n")
+
+
+def test_hop_by_hop_connection_tokens_and_framing(impl):
+    hdrs = [(b"Host", b"h"), (b"Connection", b"keep-alive, X-Secret, Foo"), (b"Keep-Alive", b"timeout=5"),
+            (b"Proxy-Connection", b"close"), (b"TE", b"trailers"), (b"Trailer", b"X"),
+            (b"Transfer-Encoding", b"chunked"), (b"Upgrade", b"h2c"), (b"Content-Length", b"12"),
+            (b"X-Secret", b"s"), (b"foo", b"f"), (b"Bar", b"b")]
+    head = impl.encode_request_head(b"PUT", b"/u", hdrs, b"Client-Cert: :AA==:\r\n", b"192.0.2.1",
+                                    2, 443, frozenset({b"keep-alive", b"x-secret", b"FOO"}),
+                                    b"Transfer-Encoding: chunked\r\n")
+    assert head == (b"PUT /u HTTP/1.1\r\nHost: h\r\nBar: b\r\n"
+                    b"X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
+                    b"Client-Cert: :AA==:\r\nTransfer-Encoding: chunked\r\n\r\n")
+    head = impl.encode_request_head(b"POST", b"/", [(b"Content-Length", b"999")], b"", b"", 0, 443,
+                                    framing=b"Content-Length: 5\r\n")
+    assert head == (b"POST / HTTP/1.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
+                    b"Content-Length: 5\r\n\r\n")
+
+
+def test_headers_carrying_line_breaks_are_dropped(impl):
+    hdrs = [(b"A", b"1"), (b"B", b"x\r\nClient-Cert: :AAAA:"), (b"C\n", b"y"), (b"D", b"z\0"),
+            (b"", b"empty name"), (b"X-Forwarded-For", b"1.1.1.1\r\nX: y"), (b"E", b"5")]
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443)
+    assert head == (b"GET / HTTP/1.1\r\nA: 1\r\nE: 5\r\nX-Forwarded-For: 192.0.2.1\r\n"
+                    b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n\r\n")
+
+
+def test_many_headers(impl):
+    hdrs = [(b"X-H%d" % i, b"v%d" % i) for i in range(300)] + [(b"client-cert", b"x")] * 50
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443)
+    assert head.count(b"\r\n") == 1 + 300 + 3 + 1
+    assert b"client-cert" not in head.lower()
+
+
+@needs_native
+def test_native_drop_table_matches_pure():
+    from gateway import _headers_c
+    assert frozenset(_headers_c.DROPPED_NAMES) == headers.DROPPED_NAMES
+    assert _headers_c.FOLDED_NAME == b"x-forwarded-for"
+
+
+# Property tests over arbitrary header lists.
+
+_TCHAR = st.sampled_from(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_KNOWN = sorted(headers.DROPPED_NAMES | {b"x-forwarded-for", b"host", b"foo", b"x-secret"})
+
+
+@st.composite
+def _random_case(draw, name: bytes) -> bytes:
+    flips = draw(st.lists(st.booleans(), min_size=len(name), max_size=len(name)))
+    return bytes(c ^ 0x20 if f and 97 <= c <= 122 else c for c, f in zip(name, flips))
+
+
+_NAMES = st.one_of(
+    st.sampled_from(_KNOWN).flatmap(_random_case),
+    st.lists(_TCHAR, min_size=1, max_size=20).map(bytes),
+)
+_SAFE_VALUES = st.binary(max_size=60).map(lambda v: v.replace(b"\r", b"").replace(b"\n", b""))
+_ANY_VALUES = st.one_of(_SAFE_VALUES, st.binary(max_size=20))
+_IDENTITY_LINES = st.sampled_from([b"", b"Client-Cert: :AA==:\r\n",
+                                   b"X-Amzn-Mtls-Clientcert: x\r\nX-Forwarded-Client-Cert: Hash=1\r\n"])
+_TOKENS = st.frozensets(st.one_of(st.sampled_from(_KNOWN).flatmap(_random_case),
+                                  st.lists(_TCHAR, min_size=1, max_size=8).map(bytes)), max_size=4)
+_IP = st.sampled_from([b"", b"192.0.2.1", b"2001:db8::7"])
+
+
+def _args(draw_headers):
+    return st.tuples(st.sampled_from([b"GET", b"POST"]), st.sampled_from([b"/", b"/p?q=1"]),
+                     draw_headers, _IDENTITY_LINES, _IP, st.integers(0, 65535),
+                     st.integers(0, 65535), _TOKENS,
+                     st.sampled_from([b"", b"Content-Length: 5\r\n"]))
+
+
+def _call(fn, args):
+    method, target, hdrs, ident, ip, cport, lport, tokens, framing = args
+    return fn(method, target, hdrs, ident, ip, cport, lport, tokens, framing)
+
+
+@needs_native
+@settings(max_examples=500)
+@given(args=_args(st.lists(st.tuples(_NAMES, _ANY_VALUES), max_size=30)))
+def test_native_encode_request_head_equals_pure(args):
+    assert _call(headers.NATIVE.encode_request_head, args) == \
+        _call(headers.PYTHON.encode_request_head, args)
+
+
+@pytest.mark.parametrize("which", IMPLS)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=_args(st.lists(st.tuples(_NAMES, _SAFE_VALUES), max_size=30)))
+def test_no_identity_header_survives_but_ours(which, args):
+    impl = headers.PYTHON if which == "python" else headers.NATIVE
+    head = _call(impl.encode_request_head, args)
+    ident = args[3]
+    assert head.endswith(ident + args[8] + b"\r\n")
+    client_part = head[: len(head) - len(ident) - len(args[8]) - 2]
+    lines = client_part.split(b"\r\n")
+    assert lines[-1] == b""
+    for line in lines[1:-1]:
+        name = line.partition(b":")[0].lower()
+        assert name not in headers.IDENTITY_HEADER_NAMES
+        assert name not in headers.HOP_BY_HOP
+        assert name != b"content-length"
+    assert head.count(b"\r\n\r\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# set_native
+# ---------------------------------------------------------------------------------------------
+
+def test_set_native_rebinds_module_names(monkeypatch):
+    try:
+        assert headers.set_native("off") == "python"
+        assert headers.encode_request_head is headers.PYTHON.encode_request_head
+        assert headers.quote_pem_alb is headers.PYTHON.quote_pem_alb
+        if headers.NATIVE is not None:
+            assert headers.set_native("on") == "native"
+            assert headers.encode_request_head is headers.NATIVE.encode_request_head
+            assert headers.sf_binary is headers.NATIVE.sf_binary
+            assert headers.set_native("auto") == "native"
+        monkeypatch.setattr(headers, "NATIVE", None)
+        assert headers.set_native("auto") == "python"
+        with pytest.raises(NativeUnavailable):
+            headers.set_native("on")
+        with pytest.raises(ValueError):
+            headers.set_native("yes")
+    finally:
+        monkeypatch.undo()
+        headers.set_native("auto")
+
+
+# ---------------------------------------------------------------------------------------------
+# rfc2253
+# ---------------------------------------------------------------------------------------------
+
+def test_rfc2253_simple_names_equal_rfc4514(pki):
+    for cert in pki:
+        assert headers.rfc2253(cert.subject) == cert.subject.rfc4514_string()
+    assert headers.rfc2253(pki[0].subject) == "CN=client,O=Org,C=US"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command line tool")
+def test_rfc2253_matches_openssl(tmp_path):
+    A = x509.NameAttribute
+    rdn = x509.RelativeDistinguishedName
+    name = x509.Name([
+        rdn([A(NameOID.COUNTRY_NAME, "US")]),
+        rdn([A(NameOID.ORGANIZATION_NAME, 'Org, "Inc"; <x> +y\\z=')]),
+        rdn([A(NameOID.ORGANIZATIONAL_UNIT_NAME, "#lead trail "), A(NameOID.USER_ID, "u1")]),
+        rdn([A(NameOID.EMAIL_ADDRESS, "a@b.example")]),
+        rdn([A(NameOID.STREET_ADDRESS, "Rue é\r\nX\x7f")]),
+        rdn([A(NameOID.DOMAIN_COMPONENT, "example")]),
+        rdn([A(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), "custom")]),
+        rdn([A(NameOID.SERIAL_NUMBER, "123"), A(NameOID.SURNAME, "S"), A(NameOID.GIVEN_NAME, "G")]),
+        rdn([A(NameOID.JURISDICTION_COUNTRY_NAME, "DE"), A(NameOID.BUSINESS_CATEGORY, "b")]),
+        rdn([A(NameOID.COMMON_NAME, " client ")]),
+    ])
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(5)
+            .not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER).sign(key, hashes.SHA256()))
+    path = tmp_path / "c.pem"
+    path.write_bytes(_pem(cert))
+    out = subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-subject",
+                          "-nameopt", "RFC2253"], capture_output=True, check=True).stdout
+    assert out.startswith(b"subject=")
+    assert headers.rfc2253(cert.subject).encode() == out[len(b"subject="):].rstrip(b"\n")
+    assert headers.rfc2253(cert.subject) != cert.subject.rfc4514_string()
