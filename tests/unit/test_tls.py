@@ -238,3 +238,63 @@ def test_garbage_before_client_hello(files, ca):
     server = _listener(files, ca, mode="off").connection()
     out, plain, ev = server.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert isinstance(ev, HandshakeFailed) and plain == b""
+
+
+def _tlslite_handshake(listener, chain_pem: bytes, key_pem: bytes):
+    """A client that presents `chain_pem` but signs CertificateVerify with `key_pem` (tlslite-ng does
+    not check that they match, unlike OpenSSL clients). TLS 1.2 over a socketpair."""
+    tlslite = pytest.importorskip("tlslite")
+    import socket
+    import threading
+    a, b = socket.socketpair()
+    server = listener.connection()
+    events = []
+
+    def pump():
+        while True:
+            try:
+                data = b.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out, _, ev = server.receive(data)
+            if ev is not None:
+                events.append(ev)
+            if out:
+                b.sendall(out)
+            if isinstance(ev, HandshakeFailed):
+                break
+        b.close()
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    chain = tlslite.X509CertChain()
+    chain.parsePemList(chain_pem.decode())
+    key = tlslite.parsePEMKey(key_pem.decode(), private=True)
+    settings = tlslite.HandshakeSettings()
+    settings.minVersion = settings.maxVersion = (3, 3)
+    conn = tlslite.TLSConnection(a)
+    error = None
+    try:
+        conn.handshakeClientCert(chain, key, settings=settings)
+    except Exception as exc:      # the alert the gateway sent
+        error = exc
+    a.close()
+    t.join(5)
+    return events, error
+
+
+def test_certificate_without_its_private_key_is_refused(files, ca):
+    """A stolen certificate: the chain is trusted, but CertificateVerify is signed with another key.
+    OpenSSL's signature check stays in force whatever the gateway's verdict on the chain."""
+    _, inter, _ = ca
+    victim, thief = pki.make_client(inter, "victim"), pki.make_client(inter, "thief")
+    listener = _listener(files, ca)
+    events, error = _tlslite_handshake(listener, victim.chain_pem, thief.key_pem)
+    assert error is not None and "decrypt_error" in str(error)
+    assert [type(e) for e in events] == [HandshakeFailed]
+    assert "signature" in events[0].detail
+    # control: the same chain with its own key is accepted by the same listener
+    events, error = _tlslite_handshake(listener, victim.chain_pem, victim.key_pem)
+    assert error is None and isinstance(events[0], HandshakeDone) and events[0].status is VerifyStatus.SUCCESS
