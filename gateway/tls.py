@@ -49,13 +49,15 @@ _dump = crypto.dump_certificate
 class TLSState(enum.Enum):
     HANDSHAKING = "handshaking"
     OPEN = "open"
+    PEER_CLOSED = "peer_closed"     # close_notify received: we may still write (a half-close)
     CLOSED = "closed"
     FAILED = "failed"
 
 
 _TRANSITIONS = {
     TLSState.HANDSHAKING: {TLSState.OPEN, TLSState.FAILED, TLSState.CLOSED},
-    TLSState.OPEN: {TLSState.CLOSED, TLSState.FAILED},
+    TLSState.OPEN: {TLSState.PEER_CLOSED, TLSState.CLOSED, TLSState.FAILED},
+    TLSState.PEER_CLOSED: {TLSState.CLOSED, TLSState.FAILED},
     TLSState.CLOSED: set(),
     TLSState.FAILED: set(),
 }
@@ -271,7 +273,7 @@ class TLSConnection:
     def receive(self, data: bytes) -> tuple[bytes, bytes, object]:
         """Feed ciphertext; get (ciphertext to send, plaintext received, event or None)."""
         conn = self._conn
-        if self.state is TLSState.CLOSED or self.state is TLSState.FAILED:
+        if self.state is not TLSState.OPEN and self.state is not TLSState.HANDSHAKING:
             return b"", b"", None
         if data:
             conn.bio_write(data)
@@ -304,7 +306,7 @@ class TLSConnection:
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:
-            self._to(TLSState.CLOSED)
+            self._to(TLSState.PEER_CLOSED)
             event = event or PEER_CLOSED
         except SSL.Error as exc:
             self._to(TLSState.FAILED)
@@ -312,7 +314,7 @@ class TLSConnection:
         return self._drain(), plain, event
 
     def send(self, data: bytes) -> bytes:
-        if self.state is not TLSState.OPEN:
+        if self.state is not TLSState.OPEN and self.state is not TLSState.PEER_CLOSED:
             return b""
         try:
             self._conn.sendall(data) if len(data) > 16384 else self._conn.send(data)
@@ -323,7 +325,7 @@ class TLSConnection:
 
     def close(self) -> bytes:
         """A close_notify for the peer, if the connection is in a state to send one."""
-        if self.state is TLSState.OPEN:
+        if self.state is TLSState.OPEN or self.state is TLSState.PEER_CLOSED:
             try:
                 self._conn.shutdown()
             except SSL.Error:

@@ -1,0 +1,84 @@
+"""Shared fixtures: a development PKI with every kind of client certificate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway import pki
+
+
+@dataclass
+class Client:
+    name: str
+    cert: Path
+    key: Path
+    issued: pki.Issued
+
+
+@dataclass
+class TestPKI:
+    dir: Path
+    root: pki.Issued
+    intermediate: pki.Issued
+    clients: dict[str, Client]
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.dir / "ca-bundle.pem"
+
+    @property
+    def root_pem(self) -> Path:
+        return self.dir / "root-ca.pem"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.dir / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.dir / "server.key"
+
+    @property
+    def crls(self) -> list[Path]:
+        return [self.dir / "crl-root.pem", self.dir / "crl-intermediate.pem"]
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory) -> TestPKI:
+    d = tmp_path_factory.mktemp("pki")
+    pki.init_dir(d)
+    root = pki.load_issued(d / "root-ca.pem", d / "root-ca.key")
+    inter = pki.load_issued(d / "intermediate-ca.pem", d / "intermediate-ca.key")
+    clients: dict[str, Client] = {}
+
+    def add(name: str, issued: pki.Issued) -> None:
+        cert, key = d / f"{name}.pem", d / f"{name}.key"
+        issued.write(cert, key)
+        clients[name] = Client(name, cert, key, issued)
+
+    clients["good"] = Client("good", d / "clients" / "client1.pem", d / "clients" / "client1.key",
+                             pki.load_issued(d / "clients" / "client1.pem", d / "clients" / "client1.key"))
+    now = datetime.now(timezone.utc)
+    add("alice", pki.make_client(inter, "alice", san_dns=["alice.example.com"],
+                                 san_uri=["spiffe://example.com/alice"]))
+    add("expired", pki.make_client(inter, "expired", not_before=now - timedelta(days=30),
+                                   not_after=now - timedelta(days=1)))
+    add("notyet", pki.make_client(inter, "notyet", not_before=now + timedelta(days=1),
+                                  not_after=now + timedelta(days=30)))
+    add("serverauth", pki.make_client(inter, "serverauth", extended_key_usage="server"))
+    add("denied", pki.make_client(inter, "denied"))
+    other_root = pki.make_root("mtls-gateway dev root CA")
+    other_inter = pki.make_intermediate(other_root, "mtls-gateway dev intermediate CA")
+    add("untrusted", pki.make_client(other_inter, "client1"))
+    deep_parent = inter
+    for i in range(4):
+        deep_parent = pki.make_intermediate(deep_parent, f"deep CA {i}", path_length=None)
+    add("deep", pki.make_client(deep_parent, "deep"))
+    pki.issue_client(d, "revoked")
+    pki.revoke(d, "revoked")
+    clients["revoked"] = Client("revoked", d / "clients" / "revoked.pem", d / "clients" / "revoked.key",
+                                pki.load_issued(d / "clients" / "revoked.pem", d / "clients" / "revoked.key"))
+    return TestPKI(d, root, inter, clients)
