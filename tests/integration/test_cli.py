@@ -1,0 +1,120 @@
+"""The command line for real: `pki init / issue-client / revoke`, `check`, and a gateway started on
+the files they make, with a worker pool."""
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import http.client
+
+import pytest
+
+from .conftest import free_port, wait_port
+
+pytestmark = pytest.mark.integration
+
+
+def gw(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def _get(port: int, ctx: ssl.SSLContext) -> int:
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_pki_commands_and_a_gateway_on_their_files(tmp_path):
+    d = tmp_path / "pki"
+    r = gw("pki", "init", str(d))
+    assert r.returncode == 0, r.stderr
+    assert (d / "ca-bundle.pem").exists() and (d / "clients" / "client1.key").stat().st_mode & 0o777 == 0o600
+    assert gw("pki", "init", str(d)).returncode != 0            # refuses to overwrite
+    assert gw("pki", "issue-client", str(d), "bob").returncode == 0
+    assert gw("pki", "issue-client", str(d), "bad/name").returncode != 0
+    # the printed snippet is a working configuration
+    snippet = r.stdout.split("A configuration using these files:", 1)[1]
+    port = free_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\naccess_log = "off"\nconnection_log = "off"\nworkers = 2\n'
+                      + snippet.replace("127.0.0.1:8443", f"127.0.0.1:{port}"))
+    r = gw("check", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
+        ctx.load_cert_chain(d / "clients" / "bob.pem", d / "clients" / "bob.key")
+        assert _get(port, ctx) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    # revoke bob: a gateway started on the new CRL refuses him, still serves client1
+    assert gw("pki", "revoke", str(d), "bob").returncode == 0
+    assert gw("pki", "revoke", str(d), "nobody").returncode != 0
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(port, ctx)
+        ok = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
+        ok.load_cert_chain(d / "clients" / "client1.pem", d / "clients" / "client1.key")
+        assert _get(port, ok) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_workers_share_the_listener_and_a_dead_worker_is_replaced(tmp_path):
+    d = tmp_path / "pki"
+    assert gw("pki", "init", str(d)).returncode == 0
+    port = free_port()
+    config = tmp_path / "gateway.toml"
+    errors = tmp_path / "error.log"
+    config.write_text(f"""
+[gateway]
+workers = 2
+access_log = "off"
+connection_log = "off"
+error_log = "{errors}"
+
+[[listener]]
+name = "w"
+bind = "127.0.0.1:{port}"
+certificates = [{{cert = "{d}/server.pem", key = "{d}/server.key"}}]
+[[listener.rule]]
+action = "fixed-response"
+fixed_response = {{status = 200, body = "pid {{}}"}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and errors.read_text().count("worker_started") < 2:
+            time.sleep(0.02)
+        started = [l for l in errors.read_text().splitlines() if "worker_started" in l]
+        assert len(started) == 2
+        import json
+        pids = [json.loads(l)["pid"] for l in started]
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and errors.read_text().count("worker_started") < 3:
+            time.sleep(0.02)
+        assert "worker_died" in errors.read_text()
+        assert errors.read_text().count("worker_started") == 3
+        for _ in range(10):
+            assert _get(port, ctx) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
