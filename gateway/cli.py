@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from . import config
             from .server import serve
-            return serve(config.load(args.config))
+            return serve(config.load(args.config), config_path=args.config)
         if args.command == "demo":
             from .demo import main as demo_main
             return demo_main(args.once, args.verify_port, args.passthrough_port)

@@ -155,6 +155,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+
+    def reopen_logs(self) -> None:
+        """After logrotate moved the files: write to new ones from now on."""
+        self.runtime.access_log.reopen()
+        self.runtime.connection_log.reopen()
 
     async def run_until_stopped(self) -> None:
         await self.stopping.wait()
@@ -184,7 +190,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_worker(runtime: Runtime, sockets: dict[str, socket.socket]) -> None:
+def run_worker(runtime: Runtime, sockets: dict[str, socket.socket], *, ready_fd: int = -1,
+               drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(runtime, sockets)
@@ -192,7 +199,11 @@ def run_worker(runtime: Runtime, sockets: dict[str, socket.socket]) -> None:
     async def main() -> None:
         await worker.start()
         worker.install_signals()
-        await worker.run_until_stopped()
+        if ready_fd >= 0:
+            os.write(ready_fd, b"R")
+            os.close(ready_fd)
+        await worker.stopping.wait()
+        await worker.drain(drain_timeout_s)
 
     try:
         loop.run_until_complete(main())
@@ -200,75 +211,245 @@ def run_worker(runtime: Runtime, sockets: dict[str, socket.socket]) -> None:
         loop.close()
 
 
-def serve(config: Config, *, on_ready=None) -> int:
-    """Bind, build, then serve in-process or through forked workers. Returns an exit code."""
-    runtime = build_runtime(config)
-    errors = runtime.errors
-    sockets = {spec.name: bind(spec) for spec in config.listeners}
-    errors.info("native", f"hot paths: {runtime.native}")
-    for spec in config.listeners:
-        errors.info("listening", f"listener {spec.name} on {spec.host}:{spec.port} mtls={spec.mtls}",
-                    listener=spec.name)
-    workers = max(1, config.gateway.workers)
-    if on_ready is not None:
-        on_ready(sockets)
-    if workers == 1:
-        run_worker(runtime, sockets)
-        return 0
-    return _supervise(runtime, sockets, workers)
+def serve(config: Config, *, config_path=None) -> int:
+    """Bind (or take systemd's sockets), build, fork the workers and supervise them. Exit code."""
+    return Master(config, config_path).run()
 
 
-def _supervise(runtime: Runtime, sockets, workers: int) -> int:
-    errors = runtime.errors
-    children: dict[int, int] = {}
-    stopping = False
+class _WorkerProc:
+    __slots__ = ("pid", "slot", "generation", "ready", "ready_fd", "stopping")
 
-    def spawn(slot: int) -> None:
+    def __init__(self, pid: int, slot: int, generation: int, ready_fd: int) -> None:
+        self.pid = pid
+        self.slot = slot
+        self.generation = generation
+        self.ready = False
+        self.ready_fd = ready_fd
+        self.stopping = False
+
+
+class Master:
+    """Binds listeners, builds every SSL context once, forks and supervises workers; never serves.
+
+    Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the configuration (build everything new,
+    swap only if all of it is valid, roll the workers); SIGUSR1 reopens log files. A worker that dies
+    is replaced within `WORKER_RESTART_DELAY_S`. Ticket keys live in the SSL contexts, so they are
+    shared by all workers forked from one build and rotate when the workers are rolled onto a new
+    build (`ticket_rotation_s`).
+    """
+
+    def __init__(self, config: Config, config_path=None) -> None:
+        from . import systemd
+        self.systemd = systemd
+        self.config = config
+        self.config_path = config_path
+        self.generation = 0
+        self.runtime = build_runtime(config, generation=0)
+        self.errors = self.runtime.errors
+        self.sockets = self._sockets(config, {})
+        self.workers: dict[int, _WorkerProc] = {}
+        self.pending_signals: list[int] = []
+        self.stopping = False
+
+    # -- sockets -----------------------------------------------------------------------------------
+    def _sockets(self, config: Config, current: dict[str, socket.socket]) -> dict[str, socket.socket]:
+        inherited = self.systemd.match_sockets(
+            self.systemd.listen_fds(), [(l.name, l.host, l.port) for l in config.listeners])
+        out: dict[str, socket.socket] = {}
+        for spec in config.listeners:
+            old = current.get(spec.name)
+            if old is not None and old.getsockname()[1] == spec.port:
+                out[spec.name] = old
+            elif spec.name in inherited:
+                sock = inherited[spec.name]
+                sock.setblocking(False)
+                out[spec.name] = sock
+                self.errors.info("socket_inherited", f"listener {spec.name} uses a socket from systemd",
+                                 listener=spec.name)
+            else:
+                out[spec.name] = bind(spec)
+        return out
+
+    # -- workers -----------------------------------------------------------------------------------
+    def _spawn(self, slot: int) -> _WorkerProc:
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(r)
             code = 0
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                run_worker(runtime, sockets)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                run_worker(self.runtime, self.sockets, ready_fd=w,
+                           drain_timeout_s=self._drain_timeout_s())
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
-        children[pid] = slot
-        errors.info("worker_started", f"worker {slot} started", pid=pid)
+        os.close(w)
+        proc = _WorkerProc(pid, slot, self.generation, r)
+        self.workers[pid] = proc
+        self.errors.info("worker_started", f"worker {slot} started", pid=pid, generation=self.generation)
+        return proc
 
-    def stop(signum, frame) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    def _drain_timeout_s(self) -> float:
+        return float(getattr(self.config.gateway, "drain_timeout_s", DRAIN_TIMEOUT_S))
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for slot in range(workers):
-        spawn(slot)
-    while children:
+    def _wait_ready(self, procs: list[_WorkerProc], timeout_s: float = 30.0) -> bool:
+        import select
+        deadline = time.monotonic() + timeout_s
+        waiting = {p.ready_fd: p for p in procs if not p.ready}
+        while waiting and time.monotonic() < deadline:
+            rl, _, _ = select.select(list(waiting), [], [], max(0.0, deadline - time.monotonic()))
+            for fd in rl:
+                proc = waiting.pop(fd)
+                data = os.read(fd, 1)
+                proc.ready = data == b"R"
+        for p in procs:
+            if p.ready_fd >= 0:
+                os.close(p.ready_fd)
+                p.ready_fd = -1
+        return all(p.ready for p in procs)
+
+    def _stop_worker(self, proc: _WorkerProc) -> None:
+        proc.stopping = True
         try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        slot = children.pop(pid, None)
-        if slot is None:
-            continue
-        if not stopping:
-            errors.warning("worker_died", f"worker {slot} exited ({_describe_status(status)}); replacing it",
-                           pid=pid)
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.workers.pop(pid, None)
+            if proc is None:
+                continue
+            if proc.ready_fd >= 0:
+                os.close(proc.ready_fd)
+                proc.ready_fd = -1
+            if proc.stopping or self.stopping:
+                self.errors.info("worker_stopped", f"worker {proc.slot} stopped", pid=pid)
+                continue
+            self.errors.warning("worker_died", f"worker {proc.slot} exited "
+                                f"({_describe_status(status)}); replacing it", pid=pid)
             time.sleep(WORKER_RESTART_DELAY_S)
-            spawn(slot)
-    for sock in sockets.values():
-        sock.close()
-    return 0
+            self._spawn(proc.slot)
+
+    # -- reload and rotation -----------------------------------------------------------------------
+    def reload(self, reason: str = "reload") -> bool:
+        """Build everything new from the config file; swap and roll the workers only if valid."""
+        from . import config as cfg
+        self.systemd.reloading()
+        try:
+            new_config = cfg.load(self.config_path) if self.config_path else self.config
+            runtime = build_runtime(new_config, generation=self.generation + 1, errors=self.errors)
+            sockets = self._sockets(new_config, self.sockets)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.errors.error("reload_failed", str(problem))
+            self.errors.error("reload_failed", f"{reason}: configuration invalid "
+                              f"({len(exc.problems)} problem(s)); still serving the previous one")
+            self.systemd.ready(f"reload failed: {len(exc.problems)} problem(s); serving previous config")
+            return False
+        except OSError as exc:
+            self.errors.error("reload_failed", f"{reason}: {exc}; still serving the previous one")
+            self.systemd.ready("reload failed; serving previous config")
+            return False
+        old_sockets = self.sockets
+        self.config, self.runtime, self.sockets = new_config, runtime, sockets
+        self.generation += 1
+        self._roll()
+        for name, sock in old_sockets.items():
+            if sockets.get(name) is not sock:
+                sock.close()
+        self.errors.info("reloaded", f"{reason}: generation {self.generation} serving")
+        self.systemd.ready(f"serving generation {self.generation}")
+        return True
+
+    def _roll(self) -> None:
+        """Replace the workers one at a time: a new one is serving before an old one drains."""
+        old = [p for p in self.workers.values() if p.generation != self.generation]
+        count = max(1, self.config.gateway.workers)
+        for slot in range(count):
+            proc = self._spawn(slot)
+            self._wait_ready([proc])
+            if old:
+                self._stop_worker(old.pop(0))
+        for proc in old:
+            self._stop_worker(proc)
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        import select
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        os.set_blocking(r, False)
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(sig, lambda signum, frame: None)
+        for spec in self.config.listeners:
+            self.errors.info("listening", f"listener {spec.name} on {spec.host}:{spec.port} "
+                             f"mtls={spec.mtls}", listener=spec.name)
+        self.errors.info("native", f"hot paths: {self.runtime.native}")
+        count = max(1, self.config.gateway.workers)
+        procs = [self._spawn(slot) for slot in range(count)]
+        self._wait_ready(procs)
+        self.systemd.ready(f"serving {len(self.config.listeners)} listener(s) with {count} worker(s)")
+        watchdog_s = self.systemd.watchdog_interval_s()
+        rotation_s = float(getattr(self.config.gateway, "ticket_rotation_s", 0) or 0)
+        next_rotation = time.monotonic() + rotation_s if rotation_s > 0 else None
+        next_ping = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if watchdog_s is not None and now >= next_ping:
+                self.systemd.watchdog()
+                next_ping = now + watchdog_s
+            if next_rotation is not None and now >= next_rotation and not self.stopping:
+                self.reload("ticket key rotation")
+                next_rotation = time.monotonic() + rotation_s
+            timeout = 1.0
+            if watchdog_s is not None:
+                timeout = min(timeout, max(0.0, next_ping - time.monotonic()))
+            try:
+                readable, _, _ = select.select([r], [], [], timeout)
+            except InterruptedError:
+                readable = [r]
+            signals = b""
+            if readable:
+                try:
+                    signals = os.read(r, 64)
+                except BlockingIOError:
+                    pass
+            for signum in signals:
+                if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+                    self.stopping = True
+                    self.systemd.stopping()
+                    self.errors.info("stopping", "draining workers")
+                    for proc in list(self.workers.values()):
+                        self._stop_worker(proc)
+                elif signum == signal.SIGHUP and not self.stopping:
+                    self.reload("SIGHUP")
+                elif signum == signal.SIGUSR1:
+                    self.runtime.access_log.reopen()
+                    self.runtime.connection_log.reopen()
+                    for proc in self.workers.values():
+                        try:
+                            os.kill(proc.pid, signal.SIGUSR1)
+                        except ProcessLookupError:
+                            pass
+            self._reap()
+            if self.stopping and not self.workers:
+                break
+        for sock in self.sockets.values():
+            sock.close()
+        signal.set_wakeup_fd(-1)
+        return 0
 
 
 def _describe_status(status: int) -> str:
