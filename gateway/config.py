@@ -68,6 +68,13 @@ DEFAULT_ACCESS_LOG = LOG_STDOUT
 DEFAULT_CONNECTION_LOG = LOG_STDOUT
 DEFAULT_ERROR_LOG = LOG_STDOUT  # "-" means stderr for the error log
 DEFAULT_LOG_LEVEL = "info"
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+DEFAULT_TICKET_ROTATION_S = 0.0       # 0: never roll workers just to rotate ticket keys
+DEFAULT_WATCH_FILES = False
+DEFAULT_WATCH_INTERVAL_S = 2.0
+CONNECTION_LOG_FORMATS = ("json", "alb")
+DEFAULT_CONNECTION_LOG_FORMAT = "json"
+DEFAULT_ADMIN_BIND = "127.0.0.1:9901"
 
 DEFAULT_MTLS = "off"
 DEFAULT_HEADER_STYLE: tuple[str, ...] = ("alb",)
@@ -212,6 +219,19 @@ class GatewaySpec:
     connection_log: str = DEFAULT_CONNECTION_LOG
     error_log: str = DEFAULT_ERROR_LOG
     log_level: str = DEFAULT_LOG_LEVEL
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    ticket_rotation_s: float = DEFAULT_TICKET_ROTATION_S
+    watch_files: bool = DEFAULT_WATCH_FILES
+    watch_interval_s: float = DEFAULT_WATCH_INTERVAL_S
+    connection_log_format: str = DEFAULT_CONNECTION_LOG_FORMAT
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSpec:
+    """The admin listener (metrics, health, certificates): plain HTTP, loopback by default."""
+
+    host: str = "127.0.0.1"
+    port: int = 9901
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +243,7 @@ class Config:
     listeners: tuple[ListenerSpec, ...]
     trust_stores: Mapping[str, TrustStoreSpec] = field(default_factory=_empty_mapping)
     target_groups: Mapping[str, TargetGroupSpec] = field(default_factory=_empty_mapping)
+    admin: AdminSpec | None = None
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -455,7 +476,10 @@ _PEM_KEY_RE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 
 # --- the reader -----------------------------------------------------------------------------------
 
-_GATEWAY_KEYS = ("workers", "native", "access_log", "connection_log", "error_log", "log_level")
+_GATEWAY_KEYS = ("workers", "native", "access_log", "connection_log", "error_log", "log_level",
+                 "drain_timeout_s", "ticket_rotation_s", "watch_files", "watch_interval_s",
+                 "connection_log_format")
+_ADMIN_KEYS = ("bind",)
 _LISTENER_KEYS = (
     "name", "bind", "certificates", "mtls", "trust_store", "header_style",
     "ignore_client_certificate_expiry", "advertise_ca_names", "max_chain_depth", "tls_min_version",
@@ -468,7 +492,7 @@ _RULE_KEYS = ("priority", "host", "path", "action", "target_group", "fixed_respo
 _FIXED_RESPONSE_KEYS = ("status", "content_type", "body")
 _TRUST_STORE_KEYS = ("ca_bundle", "crls", "deny_serials")
 _TARGET_GROUP_KEYS = ("targets", "connect_timeout_s", "read_timeout_s", "max_idle_per_target")
-_TOP_KEYS = ("gateway", "listener", "trust_store", "target_group")
+_TOP_KEYS = ("gateway", "admin", "listener", "trust_store", "target_group")
 
 _REQUIRED = object()
 _RULE_HOST_RE = re.compile(r"[a-z0-9_.*-]{1,255}")
@@ -710,6 +734,7 @@ class _Reader:
     def document(self, doc: dict[str, Any], source: Path | None) -> Config:
         self.keys(doc, _TOP_KEYS, "")
         gateway = self.gateway(doc.get("gateway", {}))
+        admin = self.admin(doc["admin"]) if "admin" in doc else None
 
         stores_raw = self.table(doc.get("trust_store", {}), "trust_store") or {}
         groups_raw = self.table(doc.get("target_group", {}), "target_group") or {}
@@ -760,6 +785,7 @@ class _Reader:
             listeners=tuple(listeners),
             trust_stores=MappingProxyType(trust_stores),
             target_groups=MappingProxyType(target_groups),
+            admin=admin,
         )
 
     def gateway(self, raw: object) -> GatewaySpec:
@@ -786,7 +812,32 @@ class _Reader:
                                            off_ok=True),
             error_log=self.log_target(table, "error_log", DEFAULT_ERROR_LOG, off_ok=False),
             log_level=self.choice(table, "log_level", "gateway", LOG_LEVELS, DEFAULT_LOG_LEVEL),
+            drain_timeout_s=self.seconds(table, "drain_timeout_s", "gateway",
+                                         DEFAULT_DRAIN_TIMEOUT_S),
+            ticket_rotation_s=(self.seconds(table, "ticket_rotation_s", "gateway", 1.0)
+                               if "ticket_rotation_s" in table else DEFAULT_TICKET_ROTATION_S),
+            watch_files=self.boolean(table, "watch_files", "gateway", DEFAULT_WATCH_FILES),
+            watch_interval_s=self.seconds(table, "watch_interval_s", "gateway",
+                                          DEFAULT_WATCH_INTERVAL_S),
+            connection_log_format=self.choice(table, "connection_log_format", "gateway",
+                                              CONNECTION_LOG_FORMATS, DEFAULT_CONNECTION_LOG_FORMAT),
         )  # type: ignore[arg-type]
+
+    def admin(self, raw: object) -> AdminSpec | None:
+        table = self.table(raw, "admin")
+        if table is None:
+            return None
+        self.keys(table, _ADMIN_KEYS, "admin")
+        text = table.get("bind", DEFAULT_ADMIN_BIND)
+        if not isinstance(text, str):
+            self.add("admin.bind", f"expected a string (host:port), got {_type_name(text)}")
+            return None
+        try:
+            host, port = parse_address(text, listen=True)
+        except ValueError as exc:
+            self.add("admin.bind", str(exc))
+            return None
+        return AdminSpec(host, port)
 
     def trust_store(self, name: str, raw: object) -> TrustStoreSpec | None:
         prefix = _join("trust_store", name)

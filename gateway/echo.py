@@ -3,7 +3,7 @@
 How this works: it answers every request with JSON describing what it received: method, target,
 the headers in order as [name, value] pairs, and the body's length and SHA-256 (the body is hashed as
 it streams, never held). `GET /bytes/N` streams N bytes back instead (`?chunked=1` for chunked
-framing), which is what the large-download tests use. Plain TCP on 127.0.0.1: it sits behind the
+framing), which is what the large-download tests use; `/delay/MS` answers after MS milliseconds. Plain TCP on 127.0.0.1: it sits behind the
 gateway, which terminates TLS.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ class EchoProtocol(asyncio.Protocol):
         self.transport = None
         self.paused = False
         self.streaming = None
+        self._delayed = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -60,6 +61,17 @@ class EchoProtocol(asyncio.Protocol):
         req = self.request
         keep = req.keep_alive
         path = req.target.split(b"?", 1)[0]
+        if path.startswith(b"/delay/") and not self._delayed:
+            # answer after N milliseconds: a slow upstream for timeout and drain tests
+            try:
+                delay_ms = int(path[7:])
+            except ValueError:
+                delay_ms = 0
+            self._delayed = True
+            self.streaming = []          # hold further requests until this one is answered
+            asyncio.get_running_loop().call_later(delay_ms / 1000, self._after_delay)
+            return
+        self._delayed = False
         if path.startswith(b"/bytes/"):
             try:
                 n = int(path[7:])
@@ -89,6 +101,11 @@ class EchoProtocol(asyncio.Protocol):
             head.append((b"Connection", b"close"))
         self.transport.write(http1.response_head(200, head) + (b"" if req.method == b"HEAD" else body))
         self._done(keep)
+
+    def _after_delay(self) -> None:
+        self.streaming = None
+        if not self.transport.is_closing():
+            self._respond()
 
     def _stream(self) -> None:
         left, chunked, keep = self.streaming

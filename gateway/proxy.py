@@ -48,7 +48,7 @@ class Exchange:
 
     __slots__ = ("request", "action", "started", "upstream", "target", "body_queue", "request_done",
                  "response", "chunked_out", "keep_alive", "status", "bytes_out", "head_sent",
-                 "connecting", "timer", "bytes_in")
+                 "connecting", "timer", "bytes_in", "discard")
 
     def __init__(self, request: Request, action) -> None:
         self.request = request
@@ -66,6 +66,7 @@ class Exchange:
         self.bytes_in = 0
         self.head_sent = False
         self.connecting = False
+        self.discard = False        # the response is sent: drop the rest of the request
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -128,13 +129,15 @@ class GatewayProtocol(asyncio.Protocol):
     def drain(self) -> None:
         """Shutdown: finish the exchange in flight, then close; close an idle connection now."""
         self.draining = True
-        if self.state is ConnState.HANDSHAKE:
-            self._abort("shutdown")
-        elif self.state is ConnState.OPEN:
-            if self.current is None:
-                self._close("shutdown")
-            else:
-                self.current.keep_alive = False
+        if self.state is not ConnState.OPEN:
+            return      # a handshake in progress completes; its first request is served, then close
+        if self.current is not None:
+            self.current.keep_alive = False
+        elif self.requests > 0 and self.reader.idle:
+            # idle keep-alive: close_notify now (RFC 9112 9.6: the client retries on a new connection)
+            self._close("shutdown")
+        # a fresh connection that has not sent its request yet gets to send it (a race a client
+        # cannot see coming); the header deadline still bounds how long it may take
 
     def _close(self, reason: str = "", *, notify: bool = True) -> None:
         """Close the client connection: close_notify when TLS is open, then FIN after the writes."""
@@ -302,6 +305,10 @@ class GatewayProtocol(asyncio.Protocol):
                     self._send_error(400, b"unexpected data\n", "http_out_of_order")
                     return
                 self._start(event)
+            elif ex.discard:
+                if type(event) is EndOfMessage:
+                    ex.request_done = True
+                    self._finish(ex)
             elif type(event) is EndOfMessage:
                 ex.request_done = True
                 if ex.body_queue is not None:
@@ -365,8 +372,12 @@ class GatewayProtocol(asyncio.Protocol):
             ex.status = action.status
             ex.body_queue = None
             self._write(payload)
-            ex.request_done = True
-            self._finish(ex)
+            if ex.keep_alive:
+                # answered already; the request's own EndOfMessage (still queued) ends the exchange
+                ex.discard = True
+            else:
+                ex.request_done = True
+                self._finish(ex)
             return
         group = rt.target_groups[action.target_group]
         target = group.pick()

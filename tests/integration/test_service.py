@@ -1,0 +1,295 @@
+"""Running as a service: sd_notify on a real AF_UNIX socket, socket activation through
+systemd-socket-activate, SIGHUP reloads (good and broken), SIGTERM drain, SIGUSR1 log reopen."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import free_port, start_echo, wait_port
+
+pytestmark = pytest.mark.integration
+
+
+def _config(d: Path, pki: Path, port: int, body: str, *, echo_port: int | None = None, extra: str = "") -> str:
+    forward = ""
+    if echo_port:
+        forward = f"""
+[[listener.rule]]
+path = "/up/*"
+action = "forward"
+target_group = "echo"
+"""
+    tg = f'\n[target_group.echo]\ntargets = ["127.0.0.1:{echo_port}"]\n' if echo_port else ""
+    return f"""
+[gateway]
+workers = 2
+access_log = "{d}/access.log"
+connection_log = "{d}/connection.log"
+error_log = "{d}/error.log"
+drain_timeout_s = 20
+{extra}
+
+[[listener]]
+name = "svc"
+bind = "127.0.0.1:{port}"
+certificates = [{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}]
+mtls = "verify"
+trust_store = "main"
+{forward}
+[[listener.rule]]
+action = "fixed-response"
+fixed_response = {{status = 200, body = "{body}"}}
+
+[trust_store.main]
+ca_bundle = "{pki}/ca-bundle.pem"
+crls = ["{pki}/crl-root.pem", "{pki}/crl-intermediate.pem"]
+{tg}
+"""
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(line in m.split("\n") for m in self.messages):
+                return
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+        raise AssertionError(f"no {line!r} on the notify socket; got {self.messages}")
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+def _ctx(pki: Path, client: str = "client1") -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "root-ca.pem"))
+    ctx.load_cert_chain(pki / "clients" / f"{client}.pem", pki / "clients" / f"{client}.key")
+    return ctx
+
+
+def _get(port: int, ctx, path: str = "/", conn=None) -> tuple[int, bytes]:
+    own = conn is None
+    if own:
+        conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        if own:
+            conn.close()
+
+
+@pytest.fixture
+def pki_dir(tmp_path):
+    d = tmp_path / "pki"
+    subprocess.run([sys.executable, "-m", "gateway", "pki", "init", str(d)], check=True, capture_output=True)
+    return d
+
+
+def _start(tmp_path, config_text: str, env_extra: dict | None = None, argv_prefix=()):
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text)
+    env = dict(os.environ, **(env_extra or {}))
+    proc = subprocess.Popen([*argv_prefix, sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return proc, config
+
+
+def _stop(proc) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(30)
+
+
+def test_notify_ready_reloading_stopping_and_watchdog(tmp_path, pki_dir):
+    notify = NotifySocket(tmp_path / "notify.sock")
+    port = free_port()
+    proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "v1"),
+                          {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
+    try:
+        notify.wait_for("READY=1")
+        assert _get(port, _ctx(pki_dir)) == (200, b"v1")
+        notify.wait_for("WATCHDOG=1")
+        notify.clear()
+        config.write_text(_config(tmp_path, pki_dir, port, "v2"))
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+        assert _get(port, _ctx(pki_dir)) == (200, b"v2")
+        notify.clear()
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING=1")
+        assert proc.wait(30) == 0
+    finally:
+        _stop(proc)
+
+
+def test_socket_activation(tmp_path, pki_dir):
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
+    port = free_port()
+    text = _config(tmp_path, pki_dir, port, "activated")
+    proc, _ = _start(tmp_path, text, argv_prefix=(activate, "-l", f"127.0.0.1:{port}", "--fdname=svc"))
+    try:
+        wait_port(port, proc)
+        assert _get(port, _ctx(pki_dir)) == (200, b"activated")
+        log = (tmp_path / "error.log").read_text()
+        assert "socket_inherited" in log
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_broken_reload_keeps_serving(tmp_path, pki_dir):
+    port = free_port()
+    proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "old"))
+    try:
+        wait_port(port, proc)
+        config.write_text(_config(tmp_path, pki_dir, port, "new").replace(
+            'mtls = "verify"', 'mtls = "verfy"').replace("server.key", "missing.key"))
+        proc.send_signal(signal.SIGHUP)
+        log = tmp_path / "error.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "still serving the previous one" not in log.read_text():
+            time.sleep(0.05)
+        text = log.read_text()
+        assert "still serving the previous one" in text
+        assert "listener[0].mtls" in text and "listener[0].certificates[0].key" in text
+        for _ in range(5):
+            assert _get(port, _ctx(pki_dir)) == (200, b"old")
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_reload_under_load_fails_nothing(tmp_path, pki_dir):
+    """Continuous new connections and keep-alive requests across three reloads: zero failures."""
+    port = free_port()
+    proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "gen0"))
+    wait_port(port, proc)
+    ctx = _ctx(pki_dir)
+    stop = threading.Event()
+    results = {"ok": 0, "failed": [], "bodies": set()}
+
+    def new_connections():
+        while not stop.is_set():
+            try:
+                status, body = _get(port, ctx)
+                assert status == 200
+                results["ok"] += 1
+                results["bodies"].add(body)
+            except Exception as exc:       # every failure is counted, none is allowed
+                results["failed"].append(repr(exc))
+
+    def keep_alive():
+        conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
+        while not stop.is_set():
+            try:
+                status, body = _get(port, ctx, conn=conn)
+                results["ok"] += 1
+                results["bodies"].add(body)
+                if status != 200:
+                    results["failed"].append(status)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # the server closed an idle keep-alive connection (close_notify) during the roll:
+                # a client may retry an idempotent request on a new connection, as browsers do
+                conn.close()
+                conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
+            except Exception as exc:
+                results["failed"].append(repr(exc))
+        conn.close()
+
+    threads = [threading.Thread(target=new_connections) for _ in range(2)] + [threading.Thread(target=keep_alive)]
+    for t in threads:
+        t.start()
+    try:
+        for gen in (1, 2, 3):
+            time.sleep(0.5)
+            config.write_text(_config(tmp_path, pki_dir, port, f"gen{gen}"))
+            proc.send_signal(signal.SIGHUP)
+            log = tmp_path / "error.log"
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and f"generation {gen} serving" not in log.read_text():
+                time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        code = _stop(proc)
+    assert results["failed"] == []
+    assert results["ok"] > 50
+    assert b"gen3" in results["bodies"] and b"gen0" in results["bodies"]
+    assert code == 0
+
+
+def test_drain_finishes_in_flight_request(tmp_path, pki_dir):
+    echo = start_echo()
+    port = free_port()
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "x", echo_port=echo.port))
+    try:
+        wait_port(port, proc)
+        result = {}
+
+        def slow():
+            result["value"] = _get(port, _ctx(pki_dir), "/up/delay/1500")
+
+        t = threading.Thread(target=slow)
+        t.start()
+        log = tmp_path / "connection.log"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not log.exists() or "accepted" not in log.read_text()):
+            time.sleep(0.02)
+        time.sleep(0.2)        # the request is now with the upstream
+        proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert result["value"][0] == 200
+        assert json.loads(result["value"][1])["target"] == "/up/delay/1500"
+        assert proc.wait(30) == 0
+    finally:
+        _stop(proc)
+        echo.stop()
+
+
+def test_sigusr1_reopens_logs(tmp_path, pki_dir):
+    port = free_port()
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "x"))
+    try:
+        wait_port(port, proc)
+        assert _get(port, _ctx(pki_dir))[0] == 200
+        access = tmp_path / "access.log"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not access.read_text():
+            time.sleep(0.02)
+        access.rename(tmp_path / "access.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _get(port, _ctx(pki_dir))
+            if access.exists() and access.read_text():
+                break
+            time.sleep(0.1)
+        assert access.exists() and '"status":200' in access.read_text()
+    finally:
+        assert _stop(proc) == 0
