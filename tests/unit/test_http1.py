@@ -752,9 +752,10 @@ def test_close_delimited_response_ends_at_eof():
 def test_head_response_has_no_body(framing):
     head = b"HTTP/1.1 200 OK\r\n" + (framing + b"\r\n" if framing else b"") + b"\r\n"
     data = head + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    declared = 1000 if b"Length" in framing else None
     for cuts in (None, 1):
         events = responses(data, b"HEAD", b"GET", cuts=cuts)
-        assert events[0].content_length == 0 and not events[0].chunked and events[0].keep_alive
+        assert events[0].content_length == declared and not events[0].chunked and events[0].keep_alive
         assert events[1] is END_OF_MESSAGE
         assert events[2].content_length == 2 and events[3] == Data(b"ok") and events[4] is END_OF_MESSAGE
         assert events[0].headers == ([(framing.split(b": ")[0], framing.split(b": ")[1])] if framing else [])
@@ -762,10 +763,11 @@ def test_head_response_has_no_body(framing):
 
 @pytest.mark.parametrize("status", [204, 304])
 def test_no_content_and_not_modified_have_no_body(status):
-    data = (b"HTTP/1.1 %d X\r\nContent-Length: 7\r\n\r\n" % status) + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    data = ((b"HTTP/1.1 %d X\r\nContent-Length: 7\r\n\r\n" % status)
+            + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     events = responses(data, b"GET", b"GET")
     assert [type(e) for e in events] == [Response, EndOfMessage, Response, EndOfMessage]
-    assert events[0].status == status and events[0].content_length == 0
+    assert events[0].status == status and events[0].content_length == 7 and not events[0].chunked
 
 
 @pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 102 Processing\r\n\r\n",
@@ -793,9 +795,11 @@ def test_interim_response_with_framing_is_refused():
 
 @pytest.mark.parametrize("data, reason", [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "upstream_cl_and_te"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", "upstream_duplicate_content_length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+     "upstream_duplicate_content_length"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", "upstream_bad_transfer_encoding"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "upstream_bad_transfer_encoding"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+     "upstream_bad_transfer_encoding"),
     (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "upstream_bad_transfer_encoding"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "upstream_bad_chunk_size"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", "upstream_bad_chunk_data_end"),
@@ -825,7 +829,8 @@ def test_response_head_limits():
 
 
 def test_eof_inside_a_response():
-    assert upstream_refused(b"HTTP/1.1 200 OK\r\nContent-Le", b"GET", eof=True).reason == "upstream_incomplete"
+    mid_head = b"HTTP/1.1 200 OK\r\nContent-Le"
+    assert upstream_refused(mid_head, b"GET", eof=True).reason == "upstream_incomplete"
     assert upstream_refused(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", b"GET",
                             eof=True).reason == "upstream_incomplete"
     assert upstream_refused(b"", b"GET", eof=True).reason == "upstream_closed"
