@@ -104,6 +104,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.peer_done = False       # the client sent close_notify: answer what is in flight, then close
         rt.open_connections += 1
         rt.protocols.add(self)
+        rt.observer.connection_opened(rt.spec.name)
         self.timer = self.loop.call_later(rt.spec.handshake_timeout_s, self._on_handshake_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -112,6 +113,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.state = ConnState.CLOSED
         self.rt.open_connections -= 1
         self.rt.protocols.discard(self)
+        self.rt.observer.connection_closed(self.rt.spec.name)
         self._cancel_timer()
         ex = self.current
         if ex is not None:
@@ -229,6 +231,9 @@ class GatewayProtocol(asyncio.Protocol):
             self.identity_lines = hdrs.identity_block(identity, event.status is not None and identity.verified,
                                                       rt.header_styles)
         self._connection_log(event, "")
+        rt.observer.handshake(rt.spec.name, rt.spec.mtls, "accepted",
+                              event.status.value if event.status is not None else None,
+                              event.resumed, self.tls.handshake_s)
         self._arm(rt.spec.header_timeout_s, self._on_idle_timeout)
 
     def _on_handshake_failed(self, event: HandshakeFailed) -> None:
@@ -241,6 +246,8 @@ class GatewayProtocol(asyncio.Protocol):
                        serial=f"{ident.serial:x}" if ident else None)
         self.done_event = event
         self._connection_log(event, event.reason)
+        rt.observer.handshake(rt.spec.name, rt.spec.mtls, "refused", event.status.value, False,
+                              time.monotonic() - self.connected_at)
         self.state = ConnState.CLOSING
         self._cancel_timer()
         self.transport.close()
@@ -460,6 +467,7 @@ class GatewayProtocol(asyncio.Protocol):
                 self._write(http1.LAST_CHUNK)
             reusable = ex.response.keep_alive and ex.request_done and conn.reader is not None
             ex.upstream = None
+            self.rt.observer.upstream(conn.group.name, ex.target, time.monotonic() - ex.started, True)
             self._cancel_ex_timer(ex)
             if reusable:
                 conn.group.release(conn)
@@ -538,6 +546,9 @@ class GatewayProtocol(asyncio.Protocol):
                                                     reason="upstream_timeout", target=ex.target))
 
     def _upstream_failed(self, ex: Exchange, exc: UpstreamError) -> None:
+        action = ex.action
+        self.rt.observer.upstream(getattr(action, "target_group", ""), exc.target or ex.target,
+                                  time.monotonic() - ex.started, False)
         self.rt.errors.warning(exc.reason, str(exc), listener=self.rt.spec.name, target=exc.target or ex.target,
                                client=f"{self.client_ip}:{self.client_port}")
         if ex.upstream is not None:
@@ -608,6 +619,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     # -- logs --------------------------------------------------------------------------------------
     def _access_log(self, ex: Exchange, aborted: bool = False) -> None:
+        self.rt.observer.request(self.rt.spec.name, ex.status, time.monotonic() - ex.started)
         sink = self.rt.access_log
         if not sink.enabled:
             return

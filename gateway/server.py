@@ -26,6 +26,7 @@ from .config import Config, ListenerSpec
 from .errors import ConfigError, Problem
 from .http1 import HTTPLimits
 from .logs import ErrorLog, LogSink
+from .metrics import NULL_OBSERVER, Observer
 from .routes import RouteTable
 from .tls import ListenerTLS
 from .trust import TrustStore
@@ -48,6 +49,7 @@ class ListenerRuntime:
     access_log: LogSink
     connection_log: LogSink
     errors: ErrorLog
+    observer: Observer = NULL_OBSERVER
     open_connections: int = 0
     protocols: set = field(default_factory=set)
 
