@@ -118,12 +118,17 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
 
 
 def bind(spec: ListenerSpec) -> socket.socket:
-    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    return _bind_address(spec.host, spec.port)
+
+
+def _bind_address(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6 and spec.host in ("::", ""):
+    if family == socket.AF_INET6 and host in ("::", ""):
+        # ":8443" means every address, IPv4 included (dual-stack)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    sock.bind((spec.host or "0.0.0.0", spec.port))
+    sock.bind((host or "::", port))
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
@@ -132,11 +137,16 @@ def bind(spec: ListenerSpec) -> socket.socket:
 class Worker:
     """One event loop serving every listener from inherited sockets."""
 
-    def __init__(self, runtime: Runtime, sockets: dict[str, socket.socket]) -> None:
+    def __init__(self, runtime: Runtime, sockets: dict[str, socket.socket],
+                 admin_socket: socket.socket | None = None) -> None:
         self.runtime = runtime
         self.sockets = sockets
+        self.admin_socket = admin_socket
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping: asyncio.Event | None = None
+        self.serving = False
+        self._sampler: asyncio.TimerHandle | None = None
+        self._cache_seen: dict[str, tuple[int, int]] = {}
 
     def runtime_ref(self) -> Runtime:
         return self.runtime
@@ -147,11 +157,38 @@ class Worker:
         self.stopping = asyncio.Event()
         self.runtime.access_log.attach(loop)
         self.runtime.connection_log.attach(loop)
+        if self.admin_socket is not None:
+            from .admin import AdminProtocol
+            from .metrics import PrometheusObserver
+            observer = PrometheusObserver()
+            for rt in self.runtime.listeners.values():
+                rt.observer = observer
+            for name, store in self.runtime.trust_stores.items():
+                observer.trust_store(name, store.generation, time.time(), {
+                    issuer.hex(): ts for issuer, ts in store.crl_next_update.items()})
+            self._observer = observer
+            self._sample()
+            self.admin_server = await loop.create_server(lambda: AdminProtocol(self),
+                                                         sock=self.admin_socket)
         for name, sock in self.sockets.items():
             server = await loop.create_server(
                 lambda name=name: GatewayProtocol(self.runtime_ref, name), sock=sock,
                 backlog=LISTEN_BACKLOG)
             self.servers.append(server)
+        self.serving = True
+
+    def _sample(self) -> None:
+        """Once a second: move the verified-chain cache's hit and miss counts into the metrics."""
+        for name, rt in self.runtime.listeners.items():
+            verifier = rt.tls.verifier
+            cache = getattr(verifier, "cache", None)
+            if cache is None:
+                continue
+            hits, misses = getattr(cache, "hits", 0), getattr(cache, "misses", 0)
+            seen_hits, seen_misses = self._cache_seen.get(name, (0, 0))
+            self._observer.cache_counts(name, hits - seen_hits, misses - seen_misses)
+            self._cache_seen[name] = (hits, misses)
+        self._sampler = asyncio.get_running_loop().call_later(1.0, self._sample)
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -169,6 +206,7 @@ class Worker:
         await self.drain()
 
     async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        self.serving = False
         for server in self.servers:
             server.close()
         deadline = time.monotonic() + timeout_s
@@ -183,6 +221,8 @@ class Worker:
             proto.transport.abort()
         for group in self.runtime.target_groups.values():
             group.close()
+        if self._sampler is not None:
+            self._sampler.cancel()
         self.runtime.access_log.flush()
         self.runtime.connection_log.flush()
 
@@ -193,10 +233,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_worker(runtime: Runtime, sockets: dict[str, socket.socket], *, ready_fd: int = -1,
-               drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+               drain_timeout_s: float = DRAIN_TIMEOUT_S, admin_socket: socket.socket | None = None) -> None:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(runtime, sockets)
+    worker = Worker(runtime, sockets, admin_socket)
 
     async def main() -> None:
         await worker.start()
@@ -249,6 +289,14 @@ class Master:
         self.runtime = build_runtime(config, generation=0)
         self.errors = self.runtime.errors
         self.sockets = self._sockets(config, {})
+        self.metrics_dir: str | None = None
+        self.admin_socket: socket.socket | None = None
+        if config.admin is not None:
+            import tempfile
+            from .metrics import setup_multiprocess
+            self.metrics_dir = tempfile.mkdtemp(prefix="mtls-gateway-metrics-")
+            setup_multiprocess(self.metrics_dir)
+            self.admin_socket = _bind_address(config.admin.host, config.admin.port)
         self.workers: dict[int, _WorkerProc] = {}
         self.pending_signals: list[int] = []
         self.stopping = False
@@ -284,7 +332,7 @@ class Master:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 run_worker(self.runtime, self.sockets, ready_fd=w,
-                           drain_timeout_s=self._drain_timeout_s())
+                           drain_timeout_s=self._drain_timeout_s(), admin_socket=self.admin_socket)
             except BaseException:
                 code = 1
             finally:
@@ -332,6 +380,9 @@ class Master:
             proc = self.workers.pop(pid, None)
             if proc is None:
                 continue
+            if self.metrics_dir is not None:
+                from .metrics import mark_dead
+                mark_dead(pid)
             if proc.ready_fd >= 0:
                 os.close(proc.ready_fd)
                 proc.ready_fd = -1
@@ -450,6 +501,11 @@ class Master:
                 break
         for sock in self.sockets.values():
             sock.close()
+        if self.admin_socket is not None:
+            self.admin_socket.close()
+        if self.metrics_dir is not None:
+            import shutil
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         signal.set_wakeup_fd(-1)
         return 0
 

@@ -293,3 +293,66 @@ def test_sigusr1_reopens_logs(tmp_path, pki_dir):
         assert access.exists() and '"status":200' in access.read_text()
     finally:
         assert _stop(proc) == 0
+
+
+def _admin_get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_admin_metrics_move_with_traffic(tmp_path, pki_dir):
+    port, admin = free_port(), free_port()
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "m") + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
+    try:
+        wait_port(port, proc)
+        wait_port(admin, proc)
+        assert _admin_get(admin, "/healthz") == (200, b"ok\n")
+        assert _admin_get(admin, "/readyz")[0] == 200
+        status, before = _admin_get(admin, "/metrics")
+        assert status == 200
+        before = before.decode()
+        for _ in range(6):
+            assert _get(port, _ctx(pki_dir))[0] == 200
+        bad = ssl.create_default_context(cafile=str(pki_dir / "root-ca.pem"))
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(port, bad)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = _admin_get(admin, "/metrics")[1].decode()
+            lookups = _metric(after, "mtls_gateway_chain_cache_total")
+            if _metric(after, "mtls_gateway_handshakes_total", result="refused") >= 1 and lookups >= 6:
+                break
+            time.sleep(0.2)
+        ok = _metric(after, "mtls_gateway_handshakes_total", listener="svc", result="accepted",
+                     verify_status="Success")
+        assert ok - _metric(before, "mtls_gateway_handshakes_total", result="accepted") == 6
+        assert _metric(after, "mtls_gateway_handshakes_total", result="refused",
+                       verify_status="Failed:ClientCertNotFound") == 1
+        assert _metric(after, "mtls_gateway_requests_total", listener="svc", status="200") == 6
+        # two workers, one cache each: the first handshake on each worker misses, the rest hit
+        assert _metric(after, "mtls_gateway_chain_cache_total") == 6
+        assert 4 <= _metric(after, "mtls_gateway_chain_cache_total", result="hit") <= 5
+        assert _metric(after, "mtls_gateway_trust_store_generation", trust_store="main") == 0
+        assert "mtls_gateway_handshake_seconds_bucket" in after
+        report = json.loads(_admin_get(admin, "/certificates")[1])
+        [listener] = report["listeners"]
+        assert listener["certificates"][0]["names"] and listener["certificates"][0]["not_after"]
+        [store] = report["trust_stores"]
+        assert len(store["cas"]) == 2 and len(store["crls"]) == 2
+    finally:
+        assert _stop(proc) == 0
