@@ -18,11 +18,38 @@ import orjson
 _FLUSH_BYTES = 65536
 
 
-class LogSink:
-    __slots__ = ("dest", "_fd", "_own", "_buf", "_size", "_scheduled", "_loop")
+def _alb_field(value, *, quote: bool = False) -> str:
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    if quote or any(c in text for c in ' "\t'):
+        return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
+    return text
 
-    def __init__(self, dest: str = "-") -> None:
+
+def alb_connection_line(record: dict) -> bytes:
+    """ALB's connection log entry: space-separated fields in ALB's order, "-" for absent values,
+    the subject always quoted, handshake latency in seconds with millisecond precision, a trace id
+    last (existing ALB connection-log parsers read it unchanged)."""
+    latency = record.get("tls_handshake_latency")
+    g = record.get
+    line = " ".join((
+        _alb_field(g("time")), _alb_field(g("client_ip")), _alb_field(g("client_port")),
+        _alb_field(g("listener_port")), _alb_field(g("tls_protocol")), _alb_field(g("tls_cipher")),
+        f"{latency:.3f}" if latency is not None else "-",
+        _alb_field(g("leaf_client_cert_subject"), quote=True),
+        _alb_field(g("leaf_client_cert_validity")), _alb_field(g("leaf_client_cert_serial_number")),
+        _alb_field(g("tls_verify_status")), _alb_field(g("conn_trace_id")),
+    ))
+    return (line + "\n").encode("utf-8", "replace")
+
+
+class LogSink:
+    __slots__ = ("dest", "_fd", "_own", "_buf", "_size", "_scheduled", "_loop", "_format")
+
+    def __init__(self, dest: str = "-", format: str = "json") -> None:
         self.dest = dest
+        self._format = alb_connection_line if format == "alb" else None
         self._fd: int | None = None
         self._own = False
         self._buf: list[bytes] = []
@@ -55,7 +82,8 @@ class LogSink:
     def write(self, record: dict) -> None:
         if self._fd is None:
             return
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        fmt = self._format
+        line = fmt(record) if fmt is not None else orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         self._buf.append(line)
         self._size += len(line)
         if self._loop is None or self._size >= _FLUSH_BYTES:

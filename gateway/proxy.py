@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import time
 
 from . import headers as hdrs
@@ -673,4 +674,5 @@ class GatewayProtocol(asyncio.Protocol):
             "tls_verify_status": status.value if status is not None else ("NoCertificate" if done else None),
             "result": "accepted" if done else "refused",
             "reason": reason or None,
+            "conn_trace_id": "TID_" + os.urandom(16).hex(),
         })

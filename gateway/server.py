@@ -86,7 +86,7 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
                                 max_idle_per_target=spec.max_idle_per_target)
               for name, spec in config.target_groups.items()}
     access = LogSink(g.access_log)
-    conns = LogSink(g.connection_log)
+    conns = LogSink(g.connection_log, format=g.connection_log_format)
     listeners: dict[str, ListenerRuntime] = {}
     for i, spec in enumerate(config.listeners):
         store = stores.get(spec.trust_store) if spec.trust_store else None

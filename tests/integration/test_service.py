@@ -356,3 +356,31 @@ def test_admin_metrics_move_with_traffic(tmp_path, pki_dir):
         assert len(store["cas"]) == 2 and len(store["crls"]) == 2
     finally:
         assert _stop(proc) == 0
+
+
+def test_alb_connection_log_format(tmp_path, pki_dir):
+    port = free_port()
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "x", extra='connection_log_format = "alb"'))
+    try:
+        wait_port(port, proc)
+        assert _get(port, _ctx(pki_dir))[0] == 200
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(port, ssl.create_default_context(cafile=str(pki_dir / "root-ca.pem")))
+        log = tmp_path / "connection.log"
+        deadline = time.monotonic() + 10
+        import shlex
+        while time.monotonic() < deadline:
+            # (the readiness probe's bare TCP connection is logged too, with "-" for every TLS field)
+            lines = [shlex.split(l) for l in log.read_text().splitlines()]
+            lines = [f for f in lines if f[10] != "-"]
+            if len(lines) >= 2:
+                break
+            time.sleep(0.05)
+        ok, refused = lines[:2]
+        assert len(ok) == 12 and len(refused) == 12
+        assert ok[1] == "127.0.0.1" and ok[3] == str(port) and ok[4] in ("TLSv1.3", "TLSv1.2")
+        assert ok[7] == "CN=client1,O=mtls-gateway dev" and ok[8].startswith("NotBefore=")
+        assert ok[10] == "Success" and ok[11].startswith("TID_")
+        assert refused[10] == "Failed:ClientCertNotFound" and refused[7] == "-"
+    finally:
+        assert _stop(proc) == 0
