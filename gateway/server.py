@@ -205,10 +205,12 @@ class Worker:
         await self.stopping.wait()
         await self.drain()
 
-    async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S, on_closed=None) -> None:
         self.serving = False
         for server in self.servers:
             server.close()
+        if on_closed is not None:
+            on_closed()         # the master may now say the new generation alone accepts
         deadline = time.monotonic() + timeout_s
         while True:
             live = [p for rt in self.runtime.listeners.values() for p in list(rt.protocols)]
@@ -227,6 +229,14 @@ class Worker:
         self.runtime.connection_log.flush()
 
 
+def _tell(fd: int, message: bytes) -> None:
+    if fd >= 0:
+        try:
+            os.write(fd, message)
+        except OSError:
+            pass
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     import uvloop
     return uvloop.new_event_loop()
@@ -243,9 +253,8 @@ def run_worker(runtime: Runtime, sockets: dict[str, socket.socket], *, ready_fd:
         worker.install_signals()
         if ready_fd >= 0:
             os.write(ready_fd, b"R")
-            os.close(ready_fd)
         await worker.stopping.wait()
-        await worker.drain(drain_timeout_s)
+        await worker.drain(drain_timeout_s, on_closed=lambda: _tell(ready_fd, b"S"))
 
     try:
         loop.run_until_complete(main())
@@ -346,21 +355,28 @@ class Master:
     def _drain_timeout_s(self) -> float:
         return float(getattr(self.config.gateway, "drain_timeout_s", DRAIN_TIMEOUT_S))
 
-    def _wait_ready(self, procs: list[_WorkerProc], timeout_s: float = 30.0) -> bool:
+    def _wait_pipe(self, procs: list[_WorkerProc], message: bytes, timeout_s: float) -> bool:
+        """Wait until each worker wrote `message` on its pipe: b"R" serving, b"S" stopped accepting."""
         import select
         deadline = time.monotonic() + timeout_s
-        waiting = {p.ready_fd: p for p in procs if not p.ready}
+        waiting = {p.ready_fd: p for p in procs if p.ready_fd >= 0}
+        done = 0
         while waiting and time.monotonic() < deadline:
             rl, _, _ = select.select(list(waiting), [], [], max(0.0, deadline - time.monotonic()))
             for fd in rl:
                 proc = waiting.pop(fd)
                 data = os.read(fd, 1)
-                proc.ready = data == b"R"
-        for p in procs:
-            if p.ready_fd >= 0:
-                os.close(p.ready_fd)
-                p.ready_fd = -1
-        return all(p.ready for p in procs)
+                if data == message:
+                    done += 1
+                    if message == b"R":
+                        proc.ready = True
+                if not data:            # the worker is gone
+                    os.close(fd)
+                    proc.ready_fd = -1
+        return done == len(procs)
+
+    def _wait_ready(self, procs: list[_WorkerProc], timeout_s: float = 30.0) -> bool:
+        return self._wait_pipe(procs, b"R", timeout_s)
 
     def _stop_worker(self, proc: _WorkerProc) -> None:
         proc.stopping = True
@@ -429,13 +445,18 @@ class Master:
         """Replace the workers one at a time: a new one is serving before an old one drains."""
         old = [p for p in self.workers.values() if p.generation != self.generation]
         count = max(1, self.config.gateway.workers)
+        stopped = []
         for slot in range(count):
             proc = self._spawn(slot)
             self._wait_ready([proc])
             if old:
-                self._stop_worker(old.pop(0))
+                stopped.append(old.pop(0))
+                self._stop_worker(stopped[-1])
         for proc in old:
+            stopped.append(proc)
             self._stop_worker(proc)
+        # from here on only the new generation accepts: what it says about revocation holds
+        self._wait_pipe(stopped, b"S", 5.0)
 
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -458,6 +479,9 @@ class Master:
         rotation_s = float(getattr(self.config.gateway, "ticket_rotation_s", 0) or 0)
         next_rotation = time.monotonic() + rotation_s if rotation_s > 0 else None
         next_ping = time.monotonic()
+        watch_s = self.config.gateway.watch_interval_s if self.config.gateway.watch_files else None
+        watched = _file_state(self.config)
+        next_watch = time.monotonic() + watch_s if watch_s else None
         while True:
             now = time.monotonic()
             if watchdog_s is not None and now >= next_ping:
@@ -466,6 +490,15 @@ class Master:
             if next_rotation is not None and now >= next_rotation and not self.stopping:
                 self.reload("ticket key rotation")
                 next_rotation = time.monotonic() + rotation_s
+            if next_watch is not None and now >= next_watch and not self.stopping:
+                current = _file_state(self.config)
+                if current != watched:
+                    # a certificate, key, CA bundle or CRL changed on disk (e.g. renewed by an
+                    # ACME client or a CRL fetcher): reload as SIGHUP would
+                    self.reload("watched files changed")
+                    current = _file_state(self.config)
+                watched = current
+                next_watch = time.monotonic() + watch_s
             timeout = 1.0
             if watchdog_s is not None:
                 timeout = min(timeout, max(0.0, next_ping - time.monotonic()))
@@ -508,6 +541,22 @@ class Master:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         signal.set_wakeup_fd(-1)
         return 0
+
+
+def _file_state(config: Config) -> dict[str, tuple]:
+    """(inode, size, mtime) of every file the configuration loads, to notice replacements."""
+    paths = [p for l in config.listeners for c in l.certificates for p in (c.cert, c.key)]
+    for store in config.trust_stores.values():
+        paths.append(store.ca_bundle)
+        paths.extend(store.crls)
+    state = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+            state[str(path)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            state[str(path)] = ()
+    return state
 
 
 def _describe_status(status: int) -> str:

@@ -384,3 +384,28 @@ def test_alb_connection_log_format(tmp_path, pki_dir):
         assert refused[10] == "Failed:ClientCertNotFound" and refused[7] == "-"
     finally:
         assert _stop(proc) == 0
+
+
+def test_watch_files_reloads_a_new_crl(tmp_path, pki_dir):
+    """A CRL that revokes a client is written to disk: new handshakes of that client fail, others
+    keep working, with no signal sent."""
+    port = free_port()
+    subprocess.run([sys.executable, "-m", "gateway", "pki", "issue-client", str(pki_dir), "carol"],
+                   check=True, capture_output=True)
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "x",
+                                       extra="watch_files = true\nwatch_interval_s = 0.2"))
+    try:
+        wait_port(port, proc)
+        assert _get(port, _ctx(pki_dir, "carol"))[0] == 200
+        subprocess.run([sys.executable, "-m", "gateway", "pki", "revoke", str(pki_dir), "carol"],
+                       check=True, capture_output=True)
+        log = tmp_path / "error.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "generation 1 serving" not in log.read_text():
+            time.sleep(0.05)
+        assert "watched files changed" in log.read_text()
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(port, _ctx(pki_dir, "carol"))
+        assert _get(port, _ctx(pki_dir))[0] == 200
+    finally:
+        assert _stop(proc) == 0
