@@ -170,6 +170,8 @@ class Worker:
             self._sample()
             self.admin_server = await loop.create_server(lambda: AdminProtocol(self),
                                                          sock=self.admin_socket)
+        for group in self.runtime.target_groups.values():
+            group.start()       # per-worker: health checks and pool sweeping run on this loop
         for name, sock in self.sockets.items():
             server = await loop.create_server(
                 lambda name=name: GatewayProtocol(self.runtime_ref, name), sock=sock,

@@ -98,6 +98,9 @@ class TargetGroup:
         self._idle: dict[tuple[str, int], deque[UpstreamConnection]] = {t: deque() for t in self.targets}
         self._sweeper: asyncio.TimerHandle | None = None
 
+    def start(self) -> None:
+        """Called once in each worker when its loop runs (health checks will start here)."""
+
     def pick(self) -> tuple[str, int]:
         return self.targets[next(self._rr)]
 
