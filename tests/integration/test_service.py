@@ -409,3 +409,23 @@ def test_watch_files_reloads_a_new_crl(tmp_path, pki_dir):
         assert _get(port, _ctx(pki_dir))[0] == 200
     finally:
         assert _stop(proc) == 0
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    exe = shutil.which("mtls-gateway") or "/usr/local/bin/mtls-gateway"
+    for unit in ("mtls-gateway.service", "mtls-gateway.socket"):
+        text = (deploy / unit).read_text().replace("/usr/local/bin/mtls-gateway", exe)
+        (tmp_path / unit).write_text(text)
+    service = (tmp_path / "mtls-gateway.service").read_text()
+    for setting in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "User=mtls-gateway",
+                    "ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+                    "PrivateTmp=yes"):
+        assert setting in service
+    r = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / "mtls-gateway.service"),
+                        str(tmp_path / "mtls-gateway.socket")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "mtls-gateway" not in r.stderr, r.stderr      # no warning about our units
