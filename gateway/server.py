@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import headers as hdrs
 from .config import Config, ListenerSpec
@@ -50,6 +51,7 @@ class ListenerRuntime:
     connection_log: LogSink
     errors: ErrorLog
     observer: Observer = NULL_OBSERVER
+    tls_identity: tuple = ()
     open_connections: int = 0
     protocols: set = field(default_factory=set)
 
@@ -67,8 +69,33 @@ class Runtime:
     generation: int = 0
 
 
-def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | None = None) -> Runtime:
-    """Everything new from a config; raises ConfigError with every problem, touches nothing live."""
+def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
+    """What a listener's SSL contexts are made of. While it is unchanged, a reload keeps the
+    contexts, and with them the session-ticket keys: returning clients still resume, and resumption
+    is then checked against the new trust store (a CRL update must not cost every client a full
+    handshake, and must still refuse a revoked client's session)."""
+    import hashlib
+
+    def digest(path) -> str:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return ""
+
+    certs = tuple((str(c.cert), digest(c.cert), str(c.key), digest(c.key), c.names) for c in spec.certificates)
+    store = config.trust_stores.get(spec.trust_store) if spec.trust_store else None
+    advertised = digest(store.ca_bundle) if (store is not None and spec.advertise_ca_names) else ""
+    return (spec.name, certs, spec.mtls, spec.trust_store, spec.tls_min_version, spec.ciphers_tls12,
+            spec.session_tickets, spec.session_timeout_s, spec.max_chain_depth, advertised)
+
+
+def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | None = None,
+                  previous: "Runtime | None" = None, fresh_tls: bool = False) -> Runtime:
+    """Everything new from a config; raises ConfigError with every problem, touches nothing live.
+
+    With `previous` (a reload), a listener whose TLS makings are unchanged keeps its SSL contexts
+    (see `_tls_identity`) unless `fresh_tls` asks for new ones (ticket-key rotation), and log sinks
+    with the same destination are kept open rather than opened again."""
     g = config.gateway
     errors = errors or ErrorLog(g.error_log, g.log_level)
     source = str(config.source or "<config>")
@@ -85,11 +112,24 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
                                 read_timeout_s=spec.read_timeout_s,
                                 max_idle_per_target=spec.max_idle_per_target)
               for name, spec in config.target_groups.items()}
-    access = LogSink(g.access_log)
-    conns = LogSink(g.connection_log, format=g.connection_log_format)
+    if previous is not None and previous.access_log.dest == g.access_log:
+        access = previous.access_log
+    else:
+        access = LogSink(g.access_log)
+    if (previous is not None and previous.connection_log.dest == g.connection_log
+            and previous.config.gateway.connection_log_format == g.connection_log_format):
+        conns = previous.connection_log
+    else:
+        conns = LogSink(g.connection_log, format=g.connection_log_format)
     listeners: dict[str, ListenerRuntime] = {}
     for i, spec in enumerate(config.listeners):
         store = stores.get(spec.trust_store) if spec.trust_store else None
+        ident = _tls_identity(spec, config)
+        old = previous.listeners.get(spec.name) if previous is not None and not fresh_tls else None
+        if old is not None and old.tls_identity == ident:
+            tls = _with_store(old.tls, store if spec.mtls in ("verify", "optional") else None, spec)
+            listeners[spec.name] = _listener_runtime(spec, tls, ident, groups, access, conns, errors)
+            continue
         try:
             tls = ListenerTLS(
                 name=spec.name,
@@ -104,17 +144,34 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
         except Exception as exc:   # an OpenSSL refusal of a cipher string, a key, ...
             problems.append(Problem(source, f"listener[{i}]", f"TLS setup failed: {exc}"))
             continue
-        limits = HTTPLimits(max_request_line_bytes=spec.max_request_line_bytes,
-                            max_header_bytes=spec.max_header_bytes,
-                            max_header_count=spec.max_header_count,
-                            max_body_bytes=spec.max_body_bytes)
-        listeners[spec.name] = ListenerRuntime(
-            spec=spec, port=spec.port, tls=tls, routes=RouteTable(spec.rules),
-            header_styles=tuple(spec.header_style), http_limits=limits, target_groups=groups,
-            access_log=access, connection_log=conns, errors=errors)
+        listeners[spec.name] = _listener_runtime(spec, tls, ident, groups, access, conns, errors)
     if problems:
         raise ConfigError(problems)
     return Runtime(config, listeners, stores, groups, access, conns, errors, native, generation)
+
+
+def _listener_runtime(spec, tls, ident, groups, access, conns, errors) -> ListenerRuntime:
+    limits = HTTPLimits(max_request_line_bytes=spec.max_request_line_bytes,
+                        max_header_bytes=spec.max_header_bytes,
+                        max_header_count=spec.max_header_count,
+                        max_body_bytes=spec.max_body_bytes)
+    return ListenerRuntime(
+        spec=spec, port=spec.port, tls=tls, routes=RouteTable(spec.rules),
+        header_styles=tuple(spec.header_style), http_limits=limits, target_groups=groups,
+        access_log=access, connection_log=conns, errors=errors, tls_identity=ident)
+
+
+def _with_store(old: ListenerTLS, store: TrustStore | None, spec: ListenerSpec) -> ListenerTLS:
+    """The same SSL contexts (and ticket keys) with a verifier over the new trust store."""
+    import copy
+    from .trust import Verifier
+    tls = copy.copy(old)
+    tls.store = store
+    if store is not None:
+        tls.verifier = Verifier(store, max_chain_depth=spec.max_chain_depth,
+                                ignore_expiry=spec.ignore_client_certificate_expiry,
+                                max_chain_bytes=spec.max_client_cert_chain_bytes)
+    return tls
 
 
 def bind(spec: ListenerSpec) -> socket.socket:
@@ -413,13 +470,14 @@ class Master:
             self._spawn(proc.slot)
 
     # -- reload and rotation -----------------------------------------------------------------------
-    def reload(self, reason: str = "reload") -> bool:
+    def reload(self, reason: str = "reload", *, fresh_tls: bool = False) -> bool:
         """Build everything new from the config file; swap and roll the workers only if valid."""
         from . import config as cfg
         self.systemd.reloading()
         try:
             new_config = cfg.load(self.config_path) if self.config_path else self.config
-            runtime = build_runtime(new_config, generation=self.generation + 1, errors=self.errors)
+            runtime = build_runtime(new_config, generation=self.generation + 1, errors=self.errors,
+                                    previous=self.runtime, fresh_tls=fresh_tls)
             sockets = self._sockets(new_config, self.sockets)
         except ConfigError as exc:
             for problem in exc.problems:
@@ -490,7 +548,7 @@ class Master:
                 self.systemd.watchdog()
                 next_ping = now + watchdog_s
             if next_rotation is not None and now >= next_rotation and not self.stopping:
-                self.reload("ticket key rotation")
+                self.reload("ticket key rotation", fresh_tls=True)
                 next_rotation = time.monotonic() + rotation_s
             if next_watch is not None and now >= next_watch and not self.stopping:
                 current = _file_state(self.config)
