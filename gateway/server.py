@@ -36,6 +36,7 @@ from .upstream import TargetGroup
 DRAIN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 1024
 WORKER_RESTART_DELAY_S = 0.2
+CHAIN_SWEEP_INTERVAL_S = 30.0
 
 
 @dataclass(eq=False)
@@ -354,7 +355,10 @@ class Master:
         self.config = config
         self.config_path = config_path
         self.generation = 0
+        from .sessions import ChainStore
+        self.chains = ChainStore.create()
         self.runtime = build_runtime(config, generation=0)
+        self._share_chains(self.runtime)
         self.errors = self.runtime.errors
         self.sockets = self._sockets(config, {})
         self.metrics_dir: str | None = None
@@ -491,6 +495,7 @@ class Master:
             self.systemd.ready("reload failed; serving previous config")
             return False
         old_sockets = self.sockets
+        self._share_chains(runtime)
         self.config, self.runtime, self.sockets = new_config, runtime, sockets
         self.generation += 1
         self._roll()
@@ -500,6 +505,10 @@ class Master:
         self.errors.info("reloaded", f"{reason}: generation {self.generation} serving")
         self.systemd.ready(f"serving generation {self.generation}")
         return True
+
+    def _share_chains(self, runtime: Runtime) -> None:
+        for rt in runtime.listeners.values():
+            rt.tls.chain_store = self.chains
 
     def _roll(self) -> None:
         """Replace the workers one at a time: a new one is serving before an old one drains."""
@@ -542,6 +551,7 @@ class Master:
         watch_s = self.config.gateway.watch_interval_s if self.config.gateway.watch_files else None
         watched = _file_state(self.config)
         next_watch = time.monotonic() + watch_s if watch_s else None
+        next_sweep = time.monotonic() + CHAIN_SWEEP_INTERVAL_S
         while True:
             now = time.monotonic()
             if watchdog_s is not None and now >= next_ping:
@@ -550,6 +560,9 @@ class Master:
             if next_rotation is not None and now >= next_rotation and not self.stopping:
                 self.reload("ticket key rotation", fresh_tls=True)
                 next_rotation = time.monotonic() + rotation_s
+            if now >= next_sweep:
+                self.chains.sweep()
+                next_sweep = now + CHAIN_SWEEP_INTERVAL_S
             if next_watch is not None and now >= next_watch and not self.stopping:
                 current = _file_state(self.config)
                 if current != watched:
@@ -599,6 +612,7 @@ class Master:
         if self.metrics_dir is not None:
             import shutil
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.chains.destroy()
         signal.set_wakeup_fd(-1)
         return 0
 

@@ -1,0 +1,257 @@
+"""Session resumption across worker processes, identity kept, revocation enforced on every resume,
+ticket-key rotation by rolling workers, and a worker killed under load."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import free_port, start_echo, wait_port
+
+pytestmark = pytest.mark.integration
+
+
+def _config(d: Path, pki: Path, ports: dict, echo_port: int, *, extra: str = "", workers: int = 2,
+            deny: str = "") -> str:
+    return f"""
+[gateway]
+workers = {workers}
+access_log = "{d}/access.log"
+connection_log = "{d}/connection.log"
+error_log = "{d}/error.log"
+{extra}
+
+[[listener]]
+name = "verify"
+bind = "127.0.0.1:{ports['verify']}"
+certificates = [{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}]
+mtls = "verify"
+trust_store = "main"
+header_style = ["alb", "xfcc"]
+[[listener.rule]]
+action = "forward"
+target_group = "echo"
+
+[[listener]]
+name = "passthrough"
+bind = "127.0.0.1:{ports['passthrough']}"
+certificates = [{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}]
+mtls = "passthrough"
+[[listener.rule]]
+action = "forward"
+target_group = "echo"
+
+[trust_store.main]
+ca_bundle = "{pki}/ca-bundle.pem"
+crls = ["{pki}/crl-root.pem", "{pki}/crl-intermediate.pem"]
+{deny}
+
+[target_group.echo]
+targets = ["127.0.0.1:{echo_port}"]
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    pki = tmp_path / "pki"
+    subprocess.run([sys.executable, "-m", "gateway", "pki", "init", str(pki)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "gateway", "pki", "issue-client", str(pki), "dora"],
+                   check=True, capture_output=True)
+    echo = start_echo()
+    ports = {"verify": free_port(), "passthrough": free_port()}
+    procs = []
+
+    def start(**kw):
+        config = tmp_path / "gateway.toml"
+        config.write_text(_config(tmp_path, pki, ports, echo.port, **kw))
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(proc)
+        for p in ports.values():
+            wait_port(p, proc)
+        return proc, config
+
+    yield pki, ports, start, tmp_path
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    echo.stop()
+
+
+IDENTITY = ("x-amzn-mtls-clientcert", "x-amzn-mtls-clientcert-subject", "x-amzn-mtls-clientcert-serial-number",
+            "x-amzn-mtls-clientcert-leaf", "x-forwarded-client-cert")
+
+
+def _identity(body: bytes) -> dict:
+    headers = {n.lower(): v for n, v in json.loads(body)["headers"]}
+    return {k: headers.get(k) for k in IDENTITY}
+
+
+def s_client(port: int, pki: Path, client: str, version: str, sess_out: Path | None = None,
+             sess_in: Path | None = None) -> tuple[bool, bytes]:
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", f"-{version}", "-servername", "localhost",
+            "-CAfile", str(pki / "root-ca.pem"), "-cert", str(pki / "clients" / f"{client}.pem"),
+            "-key", str(pki / "clients" / f"{client}.key"), "-ign_eof"]
+    if sess_out:
+        args += ["-sess_out", str(sess_out)]
+    if sess_in:
+        args += ["-sess_in", str(sess_in)]
+    r = subprocess.run(args, input=b"GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                       capture_output=True, timeout=30)
+    out = r.stdout
+    reused = b"\nReused, " in out
+    body = out.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in out else b""
+    body = body[: body.rfind(b"}") + 1] if b"}" in body else b""
+    return reused, body
+
+
+@pytest.mark.parametrize("version", ["tls1_3", "tls1_2"])
+@pytest.mark.parametrize("listener", ["verify", "passthrough"])
+def test_openssl_sessions_resume_on_every_try_across_workers(setup, version, listener):
+    pki, ports, start, tmp = setup
+    start()
+    sess = tmp / f"{listener}-{version}.sess"
+    reused, body = s_client(ports[listener], pki, "dora", version, sess_out=sess)
+    assert not reused and body
+    first = _identity(body)
+    assert first["x-amzn-mtls-clientcert" if listener == "passthrough" else "x-amzn-mtls-clientcert-subject"]
+    for _ in range(10):
+        reused, body = s_client(ports[listener], pki, "dora", version, sess_in=sess)
+        assert reused, "not resumed"
+        assert _identity(body) == first       # the same identity reaches the backend
+    lines = [json.loads(l) for l in (tmp / "connection.log").read_text().splitlines()]
+    mine = [l for l in lines if l["listener"] == listener and l["result"] == "accepted"]
+    assert sum(1 for l in mine if l["resumed"]) == 10
+
+
+def _py_get(port: int, ctx: ssl.SSLContext, session=None):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(sock, server_hostname="localhost", session=session)
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    try:
+        while True:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, ConnectionError):
+        pass
+    reused, new_session = tls.session_reused, tls.session
+    tls.close()
+    return reused, new_session, data
+
+
+def _ctx(pki: Path, client: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "root-ca.pem"))
+    ctx.load_cert_chain(pki / "clients" / f"{client}.pem", pki / "clients" / f"{client}.key")
+    return ctx
+
+
+def test_revoked_between_resumptions_is_refused_then_full_handshake_fails(setup):
+    pki, ports, start, tmp = setup
+    proc, config = start()
+    ctx = _ctx(pki, "dora")
+    reused, session, data = _py_get(ports["verify"], ctx)
+    assert not reused and data.startswith(b"HTTP/1.1 200")
+    reused, session2, data = _py_get(ports["verify"], ctx, session)
+    assert reused and data.startswith(b"HTTP/1.1 200")
+    # revoke dora with a real CRL and reload: the TLS contexts (and ticket keys) stay, the trust
+    # store is new
+    subprocess.run([sys.executable, "-m", "gateway", "pki", "revoke", str(pki), "dora"], check=True,
+                   capture_output=True)
+    proc.send_signal(signal.SIGHUP)
+    log = tmp / "error.log"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "generation 1 serving" not in log.read_text():
+        time.sleep(0.05)
+    reused, _, data = _py_get(ports["verify"], ctx, session2)
+    assert reused                              # the TLS session did resume ...
+    assert data == b""                         # ... and not a byte was forwarded or answered
+    refused = [json.loads(l) for l in (tmp / "connection.log").read_text().splitlines()]
+    assert any(l["reason"] == "resumed_client_refused" and l["tls_verify_status"] == "Failed:ClientCertCrlHit"
+               for l in refused)
+    # the next handshake is a full one, and it fails
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        r, _, data = _py_get(ports["verify"], ctx)
+        if not data:
+            raise ConnectionError("refused")
+    # other clients are unaffected
+    assert _py_get(ports["verify"], _ctx(pki, "client1"))[2].startswith(b"HTTP/1.1 200")
+
+
+def test_ticket_rotation_by_rolling_workers(setup):
+    """Resumption before, during and after a rotation: every request succeeds; after a rotation a
+    returning client pays one full handshake, then resumes again."""
+    pki, ports, start, tmp = setup
+    start(extra="ticket_rotation_s = 3")
+    ctx = _ctx(pki, "dora")
+    reused, session, data = _py_get(ports["verify"], ctx)
+    samples = []            # (time, reused)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 8:
+        reused, new, data = _py_get(ports["verify"], ctx, session)
+        assert data.startswith(b"HTTP/1.1 200"), data[:100]
+        samples.append((time.monotonic() - t0, reused))
+        session = new
+        time.sleep(0.02)
+    rotations = (tmp / "error.log").read_text().count("ticket key rotation: generation")
+    assert rotations >= 1
+    full = [t for t, r in samples if not r]
+    rate = sum(1 for _, r in samples if r) / len(samples)
+    print(f"\nresumption: {len(samples)} tries, {rate:.1%} resumed, {rotations} rotation(s), "
+          f"full handshakes at {[round(t, 2) for t in full]}")
+    assert rate > 0.8
+    assert 1 <= len(full) <= 4 * rotations        # a rotation costs each worker's clients one full handshake
+
+
+def test_worker_killed_under_load(setup):
+    pki, ports, start, tmp = setup
+    proc, _ = start()
+    ctx = _ctx(pki, "client1")
+    stop = threading.Event()
+    outcomes = {"ok": 0, "failed": 0}
+
+    def load():
+        while not stop.is_set():
+            try:
+                reused, _, data = _py_get(ports["verify"], ctx)
+                if data.startswith(b"HTTP/1.1 200"):
+                    outcomes["ok"] += 1
+                else:
+                    outcomes["failed"] += 1
+            except OSError:
+                outcomes["failed"] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    log = tmp / "error.log"
+    pids = [json.loads(l)["pid"] for l in log.read_text().splitlines() if "worker_started" in l]
+    os.kill(pids[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    while time.monotonic() - killed_at < 5 and log.read_text().count("worker_started") < 3:
+        time.sleep(0.01)
+    replaced_in = time.monotonic() - killed_at
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert log.read_text().count("worker_started") == 3
+    assert replaced_in < 1.0, replaced_in
+    # only requests in flight on the killed worker may fail: at most one per client thread
+    assert outcomes["failed"] <= len(threads), outcomes
+    assert outcomes["ok"] > 20
