@@ -62,7 +62,7 @@ LOG_OFF = "off"
 
 # --- defaults and limits --------------------------------------------------------------------------
 
-DEFAULT_WORKERS = 1
+DEFAULT_WORKERS = os.cpu_count() or 1   # one worker per CPU; the master never serves traffic
 DEFAULT_NATIVE = "auto"
 DEFAULT_ACCESS_LOG = LOG_STDOUT
 DEFAULT_CONNECTION_LOG = LOG_STDOUT
