@@ -62,6 +62,13 @@ class TLSFailure(PeerError):
     status = 0
 
 
+class BadCertificate(PeerError):
+    """A certificate the peer presented cannot be parsed (bad DER, unknown version, broken fields)."""
+
+    reason = "bad_certificate"
+    status = 0
+
+
 class HTTPProtocolError(PeerError):
     """A malformed or over-limit HTTP/1.1 message from the client; the connection closes after."""
 

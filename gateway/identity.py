@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from .errors import BadCertificate
+
 
 class VerifyStatus(str, enum.Enum):
     SUCCESS = "Success"
@@ -107,8 +109,12 @@ def identity_from_certificates(certs: list[x509.Certificate], chain_der: tuple[b
 
 def identity_from_der(chain_der: tuple[bytes, ...],
                       status: VerifyStatus = VerifyStatus.NOT_VERIFIED) -> Identity:
-    certs = [x509.load_der_x509_certificate(d) for d in chain_der]
-    return identity_from_certificates(certs, chain_der, status)
+    """Raises BadCertificate (never another exception) when a certificate cannot be parsed."""
+    try:
+        certs = [x509.load_der_x509_certificate(d) for d in chain_der]
+        return identity_from_certificates(certs, chain_der, status)
+    except Exception as exc:    # cryptography raises ValueError, InvalidVersion, ...: all are the peer's
+        raise BadCertificate(f"unparseable certificate: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------

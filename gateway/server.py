@@ -36,6 +36,10 @@ from .upstream import TargetGroup
 DRAIN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 1024
 WORKER_RESTART_DELAY_S = 0.2
+# The certificate_authorities list of a CertificateRequest: OpenSSL fails the handshake with an
+# internal error near 64 KB (about 1,000 names); one TLS record (16 KB) is what cautious clients take.
+ADVERTISE_MAX_BYTES = 60000
+ADVERTISE_WARN_BYTES = 16384
 CHAIN_SWEEP_INTERVAL_S = 30.0
 
 
@@ -125,6 +129,19 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
     listeners: dict[str, ListenerRuntime] = {}
     for i, spec in enumerate(config.listeners):
         store = stores.get(spec.trust_store) if spec.trust_store else None
+        if spec.advertise_ca_names and store is not None and spec.mtls != "off":
+            size = sum(len(ca.subject.public_bytes()) + 2 for ca in store.cas)
+            if size > ADVERTISE_MAX_BYTES:
+                problems.append(Problem(source, f"listener[{i}].advertise_ca_names",
+                    f"the {len(store.cas)} CA names of trust store {spec.trust_store!r} take {size} "
+                    f"bytes in the CertificateRequest; at most {ADVERTISE_MAX_BYTES} fit (OpenSSL "
+                    f"fails the handshake beyond): set advertise_ca_names = false or trim the bundle"))
+                continue
+            if size > ADVERTISE_WARN_BYTES:
+                errors.warning("advertise_ca_names_large",
+                               f"listener {spec.name}: the advertised CA names take {size} bytes; "
+                               f"clients with small handshake buffers may fail beyond "
+                               f"{ADVERTISE_WARN_BYTES}", listener=spec.name)
         ident = _tls_identity(spec, config)
         old = previous.listeners.get(spec.name) if previous is not None and not fresh_tls else None
         if old is not None and old.tls_identity == ident:
