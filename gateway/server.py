@@ -368,6 +368,7 @@ class Master:
 
     def __init__(self, config: Config, config_path=None) -> None:
         from . import systemd
+        _raise_fd_limit()
         self.systemd = systemd
         self.config = config
         self.config_path = config_path
@@ -632,6 +633,18 @@ class Master:
         self.chains.destroy()
         signal.set_wakeup_fd(-1)
         return 0
+
+
+def _raise_fd_limit() -> None:
+    """Every connection is a descriptor (two when forwarded): take the hard limit, as nginx's
+    worker_rlimit_nofile would be set to."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _file_state(config: Config) -> dict[str, tuple]:
