@@ -429,3 +429,68 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
                         str(tmp_path / "mtls-gateway.socket")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "mtls-gateway" not in r.stderr, r.stderr      # no warning about our units
+
+
+def test_reload_under_load_with_certificate_rotation_and_a_crl(tmp_path, pki_dir):
+    """Under continuous load: the server certificate is replaced and a CRL revokes a client that
+    holds an open keep-alive connection, then SIGHUP. Nothing fails; the new certificate is served
+    to new connections; the revoked client's live connection finishes on the state it was admitted
+    under, and its next handshake is refused."""
+    from gateway import pki
+    subprocess.run([sys.executable, "-m", "gateway", "pki", "issue-client", str(pki_dir), "eve"],
+                   check=True, capture_output=True)
+    port = free_port()
+    proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "ok"))
+    wait_port(port, proc)
+    ctx = _ctx(pki_dir)
+    eve_conn = http.client.HTTPSConnection("localhost", port, context=_ctx(pki_dir, "eve"), timeout=30)
+    assert _get(port, None, conn=eve_conn) == (200, b"ok")
+    stop = threading.Event()
+    results = {"ok": 0, "failed": []}
+
+    def load():
+        while not stop.is_set():
+            try:
+                assert _get(port, ctx)[0] == 200
+                results["ok"] += 1
+            except Exception as exc:
+                results["failed"].append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        inter = pki.load_issued(pki_dir / "intermediate-ca.pem", pki_dir / "intermediate-ca.key")
+        new_server = pki.make_server(inter, ["localhost", "127.0.0.1"])
+        new_server.write(pki_dir / "server.pem.new", pki_dir / "server.key.new")
+        os.replace(pki_dir / "server.key.new", pki_dir / "server.key")
+        os.replace(pki_dir / "server.pem.new", pki_dir / "server.pem")
+        subprocess.run([sys.executable, "-m", "gateway", "pki", "revoke", str(pki_dir), "eve"],
+                       check=True, capture_output=True)
+        proc.send_signal(signal.SIGHUP)
+        log = tmp_path / "error.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "generation 1 serving" not in log.read_text():
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    try:
+        assert results["failed"] == [] and results["ok"] > 20
+        # new connections see the new server certificate
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+                served = tls.getpeercert(binary_form=True)
+        assert served == new_server.der
+        # eve's idle keep-alive connection was closed with close_notify when its worker retired;
+        # any new handshake of hers is refused under the new CRL
+        eve_conn.sock.settimeout(5)
+        assert eve_conn.sock.recv(1) == b""
+        eve_conn.close()
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            _get(port, _ctx(pki_dir, "eve"))
+    finally:
+        assert _stop(proc) == 0
