@@ -398,7 +398,7 @@ class Master:
         out: dict[str, socket.socket] = {}
         for spec in config.listeners:
             old = current.get(spec.name)
-            if old is not None and old.getsockname()[1] == spec.port:
+            if old is not None and _bound_to(old, spec.host, spec.port):
                 out[spec.name] = old
             elif spec.name in inherited:
                 sock = inherited[spec.name]
@@ -633,6 +633,16 @@ class Master:
         self.chains.destroy()
         signal.set_wakeup_fd(-1)
         return 0
+
+
+def _bound_to(sock: socket.socket, host: str, port: int) -> bool:
+    """Is this listening socket already the one a listener with (host, port) needs?"""
+    try:
+        bound_host, bound_port = sock.getsockname()[:2]
+    except OSError:
+        return False
+    wanted = {"": "::", "localhost": "127.0.0.1"}.get(host, host)
+    return bound_port == port and bound_host == wanted
 
 
 def _raise_fd_limit() -> None:
