@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import headers as hdrs
+from . import trust
 from .config import Config, ListenerSpec
 from .errors import ConfigError, Problem
 from .http1 import HTTPLimits
@@ -105,6 +106,10 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
     errors = errors or ErrorLog(g.error_log, g.log_level)
     source = str(config.source or "<config>")
     native = hdrs.set_native(g.native)
+    # before any TrustStore is built: a store keeps the implementation it was built with
+    trust_native = trust.set_native(g.native)
+    if trust_native != native:
+        native = f"headers {native}, trust {trust_native}"
     problems: list[Problem] = []
     stores: dict[str, TrustStore] = {}
     for name, spec in config.trust_stores.items():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from OpenSSL import SSL, crypto
 
 from .identity import Identity, VerifyStatus, fingerprint, identity_from_der
-from .trust import ChainCache, TrustStore, Verdict, Verifier, chain_key
+from .trust import ChainCache, TrustStore, Verdict, Verifier
 
 try:  # SSL_session_reused via the bindings pyOpenSSL itself uses; only for logging "resumed"
     from OpenSSL._util import lib as _lib
@@ -119,6 +119,9 @@ class ListenerTLS:
         self.max_chain_depth = max_chain_depth
         # passthrough identities by chain key; resumed passthrough sessions find theirs by leaf
         self.passthrough_cache = ChainCache() if mtls == "passthrough" else None
+        # chains of full handshakes, shared by the workers for resumed sessions (gateway.sessions);
+        # set by the server when it has one
+        self.chain_store = None
         # The session id context binds sessions to this listener and its trust policy: a session
         # verified under one listener must never resume on another (RFC 5246 F.1.4's concern).
         sid = hashlib.sha256(f"{name}|{mtls}|{store.name if store else ''}".encode()).digest()[:32]
@@ -375,6 +378,8 @@ class TLSConnection:
                                                verdict.detail, verdict.identity)
             if verdict is not None:
                 identity, status = verdict.identity, verdict.status
+                if self._called and tls.chain_store is not None and identity is not None:
+                    tls.chain_store.put(identity.fingerprint, identity.chain_der)
             elif tls.mtls == "verify":
                 return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", "no certificate")
         elif tls.passthrough_cache is not None:
@@ -389,11 +394,18 @@ class TLSConnection:
     def _resumed_verdict(self, leaf_der: bytes) -> Verdict:
         verifier = self._tls.verifier
         now = time.time()
-        known = verifier.cache.by_leaf(fingerprint(leaf_der), now)
+        fp = fingerprint(leaf_der)
+        known = verifier.cache.by_leaf(fp, now)
         if known is not None:
             return verifier.recheck(known, now)
-        # Not in this process's cache (evicted, or a trust-store change emptied it): only the leaf
-        # is known, so it must chain to the bundle on its own or the session is refused.
+        # Not in this worker's cache (another worker did the full handshake, or a reload emptied
+        # it): the chain presented then is in the shared chain store; verify it again, in full,
+        # against the current trust store. Without it only the leaf is known, and it must chain to
+        # the bundle on its own or the session is refused.
+        store = self._tls.chain_store
+        chain = store.get(fp) if store is not None else None
+        if chain and chain[0] == leaf_der:
+            return verifier.verify_der(chain, now)
         return verifier.verify_der((leaf_der,), now)
 
     def _passthrough_identity(self, conn: SSL.Connection) -> Identity | None:
@@ -404,12 +416,14 @@ class TLSConnection:
             return None
         leaf_der = _dump(_ASN1, leaf)
         chain = conn.get_peer_cert_chain()
-        if chain:
-            # server side: OpenSSL's peer chain does not include the leaf (SSL_get_peer_cert_chain(3))
-            ders = tuple(_dump(_ASN1, c) for c in chain)
-            if ders[0] != leaf_der:
+        if chain or self._called:
+            # A full handshake (the verify callback ran): the presented chain, which on the server
+            # side does not include the leaf (SSL_get_peer_cert_chain(3)) and is empty when the
+            # client sent its leaf alone. Only a resumed session has no chain to read.
+            ders = tuple(_dump(_ASN1, c) for c in chain or ())
+            if not ders or ders[0] != leaf_der:
                 ders = (leaf_der,) + ders
-            key = chain_key(ders)
+            key = cache.chain_key(ders)
             hit = cache.get(key, now)
             if hit is not None:
                 return hit.identity
@@ -418,9 +432,24 @@ class TLSConnection:
             except Exception:
                 return None     # an unparseable certificate is forwarded as nothing, never guessed
             cache.put(key, Verdict(VerifyStatus.SUCCESS, identity, now + 3600.0))
+            if self._tls.chain_store is not None:
+                self._tls.chain_store.put(identity.fingerprint, ders)
             return identity
-        hit = cache.by_leaf(fingerprint(leaf_der), now)
-        return hit.identity if hit is not None else None
+        fp = fingerprint(leaf_der)
+        hit = cache.by_leaf(fp, now)
+        if hit is not None:
+            return hit.identity
+        # resumed on a worker that did not see the full handshake: the shared chain store has it
+        store = self._tls.chain_store
+        ders = store.get(fp) if store is not None else None
+        if not ders or ders[0] != leaf_der:
+            ders = (leaf_der,)
+        try:
+            identity = identity_from_der(ders, VerifyStatus.NOT_VERIFIED)
+        except Exception:
+            return None
+        cache.put(cache.chain_key(ders), Verdict(VerifyStatus.SUCCESS, identity, now + 3600.0))
+        return identity
 
     # -- facts for logs ----------------------------------------------------------------------------
     @property

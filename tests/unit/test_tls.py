@@ -15,6 +15,8 @@ from gateway.identity import VerifyStatus
 from gateway.tls import HandshakeDone, HandshakeFailed, ListenerTLS
 from gateway.trust import TrustStore
 
+pytestmark = pytest.mark.usefixtures("trust_impl")
+
 
 @pytest.fixture(scope="module")
 def ca():

@@ -1,0 +1,29 @@
+"""Unit-suite fixtures: run the trust-store twins (pure and native) side by side.
+
+A test module opts in with ``pytestmark = pytest.mark.usefixtures("trust_impl")``: each of its
+tests then runs once per implementation, with that implementation chosen for every store, cache
+and verifier the test builds. Only the modules whose code path goes through the twins opt in, so
+the suite does not double everything. The native run is skipped when gateway._trust_c is not built.
+"""
+from __future__ import annotations
+
+import pytest
+
+from gateway import trust
+
+needs_native_trust = pytest.mark.skipif(
+    trust.NATIVE is None, reason="gateway._trust_c is not built (run `python -m pip install -e .`)")
+
+TRUST_IMPLS = [
+    pytest.param("python", id="trust-python"),
+    pytest.param("native", id="trust-native", marks=needs_native_trust),
+]
+
+
+@pytest.fixture(params=TRUST_IMPLS)
+def trust_impl(request) -> trust.Implementation:
+    """The trust implementation under test, made the module-wide choice for the test's duration."""
+    chosen = trust.set_native("off" if request.param == "python" else "on")
+    assert chosen == request.param
+    yield trust.impl
+    trust.set_native("auto")
