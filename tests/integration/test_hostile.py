@@ -101,17 +101,21 @@ ca_bundle = "{p}/ca-bundle.pem"
     assert _roundtrip(ports["verify"], ctx).startswith(b"HTTP/1.1 200")
     time.sleep(0.2)
     fds_before = len(os.listdir(f"/proc/{worker}/fd"))
-    yield {"dir": d, "pki": p, "ports": ports, "errors": errors, "proc": proc, "worker": worker}
-    # no worker died, no descriptor leaked, no traceback anywhere
-    assert proc.poll() is None
-    assert json.loads([l for l in errors.read_text().splitlines() if "worker_started" in l][-1])["pid"] == worker
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(os.listdir(f"/proc/{worker}/fd")) > fds_before:
-        time.sleep(0.05)
-    left = {fd: os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")}
-    assert len(left) <= fds_before, sorted(left.values())
-    proc.terminate()
-    assert proc.wait(20) == 0
+    try:
+        yield {"dir": d, "pki": p, "ports": ports, "errors": errors, "proc": proc, "worker": worker}
+        # no worker died, no descriptor leaked, no traceback anywhere
+        assert proc.poll() is None
+        started = [l for l in errors.read_text().splitlines() if "worker_started" in l]
+        assert json.loads(started[-1])["pid"] == worker
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(os.listdir(f"/proc/{worker}/fd")) > fds_before:
+            time.sleep(0.05)
+        left = {fd: os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")}
+        assert len(left) <= fds_before, sorted(left.values())
+    finally:
+        proc.terminate()
+        code = proc.wait(20)
+    assert code == 0
     stderr = proc.stderr.read().decode()
     assert "Traceback" not in stderr and "Traceback" not in errors.read_text(), stderr[-2000:]
 
