@@ -43,8 +43,9 @@ from cryptography.x509.oid import NameOID
 from gateway.errors import ConfigError, Problem
 
 __all__ = [
-    "CertificateSpec", "Config", "FixedResponse", "GatewaySpec", "ListenerSpec", "RuleSpec",
-    "TargetGroupSpec", "TrustStoreSpec", "load", "loads",
+    "CertificateSpec", "ClientAllow", "Config", "FixedResponse", "GatewaySpec", "HealthCheckSpec",
+    "ListenerSpec", "Redirect", "RuleSpec", "TargetGroupSpec", "TrustStoreSpec", "UpstreamTLSSpec",
+    "load", "loads",
 ]
 
 # --- allowed values -------------------------------------------------------------------------------
@@ -56,7 +57,8 @@ MTLS_MODES = ("off", "passthrough", "verify", "optional")
 MTLS_VERIFYING_MODES = ("verify", "optional")
 HEADER_STYLES = ("alb", "xfcc", "rfc9440")
 TLS_VERSIONS = ("1.2", "1.3")
-ACTIONS = ("forward", "fixed-response")
+ACTIONS = ("forward", "fixed-response", "redirect")
+LOAD_BALANCING = ("round_robin", "least_outstanding_requests")
 LOG_STDOUT = "-"
 LOG_OFF = "off"
 
@@ -99,6 +101,13 @@ DEFAULT_MAX_HEADER_COUNT = 100
 DEFAULT_MAX_BODY_BYTES: int | None = None
 #: ALB caps the client's Certificate message at 64 KB.
 DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES = 65536
+#: Longest pause inside a body on the client's side: no request body byte received, or no response
+#: byte taken (nginx's client_body_timeout and send_timeout, 60 s there).
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: Requests served on one connection before it is closed (nginx's keepalive_requests); 0 = no limit.
+DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
+#: Open client connections per worker and listener; beyond it, new ones wait in the listen backlog.
+DEFAULT_MAX_CONNECTIONS_PER_WORKER = 4096
 #: A TLS handshake message length is a uint24 (RFC 8446 section 4), so no chain can be longer.
 MAX_CLIENT_CERT_CHAIN_BYTES = 2**24 - 1
 
@@ -115,9 +124,37 @@ MAX_FIXED_RESPONSE_BODY_BYTES = 1024
 NO_RULE_MATCHED_STATUS = 404
 NO_RULE_MATCHED_BODY = b"no rule matched"
 
+#: What a `redirect` action may answer with, and the default (ALB's HTTP_301).
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+DEFAULT_REDIRECT_STATUS = 301
+#: ALB's reserved keywords: the original request's scheme, Host (without port), listener port, path
+#: without its leading "/", and query string without "?". `#{scheme}` is taken as `#{protocol}`.
+REDIRECT_PLACEHOLDERS = ("#{protocol}", "#{scheme}", "#{host}", "#{port}", "#{path}", "#{query}")
+DEFAULT_REDIRECT_SCHEME = "#{protocol}"
+DEFAULT_REDIRECT_HOST = "#{host}"
+DEFAULT_REDIRECT_PORT = "#{port}"
+DEFAULT_REDIRECT_PATH = "/#{path}"
+DEFAULT_REDIRECT_QUERY = "#{query}"
+
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 60.0
 DEFAULT_MAX_IDLE_PER_TARGET = 32
+#: A pooled keep-alive connection unused this long is closed.
+DEFAULT_POOL_IDLE_TIMEOUT_S = 30.0
+DEFAULT_LOAD_BALANCING = "round_robin"
+#: Passive ejection: this many consecutive connection failures take a target out of rotation for
+#: `ejection_duration_s` (0 turns ejection off). Envoy's outlier detection defaults to 5 and 30 s.
+DEFAULT_EJECTION_FAILURES = 5
+DEFAULT_EJECTION_DURATION_S = 30.0
+#: Active health checks (a `health_check` table turns them on). ALB's allow 2..10 for thresholds.
+DEFAULT_HEALTH_CHECK_PATH = "/"
+DEFAULT_HEALTH_CHECK_INTERVAL_S = 10.0
+DEFAULT_HEALTH_CHECK_TIMEOUT_S = 5.0
+DEFAULT_HEALTHY_THRESHOLD = 3
+DEFAULT_UNHEALTHY_THRESHOLD = 2
+MIN_HEALTH_THRESHOLD = 1
+MAX_HEALTH_THRESHOLD = 10
+DEFAULT_HEALTH_CHECK_MATCHER = "200-399"
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -147,8 +184,40 @@ class FixedResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """Where a `redirect` action sends the client: each part may hold REDIRECT_PLACEHOLDERS."""
+
+    status: int = DEFAULT_REDIRECT_STATUS
+    scheme: str = DEFAULT_REDIRECT_SCHEME
+    host: str = DEFAULT_REDIRECT_HOST
+    port: str = DEFAULT_REDIRECT_PORT
+    path: str = DEFAULT_REDIRECT_PATH
+    query: str = DEFAULT_REDIRECT_QUERY
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAllow:
+    """Allow-lists on the verified client certificate; every non-empty list must match one entry.
+
+    `subject` and `issuer` are RFC 2253 strings (as in the logs and ALB headers), `*` matching any
+    run of characters but ','; `san_dns` is case-insensitive, `*` matching within one label;
+    `san_uri` is exact, `*` matching any run of characters."""
+
+    subject: tuple[str, ...] = ()
+    issuer: tuple[str, ...] = ()
+    san_dns: tuple[str, ...] = ()
+    san_uri: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """One routing rule. `host` is lowercase; both patterns use `*` wildcards; None matches all."""
+    """One routing rule. `host` is lowercase; both patterns use `*` wildcards; None matches all.
+
+    `methods`: the request method must be one of them (none: any). `headers`: (lowercase name,
+    value patterns) pairs; every name must be present with a value matching one of its patterns
+    (`*` wildcards, case-insensitive). `require_client_cert` / `allow`: the request needs a verified
+    client certificate (and one the allow-lists accept), else 403. `allow_upgrade`: lowercase
+    protocol tokens (`websocket`) a `forward` rule lets a client switch to."""
 
     priority: int
     host: str | None = None
@@ -156,6 +225,12 @@ class RuleSpec:
     action: str = "forward"
     target_group: str | None = None
     fixed_response: FixedResponse | None = None
+    methods: tuple[str, ...] = ()
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    redirect: Redirect | None = None
+    require_client_cert: bool = False
+    allow: ClientAllow | None = None
+    allow_upgrade: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +261,9 @@ class ListenerSpec:
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES
     max_client_cert_chain_bytes: int = DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES
     rules: tuple[RuleSpec, ...] = ()
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION
+    max_connections_per_worker: int = DEFAULT_MAX_CONNECTIONS_PER_WORKER
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +272,32 @@ class TrustStoreSpec:
     ca_bundle: Path
     crls: tuple[Path, ...] = ()
     deny_serials: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """Active health checks: `GET path` every `interval_s`; a status in `matcher` (inclusive ranges)
+    within `timeout_s` is a pass. `healthy_threshold` passes in a row bring a target back,
+    `unhealthy_threshold` failures in a row take it out."""
+
+    path: str = DEFAULT_HEALTH_CHECK_PATH
+    interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S
+    timeout_s: float = DEFAULT_HEALTH_CHECK_TIMEOUT_S
+    healthy_threshold: int = DEFAULT_HEALTHY_THRESHOLD
+    unhealthy_threshold: int = DEFAULT_UNHEALTHY_THRESHOLD
+    matcher: tuple[tuple[int, int], ...] = ((200, 399),)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTLSSpec:
+    """TLS from the gateway to the targets. The targets' certificates are verified against
+    `ca_bundle` (None: the system's trust store) for `server_name` (None: the target's host, an IP
+    address checked against IP SANs); `cert`/`key` are the gateway's own client certificate."""
+
+    ca_bundle: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +310,12 @@ class TargetGroupSpec:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     max_idle_per_target: int = DEFAULT_MAX_IDLE_PER_TARGET
+    idle_timeout_s: float = DEFAULT_POOL_IDLE_TIMEOUT_S
+    load_balancing: str = DEFAULT_LOAD_BALANCING
+    ejection_failures: int = DEFAULT_EJECTION_FAILURES
+    ejection_duration_s: float = DEFAULT_EJECTION_DURATION_S
+    health_check: HealthCheckSpec | None = None
+    tls: UpstreamTLSSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +543,27 @@ def parse_serial(value: object) -> int:
     return int(text.replace(":", ""), 16)
 
 
+_MATCHER_ITEM_RE = re.compile(r"([0-9]{3})(?:-([0-9]{3}))?")
+
+
+def parse_matcher(text: str) -> tuple[tuple[int, int], ...]:
+    """A health-check status matcher as ALB writes it ("200", "200,202", "200-399") -> inclusive
+    ranges; ValueError otherwise."""
+    ranges: list[tuple[int, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        m = _MATCHER_ITEM_RE.fullmatch(item)
+        if m is None:
+            raise _Invalid(f"expected status codes like '200', '200,202' or '200-399', "
+                           f"got {text!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if not 100 <= lo <= hi <= 599:
+            raise _Invalid(f"status codes run from 100 to 599, low to high; got {item!r}")
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
 def _utc(moment: _dt.datetime) -> str:
     return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -486,17 +617,33 @@ _LISTENER_KEYS = (
     "ciphers_tls12", "session_tickets", "session_timeout_s", "handshake_timeout_s",
     "header_timeout_s", "idle_timeout_s", "max_request_line_bytes", "max_header_bytes",
     "max_header_count", "max_body_bytes", "max_client_cert_chain_bytes", "rule",
+    "body_timeout_s", "max_requests_per_connection", "max_connections_per_worker",
 )
 _CERTIFICATE_KEYS = ("cert", "key")
-_RULE_KEYS = ("priority", "host", "path", "action", "target_group", "fixed_response")
+_RULE_KEYS = ("priority", "host", "path", "action", "target_group", "fixed_response", "methods",
+              "headers", "redirect", "require_client_cert", "allow", "allow_upgrade")
+_REDIRECT_KEYS = ("status", "scheme", "host", "port", "path", "query")
+_ALLOW_KEYS = ("subject", "issuer", "san_dns", "san_uri")
 _FIXED_RESPONSE_KEYS = ("status", "content_type", "body")
 _TRUST_STORE_KEYS = ("ca_bundle", "crls", "deny_serials")
-_TARGET_GROUP_KEYS = ("targets", "connect_timeout_s", "read_timeout_s", "max_idle_per_target")
+_TARGET_GROUP_KEYS = ("targets", "connect_timeout_s", "read_timeout_s", "max_idle_per_target",
+                      "idle_timeout_s", "load_balancing", "ejection_failures",
+                      "ejection_duration_s", "health_check", "tls")
+_HEALTH_CHECK_KEYS = ("path", "interval_s", "timeout_s", "healthy_threshold",
+                      "unhealthy_threshold", "matcher")
+_UPSTREAM_TLS_KEYS = ("ca_bundle", "cert", "key", "server_name")
 _TOP_KEYS = ("gateway", "admin", "listener", "trust_store", "target_group")
 
 _REQUIRED = object()
 _RULE_HOST_RE = re.compile(r"[a-z0-9_.*-]{1,255}")
 _CONTENT_TYPE_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_PATTERN_RE = _CONTENT_TYPE_RE
+_REQUEST_TARGET_RE = re.compile(r"[\x21-\x7e]+")
+_PLACEHOLDER_RE = re.compile(r"#\{[^}]*\}")
+_REDIRECT_HOST_RE = re.compile(r"[A-Za-z0-9.-]*")
+_REDIRECT_PATH_RE = re.compile(r"[\x21-\x22\x24-\x3e\x40-\x7e]*")     # no '#', '?', space
+_REDIRECT_QUERY_RE = re.compile(r"[\x21-\x22\x24-\x7e]*")               # no '#', space
 
 
 class _Reader:
@@ -944,6 +1091,12 @@ class _Reader:
                 self.add(key, f"duplicate target {value!r} "
                               f"(also targets[{targets.index(target)}])")
             targets.append(target)
+        health = None
+        if "health_check" in table:
+            health = self.health_check(table["health_check"], f"{prefix}.health_check")
+        tls = None
+        if "tls" in table:
+            tls = self.upstream_tls(table["tls"], f"{prefix}.tls")
         return TargetGroupSpec(
             name=name,
             targets=tuple(targets),
@@ -952,7 +1105,89 @@ class _Reader:
             read_timeout_s=self.seconds(table, "read_timeout_s", prefix, DEFAULT_READ_TIMEOUT_S),
             max_idle_per_target=self.integer(table, "max_idle_per_target", prefix,
                                              DEFAULT_MAX_IDLE_PER_TARGET, 0),
+            idle_timeout_s=self.seconds(table, "idle_timeout_s", prefix,
+                                        DEFAULT_POOL_IDLE_TIMEOUT_S),
+            load_balancing=self.choice(table, "load_balancing", prefix, LOAD_BALANCING,
+                                       DEFAULT_LOAD_BALANCING),
+            ejection_failures=self.integer(table, "ejection_failures", prefix,
+                                           DEFAULT_EJECTION_FAILURES, 0),
+            ejection_duration_s=self.seconds(table, "ejection_duration_s", prefix,
+                                             DEFAULT_EJECTION_DURATION_S),
+            health_check=health,
+            tls=tls,
         )  # type: ignore[arg-type]
+
+    def health_check(self, raw: object, prefix: str) -> HealthCheckSpec | None:
+        table = self.table(raw, prefix)
+        if table is None:
+            return None
+        self.keys(table, _HEALTH_CHECK_KEYS, prefix)
+        path = self.string(table, "path", prefix, DEFAULT_HEALTH_CHECK_PATH)
+        if path is not None and (not path.startswith("/") or not _REQUEST_TARGET_RE.fullmatch(path)):
+            self.add(f"{prefix}.path", f"must start with '/' and hold only printable ASCII without "
+                                       f"spaces, got {path!r}")
+            path = None
+        interval = self.seconds(table, "interval_s", prefix, DEFAULT_HEALTH_CHECK_INTERVAL_S)
+        timeout = self.seconds(table, "timeout_s", prefix, DEFAULT_HEALTH_CHECK_TIMEOUT_S)
+        if interval is not None and timeout is not None and timeout >= interval:
+            self.add(f"{prefix}.timeout_s", f"must be shorter than interval_s ({interval:g}), "
+                                            f"got {timeout:g}")
+            timeout = None
+        matcher = None
+        text = self.string(table, "matcher", prefix, DEFAULT_HEALTH_CHECK_MATCHER)
+        if text is not None:
+            try:
+                matcher = parse_matcher(text)
+            except _Invalid as exc:
+                self.add(f"{prefix}.matcher", str(exc))
+        return HealthCheckSpec(
+            path=path,  # type: ignore[arg-type]
+            interval_s=interval,  # type: ignore[arg-type]
+            timeout_s=timeout,  # type: ignore[arg-type]
+            healthy_threshold=self.integer(table, "healthy_threshold", prefix,
+                                           DEFAULT_HEALTHY_THRESHOLD, MIN_HEALTH_THRESHOLD,
+                                           MAX_HEALTH_THRESHOLD),  # type: ignore[arg-type]
+            unhealthy_threshold=self.integer(table, "unhealthy_threshold", prefix,
+                                             DEFAULT_UNHEALTHY_THRESHOLD, MIN_HEALTH_THRESHOLD,
+                                             MAX_HEALTH_THRESHOLD),  # type: ignore[arg-type]
+            matcher=matcher,  # type: ignore[arg-type]
+        )
+
+    def upstream_tls(self, raw: object, prefix: str) -> UpstreamTLSSpec | None:
+        table = self.table(raw, prefix)
+        if table is None:
+            return None
+        self.keys(table, _UPSTREAM_TLS_KEYS, prefix)
+        bundle = None
+        if "ca_bundle" in table:
+            bundle = self.path_value(table["ca_bundle"], f"{prefix}.ca_bundle")
+            if bundle is not None:
+                data = self.read(bundle, f"{prefix}.ca_bundle")
+                if data is not None:
+                    self.certificates_in(data, bundle, f"{prefix}.ca_bundle")
+        cert = key = None
+        if ("cert" in table) != ("key" in table):
+            missing = "key" if "cert" in table else "cert"
+            self.add(f"{prefix}.{missing}", "give cert and key together (the gateway's client "
+                                            "certificate for the targets)")
+        if "cert" in table:
+            cert = self.path_value(table["cert"], f"{prefix}.cert")
+        if "key" in table:
+            key = self.path_value(table["key"], f"{prefix}.key")
+        leaf = None
+        if cert is not None:
+            data = self.read(cert, f"{prefix}.cert")
+            chain = None if data is None else self.certificates_in(data, cert, f"{prefix}.cert")
+            leaf = chain[0] if chain else None
+        if key is not None:
+            self.private_key(key, f"{prefix}.key", leaf, cert)
+        server_name = self.string(table, "server_name", prefix, None)
+        if server_name is not None:
+            server_name = server_name.lower()
+            if not _HOSTNAME_RE.fullmatch(server_name):
+                self.add(f"{prefix}.server_name", f"must be a DNS name, got {server_name!r}")
+                server_name = None
+        return UpstreamTLSSpec(ca_bundle=bundle, cert=cert, key=key, server_name=server_name)
 
     def listener(self, index: int, raw: object, stores: list[str],
                  groups: list[str]) -> ListenerSpec | None:
@@ -1031,7 +1266,15 @@ class _Reader:
             max_client_cert_chain_bytes=self.integer(
                 table, "max_client_cert_chain_bytes", prefix, DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES,
                 1, MAX_CLIENT_CERT_CHAIN_BYTES),  # type: ignore[arg-type]
-            rules=self.rules(table, prefix, groups),
+            rules=self.rules(table, prefix, groups, mtls),
+            body_timeout_s=self.seconds(table, "body_timeout_s", prefix,
+                                        DEFAULT_BODY_TIMEOUT_S),  # type: ignore[arg-type]
+            max_requests_per_connection=self.integer(
+                table, "max_requests_per_connection", prefix,
+                DEFAULT_MAX_REQUESTS_PER_CONNECTION, 0),  # type: ignore[arg-type]
+            max_connections_per_worker=self.integer(
+                table, "max_connections_per_worker", prefix,
+                DEFAULT_MAX_CONNECTIONS_PER_WORKER, 1),  # type: ignore[arg-type]
         )
 
     def header_style(self, table: dict[str, Any], prefix: str) -> tuple[str, ...] | None:
@@ -1148,7 +1391,8 @@ class _Reader:
         if not matches:
             self.add(key, f"private key does not match the certificate in {cert_path}")
 
-    def rules(self, table: dict[str, Any], prefix: str, groups: list[str]) -> tuple[RuleSpec, ...]:
+    def rules(self, table: dict[str, Any], prefix: str, groups: list[str],
+              mtls: str | None = None) -> tuple[RuleSpec, ...]:
         raw = self.array(table, "rule", prefix, [])
         if not raw:
             return ()
@@ -1160,7 +1404,7 @@ class _Reader:
         rules: list[RuleSpec] = []
         seen: dict[int, int] = {}
         for index, item in enumerate(raw):
-            rule = self.rule(f"{prefix}.rule[{index}]", item, index + 1, groups)
+            rule = self.rule(f"{prefix}.rule[{index}]", item, index + 1, groups, mtls)
             if rule is None:
                 continue
             if given[index] and rule.priority is not None:
@@ -1175,7 +1419,7 @@ class _Reader:
         return tuple(rules)
 
     def rule(self, prefix: str, raw: object, position: int,
-             groups: list[str]) -> RuleSpec | None:
+             groups: list[str], mtls: str | None = None) -> RuleSpec | None:
         table = self.table(raw, prefix)
         if table is None:
             return None
@@ -1202,28 +1446,225 @@ class _Reader:
                                            "characters")
                 path = None
 
+        methods = self.methods(table, prefix)
+        headers = self.header_conditions(table, prefix)
+
         action = self.choice(table, "action", prefix, ACTIONS)
         target_group = self.string(table, "target_group", prefix, None)
-        fixed = None
+        fixed = redirect = None
+        for key, wanted in (("target_group", "forward"), ("fixed_response", "fixed-response"),
+                            ("redirect", "redirect"), ("allow_upgrade", "forward")):
+            if key in table and action is not None and action != wanted:
+                self.add(f"{prefix}.{key}", f"only used when action is {wanted!r}")
+                if key == "target_group":
+                    target_group = None
         if action == "forward":
             if target_group is not None:
                 self.reference(target_group, f"{prefix}.target_group", "target group",
                                "target_group", groups)
             elif "target_group" not in table:
                 self.add(f"{prefix}.target_group", "required when action is 'forward'")
-            if "fixed_response" in table:
-                self.add(f"{prefix}.fixed_response", "only used when action is 'fixed-response'")
         elif action == "fixed-response":
-            if "target_group" in table:
-                self.add(f"{prefix}.target_group", "only used when action is 'forward'")
-                target_group = None
             if "fixed_response" not in table:
                 self.add(f"{prefix}.fixed_response", "required when action is 'fixed-response'")
             else:
                 fixed = self.fixed_response(table["fixed_response"], f"{prefix}.fixed_response")
+        elif action == "redirect":
+            if "redirect" not in table:
+                self.add(f"{prefix}.redirect", "required when action is 'redirect'")
+            else:
+                redirect = self.redirect(table["redirect"], f"{prefix}.redirect")
+
+        upgrades: tuple[str, ...] = ()
+        if "allow_upgrade" in table and action == "forward":
+            upgrades = self.tokens(table, "allow_upgrade", prefix, lower=True)
+
+        require = self.boolean(table, "require_client_cert", prefix, False)
+        allow = None
+        if "allow" in table:
+            allow = self.client_allow(table["allow"], f"{prefix}.allow")
+            if require is False and "require_client_cert" in table:
+                self.add(f"{prefix}.require_client_cert", "an allow-list needs a client "
+                                                          "certificate; leave this out or true")
+            require = True
+        if require and mtls is not None and mtls not in MTLS_VERIFYING_MODES:
+            key = "allow" if "allow" in table else "require_client_cert"
+            why = ("no client certificate is asked for" if mtls == "off" else
+                   "passthrough does not verify the certificate, so anyone could claim any name")
+            self.add(f"{prefix}.{key}", f"needs a listener with mtls 'verify' or 'optional' "
+                                        f"({why})")
         return RuleSpec(priority=priority, host=host, path=path,  # type: ignore[arg-type]
                         action=action, target_group=target_group,  # type: ignore[arg-type]
-                        fixed_response=fixed)
+                        fixed_response=fixed, methods=methods, headers=headers,
+                        redirect=redirect, require_client_cert=bool(require), allow=allow,
+                        allow_upgrade=upgrades)
+
+    def tokens(self, table: dict[str, Any], name: str, prefix: str, *,
+               lower: bool = False) -> tuple[str, ...]:
+        """A non-empty array of RFC 9110 tokens without repeats (methods, upgrade protocols)."""
+        raw = self.array(table, name, prefix, [])
+        key = _join(prefix, name)
+        if raw is not None and not raw and name in table:
+            self.add(key, "must not be empty; leave the key out instead")
+        out: list[str] = []
+        for index, value in enumerate(raw or []):
+            if not isinstance(value, str):
+                self.add(f"{key}[{index}]", f"expected a string, got {_type_name(value)}")
+                continue
+            if not _TOKEN_RE.fullmatch(value):
+                self.add(f"{key}[{index}]", f"not an HTTP token: {value!r}")
+                continue
+            if lower:
+                value = value.lower()
+            if value in out:
+                self.add(f"{key}[{index}]", f"duplicate {value!r}")
+                continue
+            out.append(value)
+        return tuple(out)
+
+    def methods(self, table: dict[str, Any], prefix: str) -> tuple[str, ...]:
+        methods = self.tokens(table, "methods", prefix)
+        for index, method in enumerate(methods):
+            if method != method.upper():
+                # methods are case-sensitive (RFC 9110 9.1): "get" would never match a GET
+                self.add(f"{prefix}.methods[{index}]", f"methods are case-sensitive; "
+                                                       f"write {method.upper()!r}")
+        return methods
+
+    def header_conditions(self, table: dict[str, Any],
+                          prefix: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        if "headers" not in table:
+            return ()
+        key = f"{prefix}.headers"
+        body = self.table(table["headers"], key)
+        if body is None:
+            return ()
+        if not body:
+            self.add(key, "must not be empty; leave the key out instead")
+        out: list[tuple[str, tuple[str, ...]]] = []
+        seen: set[str] = set()
+        for name, value in body.items():
+            where = _join(key, name)
+            if not _TOKEN_RE.fullmatch(name):
+                self.add(where, f"not a header name: {name!r}")
+                continue
+            if name.lower() in seen:
+                self.add(where, f"header {name!r} is given twice (names are case-insensitive)")
+                continue
+            seen.add(name.lower())
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not values:
+                self.add(where, f"expected a string or a non-empty array of strings, "
+                                f"got {_type_name(value)}")
+                continue
+            patterns: list[str] = []
+            for index, item in enumerate(values):
+                at = where if isinstance(value, str) else f"{where}[{index}]"
+                if not isinstance(item, str):
+                    self.add(at, f"expected a string, got {_type_name(item)}")
+                elif not _FIELD_PATTERN_RE.fullmatch(item):
+                    self.add(at, "a value pattern must be printable ASCII without leading or "
+                                 "trailing spaces")
+                else:
+                    patterns.append(item)
+            out.append((name.lower(), tuple(patterns)))
+        return tuple(out)
+
+    def redirect(self, raw: object, prefix: str) -> Redirect | None:
+        table = self.table(raw, prefix)
+        if table is None:
+            return None
+        self.keys(table, _REDIRECT_KEYS, prefix)
+        status = self.integer(table, "status", prefix, DEFAULT_REDIRECT_STATUS)
+        if status is not None and status not in REDIRECT_STATUSES:
+            self.add(f"{prefix}.status", f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}, "
+                                         f"got {status}")
+            status = None
+        scheme = self.string(table, "scheme", prefix, DEFAULT_REDIRECT_SCHEME)
+        if scheme is not None and scheme not in ("http", "https", "#{protocol}", "#{scheme}"):
+            self.add(f"{prefix}.scheme", f"expected 'http', 'https' or '#{{protocol}}', "
+                                         f"got {scheme!r}")
+            scheme = None
+        host = self.string(table, "host", prefix, DEFAULT_REDIRECT_HOST)
+        if host is not None and not self.template(host, f"{prefix}.host", _REDIRECT_HOST_RE,
+                                                  "letters, digits, '.', '-' and placeholders"):
+            host = None
+        port: str | None = DEFAULT_REDIRECT_PORT
+        if "port" in table:
+            value = table["port"]
+            if isinstance(value, int) and not isinstance(value, bool):
+                port = str(value) if 1 <= value <= 65535 else None
+            elif value == "#{port}" or (isinstance(value, str) and _PORT_RE.fullmatch(value)
+                                         and 1 <= int(value) <= 65535):
+                port = value
+            else:
+                port = None
+            if port is None:
+                self.add(f"{prefix}.port", f"expected a port from 1 to 65535 or '#{{port}}', "
+                                           f"got {value!r}")
+        path = self.string(table, "path", prefix, DEFAULT_REDIRECT_PATH)
+        if path is not None:
+            if not path.startswith("/"):
+                self.add(f"{prefix}.path", f"must start with '/', got {path!r}")
+                path = None
+            elif not self.template(path, f"{prefix}.path", _REDIRECT_PATH_RE,
+                                   "printable ASCII without spaces, '?' or '#', and placeholders"):
+                path = None
+        query = self.string(table, "query", prefix, DEFAULT_REDIRECT_QUERY, empty_ok=True)
+        if query is not None:
+            if query.startswith("?"):
+                self.add(f"{prefix}.query", "give the query without its leading '?'")
+                query = None
+            elif not self.template(query, f"{prefix}.query", _REDIRECT_QUERY_RE,
+                                   "printable ASCII without spaces or '#', and placeholders"):
+                query = None
+        result = Redirect(status=status, scheme=scheme, host=host,  # type: ignore[arg-type]
+                          port=port, path=path, query=query)  # type: ignore[arg-type]
+        if (scheme in ("#{protocol}", "#{scheme}", "https") and host == DEFAULT_REDIRECT_HOST
+                and port == DEFAULT_REDIRECT_PORT and path == DEFAULT_REDIRECT_PATH
+                and query == DEFAULT_REDIRECT_QUERY):
+            # ALB refuses this too: the client would be sent where it already is, forever
+            self.add(prefix, "redirects every request to itself; change at least one of "
+                             "scheme, host, port, path or query")
+        return result
+
+    def template(self, value: str, key: str, allowed: re.Pattern[str], what: str) -> bool:
+        ok = True
+        for name in _PLACEHOLDER_RE.findall(value):
+            if name not in REDIRECT_PLACEHOLDERS:
+                self.add(key, f"unknown placeholder {name!r}; expected one of: "
+                              f"{_one_of(REDIRECT_PLACEHOLDERS)}")
+                ok = False
+        if ok and not allowed.fullmatch(_PLACEHOLDER_RE.sub("", value)):
+            self.add(key, f"may hold only {what}, got {value!r}")
+            ok = False
+        return ok
+
+    def client_allow(self, raw: object, prefix: str) -> ClientAllow | None:
+        table = self.table(raw, prefix)
+        if table is None:
+            return None
+        self.keys(table, _ALLOW_KEYS, prefix)
+        if not any(k in table for k in _ALLOW_KEYS):
+            self.add(prefix, f"give at least one of: {_one_of(_ALLOW_KEYS)}")
+        lists: dict[str, tuple[str, ...]] = {}
+        for name in _ALLOW_KEYS:
+            items = self.array(table, name, prefix, [])
+            key = _join(prefix, name)
+            if items is not None and not items and name in table:
+                self.add(key, "must not be empty (an empty allow-list would refuse everyone); "
+                              "leave the key out instead")
+            kept: list[str] = []
+            for index, item in enumerate(items or []):
+                if not isinstance(item, str) or not item:
+                    self.add(f"{key}[{index}]", f"expected a non-empty string, "
+                                                f"got {_type_name(item)}")
+                elif any(not c.isprintable() for c in item):
+                    self.add(f"{key}[{index}]", "cannot hold control characters")
+                else:
+                    kept.append(item.lower() if name == "san_dns" else item)
+            lists[name] = tuple(kept)
+        return ClientAllow(**lists)
 
     def fixed_response(self, raw: object, prefix: str) -> FixedResponse | None:
         table = self.table(raw, prefix)

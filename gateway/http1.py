@@ -118,6 +118,7 @@ class Request:
     expect_continue: bool
     upgrade: bytes | None
     host: bytes | None
+    connection: frozenset[bytes] = frozenset()   # the lowercased options of every Connection field
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class Response:
     keep_alive: bool
     content_length: int | None
     chunked: bool
+    connection: frozenset[bytes] = frozenset()   # the lowercased options of every Connection field
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,17 +164,19 @@ class _State(enum.Enum):
     BODY = "body"        # the head is done; the body (possibly empty) is being read
     CLOSED = "closed"    # the last message is done (close, HTTP/1.0, EOF); later bytes are ignored
     ERROR = "error"      # a refusal was raised; every call raises it again
+    SWITCHED = "switched"  # a protocol switch may follow the last message: later bytes are kept raw
 
 
-_IDLE, _HEAD, _BODY, _CLOSED, _ERROR = (
-    _State.IDLE, _State.HEAD, _State.BODY, _State.CLOSED, _State.ERROR)
+_IDLE, _HEAD, _BODY, _CLOSED, _ERROR, _SWITCHED = (
+    _State.IDLE, _State.HEAD, _State.BODY, _State.CLOSED, _State.ERROR, _State.SWITCHED)
 
 _TRANSITIONS: dict[_State, tuple[_State, ...]] = {
     _IDLE: (_HEAD, _CLOSED, _ERROR),
     _HEAD: (_BODY, _ERROR),
-    _BODY: (_IDLE, _CLOSED, _ERROR),
+    _BODY: (_IDLE, _CLOSED, _ERROR, _SWITCHED),
     _CLOSED: (),
     _ERROR: (),
+    _SWITCHED: (),
 }
 # The guard runs a few times per message: keep each state's successors on the member itself, so the
 # check is an identity scan of a short tuple instead of two hashes through Enum.__hash__.
@@ -388,6 +392,7 @@ class _Reader:
         "_headers", "_specials", "_keep_alive",
         "_framing", "_remaining", "_chunk", "_line", "_line_len", "_trailer_bytes", "_body_seen",
         "_body_parts", "_max_header_bytes", "_max_header_count", "_max_body",
+        "_switch", "_raw",
         "__weakref__",
     )
 
@@ -418,6 +423,8 @@ class _Reader:
         self._max_header_bytes = max_header_bytes
         self._max_header_count = max_header_count
         self._max_body = max_body
+        self._switch = False         # the message being read may be followed by another protocol
+        self._raw: list[bytes] = []  # bytes after it, kept unparsed (SWITCHED)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -461,6 +468,9 @@ class _Reader:
                     raise RuntimeError("http1: body state without framing")
             elif st is _IDLE or st is _HEAD:
                 stop = self._feed_head(data, pos, n)
+            elif st is _SWITCHED:
+                self._raw.append(data[pos:] if pos else data)
+                break
             else:
                 # CLOSED: RFC 9112 9.6, nothing after the closing message is processed.
                 break
@@ -481,6 +491,18 @@ class _Reader:
     def buffered_bytes(self) -> int:
         """Bytes of queued events not yet taken (heads as received, body data)."""
         return self._buffered
+
+    def take_raw(self) -> bytes:
+        """After a protocol switch (SWITCHED): the bytes received after the switching message,
+        unparsed; later calls return what arrived since. The caller now owns the byte stream."""
+        raw = b"".join(self._raw)
+        self._raw.clear()
+        return raw
+
+    @property
+    def switched(self) -> bool:
+        """The last message may switch protocols: later bytes are not HTTP/1.1 and are kept raw."""
+        return self._state is _SWITCHED
 
     @property
     def idle(self) -> bool:
@@ -604,7 +626,10 @@ class _Reader:
             self._flush_body()
         self._push(END_OF_MESSAGE, 0)
         self._framing = _NONE
-        self._to(_IDLE if self._keep_alive else _CLOSED)
+        if self._switch:
+            self._to(_SWITCHED)
+        else:
+            self._to(_IDLE if self._keep_alive else _CLOSED)
 
     def _take_head(self) -> tuple[bytes, int, int, int]:
         """The head's bytes, where its first line starts and ends, and its size; resets the budget."""
@@ -687,13 +712,17 @@ class RequestReader(_Reader):
     """
 
     __slots__ = ("_limits", "_line_budget", "_line_done", "_line_raw", "_target", "_priming",
-                 "_reprime")
+                 "_reprime", "_hold_upgrades")
     _refinements = _REFINE_REQUEST
 
-    def __init__(self, limits: HTTPLimits = HTTPLimits()) -> None:
+    def __init__(self, limits: HTTPLimits = HTTPLimits(), *, hold_upgrades: bool = False) -> None:
         super().__init__(HttpRequestParser(self), limits.max_header_bytes, limits.max_header_count,
                          limits.max_body_bytes, limits.max_header_bytes)
         self._limits = limits
+        # With hold_upgrades, parsing stops after a request that asks for an upgrade (SWITCHED):
+        # the caller either switches (and takes the raw bytes) or refuses and closes. Without it,
+        # an upgrade request is an ordinary request and parsing carries on.
+        self._hold_upgrades = hold_upgrades
         self._line_budget = limits.max_request_line_bytes + 2      # with its CRLF
         self._line_done = False     # the request line of the current head has been fed whole
         self._line_raw = 0          # bytes of the request line (or empty line) fed so far
@@ -886,8 +915,9 @@ class RequestReader(_Reader):
             self._reprime = True
 
         self._keep_alive = keep_alive
+        self._switch = upgrade is not None and self._hold_upgrades
         self._push(Request(method, target, version, self._headers, keep_alive, length, chunked,
-                           expect_continue, upgrade, host), size)
+                           expect_continue, upgrade, host, tokens), size)
         self._headers = None
         self._to(_BODY)
         if chunked:
@@ -938,13 +968,15 @@ class ResponseReader(_Reader):
     for are refused (`upstream_unsolicited`).
 
     Interim responses: 100, 102, 103 and other 1xx are read and dropped, never surfaced; the gateway
-    answers a client's `Expect: 100-continue` itself. A 101 is refused: the gateway never forwards
-    Upgrade, so no upstream may switch protocols (RFC 9110 15.2.2). A 1xx carrying Content-Length or
+    answers a client's `Expect: 100-continue` itself. A 101 is refused (RFC 9110 15.2.2: no switch
+    without an Upgrade asked for) unless the request was sent with `expect(method, upgrade=True)`:
+    then it is surfaced as a `Response` with status 101, followed by EndOfMessage, and the reader
+    stops parsing (`switched`); what follows is the new protocol's, from `take_raw()`. A 1xx carrying Content-Length or
     Transfer-Encoding is refused (RFC 9110 8.6, RFC 9112 6.1), since llhttp would read a body for it.
     The head limit covers the whole head, status line included.
     """
 
-    __slots__ = ("_expected", "_reason", "_interim", "_skip_body")
+    __slots__ = ("_expected", "_reason", "_interim", "_skip_body", "_may_switch")
 
     def __init__(self, max_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES,
                  max_header_count: int = DEFAULT_MAX_RESPONSE_HEADER_COUNT) -> None:
@@ -956,10 +988,19 @@ class ResponseReader(_Reader):
         self._reason = b""
         self._interim = False
         self._skip_body = False
+        self._may_switch = False
 
-    def expect(self, method: bytes) -> None:
-        """The method of a request just sent; responses are matched to requests in order."""
+    def expect(self, method: bytes, upgrade: bool = False) -> None:
+        """The method of a request just sent; responses are matched to requests in order.
+        `upgrade`: the request asked to switch protocols, so a 101 may answer it."""
         self._expected.append(method)
+        self._may_switch = upgrade
+
+    def _upgrade_paused(self, offset: int, length: int) -> None:
+        # llhttp pauses after a 101 it was allowed to see: the head was fed up to its last byte,
+        # and the reader has switched (on_headers_complete refused every other 101).
+        if self._state is not _SWITCHED or offset != length:
+            raise self._die(self._fail("unexpected_101", 502, "switching protocols unasked"))
 
     def feed_eof(self) -> None:
         """The upstream closed. Ends a close-delimited body; refused inside any other message."""
@@ -1024,7 +1065,18 @@ class ResponseReader(_Reader):
         if _REASON_RE.fullmatch(reason) is None:
             raise self._fail("bad_status_line", 502, "control character in reason phrase")
         if status == 101:
-            raise self._fail("unexpected_101", 502, "switching protocols without an Upgrade")
+            if not self._may_switch or not self._expected:
+                raise self._fail("unexpected_101", 502, "switching protocols without an Upgrade")
+            if _cl_te_present(self._specials):
+                raise self._fail("bad_interim", 502, "framing fields in a 101 response")
+            self._expected.popleft()
+            self._keep_alive = False
+            self._switch = True
+            self._framing = _NONE
+            self._push(Response(status, reason, version, self._headers, False, None, False), size)
+            self._headers = None
+            self._to(_BODY)
+            return
 
         cl = te = connection = None
         for kind, value in self._specials:
@@ -1083,7 +1135,8 @@ class ResponseReader(_Reader):
                 keep_alive = False      # RFC 9112 6.3 item 8: the body runs to the close
                 self._framing = _UNTIL_EOF
         self._keep_alive = keep_alive
-        self._push(Response(status, reason, version, self._headers, keep_alive, length, chunked), size)
+        self._push(Response(status, reason, version, self._headers, keep_alive, length, chunked,
+                            tokens), size)
         self._headers = None
         self._to(_BODY)
 
@@ -1098,8 +1151,21 @@ class ResponseReader(_Reader):
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
+def _cl_te_present(specials) -> bool:
+    return any(kind == _F_CL or kind == _F_TE for kind, _ in specials)
+
+
+_TOKEN_CACHE: dict[bytes, frozenset[bytes]] = {}
+_TOKEN_CACHE_SIZE = 256     # a handful of values ("keep-alive", "close", "Upgrade") are most of them
+
+
 def _tokens(value: bytes) -> frozenset[bytes]:
-    return frozenset(t for t in (item.strip(b" \t").lower() for item in value.split(b",")) if t)
+    found = _TOKEN_CACHE.get(value)
+    if found is None:
+        found = frozenset(t for t in (item.strip(b" \t").lower() for item in value.split(b",")) if t)
+        if len(_TOKEN_CACHE) < _TOKEN_CACHE_SIZE:
+            _TOKEN_CACHE[value] = found
+    return found
 
 
 # --- serialisation ----------------------------------------------------------------------------------

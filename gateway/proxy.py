@@ -3,17 +3,35 @@
 How this works: the asyncio protocol only moves bytes. `data_received` makes one call into the
 sans-IO `TLSConnection`, writes what it returns, reacts to its event (handshake done or refused) and
 feeds the plaintext to the sans-IO `RequestReader`. Requests are served one at a time, in order
-(pipelined requests wait their turn in the reader): a rule picks the action; a fixed response is
-one prebuilt write; a forward takes an upstream connection from the target group, writes a request
-head built by `headers` (every identity header of every style stripped, the gateway's own added,
-hop-by-hop headers dropped) and streams the body; the response streams back the same way.
-Back-pressure is passed through in both directions.
+(pipelined requests wait their turn in the reader): the route table picks the action by host, path,
+method and headers; a rule that asks for a client certificate (or an allowed one) is checked
+against the connection's identity (403 otherwise; the answer is kept per rule for the
+connection); a fixed response is one prebuilt write, a redirect one join; a forward picks a target
+of the group (503 when none is available), takes a pooled upstream connection or opens one, writes
+a request head built by `headers` (every identity header of every style stripped, the gateway's own
+added, hop-by-hop headers dropped, the body re-framed) and streams the body; the response streams
+back the same way. Back-pressure is passed through in both directions, so memory stays bounded
+whatever the sizes.
+
+Upstream failures: a connect that fails (refused, timed out, TLS) is retried on another available
+target while the request body is still held here; a pooled connection the target closed before
+answering (the keep-alive race, RFC 9112 9.3.1) is retried once on a new connection when the
+request had no body. Otherwise the client gets 502 (refused, broken), 504 (timed out) or 503 (no
+available target), each with a short body and one error-log line naming the target and why.
+
+Protocol upgrades (WebSocket) pass only where a forward rule allows the Upgrade value; the reader
+then stops parsing after that request, and once the target answers 101 the connection becomes a
+byte tunnel both ways. Elsewhere an upgrade request is refused with 501 and the connection closed.
 
 The runtime (TLS contexts, trust stores, rules, target groups) is taken once per connection in
 `connection_made`, so a reload never changes a live connection.
 
 Deadlines: the TLS handshake, the first request's header section and each later one
-(`header_timeout_s`), idle keep-alive (`idle_timeout_s`), and upstream connect/read.
+(`header_timeout_s`, 408 then close), idle keep-alive (`idle_timeout_s`, also a tunnel's idle time),
+a pause in a request body or in the client taking a response (`body_timeout_s`), upstream connect
+and read (`connect_timeout_s`, `read_timeout_s`: no sign of life from the target for that long
+while it is the side being waited for). Deadlines that may be renewed by traffic are checked
+against a last-activity time when they fire, rather than re-armed for every piece of data.
 """
 from __future__ import annotations
 
@@ -27,7 +45,7 @@ from . import http1
 from .errors import HTTPProtocolError, UpstreamError
 from .http1 import EndOfMessage, Request, Response
 from .logs import iso_now, validity
-from .routes import Fixed, Forward, split_host, split_path
+from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed
 
 # Pause reading from the client when this much parsed-but-unsent request data is queued
@@ -35,6 +53,14 @@ from .tls import HandshakeDone, HandshakeFailed, PeerClosed
 READ_HIGH_WATER_BYTES = 262144
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
+_UPSTREAM_ERROR_BODIES = {
+    502: b"bad gateway: the target failed\n",
+    503: b"service unavailable: no healthy target\n",
+    504: b"gateway timeout: the target did not answer\n",
+}
+_UPGRADE_REFUSED = b"protocol upgrade is not supported here\n"
+# response fields never passed on as received: hop-by-hop ones, and the length (re-framed here)
+_RESPONSE_DROP = hdrs.HOP_BY_HOP | {b"content-length"}
 
 
 class ConnState(enum.Enum):
@@ -49,14 +75,15 @@ class Exchange:
 
     __slots__ = ("request", "action", "started", "upstream", "target", "body_queue", "request_done",
                  "response", "chunked_out", "keep_alive", "status", "bytes_out", "head_sent",
-                 "connecting", "timer", "bytes_in", "discard")
+                 "connecting", "timer", "bytes_in", "discard", "group", "picked", "tried",
+                 "retried", "upgrade", "tunnel")
 
     def __init__(self, request: Request, action) -> None:
         self.request = request
         self.action = action
         self.started = time.monotonic()
         self.upstream = None
-        self.target = ""
+        self.target = ""            # label of the target, for logs
         self.body_queue: list[bytes] | None = []
         self.request_done = False
         self.response: Response | None = None
@@ -69,10 +96,19 @@ class Exchange:
         self.connecting = False
         self.discard = False        # the response is sent: drop the rest of the request
         self.timer: asyncio.TimerHandle | None = None
+        self.group = None           # the TargetGroup of a forward
+        self.picked = None          # the Target counted as outstanding for this exchange
+        self.tried: tuple = ()      # targets whose connect failed, not to be picked again
+        self.retried = False
+        self.upgrade = False        # the request may switch protocols (an allowed Upgrade)
+        self.tunnel = False         # it did: bytes now pass through both ways
 
 
 class GatewayProtocol(asyncio.Protocol):
     """Serves one client connection of one listener."""
+
+    # set by the acceptor that admitted the connection (gateway.accept): called once at the end
+    slot_release = None
 
     def __init__(self, runtime_ref, listener_name: str) -> None:
         self._runtime_ref = runtime_ref
@@ -80,7 +116,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         runtime = self._runtime_ref()
         self.rt = rt = runtime.listeners[self._listener_name]
         self.transport = transport
@@ -90,23 +126,30 @@ class GatewayProtocol(asyncio.Protocol):
         self.client_ip_b = self.client_ip.encode()
         self.tls = rt.tls.connection()
         self.state = ConnState.HANDSHAKE
-        self.reader = http1.RequestReader(rt.http_limits)
+        self.reader = http1.RequestReader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
         self.current: Exchange | None = None
         self.held = None                 # a pipelined request waiting for the current exchange
         self.identity_lines = b""
         self.done_event = None
+        self.refusals: dict | None = None   # rule index -> 403 or None, for this identity
         self.requests = 0
         self.read_paused = False
         self.write_paused = False
         self.header_deadline_armed = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_deadline = 0.0         # loop time an idle connection closes; 0 while not idle
+        self.upstream_timer: asyncio.TimerHandle | None = None
         self.connected_at = time.monotonic()
+        self.rx_at = 0.0                 # loop time of the last bytes from the client
+        self.tx_at = 0.0                 # loop time the client last took bytes (resumed writing)
         self.close_reason = ""
+        self.batch: list[bytes] | None = None   # plaintext held to go out as one TLS write
         self.draining = False
         self.peer_done = False       # the client sent close_notify: answer what is in flight, then close
         rt.open_connections += 1
         rt.protocols.add(self)
         rt.observer.connection_opened(rt.spec.name)
-        self.timer = self.loop.call_later(rt.spec.handshake_timeout_s, self._on_handshake_timeout)
+        self.timer = loop.call_later(rt.spec.handshake_timeout_s, self._on_handshake_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state is ConnState.CLOSED:
@@ -115,19 +158,25 @@ class GatewayProtocol(asyncio.Protocol):
         self.rt.open_connections -= 1
         self.rt.protocols.discard(self)
         self.rt.observer.connection_closed(self.rt.spec.name)
-        self._cancel_timer()
+        self._cancel_timers()
         ex = self.current
         if ex is not None:
             self._cancel_ex_timer(ex)
             if ex.upstream is not None:
                 ex.upstream.close()     # the client is gone: do not leave the upstream streaming
+                ex.upstream = None
+            self._done_with_target(ex)
             if ex.status == 0:
-                ex.status = 499 if not ex.head_sent else ex.status
-            self._access_log(ex, aborted=True)
+                ex.status = 499
+            self._access_log(ex, aborted=not ex.tunnel)
             self.current = None
         if self.done_event is None:
             # the handshake never finished: log the attempt as a connection record too
             self._connection_log(None, self.close_reason or "closed_before_handshake")
+        release = self.slot_release
+        if release is not None:
+            self.slot_release = None
+            release()
 
     def drain(self) -> None:
         """Shutdown: finish the exchange in flight, then close; close an idle connection now."""
@@ -147,18 +196,19 @@ class GatewayProtocol(asyncio.Protocol):
         if self.state in (ConnState.CLOSING, ConnState.CLOSED):
             return
         self.close_reason = self.close_reason or reason
+        self._flush()
         if notify:
             out = self.tls.close()
             if out:
                 self.transport.write(out)
         self.state = ConnState.CLOSING
-        self._cancel_timer()
+        self._cancel_timers()
         self.transport.close()
 
     def _abort(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
         self.state = ConnState.CLOSING
-        self._cancel_timer()
+        self._cancel_timers()
         self.transport.abort()
 
     # -- timers ------------------------------------------------------------------------------------
@@ -166,6 +216,13 @@ class GatewayProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_timer()
+        for handle in (self.idle_timer, self.upstream_timer):
+            if handle is not None:
+                handle.cancel()
+        self.idle_timer = self.upstream_timer = None
 
     def _arm(self, delay: float, callback) -> None:
         if self.timer is not None:
@@ -179,13 +236,95 @@ class GatewayProtocol(asyncio.Protocol):
                             listener=self.rt.spec.name, client=f"{self.client_ip}:{self.client_port}")
         self._abort("handshake_timeout")
 
-    def _on_idle_timeout(self) -> None:
-        self.timer = None
+    def _idle(self, delay: float) -> None:
+        """From now the connection is idle: it closes after `delay` unless a request starts.
+        One timer serves many requests: it is re-armed when it fires early, not per request."""
+        loop = self.loop
+        deadline = self.idle_deadline = loop.time() + delay
+        timer = self.idle_timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self.idle_timer = loop.call_at(deadline, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        self.idle_timer = None
+        deadline = self.idle_deadline
+        if self.state is not ConnState.OPEN or not deadline:
+            return      # busy: the end of the exchange sets the next idle deadline
+        if deadline > self.loop.time():
+            self.idle_timer = self.loop.call_at(deadline, self._on_idle_timer)
+            return
         self._close("idle_timeout")
+
+    def _header_started(self) -> None:
+        """Bytes of a request head are waiting for the rest: the head now has a deadline."""
+        if (self.current is None and not self.header_deadline_armed and not self.reader.idle
+                and self.state is ConnState.OPEN):
+            self.header_deadline_armed = True
+            self.idle_deadline = 0.0
+            self._arm(self.rt.spec.header_timeout_s, self._on_header_timeout)
 
     def _on_header_timeout(self) -> None:
         self.timer = None
-        self._send_error(408, b"request header timeout\n", "header_timeout")
+        self.rt.errors.info("header_timeout", "request header not complete in time",
+                            listener=self.rt.spec.name, client=f"{self.client_ip}:{self.client_port}")
+        self._send_error(408, b"request timeout: the request header took too long\n",
+                         "header_timeout")
+
+    def _on_client_timer(self) -> None:
+        """During an exchange: the client's side stalled (request body, or taking the response)?"""
+        self.timer = None
+        ex = self.current
+        if ex is None or self.state is not ConnState.OPEN:
+            return
+        limit = self.rt.spec.body_timeout_s
+        now = self.loop.time()
+        if self.write_paused:
+            if now - self.tx_at >= limit:
+                self.rt.errors.info("client_send_timeout", "the client took no response bytes for "
+                                    f"{limit:g}s", listener=self.rt.spec.name,
+                                    client=f"{self.client_ip}:{self.client_port}",
+                                    target=ex.target or None)
+                if ex.status == 0:
+                    ex.status = 408
+                self._drop_exchange(ex, "client_send_timeout")
+                return
+            self._arm(limit - (now - self.tx_at), self._on_client_timer)
+            return
+        if ex.request_done or ex.tunnel:
+            return
+        if self.read_paused:
+            # we hold the client back (the target is slow to take the body): not its fault
+            self._arm(limit, self._on_client_timer)
+            return
+        idle = now - self.rx_at
+        if idle < limit:
+            self._arm(limit - idle, self._on_client_timer)
+            return
+        self.rt.errors.info("body_timeout", f"no request body bytes for {limit:g}s",
+                            listener=self.rt.spec.name,
+                            client=f"{self.client_ip}:{self.client_port}", target=ex.target or None)
+        if ex.head_sent:
+            ex.status = ex.status or 408
+            self._drop_exchange(ex, "body_timeout")
+            return
+        if ex.upstream is not None:
+            ex.upstream.close()
+            ex.upstream = None
+        self._send_error(408, b"request timeout: the request body stalled\n", "body_timeout")
+
+    def _drop_exchange(self, ex: Exchange, reason: str) -> None:
+        """End an exchange that cannot finish cleanly: close both sides, log it aborted."""
+        self._cancel_ex_timer(ex)
+        if ex.upstream is not None:
+            ex.upstream.close()
+            ex.upstream = None
+        self._done_with_target(ex)
+        self._access_log(ex, aborted=True)
+        self.current = None
+        self._abort(reason)
 
     # -- bytes in ----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -206,15 +345,23 @@ class GatewayProtocol(asyncio.Protocol):
                 self._peer_closed()
                 return
         if plain:
+            self.rx_at = self.loop.time()
             self._feed(plain)
 
     def eof_received(self) -> bool | None:
         # TCP FIN without close_notify: finish the response in flight if any, else close
-        if self.state is ConnState.OPEN and self.current is not None and self.current.request_done:
+        ex = self.current
+        if self.state is ConnState.OPEN and ex is not None and ex.request_done:
+            if ex.tunnel:
+                return self._tunnel_client_done(ex) or None
             return True     # keep the transport half-open so the response can still be written
         return None
 
     def _peer_closed(self) -> None:
+        ex = self.current
+        if ex is not None and ex.tunnel:
+            self._tunnel_client_done(ex)
+            return
         try:
             self.reader.feed_eof()
         except HTTPProtocolError:
@@ -235,7 +382,9 @@ class GatewayProtocol(asyncio.Protocol):
         rt.observer.handshake(rt.spec.name, rt.spec.mtls, "accepted",
                               event.status.value if event.status is not None else None,
                               event.resumed, self.tls.handshake_s)
-        self._arm(rt.spec.header_timeout_s, self._on_idle_timeout)
+        self._cancel_timer()
+        # the first request is awaited as long as a header may take; nothing sent: a quiet close
+        self._idle(rt.spec.header_timeout_s)
 
     def _on_handshake_failed(self, event: HandshakeFailed) -> None:
         self.close_reason = event.reason
@@ -250,27 +399,29 @@ class GatewayProtocol(asyncio.Protocol):
         rt.observer.handshake(rt.spec.name, rt.spec.mtls, "refused", event.status.value, False,
                               time.monotonic() - self.connected_at)
         self.state = ConnState.CLOSING
-        self._cancel_timer()
+        self._cancel_timers()
         self.transport.close()
 
     def _feed(self, plain: bytes) -> None:
+        ex = self.current
+        if ex is not None and ex.tunnel:
+            ex.bytes_in += len(plain)
+            ex.upstream.write(plain)
+            return
         try:
             self.reader.feed(plain)
         except HTTPProtocolError as exc:
             self._protocol_error(exc)
             return
-        if self.current is None and not self.header_deadline_armed and not self.reader.idle:
-            # bytes of a request have started to arrive: the header section now has a deadline
-            self.header_deadline_armed = True
-            self._arm(self.rt.spec.header_timeout_s, self._on_header_timeout)
         self._process()
+        self._header_started()
 
     def _protocol_error(self, exc: HTTPProtocolError) -> None:
         self.rt.errors.info(exc.reason, str(exc) or "malformed request", listener=self.rt.spec.name,
                             client=f"{self.client_ip}:{self.client_port}", status=exc.status)
         ex = self.current
         if ex is not None and ex.head_sent:
-            self._abort(exc.reason)
+            self._drop_exchange(ex, exc.reason)
             return
         if ex is not None and ex.upstream is not None:
             ex.upstream.close()
@@ -284,10 +435,12 @@ class GatewayProtocol(asyncio.Protocol):
             self._abort(reason)
             return
         ex = self.current
+        self._flush()
         self.transport.write(self.tls.send(http1.error_response(status, body, close=True)))
         if ex is not None:
             ex.status = status
             self._cancel_ex_timer(ex)
+            self._done_with_target(ex)
             self._access_log(ex)
             self.current = None
         else:
@@ -321,8 +474,12 @@ class GatewayProtocol(asyncio.Protocol):
                 ex.request_done = True
                 if ex.body_queue is not None:
                     ex.body_queue.append(http1.LAST_CHUNK if ex.request.chunked else b"")
-                elif ex.upstream is not None and ex.request.chunked:
-                    ex.upstream.write(http1.LAST_CHUNK)
+                elif ex.upstream is not None:
+                    if ex.request.chunked:
+                        ex.upstream.write(http1.LAST_CHUNK)
+                    # the target's read deadline runs from the end of the request (nginx's
+                    # proxy_read_timeout does the same)
+                    ex.upstream.last_activity = self.loop.time()
             elif type(event) is Request:             # pragma: no cover
                 self.held = event
                 break
@@ -357,41 +514,105 @@ class GatewayProtocol(asyncio.Protocol):
         rt = self.rt
         self.requests += 1
         self.header_deadline_armed = False
+        self.idle_deadline = 0.0
         self._cancel_timer()
-        if request.upgrade is not None:
-            # no protocol upgrades (WebSocket, h2c) are proxied: refuse plainly
-            self.current = ex = Exchange(request, None)
-            ex.keep_alive = False
-            self._respond_fixed(ex, 501, b"protocol upgrade is not supported\n")
-            return
-        action = rt.routes.match(split_host(request.host), split_path(request.target))
+        action = rt.routes.match(split_host(request.host), split_path(request.target),
+                                 request.method, request.headers)
         ex = Exchange(request, action)
-        if self.draining:
-            ex.keep_alive = False
         self.current = ex
-        if type(action) is Fixed:
-            has_body = request.chunked or (request.content_length or 0) > 0
-            if has_body:
-                ex.keep_alive = False       # do not read and discard an unbounded body
-            if request.method == b"HEAD":
-                payload = action.head_only if ex.keep_alive else action.closing
-            else:
-                payload = action.keep_alive if ex.keep_alive else action.closing
+        limit = rt.spec.max_requests_per_connection
+        if self.draining or (limit and self.requests >= limit):
+            ex.keep_alive = False
+        if action.access is not None:
+            refusal = self._refusal(action)
+            if refusal is not None:
+                self._answer(ex, refusal)
+                return
+        if request.upgrade is not None:
+            if type(action) is not Forward or request.upgrade not in action.upgrades:
+                # no protocol upgrade (WebSocket, h2c) where no rule allows it: refuse plainly
+                ex.keep_alive = False
+                self.rt.errors.info("upgrade_refused", "protocol upgrade refused",
+                                    listener=rt.spec.name, upgrade=request.upgrade.decode("latin-1"),
+                                    client=f"{self.client_ip}:{self.client_port}")
+                self._respond_fixed(ex, 501, _UPGRADE_REFUSED)
+                return
+            ex.upgrade = True
+            ex.keep_alive = False       # whatever the target answers, HTTP/1.1 ends here
+        if type(action) is Forward:
+            self._forward(ex, action, request)
+        elif type(action) is Fixed:
+            self._answer(ex, action)
+        else:
+            location = action.location(split_host(request.host), rt.port, request.target)
+            if location is None:
+                self._answer(ex, REDIRECT_NEEDS_HOST)
+                return
             ex.status = action.status
             ex.body_queue = None
-            self._write(payload)
-            if ex.keep_alive:
-                # answered already; the request's own EndOfMessage (still queued) ends the exchange
-                ex.discard = True
-            else:
-                ex.request_done = True
-                self._finish(ex)
-            return
-        group = rt.target_groups[action.target_group]
+            self._after_answer(ex, action.response(location, self._answer_keeps(ex),
+                                                   request.http_version == b"1.0"))
+
+    def _refusal(self, action) -> Fixed | None:
+        refusals = self.refusals
+        if refusals is None:
+            refusals = self.refusals = {}
+        key = action.rule
+        if key in refusals:
+            return refusals[key]
+        ev = self.done_event
+        identity = ev.identity if type(ev) is HandshakeDone else None
+        refusal = refusals[key] = action.access.refusal(identity)
+        if refusal is not None:
+            self.rt.errors.info(refusal.reason, "request refused by the rule's client-certificate "
+                                "requirement", listener=self.rt.spec.name, rule=key,
+                                client=f"{self.client_ip}:{self.client_port}",
+                                subject=identity.subject if identity is not None else None)
+        return refusal
+
+    def _answer_keeps(self, ex: Exchange) -> bool:
+        """Whether the connection stays open after answering without reading the body."""
+        req = ex.request
+        if req.chunked or (req.content_length or 0) > 0:
+            ex.keep_alive = False       # do not read and discard an unbounded body
+        return ex.keep_alive
+
+    def _answer(self, ex: Exchange, fixed: Fixed) -> None:
+        """A prebuilt response, for a fixed-response rule or a refusal."""
+        keep = self._answer_keeps(ex)
+        req = ex.request
+        if not keep:
+            payload = fixed.closing
+        elif req.http_version == b"1.0":
+            payload = fixed.head_only_10 if req.method == b"HEAD" else fixed.keep_alive_10
+        else:
+            payload = fixed.head_only if req.method == b"HEAD" else fixed.keep_alive
+        ex.status = fixed.status
+        ex.body_queue = None
+        self._after_answer(ex, payload)
+
+    def _after_answer(self, ex: Exchange, payload: bytes) -> None:
+        self._write(payload)
+        if ex.keep_alive:
+            # answered already; the request's own EndOfMessage (still queued) ends the exchange
+            ex.discard = True
+        else:
+            ex.request_done = True
+            self._finish(ex)
+
+    def _forward(self, ex: Exchange, action: Forward, request: Request) -> None:
+        group = self.rt.target_groups[action.target_group]
+        ex.group = group
         target = group.pick()
-        ex.target = f"{target[0]}:{target[1]}"
+        if target is None:
+            self._no_target(ex, group)
+            return
+        ex.picked = target
+        ex.target = target.label
         if request.expect_continue:
             self._write(_CONTINUE)
+        if request.chunked or request.content_length:
+            self._arm(self.rt.spec.body_timeout_s, self._on_client_timer)
         conn = group.take_idle(target)
         if conn is not None:
             self._attach(ex, conn)
@@ -399,13 +620,18 @@ class GatewayProtocol(asyncio.Protocol):
             ex.connecting = True
             self.loop.create_task(self._connect(ex, group, target))
 
+    def _no_target(self, ex: Exchange, group) -> None:
+        self._upstream_failed(ex, UpstreamError(
+            f"no healthy target in group {group.name} ({len(group.targets)} target(s), "
+            f"none available)", status=503, reason="no_healthy_target"), count=False)
+
     async def _connect(self, ex: Exchange, group, target) -> None:
         try:
             conn = await group.connect(target)
         except UpstreamError as exc:
             ex.connecting = False
             if self.current is ex and self.state is ConnState.OPEN:
-                self._upstream_failed(ex, exc)
+                self._connect_failed(ex, group, target, exc)
             return
         ex.connecting = False
         if self.current is not ex or self.state is not ConnState.OPEN:
@@ -413,28 +639,56 @@ class GatewayProtocol(asyncio.Protocol):
             return
         self._attach(ex, conn)
 
+    def _connect_failed(self, ex: Exchange, group, target, exc: UpstreamError) -> None:
+        # Nothing was sent anywhere, and the body so far is still queued here: another target
+        # may take the request (nginx's proxy_next_upstream error timeout).
+        self.rt.errors.warning(exc.reason, str(exc), listener=self.rt.spec.name, target=exc.target,
+                               target_group=group.name, client=f"{self.client_ip}:{self.client_port}")
+        self.rt.observer.upstream(group.name, exc.target, time.monotonic() - ex.started, False)
+        ex.tried = ex.tried + (target,)
+        other = group.pick(ex.tried) if ex.body_queue is not None else None
+        if other is None:
+            self._upstream_failed(ex, exc, count=False, logged=True)
+            return
+        self._done_with_target(ex)
+        ex.picked = other
+        ex.target = other.label
+        ex.connecting = True
+        self.loop.create_task(self._connect(ex, group, other))
+
     def _attach(self, ex: Exchange, conn) -> None:
         rt = self.rt
         req = ex.request
         ex.upstream = conn
         conn.owner = self
         conn.paused = False
-        conn.reader.expect(req.method)
+        conn.reader.expect(req.method, ex.upgrade)
         if req.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
         elif req.content_length is not None:
             framing = b"Content-Length: %d\r\n" % req.content_length
         else:
             framing = b""
-        tokens = http1.connection_tokens(req.headers)
+        tokens = req.connection
         if req.expect_continue:
             tokens = tokens | {b"expect"}
+        if ex.upgrade:
+            framing += b"Connection: upgrade\r\nUpgrade: " + _header_value(req.headers, b"upgrade") + b"\r\n"
         head = hdrs.encode_request_head(req.method, req.target, req.headers, self.identity_lines,
                                         self.client_ip_b, self.client_port, rt.port, tokens, framing)
         queued = ex.body_queue or ()
         ex.body_queue = None
         conn.write(head + b"".join(queued) if queued else head)
-        ex.timer = self.loop.call_later(conn.group.read_timeout_s, self._upstream_timeout, ex)
+        loop = self.loop
+        now = conn.last_activity = loop.time()
+        # one timer per client connection watches whichever exchange is current (see
+        # _on_upstream_timer); it is armed anew only when none is armed soon enough
+        limit = conn.group.read_timeout_s
+        timer = self.upstream_timer
+        if timer is None or timer.when() > now + limit:
+            if timer is not None:
+                timer.cancel()
+            self.upstream_timer = loop.call_at(now + limit, self._on_upstream_timer)
         self._process()
 
     # -- upstream events (called by UpstreamConnection) ---------------------------------------------
@@ -443,10 +697,14 @@ class GatewayProtocol(asyncio.Protocol):
         if ex is None or ex.upstream is not conn:
             conn.close()
             return
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = self.loop.call_later(conn.group.read_timeout_s, self._upstream_timeout, ex)
+        if ex.tunnel:
+            ex.bytes_out += len(data)
+            self._write(data)
+            return
+        conn.last_activity = self.loop.time()
         reader = conn.reader
+        # what one read of the target produces (head, body, end) goes out as one TLS write
+        self.batch = batch = []
         try:
             reader.feed(data)
             while True:
@@ -458,12 +716,19 @@ class GatewayProtocol(asyncio.Protocol):
         except UpstreamError as exc:
             exc.target = ex.target
             self._upstream_failed(ex, exc)
+        finally:
+            self.batch = None
+            if batch and self.state is not ConnState.CLOSED:
+                self._write(b"".join(batch))
 
     def _upstream_event(self, ex: Exchange, conn, event) -> bool:
         if type(event) is Response:
             self._response_head(ex, event)
             return True
         if type(event) is EndOfMessage:
+            if ex.response.status == 101:
+                self._switch(ex, conn)
+                return False
             if ex.chunked_out:
                 self._write(http1.LAST_CHUNK)
             reusable = ex.response.keep_alive and ex.request_done and conn.reader is not None
@@ -484,12 +749,18 @@ class GatewayProtocol(asyncio.Protocol):
     def _response_head(self, ex: Exchange, resp: Response) -> None:
         ex.response = resp
         ex.status = resp.status
+        ex.picked.failures = 0      # the target answered: its run of connection failures is over
         req = ex.request
-        tokens = http1.connection_tokens(resp.headers)
-        drop = hdrs.HOP_BY_HOP
-        out = [(n, v) for n, v in resp.headers
-               if n.lower() not in drop and (not tokens or n.lower() not in tokens)
-               and n.lower() != b"content-length"]
+        tokens = resp.connection
+        drop = _RESPONSE_DROP | tokens if tokens else _RESPONSE_DROP
+        out = [(n, v) for n, v in resp.headers if n.lower() not in drop]
+        if resp.status == 101:
+            # the switch the client asked for (RFC 9110 7.8); Upgrade names the new protocol
+            out.append((b"Connection", b"upgrade"))
+            out.append((b"Upgrade", _header_value(resp.headers, b"upgrade")))
+            self._write(http1.response_head(101, out, resp.reason or None))
+            ex.head_sent = True
+            return
         bodyless = req.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200
         if bodyless:
             if resp.content_length is not None and req.method == b"HEAD":
@@ -505,12 +776,66 @@ class GatewayProtocol(asyncio.Protocol):
             ex.keep_alive = False
         if not ex.keep_alive:
             out.append((b"Connection", b"close"))
+        elif req.http_version == b"1.0":
+            out.append((b"Connection", b"keep-alive"))      # RFC 9112 9.3: confirm it
         self._write(http1.response_head(resp.status, out, resp.reason or None))
         ex.head_sent = True
+
+    def _switch(self, ex: Exchange, conn) -> None:
+        """The target answered 101: from now on bytes pass through both ways, unparsed."""
+        ex.tunnel = True
+        self._cancel_ex_timer(ex)
+        self.rt.observer.upstream(conn.group.name, ex.target, time.monotonic() - ex.started, True)
+        early = conn.reader.take_raw()
+        if early:
+            ex.bytes_out += len(early)
+            self._write(early)
+        pending = self.reader.take_raw()
+        if pending:
+            ex.bytes_in += len(pending)
+            conn.write(pending)
+        conn.last_activity = self.rx_at = self.loop.time()
+        ex.timer = self.loop.call_later(self.rt.spec.idle_timeout_s, self._on_tunnel_timer, ex)
+
+    def _on_tunnel_timer(self, ex: Exchange) -> None:
+        ex.timer = None
+        if self.current is not ex or ex.upstream is None:
+            return
+        limit = self.rt.spec.idle_timeout_s
+        idle = self.loop.time() - max(self.rx_at, ex.upstream.last_activity)
+        if idle < limit:
+            ex.timer = self.loop.call_later(limit - idle, self._on_tunnel_timer, ex)
+            return
+        self._end_tunnel(ex, "idle_timeout")
+
+    def _tunnel_client_done(self, ex: Exchange) -> bool:
+        """The client ended its side of a tunnel: pass that on to the target and let it finish
+        (True), or, where the target's transport cannot half-close, end both sides now."""
+        conn = ex.upstream
+        if conn is not None and conn.transport.can_write_eof():
+            conn.transport.write_eof()
+            return True
+        self._end_tunnel(ex, "client_closed")
+        return False
+
+    def _end_tunnel(self, ex: Exchange, reason: str) -> None:
+        self._cancel_ex_timer(ex)
+        if ex.upstream is not None:
+            ex.upstream.close()
+            ex.upstream = None
+        self._done_with_target(ex)
+        self._access_log(ex)
+        self.current = None
+        self._close(reason)
 
     def upstream_lost(self, conn, exc: Exception | None) -> None:
         ex = self.current
         if ex is None or ex.upstream is not conn:
+            return
+        if ex.tunnel:
+            # the target ended the tunnel: end the client's side the same way
+            ex.upstream = None
+            self._end_tunnel(ex, "upstream_closed")
             return
         try:
             conn.reader.feed_eof()
@@ -522,8 +847,22 @@ class GatewayProtocol(asyncio.Protocol):
         except UpstreamError:
             pass
         ex.upstream = None
+        if ex.response is None and not ex.head_sent:
+            req = ex.request
+            if conn.reused and not ex.retried and not req.chunked and not req.content_length:
+                # a pooled connection the target closed as we sent on it (RFC 9112 9.3.1):
+                # nothing of the request is lost, so send it again on a new connection
+                ex.retried = True
+                self._cancel_ex_timer(ex)
+                ex.body_queue = []
+                ex.connecting = True
+                self.loop.create_task(self._connect(ex, conn.group, ex.picked))
+                return
+            if not conn.reused:
+                conn.group.connection_failed(ex.picked, "upstream_closed")
         self._upstream_failed(ex, UpstreamError(
-            f"{ex.target} closed the connection" + (f": {exc}" if exc else ""),
+            f"{ex.target} closed the connection" + (f": {exc}" if exc else "")
+            + (" before answering" if ex.response is None else " inside the response"),
             status=502, reason="upstream_closed", target=ex.target))
 
     def upstream_pause_writing(self) -> None:
@@ -538,49 +877,84 @@ class GatewayProtocol(asyncio.Protocol):
         ex = self.current
         if ex is not None and ex.upstream is not None:
             ex.upstream.paused = False
+            ex.upstream.last_activity = self.loop.time()
         self._flow_in()
 
-    def _upstream_timeout(self, ex: Exchange) -> None:
-        ex.timer = None
-        if self.current is ex:
-            self._upstream_failed(ex, UpstreamError(f"{ex.target} did not answer in time", status=504,
-                                                    reason="upstream_timeout", target=ex.target))
+    def _on_upstream_timer(self) -> None:
+        self.upstream_timer = None
+        ex = self.current
+        if ex is None or ex.tunnel or ex.upstream is None or self.state is not ConnState.OPEN:
+            return      # no target being waited for: the next exchange arms it again
+        conn = ex.upstream
+        limit = conn.group.read_timeout_s
+        loop = self.loop
+        if self.write_paused or (not ex.request_done and not conn.paused):
+            # the client is the side being waited for (slow to send the body or to take the
+            # response): its own deadline (body_timeout_s) covers that
+            self.upstream_timer = loop.call_later(limit, self._on_upstream_timer)
+            return
+        idle = loop.time() - conn.last_activity
+        if idle < limit:
+            self.upstream_timer = loop.call_later(limit - idle, self._on_upstream_timer)
+            return
+        self._upstream_failed(ex, UpstreamError(
+            f"{ex.target} did not answer within {limit:g}s", status=504,
+            reason="upstream_timeout", target=ex.target))
 
-    def _upstream_failed(self, ex: Exchange, exc: UpstreamError) -> None:
-        action = ex.action
-        self.rt.observer.upstream(getattr(action, "target_group", ""), exc.target or ex.target,
-                                  time.monotonic() - ex.started, False)
-        self.rt.errors.warning(exc.reason, str(exc), listener=self.rt.spec.name, target=exc.target or ex.target,
-                               client=f"{self.client_ip}:{self.client_port}")
+    def _upstream_failed(self, ex: Exchange, exc: UpstreamError, *, count: bool = True,
+                         logged: bool = False) -> None:
+        group = ex.group
+        group_name = group.name if group is not None else ""
+        if count:
+            self.rt.observer.upstream(group_name, exc.target or ex.target,
+                                      time.monotonic() - ex.started, False)
+        if not logged:
+            self.rt.errors.warning(exc.reason, str(exc), listener=self.rt.spec.name,
+                                   target=exc.target or ex.target or None, target_group=group_name,
+                                   client=f"{self.client_ip}:{self.client_port}")
         if ex.upstream is not None:
             ex.upstream.close()
             ex.upstream = None
         self._cancel_ex_timer(ex)
         if ex.head_sent or self.state is not ConnState.OPEN:
             # the response already started: the only honest signal left is an abrupt close
-            self._access_log(ex, aborted=True)
-            self.current = None
-            self._abort(exc.reason)
+            self._drop_exchange(ex, exc.reason)
             return
         ex.keep_alive = False
-        self._respond_fixed(ex, exc.status, {502: b"bad gateway: the target failed\n",
-                                             504: b"gateway timeout: the target did not answer\n"}.get(
-                                                 exc.status, b"upstream error\n"))
+        self._respond_fixed(ex, exc.status, _UPSTREAM_ERROR_BODIES.get(exc.status, b"upstream error\n"))
 
     # -- responses ---------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
+        batch = self.batch
+        if batch is not None:
+            batch.append(data)
+            return
         out = self.tls.send(data)
         if out:
             self.transport.write(out)
 
+    def _flush(self) -> None:
+        batch = self.batch
+        if batch:
+            data = b"".join(batch)
+            batch.clear()
+            out = self.tls.send(data)
+            if out:
+                self.transport.write(out)
+
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.tx_at = self.loop.time()
         ex = self.current
-        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
-            ex.upstream.transport.pause_reading()
+        if ex is not None:
+            if ex.upstream is not None and ex.upstream.transport is not None:
+                ex.upstream.transport.pause_reading()
+            if self.timer is None and self.state is ConnState.OPEN:
+                self._arm(self.rt.spec.body_timeout_s, self._on_client_timer)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.tx_at = self.loop.time()
         ex = self.current
         if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
             ex.upstream.transport.resume_reading()
@@ -601,7 +975,14 @@ class GatewayProtocol(asyncio.Protocol):
             ex.timer.cancel()
             ex.timer = None
 
+    def _done_with_target(self, ex: Exchange) -> None:
+        target = ex.picked
+        if target is not None:
+            ex.picked = None
+            ex.group.done(target)
+
     def _finish(self, ex: Exchange) -> None:
+        self._done_with_target(ex)
         self._access_log(ex)
         self.current = None
         rt = self.rt
@@ -612,9 +993,10 @@ class GatewayProtocol(asyncio.Protocol):
         if self.peer_done and not pending:
             self._close("client_closed")
             return
-        self._arm(rt.spec.idle_timeout_s, self._on_idle_timeout)
+        self._idle(rt.spec.idle_timeout_s)
         if pending:
             self._process()
+            self._header_started()
         else:
             self._flow_in()
 
@@ -676,3 +1058,12 @@ class GatewayProtocol(asyncio.Protocol):
             "reason": reason or None,
             "conn_trace_id": "TID_" + os.urandom(16).hex(),
         })
+
+
+def _header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    """The first value of a header (by lowercase name), b"" when absent."""
+    n = len(name)
+    for field, value in headers:
+        if len(field) == n and field.lower() == name:
+            return value
+    return b""

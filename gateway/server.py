@@ -118,10 +118,12 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
                                                  generation, source)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    groups = {name: TargetGroup(name, spec.targets, connect_timeout_s=spec.connect_timeout_s,
-                                read_timeout_s=spec.read_timeout_s,
-                                max_idle_per_target=spec.max_idle_per_target)
-              for name, spec in config.target_groups.items()}
+    groups = {}
+    for name, spec in config.target_groups.items():
+        try:
+            groups[name] = TargetGroup.from_spec(spec, errors)
+        except OSError as exc:      # ssl.SSLError included: a TLS file unreadable since check
+            problems.append(Problem(source, f"target_group.{name}.tls", f"TLS setup failed: {exc}"))
     if previous is not None and previous.access_log.dest == g.access_log:
         access = previous.access_log
     else:
@@ -250,12 +252,16 @@ class Worker:
             self._sample()
             self.admin_server = await loop.create_server(lambda: AdminProtocol(self),
                                                          sock=self.admin_socket)
+        from . import accept
+        observer = getattr(self, "_observer", None)
         for group in self.runtime.target_groups.values():
-            group.start()       # per-worker: health checks and pool sweeping run on this loop
+            group.start(observer)   # per worker: health checks report to this worker's observer
         for name, sock in self.sockets.items():
-            server = await loop.create_server(
-                lambda name=name: GatewayProtocol(self.runtime_ref, name), sock=sock,
-                backlog=LISTEN_BACKLOG)
+            # our own accept loop: at max_connections_per_worker it stops accepting, so new
+            # connections wait in the kernel's backlog instead of being accepted and dropped
+            server = accept.serve(loop, sock, lambda name=name: GatewayProtocol(self.runtime_ref, name),
+                                  self.runtime.listeners[name].spec.max_connections_per_worker,
+                                  errors=self.runtime.errors, name=name)
             self.servers.append(server)
         self.serving = True
 

@@ -357,6 +357,94 @@ def test_target_group_defaults(workdir: Path):
     assert group.max_idle_per_target == config.DEFAULT_MAX_IDLE_PER_TARGET == 32
 
 
+def test_new_listener_rule_and_group_defaults(workdir: Path):
+    doc = minimal()
+    doc["target_group"] = {"app": {"targets": ["127.0.0.1:9000"]}}
+    doc["listener"][0]["rule"] = [{"action": "forward", "target_group": "app"}]
+    cfg = load_doc(workdir, doc)
+    (listener,) = cfg.listeners
+    assert listener.body_timeout_s == config.DEFAULT_BODY_TIMEOUT_S == 30.0
+    assert listener.max_requests_per_connection == config.DEFAULT_MAX_REQUESTS_PER_CONNECTION == 1000
+    assert listener.max_connections_per_worker == config.DEFAULT_MAX_CONNECTIONS_PER_WORKER
+    (rule,) = listener.rules
+    assert (rule.methods, rule.headers, rule.redirect, rule.require_client_cert, rule.allow,
+            rule.allow_upgrade) == ((), (), None, False, None, ())
+    group = cfg.target_groups["app"]
+    assert group.load_balancing == config.DEFAULT_LOAD_BALANCING == "round_robin"
+    assert group.idle_timeout_s == config.DEFAULT_POOL_IDLE_TIMEOUT_S
+    assert group.ejection_failures == config.DEFAULT_EJECTION_FAILURES == 5
+    assert group.ejection_duration_s == config.DEFAULT_EJECTION_DURATION_S == 30.0
+    assert group.health_check is None and group.tls is None
+
+
+def test_new_rule_and_group_keys_load(workdir: Path):
+    doc = full()
+    doc["listener"][0]["rule"] = [
+        {"priority": 1, "path": "/ws", "methods": ["GET"], "headers": {"X-Env": "prod",
+                                                                       "Accept": ["a*", "b"]},
+         "allow_upgrade": ["WebSocket"], "action": "forward", "target_group": "app",
+         "allow": {"subject": ["CN=alice,O=Example"], "san_dns": ["*.Example.com"],
+                   "san_uri": ["spiffe://x/*"], "issuer": ["CN=CA*"]}},
+        {"priority": 2, "path": "/old/*", "action": "redirect", "require_client_cert": True,
+         "redirect": {"status": 302, "host": "new.#{host}", "port": 8443, "query": ""}},
+    ]
+    doc["target_group"]["app"].update({
+        "load_balancing": "least_outstanding_requests", "idle_timeout_s": 5,
+        "ejection_failures": 0, "ejection_duration_s": 2,
+        "health_check": {"path": "/healthz?deep=1", "interval_s": 2, "timeout_s": 1,
+                         "healthy_threshold": 4, "unhealthy_threshold": 1,
+                         "matcher": "200,202-204"},
+        "tls": {"ca_bundle": "ca-bundle.pem", "cert": "server.pem", "key": "server.key",
+                "server_name": "Backend.Internal"}})
+    cfg = load_doc(workdir, doc)
+    ws, old = cfg.listeners[0].rules
+    assert ws.methods == ("GET",)
+    assert ws.headers == (("x-env", ("prod",)), ("accept", ("a*", "b")))
+    assert ws.allow_upgrade == ("websocket",)
+    assert ws.require_client_cert is True
+    assert ws.allow == config.ClientAllow(subject=("CN=alice,O=Example",), issuer=("CN=CA*",),
+                                          san_dns=("*.example.com",), san_uri=("spiffe://x/*",))
+    assert old.redirect == config.Redirect(status=302, scheme="#{protocol}", host="new.#{host}",
+                                           port="8443", path="/#{path}", query="")
+    assert old.require_client_cert is True and old.allow is None
+    group = cfg.target_groups["app"]
+    assert group.load_balancing == "least_outstanding_requests"
+    assert (group.idle_timeout_s, group.ejection_failures, group.ejection_duration_s) == (5.0, 0, 2.0)
+    assert group.health_check == config.HealthCheckSpec(
+        path="/healthz?deep=1", interval_s=2.0, timeout_s=1.0, healthy_threshold=4,
+        unhealthy_threshold=1, matcher=((200, 200), (202, 204)))
+    assert group.tls == config.UpstreamTLSSpec(
+        ca_bundle=workdir / "ca-bundle.pem", cert=workdir / "server.pem",
+        key=workdir / "server.key", server_name="backend.internal")
+
+
+def test_health_check_table_defaults(workdir: Path):
+    doc = minimal()
+    doc["target_group"] = {"app": {"targets": ["127.0.0.1:9000"], "health_check": {}, "tls": {}}}
+    group = load_doc(workdir, doc).target_groups["app"]
+    assert group.health_check == config.HealthCheckSpec(
+        path=config.DEFAULT_HEALTH_CHECK_PATH, interval_s=config.DEFAULT_HEALTH_CHECK_INTERVAL_S,
+        timeout_s=config.DEFAULT_HEALTH_CHECK_TIMEOUT_S,
+        healthy_threshold=config.DEFAULT_HEALTHY_THRESHOLD,
+        unhealthy_threshold=config.DEFAULT_UNHEALTHY_THRESHOLD,
+        matcher=config.parse_matcher(config.DEFAULT_HEALTH_CHECK_MATCHER))
+    assert group.tls == config.UpstreamTLSSpec()       # system trust store, the target's host
+
+
+@pytest.mark.parametrize("text,ranges", [
+    ("200", ((200, 200),)), ("200-399", ((200, 399),)), ("200, 202,300-302", (
+        (200, 200), (202, 202), (300, 302))),
+])
+def test_parse_matcher(text, ranges):
+    assert config.parse_matcher(text) == ranges
+
+
+@pytest.mark.parametrize("text", ["", "2xx", "200-", "600", "99", "300-200", "200;201"])
+def test_parse_matcher_rejects(text):
+    with pytest.raises(ValueError):
+        config.parse_matcher(text)
+
+
 def test_dataclasses_are_frozen_with_slots_and_tuples(workdir: Path):
     cfg = load_doc(workdir, full())
     for obj in (cfg, cfg.gateway, cfg.listeners[0], cfg.listeners[0].certificates[0],
@@ -587,8 +675,8 @@ CASES = [
      "(did you mean 'xfcc'?)"),
     ("listener[0].header_style", ["alb", "xfcc", "alb"], "listener[0].header_style[2]",
      "duplicate header style 'alb'"),
-    ("listener[0].rule[0].action", "redirect", "listener[0].rule[0].action",
-     "expected one of: 'forward', 'fixed-response'"),
+    ("listener[0].rule[0].action", "redirct", "listener[0].rule[0].action",
+     "expected one of: 'forward', 'fixed-response', 'redirect' (did you mean 'redirect'?)"),
     # names and references
     ("listener[0].name", "has space", "listener[0].name", "invalid name 'has space'"),
     ("listener[0].name", "x" * 65, "listener[0].name", "invalid name"),
@@ -627,7 +715,8 @@ CASES = [
     ("target_group.app.zzz", 1, "target_group.app.zzz", "unknown key 'zzz'"),
     ("listener[0].certificates[0].chain", "x", "listener[0].certificates[0].chain",
      "unknown key 'chain'"),
-    ("listener[0].rule[0].methods", [], "listener[0].rule[0].methods", "unknown key 'methods'"),
+    ("listener[0].rule[0].method", [], "listener[0].rule[0].method",
+     "unknown key 'method' (did you mean 'methods'?)"),
     ("listener[0].rule[1].fixed_response.contenttype", "x",
      "listener[0].rule[1].fixed_response.contenttype", "(did you mean 'content_type'?)"),
     # targets
@@ -648,6 +737,120 @@ CASES = [
     ("trust_store", {"bad name": {"ca_bundle": "ca-bundle.pem"}, "main": {
         "ca_bundle": "ca-bundle.pem"}}, 'trust_store."bad name"', "invalid name 'bad name'"),
     ("target_group.app", "x", "target_group.app", "expected a table, got string"),
+] + [
+    # listener limits
+    ("listener[0].body_timeout_s", 0, "listener[0].body_timeout_s",
+     "must be a finite number > 0, got 0"),
+    ("listener[0].max_requests_per_connection", -1, "listener[0].max_requests_per_connection",
+     "must be >= 0, got -1"),
+    ("listener[0].max_connections_per_worker", 0, "listener[0].max_connections_per_worker",
+     "must be >= 1, got 0"),
+    # rule conditions
+    ("listener[0].rule[0].methods", ["get"], "listener[0].rule[0].methods[0]",
+     "methods are case-sensitive; write 'GET'"),
+    ("listener[0].rule[0].methods", [], "listener[0].rule[0].methods", "must not be empty"),
+    ("listener[0].rule[0].methods", ["GET", "GET"], "listener[0].rule[0].methods[1]",
+     "duplicate 'GET'"),
+    ("listener[0].rule[0].methods", ["G T"], "listener[0].rule[0].methods[0]",
+     "not an HTTP token: 'G T'"),
+    ("listener[0].rule[0].methods", "GET", "listener[0].rule[0].methods",
+     "expected an array, got string"),
+    ("listener[0].rule[0].headers", {"X Bad": "v"}, 'listener[0].rule[0].headers."X Bad"',
+     "not a header name"),
+    ("listener[0].rule[0].headers", {"X-A": []}, "listener[0].rule[0].headers.X-A",
+     "expected a string or a non-empty array of strings, got array"),
+    ("listener[0].rule[0].headers", {"X-A": ["ok", 5]}, "listener[0].rule[0].headers.X-A[1]",
+     "expected a string, got integer"),
+    ("listener[0].rule[0].headers", {"X-A": "a", "x-a": "b"}, "listener[0].rule[0].headers.x-a",
+     "is given twice"),
+    ("listener[0].rule[0].headers", {"X-A": " padded"}, "listener[0].rule[0].headers.X-A",
+     "printable ASCII"),
+    ("listener[0].rule[0].headers", {}, "listener[0].rule[0].headers", "must not be empty"),
+    ("listener[0].rule[0].allow_upgrade", ["web socket"], "listener[0].rule[0].allow_upgrade[0]",
+     "not an HTTP token"),
+    ("listener[0].rule[1].allow_upgrade", ["websocket"], "listener[0].rule[1].allow_upgrade",
+     "only used when action is 'forward'"),
+    ("listener[0].rule[0].redirect", {"status": 301}, "listener[0].rule[0].redirect",
+     "only used when action is 'redirect'"),
+    # redirects
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect"}, "listener[0].rule[1].redirect",
+     "required when action is 'redirect'"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect",
+                             "redirect": {"status": 200, "host": "x"}},
+     "listener[0].rule[1].redirect.status", "must be one of 301, 302, 303, 307, 308, got 200"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect",
+                             "redirect": {"scheme": "ftp", "host": "x"}},
+     "listener[0].rule[1].redirect.scheme", "expected 'http', 'https' or '#{protocol}'"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect", "redirect": {"host": "a b"}},
+     "listener[0].rule[1].redirect.host", "may hold only letters"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect",
+                             "redirect": {"host": "#{hots}.x"}},
+     "listener[0].rule[1].redirect.host", "unknown placeholder '#{hots}'"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect", "redirect": {"port": 0}},
+     "listener[0].rule[1].redirect.port", "expected a port from 1 to 65535"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect", "redirect": {"path": "x"}},
+     "listener[0].rule[1].redirect.path", "must start with '/'"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect",
+                             "redirect": {"path": "/a b"}},
+     "listener[0].rule[1].redirect.path", "may hold only printable ASCII"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect",
+                             "redirect": {"query": "?a=1"}},
+     "listener[0].rule[1].redirect.query", "without its leading '?'"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect", "redirect": {}},
+     "listener[0].rule[1].redirect", "redirects every request to itself"),
+    ("listener[0].rule[1]", {"priority": 10, "action": "redirect",
+                             "redirect": {"scheme": "https", "port": "#{port}"}},
+     "listener[0].rule[1].redirect", "redirects every request to itself"),
+    # client-certificate requirements
+    ("listener[1].rule", [{"allow": {"subject": ["CN=x"]}, "action": "fixed-response",
+                           "fixed_response": {"status": 200}}], "listener[1].rule[0].allow",
+     "needs a listener with mtls 'verify' or 'optional' (passthrough does not verify"),
+    ("listener[1].rule", [{"require_client_cert": True, "action": "fixed-response",
+                           "fixed_response": {"status": 200}}],
+     "listener[1].rule[0].require_client_cert", "needs a listener with mtls"),
+    ("listener[0].rule[0].allow", {}, "listener[0].rule[0].allow", "give at least one of"),
+    ("listener[0].rule[0].allow", {"subject": []}, "listener[0].rule[0].allow.subject",
+     "must not be empty"),
+    ("listener[0].rule[0].allow", {"subject": ["x"], "sbject": ["y"]},
+     "listener[0].rule[0].allow.sbject", "(did you mean 'subject'?)"),
+    ("listener[0].rule[0].allow", {"san_dns": ["a\nb"]}, "listener[0].rule[0].allow.san_dns[0]",
+     "cannot hold control characters"),
+    ("listener[0].rule[0].require_client_cert", "yes", "listener[0].rule[0].require_client_cert",
+     "expected a boolean"),
+    # target groups
+    ("target_group.app.load_balancing", "random", "target_group.app.load_balancing",
+     "expected one of: 'round_robin', 'least_outstanding_requests'"),
+    ("target_group.app.idle_timeout_s", 0, "target_group.app.idle_timeout_s",
+     "must be a finite number > 0"),
+    ("target_group.app.ejection_failures", -1, "target_group.app.ejection_failures",
+     "must be >= 0, got -1"),
+    ("target_group.app.ejection_duration_s", -1, "target_group.app.ejection_duration_s",
+     "must be a finite number > 0"),
+    ("target_group.app.health_check", {"path": "health"}, "target_group.app.health_check.path",
+     "must start with '/'"),
+    ("target_group.app.health_check", {"interval_s": 5, "timeout_s": 5},
+     "target_group.app.health_check.timeout_s", "must be shorter than interval_s (5), got 5"),
+    ("target_group.app.health_check", {"matcher": "200-"}, "target_group.app.health_check.matcher",
+     "expected status codes like '200', '200,202' or '200-399'"),
+    ("target_group.app.health_check", {"matcher": "399-200"},
+     "target_group.app.health_check.matcher", "low to high"),
+    ("target_group.app.health_check", {"healthy_threshold": 11},
+     "target_group.app.health_check.healthy_threshold", "must be from 1 to 10, got 11"),
+    ("target_group.app.health_check", {"intervals": 1}, "target_group.app.health_check.intervals",
+     "(did you mean 'interval_s'?)"),
+    ("target_group.app.health_check", True, "target_group.app.health_check",
+     "expected a table, got boolean"),
+    ("target_group.app.tls", {"ca_bundle": "missing.pem"}, "target_group.app.tls.ca_bundle",
+     "file not found"),
+    ("target_group.app.tls", {"ca_bundle": "garbage.pem"}, "target_group.app.tls.ca_bundle",
+     "no certificate in"),
+    ("target_group.app.tls", {"cert": "server.pem"}, "target_group.app.tls.key",
+     "give cert and key together"),
+    ("target_group.app.tls", {"cert": "server.pem", "key": "other-ec.key"},
+     "target_group.app.tls.key", "private key does not match the certificate"),
+    ("target_group.app.tls", {"server_name": "not a name"}, "target_group.app.tls.server_name",
+     "must be a DNS name"),
+    ("target_group.app.tls", "yes", "target_group.app.tls", "expected a table, got string"),
 ]
 
 
@@ -993,6 +1196,12 @@ def test_example_config_loads(tmp_path: Path, pki_files):
         wanted[store["ca_bundle"]] = "ca-bundle.pem"
         for crl in store.get("crls", []):
             wanted[crl] = "root.crl.pem"
+    for group in raw["target_group"].values():
+        tls = group.get("tls", {})
+        for key, source in (("ca_bundle", "ca-bundle.pem"), ("cert", "server.pem"),
+                            ("key", "server.key")):
+            if key in tls:
+                wanted[tls[key]] = source
     for relative, source in wanted.items():
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1003,13 +1212,17 @@ def test_example_config_loads(tmp_path: Path, pki_files):
             (tmp_path / value).parent.mkdir(parents=True, exist_ok=True)
     cfg = load(target)
     assert cfg.listeners and cfg.trust_stores and cfg.target_groups
+    assert cfg.target_groups["api"].health_check is not None
+    assert cfg.target_groups["secure"].tls is not None
+    assert {r.action for r in cfg.listeners[0].rules} == {"forward", "fixed-response", "redirect"}
 
 
 def test_example_documents_every_key():
     text = EXAMPLE.read_text()
     for key in (config._GATEWAY_KEYS + config._LISTENER_KEYS + config._RULE_KEYS
                 + config._FIXED_RESPONSE_KEYS + config._TRUST_STORE_KEYS
-                + config._TARGET_GROUP_KEYS):
+                + config._TARGET_GROUP_KEYS + config._HEALTH_CHECK_KEYS + config._REDIRECT_KEYS
+                + config._ALLOW_KEYS + config._UPSTREAM_TLS_KEYS):
         assert key in text, key
 
 
@@ -1041,9 +1254,12 @@ def test_loads_arbitrary_toml_shaped_text(shared_dir: Path, text: str):
 _KEYS = sorted(set(config._TOP_KEYS + config._GATEWAY_KEYS + config._LISTENER_KEYS
                    + config._CERTIFICATE_KEYS + config._RULE_KEYS + config._FIXED_RESPONSE_KEYS
                    + config._TRUST_STORE_KEYS + config._TARGET_GROUP_KEYS
-                   + ("main", "app", "bnid")))
+                   + config._HEALTH_CHECK_KEYS + config._REDIRECT_KEYS + config._ALLOW_KEYS
+                   + config._UPSTREAM_TLS_KEYS + ("main", "app", "bnid")))
 _STRINGS = ["auto", "on", "off", "-", "verify", "optional", "passthrough", "alb", "xfcc",
-            "forward", "fixed-response", "main", "app", "1.2", "1.3", "0.0.0.0:8443", ":1",
+            "forward", "fixed-response", "redirect", "#{host}", "/#{path}", "#{bad}", "200-399",
+            "websocket", "least_outstanding_requests", "GET",
+            "main", "app", "1.2", "1.3", "0.0.0.0:8443", ":1",
             "[::1]:2", "server.pem", "server.key", "rsa.key", "ca-bundle.pem", "root.crl.pem",
             "expired.crl.pem", "garbage.pem", "/", "*", "0A:1B", "", "\x00", "a" * 300]
 _scalars = st.one_of(

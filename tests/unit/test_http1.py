@@ -658,6 +658,38 @@ def test_upgrade_request_with_a_body_is_read_as_http(framing, body):
         assert events[3].target == b"/admin" and len(events) == 5
 
 
+@pytest.mark.parametrize("cuts", [None, 1, 7])
+def test_held_upgrade_stops_parsing_after_the_request(cuts):
+    # With hold_upgrades the bytes after an upgrade request are not HTTP until the caller decides:
+    # here a WebSocket frame that is no request at all, and a request line that must not be parsed.
+    head = get(b"/chat", HOST, b"Connection: Upgrade", b"Upgrade: websocket")
+    after = b"\x81\x85\x00\x00\x00\x00hello" + b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    reader = RequestReader(hold_upgrades=True)
+    events = feed_in(reader, head + after, cuts)
+    assert [type(e) for e in events] == [Request, EndOfMessage]
+    assert events[0].upgrade == b"websocket" and reader.switched
+    assert reader.take_raw() == after and reader.take_raw() == b""
+    reader.feed(b"more")
+    reader.feed_eof()
+    assert drain(reader) == [] and reader.take_raw() == b"more"
+
+
+def test_held_upgrade_with_a_body_switches_after_the_body():
+    data = get(b"/", HOST, b"Connection: upgrade", b"Upgrade: h2c", b"Content-Length: 5",
+               method=b"POST") + b"hello" + b"raw"
+    reader = RequestReader(hold_upgrades=True)
+    events = feed_in(reader, data)
+    assert events[1] == Data(b"hello") and events[2] is END_OF_MESSAGE
+    assert reader.take_raw() == b"raw"
+
+
+def test_hold_upgrades_leaves_other_requests_alone():
+    reader = RequestReader(hold_upgrades=True)
+    events = feed_in(reader, get(b"/a", HOST) + get(b"/b", HOST, b"Upgrade: websocket"))
+    assert [e.target for e in events if isinstance(e, Request)] == [b"/a", b"/b"]
+    assert not reader.switched
+
+
 def test_connect_is_refused():
     assert_refused(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
                    "connect_unsupported", 501)
@@ -786,6 +818,36 @@ def test_switching_protocols_is_refused():
     assert err.reason == "upstream_unexpected_101"
     assert upstream_refused(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", b"GET").reason == \
         "upstream_unexpected_101"
+
+
+@pytest.mark.parametrize("cuts", [None, 1])
+def test_switching_protocols_when_asked_for(cuts):
+    reader = ResponseReader()
+    reader.expect(b"GET", upgrade=True)
+    data = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"\x81\x02hiHTTP/1.1 200 OK\r\n\r\n")
+    events = feed_in(reader, data, cuts)
+    assert [type(e) for e in events] == [Response, EndOfMessage]
+    resp = events[0]
+    assert resp.status == 101 and not resp.keep_alive and resp.content_length is None
+    assert (b"Upgrade", b"websocket") in resp.headers
+    assert reader.switched and reader.take_raw() == b"\x81\x02hiHTTP/1.1 200 OK\r\n\r\n"
+    reader.feed_eof()                   # the tunnel's end is the caller's business
+
+
+def test_upgrade_asked_for_but_refused_by_the_target():
+    reader = ResponseReader()
+    reader.expect(b"GET", upgrade=True)
+    events = feed_in(reader, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")
+    assert events[0].status == 400 and events[1] == Data(b"no") and not reader.switched
+
+
+def test_switching_protocols_with_framing_is_refused():
+    reader = ResponseReader()
+    reader.expect(b"GET", upgrade=True)
+    with pytest.raises(UpstreamError) as info:
+        reader.feed(b"HTTP/1.1 101 Switching Protocols\r\nContent-Length: 2\r\n\r\nxx")
+    assert info.value.reason == "upstream_bad_interim"
 
 
 def test_interim_response_with_framing_is_refused():
