@@ -15,7 +15,7 @@ from cryptography import x509
 
 from . import http1
 from .errors import HTTPProtocolError
-from .identity import rfc2253
+from .identity import rfc2253, serial_hex
 
 
 def _iso(ts) -> str | None:
@@ -32,7 +32,7 @@ def certificates_report(runtime) -> dict:
                 leaf = x509.load_pem_x509_certificates(spec.cert.read_bytes())[0]
                 certs.append({"file": str(spec.cert), "subject": rfc2253(leaf.subject),
                               "names": list(spec.names), "not_after": _iso(leaf.not_valid_after_utc),
-                              "serial": f"{leaf.serial_number:X}"})
+                              "serial": serial_hex(leaf.serial_number)})
             except (OSError, ValueError) as exc:
                 certs.append({"file": str(spec.cert), "error": str(exc)})
         listeners.append({"listener": name, "mtls": rt.spec.mtls, "trust_store": rt.spec.trust_store,

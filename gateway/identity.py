@@ -74,6 +74,14 @@ class Identity:
                         self.not_after, self.san_dns, self.san_uri, self.chain_der, status)
 
 
+def serial_hex(serial: int) -> str:
+    """A serial number as ALB writes it: upper-case hex in whole bytes (0x3A5B1 -> "03A5B1")."""
+    digits = f"{abs(serial):X}"
+    if len(digits) % 2:
+        digits = "0" + digits
+    return "-" + digits if serial < 0 else digits
+
+
 def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 

@@ -44,6 +44,7 @@ from . import headers as hdrs
 from . import http1
 from .errors import HTTPProtocolError, UpstreamError
 from .http1 import EndOfMessage, Request, Response
+from .identity import serial_hex
 from .logs import iso_now, validity
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed
@@ -1052,7 +1053,7 @@ class GatewayProtocol(asyncio.Protocol):
             "resumed": event.resumed if done else False,
             "leaf_client_cert_subject": ident.subject if ident is not None else None,
             "leaf_client_cert_validity": validity(ident) if ident is not None else None,
-            "leaf_client_cert_serial_number": f"{ident.serial:X}" if ident is not None else None,
+            "leaf_client_cert_serial_number": serial_hex(ident.serial) if ident is not None else None,
             "tls_verify_status": status.value if status is not None else ("NoCertificate" if done else None),
             "result": "accepted" if done else "refused",
             "reason": reason or None,
