@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--haproxy", default="haproxy", help="HAProxy binary ('none' to skip the system's)")
     p.add_argument("--root", action="append", type=Path, default=[],
                    help="also run the nginx and HAProxy installed in this root (chroot), e.g. a "
-                        "Debian 13 unpacked with debootstrap; repeatable")
+                        "Debian 13 unpacked with debootstrap; an absolute --nginx/--haproxy path is "
+                        "looked for inside it; repeatable")
     p.add_argument("--reference", help="the peer targets and headline ratios are judged against "
                    "(default: the nginx on the newest OpenSSL)")
     p.add_argument("--openssl", default="openssl", help="the openssl command whose s_time drives load")
@@ -383,7 +384,9 @@ def run(args: argparse.Namespace) -> int:
             found = peers.find_server(kind, binary, None)
             (specs if isinstance(found, peers.PeerSpec) else skipped).append(found)
         for root in args.root:
-            found = peers.find_server(kind, kind, root)
+            # an absolute --nginx/--haproxy path is looked for inside the root too
+            inside = binary if binary.startswith("/") else kind
+            found = peers.find_server(kind, inside, root)
             (specs if isinstance(found, peers.PeerSpec) else skipped).append(found)
     if not args.no_keepalive and not args.no_ab and args.ab is None:
         skipped.append(peers.Missing("ab -k", "ab not found; `apt-get install apache2-utils` would add it "

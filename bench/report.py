@@ -204,7 +204,7 @@ def bottleneck_summary(doc: dict) -> str:
             f"handshake is the figure to compare.")
     if (med("other_util") or 0) >= 0.15:
         text += (" Other processes took a large share of the CPUs: neither side could be kept busy, and "
-                 "figures are noisier than on a quiet machine (see the spreads).")
+                 "figures are noisier than on a quiet machine (see the ranges).")
     return text
 
 
