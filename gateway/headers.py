@@ -69,7 +69,7 @@ from typing import Callable, NamedTuple
 from cryptography import x509
 
 from gateway.errors import NativeUnavailable
-from gateway.identity import Identity, rfc2253  # noqa: F401  (re-exported)
+from gateway.identity import Identity, rfc2253, serial_hex  # noqa: F401  (rfc2253 re-exported)
 
 __all__ = [
     "STYLES", "IDENTITY_HEADER_NAMES", "FORWARDED_OVERWRITE", "HOP_BY_HOP",
@@ -271,14 +271,6 @@ def pem(der: bytes) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
 
 
-def _hex_serial(serial: int) -> bytes:
-    # Upper-case hex of the magnitude in whole bytes: 0x3A5B1 -> b"03A5B1" (ALB's example).
-    digits = b"%X" % abs(serial)
-    if len(digits) & 1:
-        digits = b"0" + digits
-    return b"-" + digits if serial < 0 else digits
-
-
 def _iso_z(dt: datetime) -> bytes:
     # ISO 8601 UTC with Z, as ALB writes it; explicit widths so years < 1000 still have 4 digits.
     if dt.tzinfo is not None:
@@ -322,7 +314,7 @@ def _alb_lines(identity: Identity, verified: bool) -> list[bytes]:
         chain = b"".join(pem(der) for der in identity.chain_der)
         return [b"X-Amzn-Mtls-Clientcert: " + quote_pem_alb(chain) + b"\r\n"]
     return [
-        b"X-Amzn-Mtls-Clientcert-Serial-Number: " + _hex_serial(identity.serial) + b"\r\n",
+        b"X-Amzn-Mtls-Clientcert-Serial-Number: " + serial_hex(identity.serial).encode() + b"\r\n",
         b"X-Amzn-Mtls-Clientcert-Issuer: " + _dn_value(identity.issuer) + b"\r\n",
         b"X-Amzn-Mtls-Clientcert-Subject: " + _dn_value(identity.subject) + b"\r\n",
         b"X-Amzn-Mtls-Clientcert-Validity: NotBefore=" + _iso_z(identity.not_before)

@@ -219,7 +219,7 @@ def test_alb_passthrough_sends_whole_chain_leaf_first(impl, pki):
 @pytest.mark.parametrize("serial, text", [(1, b"01"), (0x80, b"80"), (0xABC, b"0ABC"),
                                           (0x03A5B1, b"03A5B1"), (2**159 + 5, b"8" + b"0" * 38 + b"5")])
 def test_alb_serial_is_uppercase_hex_in_whole_bytes(serial, text):
-    assert headers._hex_serial(serial) == text
+    assert headers.serial_hex(serial).encode() == text
 
 
 def test_xfcc(impl, pki):
