@@ -1,7 +1,7 @@
 """End to end: server CPU per mTLS handshake (full and resumed) and per keep-alive request.
 
 Run with ``python -m bench.bench_handshake [--seconds 10] [--repeats 5]`` (needs `openssl` and
-`taskset`). Each configuration is a fresh gateway process (one worker, a
+`taskset`); ``--pumps`` compares the TLS pumps instead (native, pure twin, pyOpenSSL's methods). Each configuration is a fresh gateway process (one worker, a
 `verify` listener answering a fixed response, every log off) pinned to CPU 0; the client is pinned
 to CPU 1:
 
@@ -63,11 +63,14 @@ crls = ["{d}/crl-root.pem", "{d}/crl-intermediate.pem"]
 """
 
 
-def serve(directory: str, port: int, cache: str, native: str) -> None:
+def serve(directory: str, port: int, cache: str, native: str, pump: str = "") -> None:
     from gateway import config, server, trust
     conf = config.loads(_CONFIG.format(d=directory, port=port, native=native))
     trust.set_native(native)       # build_runtime sets the header twins from `native`
     runtime = server.build_runtime(conf)
+    if pump:
+        from bench.bench_tlspump import use
+        use(pump)                  # the TLS pump alone: native, python or pyOpenSSL's methods
     if cache == "off":
         for listener in runtime.listeners.values():
             verifier = listener.tls.verifier
@@ -84,10 +87,10 @@ def _cpu_s(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, directory: Path, port: int, cache: str, native: str) -> None:
+    def __init__(self, directory: Path, port: int, cache: str, native: str, pump: str = "") -> None:
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.bench_handshake", "serve",
-             str(directory), str(port), cache, native],
+             str(directory), str(port), cache, native, pump],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             cwd=Path(__file__).resolve().parent.parent)
         line = self.proc.stdout.readline().split()
@@ -147,9 +150,9 @@ def _keepalive(port: int, d: Path, requests: int) -> int:
     return int(out.strip())
 
 
-def measure(d: Path, port: int, kind: str, cache: str, native: str, seconds: int) -> float:
+def measure(d: Path, port: int, kind: str, cache: str, native: str, seconds: int, pump: str = "") -> float:
     """Server CPU in microseconds per connection (full/resumed) or per request (keepalive)."""
-    srv = Server(d, port, cache, native)
+    srv = Server(d, port, cache, native, pump)
     try:
         if kind == "keepalive":
             _keepalive(port, d, 200)                                    # warm up
@@ -173,22 +176,55 @@ CELLS = [
 ]
 
 
+PUMPS = ("native", "python", "methods")
+
+
+def _compare_pumps(args) -> int:
+    """Server CPU per handshake and per keep-alive request with each TLS pump, alternated."""
+    from gateway import pki
+    kinds = args.only or ["full", "resumed", "keepalive"]
+    cells = [(k, p) for k in kinds for p in PUMPS]
+    results: dict[tuple, list[float]] = {c: [] for c in cells}
+    with tempfile.TemporaryDirectory(prefix="bench-pumps-") as tmp:
+        d = Path(tmp)
+        pki.init_dir(d)
+        for r in range(args.repeats):
+            for kind, pump in (cells if r % 2 == 0 else list(reversed(cells))):
+                us = measure(d, args.port, kind, "on", "on", args.seconds, pump)
+                results[(kind, pump)].append(us)
+                print(f"repeat {r + 1} {kind:9} pump={pump:7} {us:8.1f} us", flush=True)
+                time.sleep(0.5)
+    print("\nserver CPU, median of", args.repeats, "(us per connection; per request for keepalive)")
+    print(f"{'kind':9} {'pump':7} {'median':>8} {'min':>8} {'max':>8} {'/native':>8}")
+    for kind, pump in cells:
+        v = results[(kind, pump)]
+        base = statistics.median(results[(kind, "native")])
+        print(f"{kind:9} {pump:7} {statistics.median(v):8.1f} {min(v):8.1f} {max(v):8.1f} "
+              f"{statistics.median(v) / base:7.2f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
-        serve(argv[1], int(argv[2]), argv[3], argv[4])
+        serve(argv[1], int(argv[2]), argv[3], argv[4], argv[5] if len(argv) > 5 else "")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--port", type=int, default=9643)
     ap.add_argument("--only", choices=["full", "resumed", "keepalive"], action="append")
+    ap.add_argument("--pumps", action="store_true",
+                    help="compare the TLS pumps instead (native, pure twin, pyOpenSSL's methods; "
+                         "cache on, trust and headers native)")
     args = ap.parse_args(argv)
     for tool in ("openssl", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench_handshake: {tool} is not installed", file=sys.stderr)
             return 2
     from gateway import pki
+    if args.pumps:
+        return _compare_pumps(args)
     cells = [c for c in CELLS if not args.only or c[0] in args.only]
     with tempfile.TemporaryDirectory(prefix="bench-handshake-") as tmp:
         d = Path(tmp)

@@ -31,6 +31,7 @@ from .logs import ErrorLog, LogSink
 from .metrics import NULL_OBSERVER, Observer
 from .routes import RouteTable
 from .tls import ListenerTLS
+from .tls import set_native as tls_set_native
 from .trust import TrustStore
 from .upstream import TargetGroup
 
@@ -108,8 +109,9 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
     native = hdrs.set_native(g.native)
     # before any TrustStore is built: a store keeps the implementation it was built with
     trust_native = trust.set_native(g.native)
-    if trust_native != native:
-        native = f"headers {native}, trust {trust_native}"
+    pump_native = tls_set_native(g.native)
+    if not (trust_native == pump_native == native):
+        native = f"headers {native}, trust {trust_native}, tls pump {pump_native}"
     problems: list[Problem] = []
     stores: dict[str, TrustStore] = {}
     for name, spec in config.trust_stores.items():

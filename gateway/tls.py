@@ -29,18 +29,18 @@ from OpenSSL import SSL, crypto
 from .identity import Identity, VerifyStatus, fingerprint, identity_from_der
 from .trust import ChainCache, TrustStore, Verdict, Verifier
 
-try:  # SSL_session_reused via the bindings pyOpenSSL itself uses; only for logging "resumed"
-    from OpenSSL._util import lib as _lib
-    _session_reused = _lib.SSL_session_reused
-except (ImportError, AttributeError):  # pragma: no cover
-    _session_reused = None
+from OpenSSL._util import exception_from_error_queue as _error_from_queue
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+from .errors import NativeUnavailable
+
+_session_reused = _lib.SSL_session_reused
 
 MODES = ("off", "passthrough", "verify", "optional")
 DEFAULT_CIPHERS_TLS12 = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 _SSL_MODE_RELEASE_BUFFERS = 0x00000010   # free record buffers of idle connections (memory per conn)
-_BIO_CHUNK = 262144
-_RECV_CHUNK = 65536
 _ALPN_HTTP11 = b"http/1.1"
 _ASN1 = crypto.FILETYPE_ASN1
 _dump = crypto.dump_certificate
@@ -206,10 +206,180 @@ def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth:
         return False
 
 
+# -- the byte pump -----------------------------------------------------------------------------------
+# One call per arrival: feed the ciphertext, drive OpenSSL until it wants more, drain what it wrote,
+# and return a code rather than raise for want-read (pyOpenSSL raises an exception for every
+# want-read and copies through a fresh 64 KB buffer per recv). `PyPump` is the pure twin, calling
+# the same OpenSSL functions through pyOpenSSL's cffi bindings; native/tlspump.pyx is the native
+# one, calling them through the addresses of those same bindings. `set_native` picks.
+WANT, DONE, CLOSED, FAILED = 0, 1, 2, 3
+_CHUNK = 32768
+_MAX_WRITE = 16384
+_SSL_ERROR_WANT_READ = 2
+_SSL_ERROR_SYSCALL = 5
+_SSL_ERROR_ZERO_RETURN = 6
+_PUMP_FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
+                   "SSL_get_error", "ERR_clear_error")
+
+
+def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
+    """The exception pyOpenSSL would raise for SSL_get_error() == `code`: a problem recorded by one
+    of pyOpenSSL's callback helpers first, else OpenSSL's error queue, which this consumes."""
+    ctx = conn.get_context()
+    for helper in (ctx._verify_helper, ctx._alpn_select_helper, ctx._ocsp_helper):
+        if helper is not None:
+            try:
+                helper.raise_if_problem()
+            except Exception as exc:    # noqa: BLE001 - handed back as the failure, never raised
+                _lib.ERR_clear_error()
+                return exc
+    try:
+        _error_from_queue(SSL.Error)
+    except SSL.Error as exc:
+        if exc.args and exc.args[0]:
+            return exc
+    if code == _SSL_ERROR_SYSCALL:
+        return SSL.SysCallError(-1, "Unexpected EOF")
+    return SSL.Error([("SSL routines", "", f"SSL_get_error {code}")])
+
+
+_READ_BUF = _ffi.new("char[]", _CHUNK)
+
+
+class PyPump:
+    """The pure twin of gateway._tls_c.Pump: the same calls into OpenSSL, in the same order."""
+
+    __slots__ = ("_owner", "_ssl", "_rbio", "_wbio", "error")
+
+    def __init__(self, owner: SSL.Connection) -> None:
+        self._owner = owner
+        self._ssl = owner._ssl
+        self._rbio = owner._into_ssl
+        self._wbio = owner._from_ssl
+        self.error: Exception | None = None
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            w = _lib.BIO_write(self._rbio, _ffi.from_buffer(data), len(data))
+            if w <= 0:
+                raise MemoryError("BIO_write failed")
+            data = data[w:]
+
+    def _drain(self) -> bytes:
+        buf, wbio, parts = _READ_BUF, self._wbio, []
+        while True:
+            r = _lib.BIO_read(wbio, buf, _CHUNK)
+            if r <= 0:
+                break
+            parts.append(_ffi.buffer(buf, r)[:])
+            if r < _CHUNK:
+                break
+        return b"".join(parts)
+
+    def _fail(self, code: int) -> int:
+        self.error = _tls_error(self._owner, code)
+        return FAILED
+
+    def handshake(self, data: bytes) -> tuple[int, bytes]:
+        if data:
+            self._feed(data)
+        _lib.ERR_clear_error()
+        r = _lib.SSL_do_handshake(self._ssl)
+        if r == 1:
+            code = DONE
+        else:
+            e = _lib.SSL_get_error(self._ssl, r)
+            code = WANT if e == _SSL_ERROR_WANT_READ else self._fail(e)
+        return code, self._drain()
+
+    def read(self, data: bytes) -> tuple[int, bytes, bytes]:
+        if data:
+            self._feed(data)
+        _lib.ERR_clear_error()
+        ssl, buf, parts = self._ssl, _READ_BUF, []
+        while True:
+            r = _lib.SSL_read(ssl, buf, _CHUNK)
+            if r > 0:
+                parts.append(_ffi.buffer(buf, r)[:])
+                continue
+            e = _lib.SSL_get_error(ssl, r)
+            if e == _SSL_ERROR_WANT_READ:
+                code = WANT
+            elif e == _SSL_ERROR_ZERO_RETURN:
+                code = CLOSED
+            else:
+                code = self._fail(e)
+            break
+        return code, b"".join(parts), self._drain()
+
+    def write(self, data: bytes) -> tuple[int, bytes]:
+        _lib.ERR_clear_error()
+        ssl, view, at, n = self._ssl, memoryview(data), 0, len(data)
+        while at < n:
+            step = min(n - at, _MAX_WRITE)
+            r = _lib.SSL_write(ssl, _ffi.from_buffer(view[at:at + step]), step)
+            if r <= 0:
+                return self._fail(_lib.SSL_get_error(ssl, r)), self._drain()
+            at += r
+        return WANT, self._drain()
+
+    def shutdown(self) -> bytes:
+        _lib.ERR_clear_error()
+        if _lib.SSL_shutdown(self._ssl) < 0:
+            _lib.ERR_clear_error()
+        return self._drain()
+
+
+def _py_pump(conn: SSL.Connection) -> PyPump:
+    return PyPump(conn)
+
+
+def _load_native():
+    try:
+        from cryptography.hazmat.bindings._rust import _openssl
+
+        from . import _tls_c
+    except ImportError:
+        return None
+    if _openssl.ffi is not _ffi:
+        return None     # not the OpenSSL pyOpenSSL runs on: never mix two
+    addresses = {n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n))) for n in _PUMP_FUNCTIONS}
+    _tls_c.bind(addresses, _tls_error)
+    cast, Pump = _ffi.cast, _tls_c.Pump
+
+    def native_pump(conn: SSL.Connection):
+        return Pump(conn, int(cast("uintptr_t", conn._ssl)), int(cast("uintptr_t", conn._into_ssl)),
+                    int(cast("uintptr_t", conn._from_ssl)))
+    return native_pump
+
+
+NATIVE_PUMP = _load_native()
+_make_pump = _py_pump
+native_mode = "python"
+
+
+def set_native(mode: str) -> str:
+    """Pick the native or pure pump for connections made afterwards: ``"auto"``, ``"on"`` or
+    ``"off"``; returns what was chosen. ``"on"`` without the extension raises NativeUnavailable."""
+    global _make_pump, native_mode
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
+    if mode == "on" and NATIVE_PUMP is None:
+        raise NativeUnavailable("native = \"on\" but gateway._tls_c cannot be imported "
+                                "(reinstall with `pip install -e .` to build it)")
+    native = mode != "off" and NATIVE_PUMP is not None
+    _make_pump = NATIVE_PUMP if native else _py_pump
+    native_mode = "native" if native else "python"
+    return native_mode
+
+
+set_native("auto")
+
+
 class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
-    __slots__ = ("_tls", "_conn", "state", "_chain", "_decision", "_verdict", "_called",
+    __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
                  "started", "handshake_s", "identity")
 
     def __init__(self, tls: ListenerTLS) -> None:
@@ -218,6 +388,7 @@ class TLSConnection:
         conn.set_accept_state()
         conn.set_app_data(self)
         self._conn = conn
+        self._pump = _make_pump(conn)
         self.state = TLSState.HANDSHAKING
         self._chain: list[bytes] = []
         self._decision: bool | None = None
@@ -260,81 +431,59 @@ class TLSConnection:
         self._decision = verdict.ok
         return verdict.ok
 
-    # -- byte pump ---------------------------------------------------------------------------------
-    def _drain(self) -> bytes:
-        conn = self._conn
-        out = b""
-        while True:
-            try:
-                data = conn.bio_read(_BIO_CHUNK)
-            except SSL.WantReadError:
-                return out
-            out = out + data if out else data
-            if len(data) < _BIO_CHUNK:
-                return out
-
+    # -- bytes in and out ----------------------------------------------------------------------------
     def receive(self, data: bytes) -> tuple[bytes, bytes, object]:
         """Feed ciphertext; get (ciphertext to send, plaintext received, event or None)."""
-        conn = self._conn
-        if self.state is not TLSState.OPEN and self.state is not TLSState.HANDSHAKING:
+        state = self.state
+        if state is TLSState.OPEN:
+            code, plain, out = self._pump.read(data)
+            if code == WANT:
+                return out, plain, None
+            return out, plain, self._read_ended(code)
+        if state is not TLSState.HANDSHAKING:
             return b"", b"", None
-        if data:
-            conn.bio_write(data)
-        event = None
-        if self.state is TLSState.HANDSHAKING:
-            try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                return self._drain(), b"", None
-            except SSL.Error as exc:
-                self._to(TLSState.FAILED)
-                return self._drain(), b"", self._failure(exc)
-            event = self._handshake_done()
-            if isinstance(event, HandshakeFailed):
-                self._to(TLSState.FAILED)
-                try:
-                    conn.shutdown()
-                except SSL.Error:
-                    pass
-                return self._drain(), b"", event
-            self._to(TLSState.OPEN)
-        plain = b""
-        try:
-            plain = conn.recv(_RECV_CHUNK)
-            while conn.pending():
-                plain += conn.recv(_RECV_CHUNK)
-            # more whole records may wait in the BIO: keep reading until OpenSSL wants more
-            while True:
-                plain += conn.recv(_RECV_CHUNK)
-        except SSL.WantReadError:
-            pass
-        except SSL.ZeroReturnError:
-            self._to(TLSState.PEER_CLOSED)
-            event = event or PEER_CLOSED
-        except SSL.Error as exc:
+        pump = self._pump
+        code, out = pump.handshake(data)
+        if code == WANT:
+            return out, b"", None
+        if code == FAILED:
             self._to(TLSState.FAILED)
-            event = event or HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", _describe(exc))
-        return self._drain(), plain, event
+            return out, b"", self._failure(pump.error)
+        event = self._handshake_done()
+        if type(event) is HandshakeFailed:
+            self._to(TLSState.FAILED)
+            return out + pump.shutdown(), b"", event
+        self._to(TLSState.OPEN)
+        # the client's first request often travels with its Finished: read it now
+        code, plain, more = pump.read(b"")
+        if more:
+            out += more
+        if code != WANT:
+            self._read_ended(code)
+        return out, plain, event
+
+    def _read_ended(self, code: int):
+        if code == CLOSED:
+            self._to(TLSState.PEER_CLOSED)
+            return PEER_CLOSED
+        self._to(TLSState.FAILED)
+        return HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", _describe(self._pump.error))
 
     def send(self, data: bytes) -> bytes:
-        if self.state is not TLSState.OPEN and self.state is not TLSState.PEER_CLOSED:
+        state = self.state
+        if state is not TLSState.OPEN and state is not TLSState.PEER_CLOSED:
             return b""
-        try:
-            self._conn.sendall(data) if len(data) > 16384 else self._conn.send(data)
-        except SSL.Error:
+        code, out = self._pump.write(data)
+        if code == FAILED:
             self._to(TLSState.FAILED)
             return b""
-        return self._drain()
+        return out
 
     def close(self) -> bytes:
         """A close_notify for the peer, if the connection is in a state to send one."""
         if self.state is TLSState.OPEN or self.state is TLSState.PEER_CLOSED:
-            try:
-                self._conn.shutdown()
-            except SSL.Error:
-                pass
             self._to(TLSState.CLOSED)
-            return self._drain()
+            return self._pump.shutdown()
         return b""
 
     # -- handshake outcome -------------------------------------------------------------------------

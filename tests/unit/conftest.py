@@ -1,4 +1,4 @@
-"""Unit-suite fixtures: run the trust-store twins (pure and native) side by side.
+"""Unit-suite fixtures: run the native twins (trust store and TLS pump) and the pure ones side by side.
 
 A test module opts in with ``pytestmark = pytest.mark.usefixtures("trust_impl")``: each of its
 tests then runs once per implementation, with that implementation chosen for every store, cache
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import trust
+from gateway import tls, trust
 
 needs_native_trust = pytest.mark.skipif(
     trust.NATIVE is None, reason="gateway._trust_c is not built (run `python -m pip install -e .`)")
@@ -23,7 +23,11 @@ TRUST_IMPLS = [
 @pytest.fixture(params=TRUST_IMPLS)
 def trust_impl(request) -> trust.Implementation:
     """The trust implementation under test, made the module-wide choice for the test's duration."""
-    chosen = trust.set_native("off" if request.param == "python" else "on")
+    mode = "off" if request.param == "python" else "on"
+    chosen = trust.set_native(mode)
     assert chosen == request.param
+    # the TLS pump follows the same choice when it is built (its own tests cover a missing one)
+    tls.set_native(mode if tls.NATIVE_PUMP is not None else "off")
     yield trust.impl
     trust.set_native("auto")
+    tls.set_native("auto")

@@ -1,0 +1,203 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Native twin of gateway.tls's byte pump: one call per arrival instead of a dozen cffi calls.
+
+How this works: OpenSSL is reached only through the function pointers of the cryptography bindings
+(the same OpenSSL pyOpenSSL runs on; this module links none). `bind()` takes their addresses once,
+from gateway.tls. A `Pump` holds the SSL* and the two memory BIOs of one pyOpenSSL Connection (and
+the Connection itself, which owns them). Each method feeds the arriving ciphertext, drives OpenSSL
+until it wants more, and drains what it wrote, in one call, returning a result code instead of
+raising for want-read. Reads go through a stack buffer; the plaintext of one call becomes one bytes
+object. A failure leaves OpenSSL's error queue to `error_factory` (set by bind), which turns it into
+the same SSL.Error pyOpenSSL would raise; that Python call only happens on the failure path.
+
+The GIL is held throughout: OpenSSL may call back into pyOpenSSL's (cffi) verify, SNI and ALPN
+callbacks from inside SSL_do_handshake, exactly as it does when pyOpenSSL drives it.
+gateway/tls.py holds the pure twin (`PyPump`) and the unit suite runs the TLS tests on both.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uintptr_t
+
+ctypedef int (*ssl_fn)(void *ssl) noexcept
+ctypedef int (*io_fn)(void *obj, void *buf, int n) noexcept
+ctypedef int (*err_fn)(void *ssl, int ret) noexcept
+ctypedef void (*void_fn)() noexcept
+
+cdef ssl_fn c_do_handshake = NULL
+cdef ssl_fn c_shutdown = NULL
+cdef io_fn c_ssl_read = NULL
+cdef io_fn c_ssl_write = NULL
+cdef io_fn c_bio_read = NULL
+cdef io_fn c_bio_write = NULL
+cdef err_fn c_get_error = NULL
+cdef void_fn c_clear_error = NULL
+cdef object error_factory = None
+
+# SSL_get_error(3) codes
+cdef enum:
+    E_NONE = 0
+    E_SSL = 1
+    E_WANT_READ = 2
+    E_WANT_WRITE = 3
+    E_SYSCALL = 5
+    E_ZERO_RETURN = 6
+
+# Result codes (gateway.tls mirrors them)
+WANT = 0        # nothing more to do until more bytes arrive
+DONE = 1        # the handshake completed
+CLOSED = 2      # the peer sent close_notify
+FAILED = 3      # a TLS error; `Pump.error` holds it
+
+cdef enum:
+    CHUNK = 32768
+    MAX_WRITE = 16384           # one record per SSL_write: OpenSSL writes whole records to the BIO
+
+FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
+             "SSL_get_error", "ERR_clear_error")
+
+
+def bind(dict addresses, factory):
+    """Take OpenSSL's entry points (name -> address, as ints) and the error factory."""
+    global c_do_handshake, c_shutdown, c_ssl_read, c_ssl_write, c_bio_read, c_bio_write
+    global c_get_error, c_clear_error, error_factory
+    for name in FUNCTIONS:
+        if not addresses.get(name):
+            raise ValueError(f"no address for {name}")
+    c_do_handshake = <ssl_fn><uintptr_t>addresses["SSL_do_handshake"]
+    c_shutdown = <ssl_fn><uintptr_t>addresses["SSL_shutdown"]
+    c_ssl_read = <io_fn><uintptr_t>addresses["SSL_read"]
+    c_ssl_write = <io_fn><uintptr_t>addresses["SSL_write"]
+    c_bio_read = <io_fn><uintptr_t>addresses["BIO_read"]
+    c_bio_write = <io_fn><uintptr_t>addresses["BIO_write"]
+    c_get_error = <err_fn><uintptr_t>addresses["SSL_get_error"]
+    c_clear_error = <void_fn><uintptr_t>addresses["ERR_clear_error"]
+    error_factory = factory
+
+
+def bound():
+    return c_do_handshake != NULL
+
+
+cdef class Pump:
+    """The pump of one server connection; see gateway.tls.PyPump for the contract."""
+    cdef void *ssl
+    cdef void *rbio         # network -> OpenSSL
+    cdef void *wbio         # OpenSSL -> network
+    cdef object owner       # the pyOpenSSL Connection that owns ssl and both BIOs
+    cdef public object error
+
+    def __cinit__(self, owner, uintptr_t ssl, uintptr_t rbio, uintptr_t wbio):
+        if c_do_handshake == NULL:
+            raise RuntimeError("gateway._tls_c is not bound to OpenSSL")
+        if not ssl or not rbio or not wbio:
+            raise ValueError("a Pump needs an SSL and two memory BIOs")
+        self.owner = owner
+        self.ssl = <void *>ssl
+        self.rbio = <void *>rbio
+        self.wbio = <void *>wbio
+        self.error = None
+
+    cdef int _feed(self, bytes data) except -1:
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef char *p = PyBytes_AS_STRING(data)
+        cdef int w, step
+        while n > 0:
+            step = <int>(n if n < 0x40000000 else 0x40000000)
+            w = c_bio_write(self.rbio, p, step)
+            if w <= 0:
+                raise MemoryError("BIO_write failed")
+            p += w
+            n -= w
+        return 0
+
+    cdef bytes _drain(self):
+        cdef char buf[CHUNK]
+        cdef int r = c_bio_read(self.wbio, buf, CHUNK)
+        if r <= 0:
+            return b""
+        if r < CHUNK:
+            return PyBytes_FromStringAndSize(buf, r)
+        parts = [PyBytes_FromStringAndSize(buf, r)]
+        while True:
+            r = c_bio_read(self.wbio, buf, CHUNK)
+            if r <= 0:
+                break
+            parts.append(PyBytes_FromStringAndSize(buf, r))
+            if r < CHUNK:
+                break
+        return b"".join(parts)
+
+    cdef int _fail(self, int code) except -1:
+        # pyOpenSSL's SysCallError(-1, "Unexpected EOF") and SSL.Error(queue) both come from here
+        self.error = error_factory(self.owner, code)
+        return FAILED
+
+    def handshake(self, bytes data):
+        """Feed `data`, drive the handshake; returns (WANT | DONE | FAILED, records to send)."""
+        cdef int r, e, code
+        if PyBytes_GET_SIZE(data):
+            self._feed(data)
+        c_clear_error()
+        r = c_do_handshake(self.ssl)
+        if r == 1:
+            code = DONE
+        else:
+            e = c_get_error(self.ssl, r)
+            code = WANT if e == E_WANT_READ else self._fail(e)
+        return code, self._drain()
+
+    def read(self, bytes data):
+        """Feed `data`, read all the plaintext it completes; returns (WANT | CLOSED | FAILED,
+        plaintext, records to send)."""
+        cdef char buf[CHUNK]
+        cdef int used = 0, r, e, code = WANT
+        cdef list parts = None
+        if PyBytes_GET_SIZE(data):
+            self._feed(data)
+        c_clear_error()
+        while True:
+            r = c_ssl_read(self.ssl, buf + used, CHUNK - used)
+            if r > 0:
+                used += r
+                if used == CHUNK:
+                    if parts is None:
+                        parts = []
+                    parts.append(PyBytes_FromStringAndSize(buf, used))
+                    used = 0
+                continue
+            e = c_get_error(self.ssl, r)
+            if e == E_WANT_READ:
+                code = WANT
+            elif e == E_ZERO_RETURN:
+                code = CLOSED
+            else:
+                code = self._fail(e)
+            break
+        if parts is None:
+            plain = PyBytes_FromStringAndSize(buf, used) if used else b""
+        else:
+            if used:
+                parts.append(PyBytes_FromStringAndSize(buf, used))
+            plain = b"".join(parts)
+        return code, plain, self._drain()
+
+    def write(self, bytes data):
+        """Encrypt all of `data`; returns (WANT | FAILED, records to send)."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef char *p = PyBytes_AS_STRING(data)
+        cdef int r, step
+        c_clear_error()
+        while n > 0:
+            step = <int>(n if n < MAX_WRITE else MAX_WRITE)
+            r = c_ssl_write(self.ssl, p, step)
+            if r <= 0:
+                return self._fail(c_get_error(self.ssl, r)), self._drain()
+            p += r
+            n -= r
+        return WANT, self._drain()
+
+    def shutdown(self):
+        """Queue a close_notify; returns the records to send (empty if OpenSSL refused)."""
+        c_clear_error()
+        if c_shutdown(self.ssl) < 0:
+            c_clear_error()
+        return self._drain()

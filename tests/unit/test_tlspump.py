@@ -1,0 +1,254 @@
+"""The TLS byte pump's twins (gateway.tls.PyPump and native/tlspump.pyx) behave the same.
+
+A TLS stream is randomised (key shares, nonces), so two runs never produce the same records; what
+must be equal is everything a run decides: the result codes, the events, the plaintext delivered
+each way, and, where the output is deterministic (alerts answering garbage before any key exists),
+the bytes themselves. Each scenario runs once per twin and the transcripts are compared.
+"""
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from OpenSSL import SSL
+
+from gateway import pki, tls
+from gateway.errors import NativeUnavailable
+from gateway.tls import HandshakeFailed, ListenerTLS, PeerClosed, TLSState
+
+needs_native = pytest.mark.skipif(tls.NATIVE_PUMP is None,
+                                  reason="gateway._tls_c is not built (run `python -m pip install -e .`)")
+TWINS = ["python", pytest.param("native", marks=needs_native)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = pki.make_root("Pump Root")
+    server = pki.make_server(root, ["localhost"])
+    d = tmp_path_factory.mktemp("pump")
+    server.write(d / "server.pem", d / "server.key")
+    (d / "root.pem").write_bytes(root.cert_pem)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _restore():
+    yield
+    tls.set_native("auto")
+
+
+def _use(twin: str) -> None:
+    assert tls.set_native("off" if twin == "python" else "on") == twin
+
+
+def _listener(files) -> ListenerTLS:
+    return ListenerTLS(name="p", certificates=[(files / "server.pem", files / "server.key", ("localhost",))])
+
+
+def _client(files, version=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files / "root.pem")
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return ctx.wrap_bio(inc, out, server_hostname="localhost"), inc, out
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` in pieces at the given cut sizes (cycled); one piece when there are none."""
+    if not cuts:
+        return [data] if data else []
+    pieces, at, i = [], 0, 0
+    while at < len(data):
+        n = max(1, cuts[i % len(cuts)])
+        pieces.append(data[at:at + n])
+        at += n
+        i += 1
+    return pieces
+
+
+def _run(files, payloads: list[bytes], replies: list[bytes], cuts: list[int], version=None) -> dict:
+    """Handshake, then each payload client->server and each reply server->client, then the client's
+    close_notify; ciphertext reaches the server in pieces of `cuts` sizes. Returns the transcript."""
+    client, inc, out = _client(files, version)
+    server = _listener(files).connection()
+    events, codes_seen = [], []
+
+    def deliver() -> bytes:
+        got = b""
+        for piece in _split(out.read(), cuts):
+            reply, plain, ev = server.receive(piece)
+            got += plain
+            if ev is not None:
+                events.append(type(ev).__name__)
+            if reply:
+                inc.write(reply)
+        return got
+
+    for _ in range(20):
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            deliver()
+    else:
+        raise AssertionError("no handshake")
+    deliver()
+    received, echoed = [], []
+    for payload, reply in zip(payloads, replies):
+        if payload:
+            client.write(payload)
+        got = deliver()
+        while len(got) < len(payload):
+            more = deliver()
+            assert more, "plaintext lost"
+            got += more
+        received.append(got)
+        records = server.send(reply)
+        codes_seen.append(bool(records) == bool(reply))
+        inc.write(records)
+        back = b""
+        while len(back) < len(reply):
+            back += client.read(65536)
+        echoed.append(back)
+    try:
+        client.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    deliver()
+    closing = server.close()
+    return {"events": events, "received": received, "echoed": echoed, "records": codes_seen,
+            "state": server.state, "closing": bool(closing)}
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_twins_carry_the_same_conversation(files, version):
+    payloads = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"x" * 100_000, b"", b"\x00\xff" * 9000]
+    replies = [b"HTTP/1.1 200 OK\r\n\r\n", b"", b"y" * 70_000, b"z"]
+    runs = {}
+    for twin in ("python", "native") if tls.NATIVE_PUMP is not None else ("python",):
+        _use(twin)
+        runs[twin] = _run(files, payloads, replies, [], version)
+        r = runs[twin]
+        assert r["received"] == payloads and r["echoed"] == replies
+        assert r["events"] == ["HandshakeDone", "PeerClosed"] and r["state"] is TLSState.CLOSED
+        assert r["closing"]       # a close_notify answers the peer's
+    assert len(set(map(repr, runs.values()))) == 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.binary(max_size=20_000), min_size=1, max_size=4),
+       cuts=st.lists(st.integers(1, 3000), max_size=6))
+def test_twins_agree_on_any_split_of_the_stream(files, payloads, cuts):
+    replies = [p[::-1] for p in payloads]
+    runs = []
+    for twin in ("python", "native") if tls.NATIVE_PUMP is not None else ("python",):
+        _use(twin)
+        runs.append(_run(files, payloads, replies, cuts))
+    for r in runs:
+        assert r["received"] == payloads and r["echoed"] == replies
+    assert all(r == runs[0] for r in runs)
+
+
+def test_one_byte_at_a_time(files):
+    for twin in ("python", "native") if tls.NATIVE_PUMP is not None else ("python",):
+        _use(twin)
+        r = _run(files, [b"ping"], [b"pong"], [1])
+        assert r["received"] == [b"ping"] and r["echoed"] == [b"pong"], twin
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.binary(min_size=1, max_size=600))
+def test_twins_answer_garbage_with_the_same_bytes(files, garbage):
+    """Before any key exists the server's answer (an alert, or nothing yet) is deterministic: the
+    twins must produce the same bytes, codes and failure text."""
+    seen = []
+    for twin in ("python", "native") if tls.NATIVE_PUMP is not None else ("python",):
+        _use(twin)
+        server = _listener(files).connection()
+        out, plain, ev = server.receive(garbage)
+        assert plain == b""
+        assert ev is None or isinstance(ev, HandshakeFailed)
+        seen.append((out, ev, server.state))
+    assert all(s == seen[0] for s in seen)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_exception_in_a_callback_fails_the_handshake_and_is_kept(files, twin):
+    """pyOpenSSL records an exception raised in a callback; the pump hands it back as the failure
+    and nothing is raised through OpenSSL."""
+    _use(twin)
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.use_certificate_chain_file(str(files / "server.pem"))
+    ctx.use_privatekey_file(str(files / "server.key"))
+
+    def boom(conn, offered):
+        raise ValueError("boom in ALPN")
+    ctx.set_alpn_select_callback(boom)
+    conn = SSL.Connection(ctx, None)
+    conn.set_accept_state()
+    pump = tls._make_pump(conn)
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(files / "root.pem")
+    cctx.set_alpn_protocols(["http/1.1"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = cctx.wrap_bio(inc, out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    code, alert = pump.handshake(out.read())
+    assert code == tls.FAILED
+    assert isinstance(pump.error, ValueError) and "boom" in str(pump.error)
+    inc.write(alert)
+    with pytest.raises(ssl.SSLError):
+        client.do_handshake()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_write_after_failure_and_close_twice_are_harmless(files, twin):
+    _use(twin)
+    server = _listener(files).connection()
+    out, _, ev = server.receive(b"\x16\x03\x01\x00\x05hello")   # a record too short to be a hello
+    assert isinstance(ev, HandshakeFailed)
+    assert server.send(b"late") == b"" and server.close() == b""
+    assert server.receive(b"more") == (b"", b"", None)
+
+
+def test_native_on_without_the_extension_is_an_error(monkeypatch):
+    monkeypatch.setattr(tls, "NATIVE_PUMP", None)
+    with pytest.raises(NativeUnavailable, match="_tls_c"):
+        tls.set_native("on")
+    assert tls.set_native("auto") == "python"
+
+
+@needs_native
+def test_native_pump_refuses_to_run_unbound_or_on_nothing():
+    from gateway import _tls_c
+    assert _tls_c.bound()
+    with pytest.raises(ValueError):
+        _tls_c.Pump(object(), 0, 0, 0)
+
+
+def test_peer_closed_event_keeps_plaintext_that_came_with_it(files):
+    for twin in ("python", "native") if tls.NATIVE_PUMP is not None else ("python",):
+        _use(twin)
+        client, inc, out = _client(files)
+        server = _listener(files).connection()
+        for _ in range(10):
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                reply, _, _ = server.receive(out.read())
+                inc.write(reply)
+        server.receive(out.read())
+        client.write(b"last words")
+        try:
+            client.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        _, plain, ev = server.receive(out.read())
+        assert plain == b"last words" and isinstance(ev, PeerClosed), twin
+        assert server.state is TLSState.PEER_CLOSED
+        assert server.send(b"reply after half-close")    # a half-close still lets us answer
