@@ -226,7 +226,8 @@ def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
     """The exception pyOpenSSL would raise for SSL_get_error() == `code`: a problem recorded by one
     of pyOpenSSL's callback helpers first, else OpenSSL's error queue, which this consumes."""
     ctx = conn.get_context()
-    for helper in (ctx._verify_helper, ctx._alpn_select_helper, ctx._ocsp_helper):
+    for name in ("_verify_helper", "_alpn_select_helper", "_ocsp_helper"):
+        helper = getattr(ctx, name, None)
         if helper is not None:
             try:
                 helper.raise_if_problem()
