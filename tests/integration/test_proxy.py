@@ -314,22 +314,28 @@ class Upstream:
                 pass
 
     @staticmethod
-    def _body(sock, head: bytes, buf: bytes) -> tuple[bytes, bytes]:
+    def _more(sock) -> bytes:
+        data = sock.recv(65536)
+        if not data:        # the gateway gave up on this request (a 408, a client gone): so do we
+            raise ConnectionError("closed mid-body")
+        return data
+
+    def _body(self, sock, head: bytes, buf: bytes) -> tuple[bytes, bytes]:
         m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
         if m:
             n = int(m.group(1))
             while len(buf) < n:
-                buf += sock.recv(65536)
+                buf += self._more(sock)
             return buf[:n], buf[n:]
         if re.search(rb"\r\ntransfer-encoding: *chunked", head, re.I):
             body = b""
             while True:
                 while b"\r\n" not in buf:
-                    buf += sock.recv(65536)
+                    buf += self._more(sock)
                 line, buf = buf.split(b"\r\n", 1)
                 size = int(line.split(b";")[0], 16)
                 while len(buf) < size + 2:
-                    buf += sock.recv(65536)
+                    buf += self._more(sock)
                 body, buf = body + buf[:size], buf[size + 2:]
                 if size == 0:
                     return body, buf

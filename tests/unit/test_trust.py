@@ -359,7 +359,9 @@ def _tlv(tag: int, body: bytes) -> bytes:
 
 
 def _integer(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
+    # DER's minimal two's complement: -128 is one byte (0x80), 128 two (0x00 0x80)
+    bits = value.bit_length() if value >= 0 else (~value).bit_length()
+    return _tlv(0x02, value.to_bytes(bits // 8 + 1, "big", signed=True))
 
 
 def crl_der(issuer, serials, *, next_update=True, extensions=True, entry_extensions=()) -> bytes:
@@ -392,6 +394,7 @@ def test_serials_from_crl_edges(trust_impl, crl_issuer):
     for serials, kw in [([], {}), ([], {"next_update": False, "extensions": False}),
                         ([0, 1, 127, 128, 255, 256, 2 ** 159, 7, 7], {"extensions": False}),
                         ([-5, 2 ** 170, 3], {"next_update": False}),
+                        ([-128, -129, -256, -32768, 128, -1], {}),
                         ([9, 10], {"entry_extensions": (1,)})]:
         crl = x509.load_der_x509_crl(crl_der(crl_issuer, serials, **kw))
         assert crl.is_signature_valid(crl_issuer.cert.public_key())
