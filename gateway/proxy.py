@@ -26,6 +26,10 @@ byte tunnel both ways. Elsewhere an upgrade request is refused with 501 and the 
 The runtime (TLS contexts, trust stores, rules, target groups) is taken once per connection in
 `connection_made`, so a reload never changes a live connection.
 
+Memory: a worker may hold tens of thousands of idle connections, so what one keeps is kept small:
+the protocol's state lives in slots, and the HTTP reader is made with the first plaintext, not
+before (bench/flood.py measures what an idle connection costs).
+
 Deadlines: the TLS handshake, the first request's header section and each later one
 (`header_timeout_s`, 408 then close), idle keep-alive (`idle_timeout_s`, also a tunnel's idle time),
 a pause in a request body or in the client taking a response (`body_timeout_s`), upstream connect
@@ -105,15 +109,46 @@ class Exchange:
         self.tunnel = False         # it did: bytes now pass through both ways
 
 
+class _NoRequestYet:
+    """The request reader of a connection that has sent no plaintext yet. The real one (an llhttp
+    parser, its callbacks, two queues: about 2.7 KB) is made when the first bytes of a request
+    arrive: a client that connects ahead of need, or an idle flood, costs none of it."""
+
+    __slots__ = ()
+    idle = True
+    buffered_bytes = 0
+
+    def next_event(self) -> None:
+        return None
+
+    def feed_eof(self) -> None:
+        return None
+
+    def take_raw(self) -> bytes:
+        return b""
+
+
+_NO_READER = _NoRequestYet()
+
+
 class GatewayProtocol(asyncio.Protocol):
     """Serves one client connection of one listener."""
 
-    # set by the acceptor that admitted the connection (gateway.accept): called once at the end
-    slot_release = None
+    # Slots, not a __dict__: an idle connection is mostly this object, its TLS state and its
+    # transport, and an instance dict of this many attributes costs about 1.5 KB of the 40 KB an
+    # idle connection may take (bench/flood.py measures it).
+    __slots__ = ("_runtime_ref", "_listener_name", "slot_release", "loop", "rt", "transport",
+                 "client_ip", "client_port", "client_ip_b", "tls", "state", "reader", "current",
+                 "held", "identity_lines", "done_event", "refusals", "requests", "read_paused",
+                 "write_paused", "header_deadline_armed", "idle_timer", "idle_deadline",
+                 "upstream_timer", "connected_at", "rx_at", "tx_at", "close_reason", "batch",
+                 "draining", "peer_done", "timer")
 
     def __init__(self, runtime_ref, listener_name: str) -> None:
         self._runtime_ref = runtime_ref
         self._listener_name = listener_name
+        # set by the acceptor that admitted the connection (gateway.accept): called once at the end
+        self.slot_release = None
 
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -127,7 +162,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.client_ip_b = self.client_ip.encode()
         self.tls = rt.tls.connection()
         self.state = ConnState.HANDSHAKE
-        self.reader = http1.RequestReader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
+        self.reader = _NO_READER         # the real one comes with the first plaintext (_feed)
         self.current: Exchange | None = None
         self.held = None                 # a pipelined request waiting for the current exchange
         self.identity_lines = b""
@@ -409,8 +444,12 @@ class GatewayProtocol(asyncio.Protocol):
             ex.bytes_in += len(plain)
             ex.upstream.write(plain)
             return
+        reader = self.reader
+        if reader is _NO_READER:
+            rt = self.rt
+            reader = self.reader = http1.RequestReader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
         try:
-            self.reader.feed(plain)
+            reader.feed(plain)
         except HTTPProtocolError as exc:
             self._protocol_error(exc)
             return

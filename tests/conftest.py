@@ -1,6 +1,9 @@
-"""Shared fixtures: a development PKI with every kind of client certificate."""
+"""Shared fixtures: a development PKI with every kind of client certificate; a session-wide check
+that the test process leaks no file descriptor."""
 from __future__ import annotations
 
+import gc
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -82,3 +85,58 @@ def test_pki(tmp_path_factory) -> TestPKI:
     clients["revoked"] = Client("revoked", d / "clients" / "revoked.pem", d / "clients" / "revoked.key",
                                 pki.load_issued(d / "clients" / "revoked.pem", d / "clients" / "revoked.key"))
     return TestPKI(d, root, inter, clients)
+
+
+def _open_fds() -> dict[int, str]:
+    """This process's descriptors and what each refers to."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass        # the listing's own descriptor, closed by now
+    return out
+
+
+_FD_LEAKS: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    """The test process gives back every descriptor it opened: /proc/self/fd before the first
+    test and after the last one, once every fixture is torn down and every test's arguments let
+    go (a session fixture would look too early: the last test's own fixture values are still
+    referenced while session fixtures are torn down). Objects only the garbage collector would
+    close are collected first: an unreachable file is not a leak, a reachable one is. A leak
+    fails the run and is listed at the end with what each descriptor refers to."""
+    if not os.path.isdir("/proc/self/fd") or session.config.option.collectonly:
+        return (yield)
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        # libuv opens a process-wide pipe (its signal lock) with the first loop and keeps it for
+        # the life of the process: let it exist before counting
+        uvloop.new_event_loop().close()
+    before = _open_fds()
+    failed_before = session.testsfailed
+    result = yield
+    gc.collect()
+    after = _open_fds()
+    leaked = {fd: target for fd, target in after.items() if before.get(fd) != target}
+    if leaked:
+        _FD_LEAKS.append(f"{len(leaked)} descriptor(s) opened during the tests and never closed "
+                         f"({len(before)} open before the first test, {len(after)} after the last)"
+                         + (" (tests failed: their tracebacks may hold some of these)"
+                            if session.testsfailed > failed_before else "") + ":")
+        _FD_LEAKS.extend(f"  {fd} -> {target}" for fd, target in sorted(leaked.items()))
+        session.testsfailed += 1
+    return result
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FD_LEAKS:
+        terminalreporter.section("file descriptors leaked", red=True)
+        for line in _FD_LEAKS:
+            terminalreporter.line(line, red=True)
