@@ -215,11 +215,13 @@ def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth:
 WANT, DONE, CLOSED, FAILED = 0, 1, 2, 3
 _CHUNK = 32768
 _MAX_WRITE = 16384
+_RENEW_AT = 16384   # a call that moved more than this through a BIO renews both (see PyPump.renew)
 _SSL_ERROR_WANT_READ = 2
 _SSL_ERROR_SYSCALL = 5
 _SSL_ERROR_ZERO_RETURN = 6
 _PUMP_FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
-                   "SSL_get_error", "ERR_clear_error")
+                   "SSL_get_error", "ERR_clear_error", "BIO_new", "BIO_s_mem", "SSL_set_bio",
+                   "BIO_get_mem_data", "BIO_free")
 
 
 def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
@@ -244,7 +246,16 @@ def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
     return SSL.Error([("SSL routines", "", f"SSL_get_error {code}")])
 
 
+def _bios_renewed(conn: SSL.Connection, rbio, wbio) -> None:
+    """The connection's BIOs were replaced (and the old ones freed by SSL_set_bio): pyOpenSSL's
+    Connection must not keep pointing at them."""
+    cast = _ffi.cast
+    conn._into_ssl = rbio if isinstance(rbio, _ffi.CData) else cast("BIO *", rbio)
+    conn._from_ssl = wbio if isinstance(wbio, _ffi.CData) else cast("BIO *", wbio)
+
+
 _READ_BUF = _ffi.new("char[]", _CHUNK)
+_MEM_DATA = _ffi.new("char **")
 
 
 class PyPump:
@@ -281,6 +292,35 @@ class PyPump:
         self.error = _tls_error(self._owner, code)
         return FAILED
 
+    @staticmethod
+    def _carry(old, new) -> None:
+        n = _lib.BIO_get_mem_data(old, _MEM_DATA)
+        if n > 0 and _lib.BIO_write(new, _MEM_DATA[0], n) != n:
+            raise MemoryError("BIO_write failed")
+
+    def renew(self) -> bool:
+        """Swap in empty memory BIOs. A memory BIO keeps the largest buffer it ever held (the
+        handshake's flights, a 256 KB read), and an idle connection should not: this is called
+        after the handshake and after any call that moved more than _RENEW_AT bytes. Whatever is
+        still pending moves across; SSL_set_bio frees the old pair."""
+        r = _lib.BIO_new(_lib.BIO_s_mem())
+        w = _lib.BIO_new(_lib.BIO_s_mem()) if r != _ffi.NULL else _ffi.NULL
+        if w == _ffi.NULL:
+            if r != _ffi.NULL:
+                _lib.BIO_free(r)
+            return False
+        try:
+            self._carry(self._rbio, r)
+            self._carry(self._wbio, w)
+        except MemoryError:
+            _lib.BIO_free(r)
+            _lib.BIO_free(w)
+            return False
+        _lib.SSL_set_bio(self._ssl, r, w)
+        self._rbio, self._wbio = r, w
+        _bios_renewed(self._owner, r, w)
+        return True
+
     def handshake(self, data: bytes) -> tuple[int, bytes]:
         if data:
             self._feed(data)
@@ -311,7 +351,10 @@ class PyPump:
             else:
                 code = self._fail(e)
             break
-        return code, b"".join(parts), self._drain()
+        out = self._drain()
+        if code == WANT and (len(data) > _RENEW_AT or len(out) > _RENEW_AT):
+            self.renew()
+        return code, b"".join(parts), out
 
     def write(self, data: bytes) -> tuple[int, bytes]:
         _lib.ERR_clear_error()
@@ -322,7 +365,10 @@ class PyPump:
             if r <= 0:
                 return self._fail(_lib.SSL_get_error(ssl, r)), self._drain()
             at += r
-        return WANT, self._drain()
+        out = self._drain()
+        if len(out) > _RENEW_AT:
+            self.renew()
+        return WANT, out
 
     def shutdown(self) -> bytes:
         _lib.ERR_clear_error()
@@ -345,7 +391,7 @@ def _load_native():
     if _openssl.ffi is not _ffi:
         return None     # not the OpenSSL pyOpenSSL runs on: never mix two
     addresses = {n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n))) for n in _PUMP_FUNCTIONS}
-    _tls_c.bind(addresses, _tls_error)
+    _tls_c.bind(addresses, _tls_error, _bios_renewed)
     cast, Pump = _ffi.cast, _tls_c.Pump
 
     def native_pump(conn: SSL.Connection):
@@ -455,12 +501,15 @@ class TLSConnection:
             self._to(TLSState.FAILED)
             return out + pump.shutdown(), b"", event
         self._to(TLSState.OPEN)
+        self._chain = None      # the chain is in the verdict now; the DER copies can go
         # the client's first request often travels with its Finished: read it now
         code, plain, more = pump.read(b"")
         if more:
             out += more
         if code != WANT:
             self._read_ended(code)
+        else:
+            pump.renew()        # drop the handshake's buffers: most connections idle from here
         return out, plain, event
 
     def _read_ended(self, code: int):

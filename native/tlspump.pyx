@@ -21,6 +21,11 @@ ctypedef int (*ssl_fn)(void *ssl) noexcept
 ctypedef int (*io_fn)(void *obj, void *buf, int n) noexcept
 ctypedef int (*err_fn)(void *ssl, int ret) noexcept
 ctypedef void (*void_fn)() noexcept
+ctypedef void *(*bio_new_fn)(void *method) noexcept
+ctypedef void *(*method_fn)() noexcept
+ctypedef void (*set_bio_fn)(void *ssl, void *rbio, void *wbio) noexcept
+ctypedef long (*mem_data_fn)(void *bio, char **data) noexcept
+ctypedef int (*bio_free_fn)(void *bio) noexcept
 
 cdef ssl_fn c_do_handshake = NULL
 cdef ssl_fn c_shutdown = NULL
@@ -30,7 +35,13 @@ cdef io_fn c_bio_read = NULL
 cdef io_fn c_bio_write = NULL
 cdef err_fn c_get_error = NULL
 cdef void_fn c_clear_error = NULL
+cdef bio_new_fn c_bio_new = NULL
+cdef method_fn c_bio_s_mem = NULL
+cdef set_bio_fn c_set_bio = NULL
+cdef mem_data_fn c_mem_data = NULL
+cdef bio_free_fn c_bio_free = NULL
 cdef object error_factory = None
+cdef object renewed_hook = None
 
 # SSL_get_error(3) codes
 cdef enum:
@@ -50,15 +61,19 @@ FAILED = 3      # a TLS error; `Pump.error` holds it
 cdef enum:
     CHUNK = 32768
     MAX_WRITE = 16384           # one record per SSL_write: OpenSSL writes whole records to the BIO
+    RENEW_AT = 16384            # a call that moved more than this through a BIO renews both
 
 FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
-             "SSL_get_error", "ERR_clear_error")
+             "SSL_get_error", "ERR_clear_error", "BIO_new", "BIO_s_mem", "SSL_set_bio",
+             "BIO_get_mem_data", "BIO_free")
 
 
-def bind(dict addresses, factory):
-    """Take OpenSSL's entry points (name -> address, as ints) and the error factory."""
+def bind(dict addresses, factory, renewed):
+    """Take OpenSSL's entry points (name -> address, as ints), the error factory and the hook
+    told of new BIOs (so the pyOpenSSL Connection never holds a freed pointer)."""
     global c_do_handshake, c_shutdown, c_ssl_read, c_ssl_write, c_bio_read, c_bio_write
-    global c_get_error, c_clear_error, error_factory
+    global c_get_error, c_clear_error, error_factory, renewed_hook
+    global c_bio_new, c_bio_s_mem, c_set_bio, c_mem_data, c_bio_free
     for name in FUNCTIONS:
         if not addresses.get(name):
             raise ValueError(f"no address for {name}")
@@ -70,7 +85,13 @@ def bind(dict addresses, factory):
     c_bio_write = <io_fn><uintptr_t>addresses["BIO_write"]
     c_get_error = <err_fn><uintptr_t>addresses["SSL_get_error"]
     c_clear_error = <void_fn><uintptr_t>addresses["ERR_clear_error"]
+    c_bio_new = <bio_new_fn><uintptr_t>addresses["BIO_new"]
+    c_bio_s_mem = <method_fn><uintptr_t>addresses["BIO_s_mem"]
+    c_set_bio = <set_bio_fn><uintptr_t>addresses["SSL_set_bio"]
+    c_mem_data = <mem_data_fn><uintptr_t>addresses["BIO_get_mem_data"]
+    c_bio_free = <bio_free_fn><uintptr_t>addresses["BIO_free"]
     error_factory = factory
+    renewed_hook = renewed
 
 
 def bound():
@@ -126,6 +147,36 @@ cdef class Pump:
                 break
         return b"".join(parts)
 
+    cdef int _carry(self, void *old, void *new) except -1:
+        cdef char *p = NULL
+        cdef long n = c_mem_data(old, &p)
+        if n > 0 and c_bio_write(new, p, <int>n) != n:
+            raise MemoryError("BIO_write failed")
+        return 0
+
+    def renew(self):
+        """Swap in empty memory BIOs. A memory BIO keeps the largest buffer it ever held (the
+        handshake's flights, a 256 KB read): an idle connection should not. Whatever is still
+        pending moves across; OpenSSL frees the old pair."""
+        cdef void *r = c_bio_new(c_bio_s_mem())
+        cdef void *w = c_bio_new(c_bio_s_mem()) if r != NULL else NULL
+        if w == NULL:
+            if r != NULL:
+                c_bio_free(r)
+            return False
+        try:
+            self._carry(self.rbio, r)
+            self._carry(self.wbio, w)
+        except MemoryError:
+            c_bio_free(r)
+            c_bio_free(w)
+            return False
+        c_set_bio(self.ssl, r, w)
+        self.rbio = r
+        self.wbio = w
+        renewed_hook(self.owner, <uintptr_t>r, <uintptr_t>w)
+        return True
+
     cdef int _fail(self, int code) except -1:
         # pyOpenSSL's SysCallError(-1, "Unexpected EOF") and SSL.Error(queue) both come from here
         self.error = error_factory(self.owner, code)
@@ -178,7 +229,10 @@ cdef class Pump:
             if used:
                 parts.append(PyBytes_FromStringAndSize(buf, used))
             plain = b"".join(parts)
-        return code, plain, self._drain()
+        out = self._drain()
+        if code == WANT and (PyBytes_GET_SIZE(data) > RENEW_AT or PyBytes_GET_SIZE(out) > RENEW_AT):
+            self.renew()
+        return code, plain, out
 
     def write(self, bytes data):
         """Encrypt all of `data`; returns (WANT | FAILED, records to send)."""
@@ -193,7 +247,10 @@ cdef class Pump:
                 return self._fail(c_get_error(self.ssl, r)), self._drain()
             p += r
             n -= r
-        return WANT, self._drain()
+        out = self._drain()
+        if PyBytes_GET_SIZE(out) > RENEW_AT:
+            self.renew()
+        return WANT, out
 
     def shutdown(self):
         """Queue a close_notify; returns the records to send (empty if OpenSSL refused)."""

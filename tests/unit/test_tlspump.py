@@ -252,3 +252,43 @@ def test_peer_closed_event_keeps_plaintext_that_came_with_it(files):
         assert plain == b"last words" and isinstance(ev, PeerClosed), twin
         assert server.state is TLSState.PEER_CLOSED
         assert server.send(b"reply after half-close")    # a half-close still lets us answer
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_renewed_bios_carry_pending_bytes_and_the_connection_follows(files, twin):
+    """`renew` swaps in empty BIOs (a memory BIO never gives back the largest buffer it held):
+    bytes still pending move across, and pyOpenSSL's Connection points at the new pair (its own
+    bio_write goes to the live BIO, not a freed one)."""
+    _use(twin)
+    client, inc, out = _client(files)
+    server = _listener(files).connection()
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            reply, _, _ = server.receive(out.read())
+            inc.write(reply)
+    reply, _, _ = server.receive(out.read())
+    inc.write(reply)                    # TLS 1.3 tickets
+    pump, conn = server._pump, server._conn
+    before = (conn._into_ssl, conn._from_ssl)
+    assert pump.renew()
+    assert (conn._into_ssl, conn._from_ssl) != before
+    client.write(b"pending across a renewal")
+    conn.bio_write(out.read())          # pending in the read BIO, not yet seen by OpenSSL
+    assert pump.renew()
+    _, plain, _ = server.receive(b"")
+    assert plain == b"pending across a renewal"
+    big = bytes(range(256)) * 1024      # 256 KB each way: both calls renew on their own
+    client.write(big)
+    got = b""
+    while len(got) < len(big):
+        _, plain, _ = server.receive(out.read())
+        got += plain
+    assert got == big
+    inc.write(server.send(big))
+    back = b""
+    while len(back) < len(big):
+        back += client.read(65536)
+    assert back == big
