@@ -306,7 +306,11 @@ class Worker:
             live = [p for rt in self.runtime.listeners.values() for p in list(rt.protocols)]
             for proto in live:
                 proto.drain()
-            if not live or time.monotonic() >= deadline:
+            # A connection accepted just before the close may not have its protocol yet (its
+            # transport is being made): the acceptor still counts it. Leaving now would close it
+            # mid-handshake, a failed request across a reload.
+            admitting = sum(getattr(server, "active", 0) for server in self.servers)
+            if (not live and not admitting) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for proto in [p for rt in self.runtime.listeners.values() for p in list(rt.protocols)]:
