@@ -83,6 +83,9 @@ class MethodPump:
             return tls.FAILED, b""
         return tls.WANT, self._drain()
 
+    def renew(self) -> bool:
+        return False        # this path never replaced its BIOs
+
     def shutdown(self) -> bytes:
         try:
             self._conn.shutdown()
