@@ -1,13 +1,12 @@
 """Real processes on 127.0.0.1: the gateway (`python -m gateway run`), backends, real clients."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,18 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listening on {port}")
+
+
+def tls_get(port: int, ctx, timeout: float = 10.0) -> bytes:
+    """A new TLS connection to 127.0.0.1:`port`, one `GET /` with Connection: close; the whole
+    response as it came."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := tls.recv(65536):
+                out += chunk
+            return out
 
 
 @dataclass

@@ -19,6 +19,8 @@ import pytest
 
 from bench import flood
 
+from .conftest import tls_get
+
 pytestmark = pytest.mark.integration
 
 IDLE_CONNECTIONS = 10_000
@@ -111,13 +113,7 @@ def _context(test_pki, client: str | None = None) -> ssl.SSLContext:
 
 def _request(port: int, ctx: ssl.SSLContext) -> bytes:
     """A new connection, a full handshake, one request; the whole response."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            return out
+    return tls_get(port, ctx, timeout=30)
 
 
 def _only_worker(gw) -> int:

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from gateway import pki
 
-from .conftest import free_port, wait_port
+from .conftest import free_port, tls_get, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -129,13 +129,7 @@ def _ok_ctx(h, cert="clients/client1", **kw) -> ssl.SSLContext:
 
 
 def _roundtrip(port: int, ctx: ssl.SSLContext) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            return out
+    return tls_get(port, ctx)
 
 
 def _wait_error(h, predicate, timeout=5.0) -> dict:

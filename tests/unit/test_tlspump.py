@@ -69,6 +69,22 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
+def _established(files):
+    """A server connection and its client, handshake done and the tickets delivered."""
+    client, inc, out = _client(files)
+    server = _listener(files).connection()
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            reply, _, _ = server.receive(out.read())
+            inc.write(reply)
+    reply, _, _ = server.receive(out.read())
+    inc.write(reply)                    # TLS 1.3 tickets
+    return server, client, inc, out
+
+
 def _run(files, payloads: list[bytes], replies: list[bytes], cuts: list[int], version=None) -> dict:
     """Handshake, then each payload client->server and each reply server->client, then the client's
     close_notify; ciphertext reaches the server in pieces of `cuts` sizes. Returns the transcript."""
@@ -233,16 +249,7 @@ def test_native_pump_refuses_to_run_unbound_or_on_nothing():
 def test_peer_closed_event_keeps_plaintext_that_came_with_it(files):
     for twin in ("python", "native") if tls.NATIVE_PUMP is not None else ("python",):
         _use(twin)
-        client, inc, out = _client(files)
-        server = _listener(files).connection()
-        for _ in range(10):
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                reply, _, _ = server.receive(out.read())
-                inc.write(reply)
-        server.receive(out.read())
+        server, client, inc, out = _established(files)
         client.write(b"last words")
         try:
             client.unwrap()
@@ -260,17 +267,7 @@ def test_renewed_bios_carry_pending_bytes_and_the_connection_follows(files, twin
     bytes still pending move across, and pyOpenSSL's Connection points at the new pair (its own
     bio_write goes to the live BIO, not a freed one)."""
     _use(twin)
-    client, inc, out = _client(files)
-    server = _listener(files).connection()
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            reply, _, _ = server.receive(out.read())
-            inc.write(reply)
-    reply, _, _ = server.receive(out.read())
-    inc.write(reply)                    # TLS 1.3 tickets
+    server, client, inc, out = _established(files)
     pump, conn = server._pump, server._conn
     before = (conn._into_ssl, conn._from_ssl)
     assert pump.renew()
