@@ -176,11 +176,9 @@ CELLS = [
 ]
 
 
-PUMPS = ("native", "python", "methods")
-
-
 def _compare_pumps(args) -> int:
     """Server CPU per handshake and per keep-alive request with each TLS pump, alternated."""
+    from bench.bench_tlspump import PUMPS
     from gateway import pki
     kinds = args.only or ["full", "resumed", "keepalive"]
     cells = [(k, p) for k in kinds for p in PUMPS]

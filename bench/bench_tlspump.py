@@ -143,7 +143,7 @@ REQUEST = b"GET /api/items?id=42 HTTP/1.1\r\nHost: localhost\r\nUser-Agent: benc
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n"
 
 
-@pytest.mark.parametrize("pump", list(PUMPS))
+@pytest.mark.parametrize("pump", PUMPS)
 def test_keepalive(benchmark, files, pump):
     use(pump)
     server, client, inc, out = _established(files)
@@ -165,7 +165,7 @@ def test_keepalive(benchmark, files, pump):
     tls.set_native("auto")
 
 
-@pytest.mark.parametrize("pump", list(PUMPS))
+@pytest.mark.parametrize("pump", PUMPS)
 def test_first_flight(benchmark, files, pump):
     use(pump)
 

@@ -246,12 +246,11 @@ def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
     return SSL.Error([("SSL routines", "", f"SSL_get_error {code}")])
 
 
-def _bios_renewed(conn: SSL.Connection, rbio, wbio) -> None:
-    """The connection's BIOs were replaced (and the old ones freed by SSL_set_bio): pyOpenSSL's
-    Connection must not keep pointing at them."""
-    cast = _ffi.cast
-    conn._into_ssl = rbio if isinstance(rbio, _ffi.CData) else cast("BIO *", rbio)
-    conn._from_ssl = wbio if isinstance(wbio, _ffi.CData) else cast("BIO *", wbio)
+def _bios_renewed(conn: SSL.Connection, rbio: int, wbio: int) -> None:
+    """The native pump replaced the connection's BIOs (SSL_set_bio freed the old ones):
+    pyOpenSSL's Connection must not keep pointing at them."""
+    conn._into_ssl = _ffi.cast("BIO *", rbio)
+    conn._from_ssl = _ffi.cast("BIO *", wbio)
 
 
 _READ_BUF = _ffi.new("char[]", _CHUNK)
@@ -317,8 +316,9 @@ class PyPump:
             _lib.BIO_free(w)
             return False
         _lib.SSL_set_bio(self._ssl, r, w)
-        self._rbio, self._wbio = r, w
-        _bios_renewed(self._owner, r, w)
+        # pyOpenSSL's Connection must not keep pointing at the pair SSL_set_bio freed
+        self._rbio = self._owner._into_ssl = r
+        self._wbio = self._owner._from_ssl = w
         return True
 
     def handshake(self, data: bytes) -> tuple[int, bytes]:
