@@ -110,6 +110,23 @@ DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 DEFAULT_MAX_CONNECTIONS_PER_WORKER = 4096
 #: A TLS handshake message length is a uint24 (RFC 8446 section 4), so no chain can be longer.
 MAX_CLIENT_CERT_CHAIN_BYTES = 2**24 - 1
+#: Request header names with an underscore: CGI, WSGI and PHP backends read `X_Foo` and `X-Foo` as
+#: one variable, so such a name could pass for a header the gateway sets. "drop" (nginx's
+#: `underscores_in_headers off`), "reject" (400) or "keep" (forwarded; the gateway's own names are
+#: still stripped in any spelling).
+UNDERSCORE_HEADERS = ("drop", "reject", "keep")
+DEFAULT_UNDERSCORE_HEADERS = "drop"
+#: Paths are normalised before rules match (RFC 3986 6.2.2 and dot segments); slashes merged too.
+DEFAULT_MERGE_SLASHES = True
+#: An encoded "/" or "\\" (%2F, %5C) or a ";" path parameter in a path: refused with 400 ("reject",
+#: Envoy's REJECT_REQUEST), passed on as sent ("keep"), or decoded before matching ("decode").
+ESCAPED_SLASHES = ("reject", "keep", "decode")
+DEFAULT_ESCAPED_SLASHES = "reject"
+#: A request whose Host is not a name of the certificate SNI chose gets 421; None means "on unless
+#: mtls is off" (a client authenticated for one name must not reach another through it).
+DEFAULT_STRICT_SNI_HOST: bool | None = None
+#: Extra request header names to strip on a listener (`*` wildcards), beside the built-in list.
+MAX_STRIP_REQUEST_HEADERS = 256
 
 #: ALB's rule priorities run 1..50000; rules without any priority take 1, 2, 3... in file order.
 MIN_RULE_PRIORITY = 1
@@ -264,6 +281,20 @@ class ListenerSpec:
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION
     max_connections_per_worker: int = DEFAULT_MAX_CONNECTIONS_PER_WORKER
+    underscore_headers: str = DEFAULT_UNDERSCORE_HEADERS
+    strip_request_headers: tuple[str, ...] = ()
+    merge_slashes: bool = DEFAULT_MERGE_SLASHES
+    escaped_slashes: str = DEFAULT_ESCAPED_SLASHES
+    strict_sni_host: bool | None = DEFAULT_STRICT_SNI_HOST
+
+    @property
+    def verifies(self) -> bool:
+        return self.mtls in MTLS_VERIFYING_MODES
+
+    @property
+    def host_must_match_sni(self) -> bool:
+        """`strict_sni_host` as it applies: unset means on unless mtls is off."""
+        return self.mtls != "off" if self.strict_sni_host is None else self.strict_sni_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,6 +649,8 @@ _LISTENER_KEYS = (
     "header_timeout_s", "idle_timeout_s", "max_request_line_bytes", "max_header_bytes",
     "max_header_count", "max_body_bytes", "max_client_cert_chain_bytes", "rule",
     "body_timeout_s", "max_requests_per_connection", "max_connections_per_worker",
+    "underscore_headers", "strip_request_headers", "merge_slashes", "escaped_slashes",
+    "strict_sni_host",
 )
 _CERTIFICATE_KEYS = ("cert", "key")
 _RULE_KEYS = ("priority", "host", "path", "action", "target_group", "fixed_response", "methods",
@@ -1275,7 +1308,38 @@ class _Reader:
             max_connections_per_worker=self.integer(
                 table, "max_connections_per_worker", prefix,
                 DEFAULT_MAX_CONNECTIONS_PER_WORKER, 1),  # type: ignore[arg-type]
+            underscore_headers=self.choice(table, "underscore_headers", prefix,
+                                           UNDERSCORE_HEADERS,
+                                           DEFAULT_UNDERSCORE_HEADERS),  # type: ignore[arg-type]
+            strip_request_headers=self.header_globs(table, "strip_request_headers", prefix),
+            merge_slashes=self.boolean(table, "merge_slashes", prefix,
+                                       DEFAULT_MERGE_SLASHES),  # type: ignore[arg-type]
+            escaped_slashes=self.choice(table, "escaped_slashes", prefix, ESCAPED_SLASHES,
+                                        DEFAULT_ESCAPED_SLASHES),  # type: ignore[arg-type]
+            strict_sni_host=(self.boolean(table, "strict_sni_host", prefix, False)
+                             if "strict_sni_host" in table else DEFAULT_STRICT_SNI_HOST),
         )
+
+    def header_globs(self, table: dict[str, Any], name: str, prefix: str) -> tuple[str, ...]:
+        """Header names with `*` wildcards, lower-cased, without repeats."""
+        raw = self.array(table, name, prefix, [])
+        key = _join(prefix, name)
+        if raw is not None and len(raw) > MAX_STRIP_REQUEST_HEADERS:
+            self.add(key, f"at most {MAX_STRIP_REQUEST_HEADERS} names, got {len(raw)}")
+            return ()
+        out: list[str] = []
+        for index, value in enumerate(raw or []):
+            if not isinstance(value, str):
+                self.add(f"{key}[{index}]", f"expected a string, got {_type_name(value)}")
+                continue
+            if not value or not _TOKEN_RE.fullmatch(value.replace("*", "a")) or value == "*":
+                self.add(f"{key}[{index}]", f"not a header name or a pattern of one (letters, "
+                                            f"digits, '-', '_' and '*' wildcards): {value!r}")
+                continue
+            value = value.lower()
+            if value not in out:
+                out.append(value)
+        return tuple(out)
 
     def header_style(self, table: dict[str, Any], prefix: str) -> tuple[str, ...] | None:
         if "header_style" not in table:
