@@ -74,7 +74,7 @@ class PrometheusObserver(Observer):
             "upstream_up": Gauge("mtls_gateway_upstream_up", "1 if the last exchange with the target worked",
                                  ["target_group", "target"], multiprocess_mode="livemax"),
             "cache": Counter("mtls_gateway_chain_cache_total", "Verified-chain cache lookups",
-                             ["listener", "result"]),
+                             ["trust_store", "result"]),
             "generation": Gauge("mtls_gateway_trust_store_generation", "Configuration generation of a trust store",
                                 ["trust_store"], multiprocess_mode="livemax"),
             "crl_next_update": Gauge("mtls_gateway_crl_next_update_timestamp_seconds",
@@ -116,11 +116,11 @@ class PrometheusObserver(Observer):
             self._child("upstream_failures", labels).inc()
         self._child("upstream_up", labels).set(1 if ok else 0)
 
-    def cache_counts(self, listener: str, hits: int, misses: int) -> None:
+    def cache_counts(self, trust_store: str, hits: int, misses: int) -> None:
         if hits:
-            self._child("cache", (listener, "hit")).inc(hits)
+            self._child("cache", (trust_store, "hit")).inc(hits)
         if misses:
-            self._child("cache", (listener, "miss")).inc(misses)
+            self._child("cache", (trust_store, "miss")).inc(misses)
 
     def trust_store(self, name: str, generation: int, loaded_at: float,
                     crl_next_update: dict[str, float | None]) -> None:

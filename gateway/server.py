@@ -230,7 +230,7 @@ class Worker:
         self.stopping: asyncio.Event | None = None
         self.serving = False
         self._sampler: asyncio.TimerHandle | None = None
-        self._cache_seen: dict[str, tuple[int, int]] = {}
+        self._cache_seen: dict[int, tuple[int, int]] = {}  # by id() of a live cache
 
     def runtime_ref(self) -> Runtime:
         return self.runtime
@@ -268,16 +268,22 @@ class Worker:
         self.serving = True
 
     def _sample(self) -> None:
-        """Once a second: move the verified-chain cache's hit and miss counts into the metrics."""
-        for name, rt in self.runtime.listeners.items():
+        """Once a second: move the verified-chain cache's hit and miss counts into the metrics.
+
+        Listeners that name the same trust store with the same policy share one cache: each cache
+        is counted once, under its trust store's name, not once per listener."""
+        counted: set[int] = set()
+        for rt in self.runtime.listeners.values():
             verifier = rt.tls.verifier
             cache = getattr(verifier, "cache", None)
-            if cache is None:
+            if cache is None or id(cache) in counted:
                 continue
+            counted.add(id(cache))
+            store = rt.spec.trust_store or ""
             hits, misses = getattr(cache, "hits", 0), getattr(cache, "misses", 0)
-            seen_hits, seen_misses = self._cache_seen.get(name, (0, 0))
-            self._observer.cache_counts(name, hits - seen_hits, misses - seen_misses)
-            self._cache_seen[name] = (hits, misses)
+            seen_hits, seen_misses = self._cache_seen.get(id(cache), (0, 0))
+            self._observer.cache_counts(store, hits - seen_hits, misses - seen_misses)
+            self._cache_seen[id(cache)] = (hits, misses)
         self._sampler = asyncio.get_running_loop().call_later(1.0, self._sample)
 
     def install_signals(self) -> None:

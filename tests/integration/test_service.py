@@ -316,10 +316,25 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_admin_metrics_move_with_traffic(tmp_path, pki_dir):
-    port, admin = free_port(), free_port()
-    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "m") + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
+    port, admin, port2 = free_port(), free_port(), free_port()
+    # a second listener on the same trust store shares its verified-chain cache: the cache's
+    # lookups are counted once, under the store's name, not once per listener
+    second = f"""
+[[listener]]
+name = "svc2"
+bind = "127.0.0.1:{port2}"
+certificates = [{{cert = "{pki_dir}/server.pem", key = "{pki_dir}/server.key"}}]
+mtls = "verify"
+trust_store = "main"
+[[listener.rule]]
+action = "fixed-response"
+fixed_response = {{status = 200, body = "m2"}}
+"""
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "m") + second
+                     + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
     try:
         wait_port(port, proc)
+        wait_port(port2, proc)
         wait_port(admin, proc)
         assert _admin_get(admin, "/healthz") == (200, b"ok\n")
         assert _admin_get(admin, "/readyz")[0] == 200
@@ -346,11 +361,14 @@ def test_admin_metrics_move_with_traffic(tmp_path, pki_dir):
         assert _metric(after, "mtls_gateway_requests_total", listener="svc", status="200") == 6
         # two workers, one cache each: the first handshake on each worker misses, the rest hit
         assert _metric(after, "mtls_gateway_chain_cache_total") == 6
+        assert _metric(after, "mtls_gateway_chain_cache_total", trust_store="main") == 6
         assert 4 <= _metric(after, "mtls_gateway_chain_cache_total", result="hit") <= 5
+        assert _metric(after, "mtls_gateway_chain_cache_total", listener="svc") == 0
         assert _metric(after, "mtls_gateway_trust_store_generation", trust_store="main") == 0
         assert "mtls_gateway_handshake_seconds_bucket" in after
         report = json.loads(_admin_get(admin, "/certificates")[1])
-        [listener] = report["listeners"]
+        listener = report["listeners"][0]
+        assert len(report["listeners"]) == 2
         assert listener["certificates"][0]["names"] and listener["certificates"][0]["not_after"]
         [store] = report["trust_stores"]
         assert len(store["cas"]) == 2 and len(store["crls"]) == 2
