@@ -476,15 +476,17 @@ class GatewayProtocol(asyncio.Protocol):
             return
         ex = self.current
         self._flush()
-        self.transport.write(self.tls.send(http1.error_response(status, body, close=True)))
+        payload = http1.error_response(status, body, close=True)
+        self.transport.write(self.tls.send(payload))
         if ex is not None:
+            ex.bytes_out += len(payload)
             ex.status = status
             self._cancel_ex_timer(ex)
             self._done_with_target(ex)
             self._access_log(ex)
             self.current = None
         else:
-            self._access_log_bare(status, reason)
+            self._access_log_bare(status, reason, len(payload))
         self._close(reason)
 
     # -- requests ----------------------------------------------------------------------------------
@@ -632,6 +634,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._after_answer(ex, payload)
 
     def _after_answer(self, ex: Exchange, payload: bytes) -> None:
+        ex.bytes_out += len(payload)
         self._write(payload)
         if ex.keep_alive:
             # answered already; the request's own EndOfMessage (still queued) ends the exchange
@@ -770,6 +773,7 @@ class GatewayProtocol(asyncio.Protocol):
                 self._switch(ex, conn)
                 return False
             if ex.chunked_out:
+                ex.bytes_out += len(http1.LAST_CHUNK)
                 self._write(http1.LAST_CHUNK)
             reusable = ex.response.keep_alive and ex.request_done and conn.reader is not None
             ex.upstream = None
@@ -782,8 +786,10 @@ class GatewayProtocol(asyncio.Protocol):
             self._finish(ex)
             return False
         data = event.data
+        if ex.chunked_out:
+            data = http1.chunk(data)
         ex.bytes_out += len(data)
-        self._write(http1.chunk(data) if ex.chunked_out else data)
+        self._write(data)
         return True
 
     def _response_head(self, ex: Exchange, resp: Response) -> None:
@@ -798,7 +804,9 @@ class GatewayProtocol(asyncio.Protocol):
             # the switch the client asked for (RFC 9110 7.8); Upgrade names the new protocol
             out.append((b"Connection", b"upgrade"))
             out.append((b"Upgrade", _header_value(resp.headers, b"upgrade")))
-            self._write(http1.response_head(101, out, resp.reason or None))
+            head = http1.response_head(101, out, resp.reason or None)
+            ex.bytes_out += len(head)
+            self._write(head)
             ex.head_sent = True
             return
         bodyless = req.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200
@@ -818,7 +826,9 @@ class GatewayProtocol(asyncio.Protocol):
             out.append((b"Connection", b"close"))
         elif req.http_version == b"1.0":
             out.append((b"Connection", b"keep-alive"))      # RFC 9112 9.3: confirm it
-        self._write(http1.response_head(resp.status, out, resp.reason or None))
+        head = http1.response_head(resp.status, out, resp.reason or None)
+        ex.bytes_out += len(head)
+        self._write(head)
         ex.head_sent = True
 
     def _switch(self, ex: Exchange, conn) -> None:
@@ -1006,7 +1016,9 @@ class GatewayProtocol(asyncio.Protocol):
         has_body = ex.request.chunked or (ex.request.content_length or 0) > 0
         if has_body and not ex.request_done:
             ex.keep_alive = False
-        self._write(http1.error_response(status, body, close=not ex.keep_alive))
+        payload = http1.error_response(status, body, close=not ex.keep_alive)
+        ex.bytes_out += len(payload)
+        self._write(payload)
         ex.request_done = True
         self._finish(ex)
 
@@ -1066,12 +1078,13 @@ class GatewayProtocol(asyncio.Protocol):
             "aborted": aborted,
         })
 
-    def _access_log_bare(self, status: int, reason: str) -> None:
+    def _access_log_bare(self, status: int, reason: str, bytes_out: int = 0) -> None:
         sink = self.rt.access_log
         if sink.enabled:
             sink.write({"time": iso_now(), "listener": self.rt.spec.name,
                         "client": f"{self.client_ip}:{self.client_port}", "method": None,
-                        "target": None, "status": status, "reason": reason})
+                        "target": None, "status": status, "reason": reason,
+                        "bytes_out": bytes_out})
 
     def _connection_log(self, event, reason: str) -> None:
         sink = self.rt.connection_log

@@ -162,6 +162,52 @@ def test_socket_activation(tmp_path, pki_dir):
         assert _stop(proc) == 0
 
 
+def _resume_get(port: int, ctx, session=None) -> tuple[bool, object, bytes]:
+    """One request on a new TLS connection, offering `session`: (resumed, new session, response)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := tls.recv(65536):
+                out += chunk
+            return tls.session_reused, tls.session, out
+
+
+def _wait_generation(log: Path, generation: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and f"generation {generation} serving" not in log.read_text():
+        time.sleep(0.05)
+    assert f"generation {generation} serving" in log.read_text()
+
+
+def test_sessions_resume_across_a_reload_that_keeps_the_tls_settings(tmp_path, pki_dir):
+    """What the README promises: a reload with the same TLS settings keeps the ticket keys, so a
+    returning client resumes; a reload that changes them costs one full handshake."""
+    port = free_port()
+    proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "v1"))
+    try:
+        wait_port(port, proc)
+        ctx = _ctx(pki_dir)
+        reused, session, out = _resume_get(port, ctx)
+        assert not reused and out.endswith(b"v1")
+        config.write_text(_config(tmp_path, pki_dir, port, "v2"))      # rules change, TLS doesn't
+        proc.send_signal(signal.SIGHUP)
+        _wait_generation(tmp_path / "error.log", 1)
+        reused, session, out = _resume_get(port, ctx, session)
+        assert reused and out.endswith(b"v2")
+        # now a TLS setting changes: new contexts, new ticket keys, one full handshake
+        config.write_text(_config(tmp_path, pki_dir, port, "v3").replace(
+            'mtls = "verify"', 'mtls = "verify"\nsession_timeout_s = 600'))
+        proc.send_signal(signal.SIGHUP)
+        _wait_generation(tmp_path / "error.log", 2)
+        reused, session, out = _resume_get(port, ctx, session)
+        assert not reused and out.endswith(b"v3")
+        reused, session, out = _resume_get(port, ctx, session)
+        assert reused and out.endswith(b"v3")
+    finally:
+        assert _stop(proc) == 0
+
+
 def test_broken_reload_keeps_serving(tmp_path, pki_dir):
     port = free_port()
     proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "old"))
