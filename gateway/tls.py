@@ -79,6 +79,7 @@ class HandshakeFailed:
     reason: str                       # a short code for logs: tls_error, client_cert_refused, ...
     detail: str
     identity: Identity | None = None
+    resumed: bool = False             # the refused handshake was resuming a session
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,106 @@ class PeerClosed:
 
 
 PEER_CLOSED = PeerClosed()
+
+
+# -- refusals as TLS alerts -------------------------------------------------------------------------
+# Alert descriptions (RFC 8446 6.2, RFC 5246 7.2.2).
+ALERT_HANDSHAKE_FAILURE = 40
+ALERT_BAD_CERTIFICATE = 42
+ALERT_UNSUPPORTED_CERTIFICATE = 43
+ALERT_CERTIFICATE_REVOKED = 44
+ALERT_CERTIFICATE_EXPIRED = 45
+ALERT_UNKNOWN_CA = 48
+ALERT_INTERNAL_ERROR = 80
+ALERT_CERTIFICATE_REQUIRED = 116
+
+_X509_V_OK = 0
+_X509_V_ERR_UNSPECIFIED = 1     # what OpenSSL 3+ records when a callback refuses without an error
+
+# The one table: verify status -> (the X509_V_ERR_* set in the store before the verify callback
+# refuses, the alert OpenSSL's ssl_x509err2alert() then sends). The alert column is what the
+# servername callback sends itself for a refused resumption, and what the tests check on the wire.
+# OpenSSL maps X509_V_ERR_CERT_NOT_YET_VALID to bad_certificate; RFC 8446 6.2 defines
+# certificate_expired as "expired or not currently valid", so a not-yet-valid certificate is
+# reported through X509_V_ERR_CERT_HAS_EXPIRED. A deny-listed serial is revoked by the operator:
+# certificate_revoked like a CRL hit. No certificate at all is refused by OpenSSL itself
+# (VERIFY_FAIL_IF_NO_PEER_CERT): certificate_required in TLS 1.3 (RFC 8446 4.4.2.4), and
+# handshake_failure in TLS 1.2, which has no better alert (RFC 5246 7.4.6).
+REFUSAL_ALERTS: dict[VerifyStatus, tuple[int, int]] = {
+    VerifyStatus.UNTRUSTED: (_lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, ALERT_UNKNOWN_CA),
+    VerifyStatus.MAX_CHAIN_DEPTH: (_lib.X509_V_ERR_CERT_CHAIN_TOO_LONG, ALERT_UNKNOWN_CA),
+    VerifyStatus.EXPIRED: (_lib.X509_V_ERR_CERT_HAS_EXPIRED, ALERT_CERTIFICATE_EXPIRED),
+    VerifyStatus.NOT_YET_VALID: (_lib.X509_V_ERR_CERT_HAS_EXPIRED, ALERT_CERTIFICATE_EXPIRED),
+    VerifyStatus.CRL_HIT: (_lib.X509_V_ERR_CERT_REVOKED, ALERT_CERTIFICATE_REVOKED),
+    VerifyStatus.REJECTED: (_lib.X509_V_ERR_CERT_REVOKED, ALERT_CERTIFICATE_REVOKED),
+    VerifyStatus.PURPOSE_INVALID: (_lib.X509_V_ERR_INVALID_PURPOSE, ALERT_UNSUPPORTED_CERTIFICATE),
+    VerifyStatus.TYPE_UNSUPPORTED: (_lib.X509_V_ERR_INVALID_PURPOSE, ALERT_UNSUPPORTED_CERTIFICATE),
+    VerifyStatus.INVALID: (_lib.X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),
+    VerifyStatus.MAX_SIZE: (_lib.X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),
+    VerifyStatus.NOT_FOUND: (_lib.X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),
+    VerifyStatus.UNMAPPED: (_X509_V_ERR_UNSPECIFIED, ALERT_INTERNAL_ERROR),
+}
+_UNMAPPED_REFUSAL = REFUSAL_ALERTS[VerifyStatus.UNMAPPED]
+
+_SSL_TLSEXT_ERR_OK = 0
+_SSL_TLSEXT_ERR_ALERT_FATAL = 2
+_Connection = SSL.Connection
+_STORE_SSL_IDX = _lib.SSL_get_ex_data_X509_STORE_CTX_idx()
+_store_ssl = _lib.X509_STORE_CTX_get_ex_data
+_store_set_error = _lib.X509_STORE_CTX_set_error
+_store_depth = _lib.X509_STORE_CTX_get_error_depth
+_store_cert = _lib.X509_STORE_CTX_get_current_cert
+_x509_up_ref = _lib.X509_up_ref
+_X509_from_ptr = crypto.X509._from_raw_x509_ptr
+
+
+def _current_cert_der(store) -> bytes:
+    x = _store_cert(store)
+    _x509_up_ref(x)
+    return _dump(_ASN1, _X509_from_ptr(x))
+
+
+@_ffi.callback("int(int, X509_STORE_CTX *)")
+def _c_verify(ok: int, store) -> int:
+    """OpenSSL's verify callback, installed with SSL_CTX_set_verify (not pyOpenSSL's wrapper, which
+    gives no access to the store and so cannot name a refusal: OpenSSL 3+ then records
+    X509_V_ERR_UNSPECIFIED and ssl_x509err2alert() turns it into internal_error). A refusal sets
+    the X509_V_ERR_* whose alert fits the verify status (REFUSAL_ALERTS). Nothing may cross the C
+    boundary: any exception is a refusal (internal_error)."""
+    try:
+        tc = _Connection._reverse_mapping[_store_ssl(store, _STORE_SSL_IDX)]._app_data
+        refused = tc._on_verify(store, _store_depth(store), ok)
+        if refused is None:
+            # accepted at the gateway's level: OpenSSL's own complaint (its store is empty) must not
+            # linger as the connection's verify result (pyOpenSSL's wrapper does the same)
+            _store_set_error(store, _X509_V_OK)
+            return 1
+        _store_set_error(store, REFUSAL_ALERTS.get(refused, _UNMAPPED_REFUSAL)[0])
+        return 0
+    except BaseException:   # noqa: BLE001 - fail closed
+        try:
+            _store_set_error(store, _X509_V_ERR_UNSPECIFIED)
+        except BaseException:   # noqa: BLE001
+            pass
+        return 0
+
+
+@_ffi.callback("int(SSL *, int *, void *)")
+def _c_client_hello(ssl, alert, arg) -> int:
+    """OpenSSL's servername callback, which it calls for every ClientHello, with or without SNI,
+    once the extensions are parsed (final_server_name): by then SSL_session_reused() says whether a
+    session resumes (TLS 1.2 ticket or session id: ssl_get_prev_session; TLS 1.3: the PSK, its
+    binder checked) and that session's peer certificate is readable. Returning ALERT_FATAL with
+    *alert set sends that alert before the ServerHello. Any exception refuses (internal_error)."""
+    try:
+        conn = _Connection._reverse_mapping[ssl]
+        return conn._app_data._on_client_hello(conn, alert)
+    except BaseException:   # noqa: BLE001 - fail closed
+        try:
+            alert[0] = ALERT_INTERNAL_ERROR
+        except BaseException:   # noqa: BLE001
+            pass
+        return _SSL_TLSEXT_ERR_ALERT_FATAL
 
 
 def _name_matches(pattern: str, name: str) -> bool:
@@ -139,8 +240,14 @@ class ListenerTLS:
                 else:
                     self._exact.setdefault(n, ctx)
         self.default_context = self._contexts[0]
-        if len(self._contexts) > 1:
-            self.default_context.set_tlsext_servername_callback(self._on_sni)
+        # the C callbacks these contexts call (module-level objects; kept here too so their
+        # lifetime visibly covers the contexts')
+        self._callbacks = (_c_verify, _c_client_hello)
+        # OpenSSL calls the servername callback of the context the SSL was made with (the
+        # default one); it does the SNI switch and the check of a resumed session. Every context
+        # of the listener has the same verify policy, so whatever the ClientHello says (or fails
+        # to say) never selects a weaker one.
+        _lib.SSL_CTX_set_tlsext_servername_callback(self.default_context._context, _c_client_hello)
 
     def _context(self, cert_path: str, key_path: str, sid: bytes, min_version: str, ciphers: str,
                  tickets: bool, timeout_s: int, advertise: bool) -> SSL.Context:
@@ -165,7 +272,9 @@ class ListenerTLS:
             flags = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
             if self.mtls == "verify":
                 flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-            ctx.set_verify(flags, _verify_callback)
+            # our own C-level callback (see _c_verify); pyOpenSSL's Context is told nothing, so its
+            # _verify_helper stays None and _tls_error skips it
+            _lib.SSL_CTX_set_verify(ctx._context, flags, _c_verify)
             # OpenSSL builds at most depth+2 certificates; leave room to report "too deep" ourselves
             ctx.set_verify_depth(self.max_chain_depth + 1)
             if advertise and self.store is not None:
@@ -176,18 +285,19 @@ class ListenerTLS:
         return ctx
 
     def _on_sni(self, conn: SSL.Connection) -> None:
-        try:
-            raw = conn.get_servername()
-            if not raw:
-                return
-            name = raw.decode("ascii", "replace").lower().rstrip(".")
-            ctx = self._exact.get(name)
-            if ctx is None:
-                ctx = self._wildcard.get(name.partition(".")[2])
-            if ctx is not None and ctx is not self.default_context:
-                conn.set_context(ctx)
-        except Exception:   # never let an exception cross the C callback; the default cert serves
-            pass
+        """Switch to the certificate the client's SNI names (an unknown or absent name: the
+        default one). Called from the servername callback, which catches what this raises."""
+        if len(self._contexts) == 1:
+            return
+        raw = conn.get_servername()
+        if not raw:
+            return
+        name = raw.decode("ascii", "replace").lower().rstrip(".")
+        ctx = self._exact.get(name)
+        if ctx is None:
+            ctx = self._wildcard.get(name.partition(".")[2])
+        if ctx is not None and ctx is not self.default_context:
+            conn.set_context(ctx)
 
     def connection(self) -> "TLSConnection":
         return TLSConnection(self)
@@ -196,14 +306,6 @@ class ListenerTLS:
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
     # Only http/1.1 is spoken; never pick h2 just because the client offers it.
     return _ALPN_HTTP11 if _ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
-
-
-def _verify_callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-    try:
-        tc = conn.get_app_data()
-        return tc._on_verify(cert, depth, ok)
-    except Exception:   # fail closed; nothing may cross the C boundary
-        return False
 
 
 # -- the byte pump -----------------------------------------------------------------------------------
@@ -427,7 +529,7 @@ class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
     __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
-                 "started", "handshake_s", "identity")
+                 "started", "handshake_s", "identity", "_resumed")
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -441,6 +543,7 @@ class TLSConnection:
         self._decision: bool | None = None
         self._verdict: Verdict | None = None
         self._called = False
+        self._resumed = False           # set by the servername callback
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity: Identity | None = None
@@ -451,32 +554,57 @@ class TLSConnection:
         self.state = new
 
     # -- the verify callback ---------------------------------------------------------------------
-    def _on_verify(self, cert: crypto.X509, depth: int, ok: int) -> bool:
+    def _on_verify(self, store, depth: int, ok: int) -> VerifyStatus | None:
+        """One call of OpenSSL's verify callback: None accepts, a status refuses (see _c_verify)."""
         self._called = True
         if self._decision is not None:
-            return self._decision
+            return None if self._decision else self._verdict.status
         tls = self._tls
         if tls.verifier is None:
             # passthrough: nothing is verified; the presented chain is read after the handshake
-            return True
+            return None
         chain = self._chain
         if depth >= len(chain):
             chain.extend([b""] * (depth + 1 - len(chain)))
         if not chain[depth]:
             # the top of an unanchored chain only ever gets an error call, so record on every call
-            chain[depth] = _dump(_ASN1, cert)
+            chain[depth] = _current_cert_der(store)
         if depth != 0 or not ok:
             # OpenSSL's opinion (its store is empty, so it always complains) is not the verdict.
             # The verdict comes at the final call, depth 0 with preverify ok: by then OpenSSL has
             # walked every certificate it could chain from what the client sent.
-            return True
-        return self._decide()
+            return None
+        return None if self._decide() else self._verdict.status
 
     def _decide(self) -> bool:
         verdict = self._tls.verifier.verify_der(tuple(d for d in self._chain if d))
         self._verdict = verdict
         self._decision = verdict.ok
         return verdict.ok
+
+    # -- the servername callback -------------------------------------------------------------------
+    def _on_client_hello(self, conn: SSL.Connection, alert) -> int:
+        """Every ClientHello: the SNI switch, then, when a session resumes, the verdict on it. A
+        resumed session whose client is no longer admitted (revoked since, expired, its CA gone) is
+        refused here, with the alert of its status, before the ServerHello: the client never gets
+        to send a request, nor a fresh ticket."""
+        tls = self._tls
+        tls._on_sni(conn)
+        if not _session_reused(conn._ssl):
+            return _SSL_TLSEXT_ERR_OK
+        self._resumed = True
+        if tls.verifier is None:
+            return _SSL_TLSEXT_ERR_OK
+        leaf = conn.get_peer_certificate()
+        if leaf is None:
+            # a session of an optional-mode client that sent no certificate: nothing to re-check
+            return _SSL_TLSEXT_ERR_OK
+        verdict = self._resumed_verdict(_dump(_ASN1, leaf))
+        self._verdict = verdict
+        if verdict.ok:
+            return _SSL_TLSEXT_ERR_OK
+        alert[0] = REFUSAL_ALERTS.get(verdict.status, _UNMAPPED_REFUSAL)[1]
+        return _SSL_TLSEXT_ERR_ALERT_FATAL
 
     # -- bytes in and out ----------------------------------------------------------------------------
     def receive(self, data: bytes) -> tuple[bytes, bytes, object]:
@@ -540,6 +668,8 @@ class TLSConnection:
     def _failure(self, exc: Exception) -> HandshakeFailed:
         v = self._verdict
         if v is not None and not v.ok:
+            if self._resumed:
+                return HandshakeFailed(v.status, "resumed_client_refused", v.detail, v.identity, True)
             return HandshakeFailed(v.status, "client_cert_refused", v.detail, v.identity)
         detail = _describe(exc)
         if "peer did not return a certificate" in detail:
@@ -569,12 +699,13 @@ class TLSConnection:
             elif verdict is None:
                 leaf = conn.get_peer_certificate()
                 if leaf is not None:
-                    # A resumed session: no certificate crossed this handshake. Find the identity
-                    # proved at the full handshake and check revocation again, now.
+                    # A resumed session the servername callback did not judge (it always does:
+                    # this is the fail-closed net). Find the identity proved at the full
+                    # handshake and check revocation again, now.
                     verdict = self._resumed_verdict(_dump(_ASN1, leaf))
                     if not verdict.ok:
                         return HandshakeFailed(verdict.status, "resumed_client_refused",
-                                               verdict.detail, verdict.identity)
+                                               verdict.detail, verdict.identity, True)
             if verdict is not None:
                 identity, status = verdict.identity, verdict.status
                 if self._called and tls.chain_store is not None and identity is not None:

@@ -12,8 +12,9 @@ import pytest
 
 from gateway import pki
 from gateway.identity import VerifyStatus
-from gateway.tls import HandshakeDone, HandshakeFailed, ListenerTLS
-from gateway.trust import TrustStore
+from gateway import tls as gtls
+from gateway.tls import REFUSAL_ALERTS, HandshakeDone, HandshakeFailed, ListenerTLS
+from gateway.trust import FAILURE_TTL_S, TrustStore, Verdict
 
 pytestmark = pytest.mark.usefixtures("trust_impl")
 
@@ -120,15 +121,94 @@ def test_verify_without_cert_is_refused(files, ca, tmp_path, version):
     assert plain == b""
 
 
+# the reason Python's ssl (OpenSSL 3.0) gives for each alert it receives
+ALERT_REASONS = {
+    40: "SSLV3_ALERT_HANDSHAKE_FAILURE", 42: "SSLV3_ALERT_BAD_CERTIFICATE",
+    43: "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE", 44: "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    45: "SSLV3_ALERT_CERTIFICATE_EXPIRED", 48: "TLSV1_ALERT_UNKNOWN_CA", 80: "TLSV1_ALERT_INTERNAL_ERROR",
+    116: "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+}
+# what each refusal must look like on the wire (the table in gateway.tls must say the same)
+EXPECTED_ALERT = {
+    VerifyStatus.UNTRUSTED: "TLSV1_ALERT_UNKNOWN_CA",
+    VerifyStatus.MAX_CHAIN_DEPTH: "TLSV1_ALERT_UNKNOWN_CA",
+    VerifyStatus.EXPIRED: "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    VerifyStatus.NOT_YET_VALID: "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    VerifyStatus.CRL_HIT: "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    VerifyStatus.REJECTED: "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    VerifyStatus.PURPOSE_INVALID: "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    VerifyStatus.TYPE_UNSUPPORTED: "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    VerifyStatus.INVALID: "SSLV3_ALERT_BAD_CERTIFICATE",
+    VerifyStatus.MAX_SIZE: "SSLV3_ALERT_BAD_CERTIFICATE",
+    VerifyStatus.NOT_FOUND: "SSLV3_ALERT_BAD_CERTIFICATE",
+    VerifyStatus.UNMAPPED: "TLSV1_ALERT_INTERNAL_ERROR",
+}
+VERSIONS = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+
+
 def _refused(files, ca, tmp_path, client, expect, **kw):
     listener = _listener(files, ca, **kw)
-    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    for version in VERSIONS:
         server, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, client, version=version))
         assert [type(e) for e in events] == [HandshakeFailed], (version, events)
         assert events[0].status is expect, (version, events[0])
+        assert not events[0].resumed
         assert plain == b""
-        if version is ssl.TLSVersion.TLSv1_2:
-            assert err is not None     # the client sees the alert inside its handshake
+        # the client is told why, in the alert (TLS 1.3: right after its own Finished)
+        assert isinstance(err, ssl.SSLError), (version, err)
+        assert err.reason == EXPECTED_ALERT[expect], (version, expect, err.reason)
+
+
+class _ForcedVerifier:
+    """A verifier whose verdict is given (Verifier has slots: its methods cannot be patched)."""
+
+    def __init__(self, verify_der):
+        self.verify_der = verify_der
+
+
+def test_refusal_table_covers_every_failure_status():
+    refusals = {s for s in VerifyStatus if s.value.startswith("Failed:")}
+    assert set(REFUSAL_ALERTS) == refusals == set(EXPECTED_ALERT)
+    for status, (_, alert) in REFUSAL_ALERTS.items():
+        assert ALERT_REASONS[alert] == EXPECTED_ALERT[status], status
+
+
+@pytest.mark.parametrize("status", sorted(REFUSAL_ALERTS, key=lambda s: s.value))
+@pytest.mark.parametrize("version", VERSIONS)
+def test_each_refusal_status_sends_its_alert(files, ca, tmp_path, monkeypatch, status, version):
+    """Whatever the verdict's status, the X509 error set in the verify callback makes OpenSSL send
+    the alert of the table (ssl_x509err2alert), never a blanket internal_error."""
+    _, inter, _ = ca
+    listener = _listener(files, ca)
+    listener.verifier = _ForcedVerifier(lambda chain, now=None: Verdict(status, None, 0.0, "forced"))
+    _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, pki.make_client(inter, "z"),
+                                                               version=version))
+    assert [type(e) for e in events] == [HandshakeFailed]
+    assert events[0].status is status and events[0].reason == "client_cert_refused"
+    assert isinstance(err, ssl.SSLError) and err.reason == EXPECTED_ALERT[status], err
+    assert plain == b""
+
+
+def test_an_exception_in_the_verifier_refuses_with_internal_error(files, ca, tmp_path, monkeypatch):
+    _, inter, _ = ca
+    listener = _listener(files, ca)
+
+    def boom(chain, now=None):
+        raise RuntimeError("verifier bug")
+    listener.verifier = _ForcedVerifier(boom)
+    _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, pki.make_client(inter, "z")))
+    assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
+    assert err.reason == "TLSV1_ALERT_INTERNAL_ERROR"
+
+
+@pytest.mark.parametrize("version,reason", [(ssl.TLSVersion.TLSv1_2, "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+                                            (ssl.TLSVersion.TLSv1_3, "TLSV13_ALERT_CERTIFICATE_REQUIRED")])
+def test_no_certificate_alert(files, ca, tmp_path, version, reason):
+    """OpenSSL refuses a missing certificate itself (VERIFY_FAIL_IF_NO_PEER_CERT): TLS 1.3 has
+    certificate_required (RFC 8446 4.4.2.4); TLS 1.2 has none and gets handshake_failure."""
+    _, _, events, _, err = handshake(_listener(files, ca), _client_ctx(files, tmp_path, version=version))
+    assert events[0].status is VerifyStatus.NOT_FOUND
+    assert err.reason == reason
 
 
 def test_untrusted_same_subject_other_ca(files, ca, tmp_path):
@@ -220,9 +300,37 @@ def test_resumption_keeps_identity_and_rechecks_revocation(files, ca, tmp_path, 
     # revoke: the same session must now be refused on resumption, before any byte is delivered
     verifier = listener.verifier
     verifier.store.deny_serials = frozenset([client.cert.serial_number])
-    _, c3, events, plain, _ = handshake(listener, ctx, session=session)
+    _, c3, events, plain, err = handshake(listener, ctx, session=session)
     assert isinstance(events[0], HandshakeFailed) and events[0].status is VerifyStatus.REJECTED
+    assert events[0].resumed and events[0].reason == "resumed_client_refused"
     assert plain == b""
+    # refused inside the handshake, with the alert of the status, before the ServerHello: the
+    # client neither completes the handshake nor gets a new ticket
+    assert isinstance(err, ssl.SSLError) and err.reason == "SSLV3_ALERT_CERTIFICATE_REVOKED", err
+    assert not c3.session_reused
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_resumption_refused_by_crl_and_when_expired(files, ca, tmp_path, version, monkeypatch):
+    root, inter, _ = ca
+    client = pki.make_client(inter, "erin")
+    listener = _listener(files, ca)
+    ctx = _client_ctx(files, tmp_path, client, version=version)
+    _, c1, events, _, _ = handshake(listener, ctx)
+    assert events[0].status is VerifyStatus.SUCCESS
+    listener.verifier.store.update_revocation(crls=[pki.make_crl(inter, [client.cert.serial_number])])
+    _, c2, events, plain, err = handshake(listener, ctx, session=c1.session)
+    assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
+    assert events[0].status is VerifyStatus.CRL_HIT and events[0].resumed
+    assert err.reason == "SSLV3_ALERT_CERTIFICATE_REVOKED"
+    # a session whose certificate expired since: certificate_expired
+    listener.verifier.store.update_revocation(crls=[])
+    import time as _time
+    later = _time.time() + 10 * 365 * 86400
+    monkeypatch.setattr(gtls.time, "time", lambda: later)
+    _, c3, events, plain, err = handshake(listener, ctx, session=c1.session)
+    assert events[0].status is VerifyStatus.EXPIRED and events[0].resumed
+    assert err.reason == "SSLV3_ALERT_CERTIFICATE_EXPIRED"
 
 
 def test_old_protocols_refused(files, ca, tmp_path):
