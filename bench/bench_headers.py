@@ -116,6 +116,23 @@ def test_encode_request_head_pure(benchmark):
          b"Content-Length: 348\r\n")
 
 
+# A listener with `strip_request_headers` globs: the one case where the native encoder calls back
+# into Python (the compiled glob matcher) for each kept header.
+GLOB_POLICY = headers.HeaderPolicy("drop", ("x-internal-*", "x-debug-*"))
+
+
+@NATIVE_REQUIRED
+def test_encode_request_head_native_globs(benchmark):
+    _run(benchmark, "head-native-globs", headers.NATIVE.encode_request_head, b"POST", b"/v1/orders",
+         REQUEST_HEADERS, IDENTITY_LINES, b"203.0.113.7", 51234, 443, frozenset(),
+         b"Content-Length: 348\r\n", GLOB_POLICY)
+
+
+def test_screen_request(benchmark):
+    _run(benchmark, "screen", headers.screen_request, headers.DEFAULT_POLICY, REQUEST_HEADERS,
+         frozenset({b"keep-alive"}))
+
+
 def test_ratios(capsys):
     """Print the ratios of median times; the native ALB quoting must beat urllib by 10x."""
     if not _medians:
@@ -133,6 +150,9 @@ def test_ratios(capsys):
     ratio("ALB quote   pure vs urllib.parse.quote", "alb-urllib", "alb-pure")
     ratio("Envoy quote native vs pure", "envoy-pure", "envoy-native")
     ratio("request head native vs pure", "head-pure", "head-native")
+    ratio("request head native, globs vs none", "head-native-globs", "head-native")
+    if "screen" in m:
+        lines.append(f"screen_request, common case: {m['screen'] * 1e9:.0f} ns")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     if "alb-native" in m:

@@ -1,12 +1,16 @@
 """Types of the native twin of gateway.headers (built from native/headers.pyx)."""
 from collections.abc import Sequence
 
+from gateway.headers import HeaderPolicy
+
 DROPPED_NAMES: tuple[bytes, ...]
+DROPPED_PREFIXES: tuple[bytes, ...]
 FOLDED_NAME: bytes
 
 def quote_pem_alb(pem: bytes) -> bytes: ...
 def quote_pem_envoy(pem: bytes) -> bytes: ...
 def sf_binary(der: bytes) -> bytes: ...
+def first_underscore(headers: Sequence[tuple[bytes, bytes]]) -> int: ...
 def encode_request_head(
     method: bytes,
     target: bytes,
@@ -17,4 +21,5 @@ def encode_request_head(
     listener_port: int,
     connection_tokens: frozenset[bytes] = ...,
     framing: bytes = ...,
+    policy: HeaderPolicy | None = ...,
 ) -> bytes: ...

@@ -72,7 +72,9 @@ from gateway.errors import NativeUnavailable
 from gateway.identity import Identity, rfc2253, serial_hex  # noqa: F401  (rfc2253 re-exported)
 
 __all__ = [
-    "STYLES", "IDENTITY_HEADER_NAMES", "FORWARDED_OVERWRITE", "HOP_BY_HOP",
+    "STYLES", "IDENTITY_HEADER_NAMES", "FORWARDED_OVERWRITE", "HOP_BY_HOP", "DROPPED_NAMES",
+    "DROPPED_PREFIXES", "THIRD_PARTY_CERT_HEADERS", "MANAGED_NAMES", "CONNECTION_PROTECTED",
+    "HeaderPolicy", "Screening", "screen_request", "fold_name",
     "quote_pem_alb", "quote_pem_envoy", "sf_binary", "identity_block", "encode_request_head",
     "set_native", "native_mode", "rfc2253", "pem", "PYTHON", "NATIVE",
 ]
@@ -100,10 +102,218 @@ HOP_BY_HOP: frozenset[bytes] = frozenset({
     b"upgrade",
 })
 _XFF = b"x-forwarded-for"
-# Everything encode_request_head drops by name. Content-Length is dropped because the caller
-# re-frames the body and passes its own framing line.
-DROPPED_NAMES: frozenset[bytes] = (IDENTITY_HEADER_NAMES | HOP_BY_HOP | FORWARDED_OVERWRITE
-                                   | {b"content-length"})
+
+# Client-certificate headers that other proxies write, and that a backend moved behind this gateway
+# may still trust. The gateway never sets them, so a client's copy can only be a forgery: they are
+# stripped from every request in every spelling, whatever `underscore_headers` says. A trailing `*`
+# is a prefix pattern. Names are written folded (lower case, `-` for `_`): `ssl-client-*` also
+# catches Apache's `SSL_CLIENT_S_DN`.
+THIRD_PARTY_CERT_HEADERS: tuple[bytes, ...] = (
+    # Apache mod_ssl variables (SSL_CLIENT_S_DN, SSL_CLIENT_CERT, SSL_CLIENT_VERIFY, ...) passed
+    # on with `RequestHeader set SSL_CLIENT_CERT "%{SSL_CLIENT_CERT}s"`; ingress-nginx
+    # (auth-tls-pass-certificate-to-upstream) sends ssl-client-cert, ssl-client-verify,
+    # ssl-client-subject-dn, ssl-client-issuer-dn; Keycloak's x509 lookup providers read
+    # SSL_CLIENT_CERT / ssl-client-cert; Tomcat's SSLValve reads ssl_client_cert.
+    b"ssl-client-*",
+    # Tomcat SSLValve's other defaults: ssl_cipher, ssl_cipher_usekeysize, ssl_session_id.
+    b"ssl-cipher*",
+    b"ssl-session-id",
+    # nginx configurations (`proxy_set_header X-SSL-Client-S-DN $ssl_client_s_dn`, X-SSL-Cert
+    # from $ssl_client_escaped_cert) and HAProxy's configuration manual examples (X-SSL from
+    # ssl_fc, X-SSL-Client-Verify, -DN, -CN, -NotBefore, -NotAfter, X-SSL-Issuer).
+    b"x-ssl",
+    b"x-ssl-*",
+    # Traefik's PassTLSClientCert middleware: X-Forwarded-Tls-Client-Cert and
+    # X-Forwarded-Tls-Client-Cert-Info.
+    b"x-forwarded-tls-client-cert*",
+    # Azure App Service: X-ARR-ClientCert (base64 leaf), X-ARR-SSL (set when TLS was terminated).
+    b"x-arr-clientcert",
+    b"x-arr-ssl",
+    # Google Cloud Application Load Balancer mTLS custom headers, as its documentation names them:
+    # X-Client-Cert-Present, -Chain-Verified, -Error, -Hash, -Serial-Number, -SPIFFE, -URI-SANs,
+    # -DNSName-SANs, -Valid-Not-Before, -Valid-Not-After (also -Leaf, -Chain); and the generic
+    # X-Client-Cert / X-Client-Certificate of nginx, Kong and CloudFront's rename examples.
+    b"x-client-cert*",
+    # nginx's `proxy_set_header X-Client-Verify $ssl_client_verify` / `X-Client-DN $ssl_client_s_dn`.
+    b"x-client-verify",
+    b"x-client-dn",
+    # Cloudflare Access "forward a client certificate": Cf-Client-Cert-Der-Base64, -Sha256.
+    b"cf-client-cert-*",
+    # CloudFront viewer mTLS ("Viewer mTLS headers for cache policies and forwarded to origin"):
+    # CloudFront-Viewer-Cert-Serial-Number, -Issuer, -Subject, -Present, -Sha256, -Validity, -Pem.
+    b"cloudfront-viewer-cert-*",
+)
+# Everything encode_request_head drops by exact (folded) name. Content-Length is dropped because the
+# caller re-frames the body and passes its own framing line.
+DROPPED_NAMES: frozenset[bytes] = (
+    IDENTITY_HEADER_NAMES | HOP_BY_HOP | FORWARDED_OVERWRITE | {b"content-length"}
+    | {p for p in THIRD_PARTY_CERT_HEADERS if not p.endswith(b"*")})
+# ... and by (folded) prefix.
+DROPPED_PREFIXES: tuple[bytes, ...] = tuple(sorted(
+    p[:-1] for p in THIRD_PARTY_CERT_HEADERS if p.endswith(b"*")))
+# Every name the gateway manages: each is stripped (or, X-Forwarded-For in its exact spelling,
+# folded) in every spelling, whatever the listener's `underscore_headers`.
+MANAGED_NAMES: frozenset[bytes] = DROPPED_NAMES | {_XFF}
+# Headers the gateway itself writes (or routes on): a Connection option naming one of them is
+# refused with 400, never honoured. Honouring it is the hop-by-hop abuse that let a client strip a
+# proxy's own X-Forwarded-* or identity headers (Traefik CVE-2024-45410; Apache CVE-2022-31813 and
+# the "hop-by-hop header abuse" write-ups). Host is here because HTTP/1.1 requires it
+# (RFC 9112 section 3.2) and the rules matched on it; the framing names because the gateway frames
+# the body itself. Other hop-by-hop names (keep-alive, upgrade, te, close) are ordinary options.
+CONNECTION_PROTECTED: frozenset[bytes] = (
+    IDENTITY_HEADER_NAMES | FORWARDED_OVERWRITE
+    | {_XFF, b"content-length", b"transfer-encoding", b"host"})
+
+UNDERSCORE_MODES = ("drop", "reject", "keep")
+_DROP, _KEEP, _FOLD = 1, 0, 2
+
+
+def fold_name(name: bytes) -> bytes:
+    """A header name as backends compare it: ASCII case ignored, `_` the same as `-`.
+
+    CGI (RFC 3875 section 4.1.18), WSGI (PEP 3333, wsgiref), PHP and Rack all turn a header name
+    into ``HTTP_`` + upper case with `-` replaced by `_`, so `X_Foo`, `x-foo` and `X-FOO` reach the
+    application as one variable. This returns the lower-case, `-` form of that same key.
+    """
+    return name.lower().replace(b"_", b"-")
+
+
+def _glob_matcher(globs: tuple[str, ...]) -> Callable[[bytes], object] | None:
+    """One compiled pattern for the listener's `strip_request_headers`, over names as sent.
+
+    Each `-` or `_` of a glob matches either byte and letters match either case, so the pattern
+    compares names exactly as `fold_name` does without building the folded name; `*` is any run
+    of bytes (possibly empty).
+    """
+    if not globs:
+        return None
+    parts = []
+    for glob in globs:
+        folded = glob.encode("ascii").lower().replace(b"_", b"-")
+        pieces = []
+        for literal in folded.split(b"*"):
+            pieces.append(b"[-_]".join(re.escape(chunk) for chunk in literal.split(b"-")))
+        parts.append(b".*".join(pieces))
+    return re.compile(b"(?:" + b"|".join(parts) + b")", re.IGNORECASE | re.DOTALL).fullmatch
+
+
+class HeaderPolicy:
+    """A listener's request-header screening, built once at load; immutable.
+
+    `underscore` decides what happens to header names containing `_` that are not managed names:
+    "drop" (nginx's default `underscores_in_headers off`: silently not forwarded), "reject" (400) or
+    "keep" (forwarded). Managed names (`MANAGED_NAMES`, `THIRD_PARTY_CERT_HEADERS`) and the listener's
+    `strip` globs are stripped in every spelling whatever it says. Why underscores at all: a backend
+    that builds CGI-style variables reads `X_Amzn_Mtls_Clientcert_Subject` as the very variable the
+    gateway's `X-Amzn-Mtls-Clientcert-Subject` fills (oauth2-proxy's CVE-2025-64484 was exactly this
+    with its X-Forwarded-* identity headers; nginx and Apache 2.4 drop such names by default).
+    """
+
+    __slots__ = ("underscore", "strip", "keep_underscore", "match")
+
+    def __init__(self, underscore: str = "drop", strip: tuple[str, ...] = ()) -> None:
+        if underscore not in UNDERSCORE_MODES:
+            raise ValueError(f"underscore must be one of {UNDERSCORE_MODES}, not {underscore!r}")
+        strip = tuple(g.lower() for g in strip)
+        setattr_ = object.__setattr__
+        setattr_(self, "underscore", underscore)
+        setattr_(self, "strip", strip)
+        # the two values the encoders read per call
+        setattr_(self, "keep_underscore", underscore == "keep")
+        setattr_(self, "match", _glob_matcher(strip))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("HeaderPolicy is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("HeaderPolicy is immutable")
+
+    def __eq__(self, other):
+        if type(other) is not HeaderPolicy:
+            return NotImplemented
+        return self.underscore == other.underscore and self.strip == other.strip
+
+    def __hash__(self):
+        return hash((self.underscore, self.strip))
+
+    def __repr__(self):
+        return f"HeaderPolicy(underscore={self.underscore!r}, strip={self.strip!r})"
+
+    def strips(self, name: bytes) -> bool:
+        """Whether `name` is stripped in every mode: a managed name or a `strip` glob, any spelling."""
+        folded = fold_name(name)
+        return (folded in MANAGED_NAMES or folded.startswith(DROPPED_PREFIXES)
+                or (self.match is not None and self.match(name) is not None))
+
+
+DEFAULT_POLICY = HeaderPolicy()
+
+
+class Screening(NamedTuple):
+    """What `screen_request` found: refuse (400) with a reason code, or forward and log once."""
+    refuse: bool
+    reason: str
+    message: str
+    names: tuple[bytes, ...]
+
+
+_PROTECTED_TOKEN: dict[bytes, bool] = {}       # Connection option -> names a protected header
+
+
+def screen_request(policy: HeaderPolicy, headers: list[tuple[bytes, bytes]],
+                   connection_tokens: frozenset[bytes]) -> Screening | None:
+    """Decide, once per request before routing, whether its header names refuse or need a log line.
+
+    None in the common case (no name with `_`, no Connection option naming a gateway-set header),
+    without allocating. Otherwise:
+
+    * a Connection option naming a `CONNECTION_PROTECTED` header in any spelling:
+      refuse, ``connection_names_managed_header``;
+    * `underscore = "reject"` and a name with `_` that is not stripped anyway:
+      refuse, ``underscore_header_rejected``;
+    * names with `_` that the encoder will drop: forward, log once with the names. The reason is
+      ``managed_header_spelling_dropped`` when one of them is a managed or listed name in another
+      spelling (a forgery attempt worth an operator's eye), else ``underscore_headers_dropped``.
+
+    The encoder drops the same names itself whatever this returns; this only decides the answer
+    and the log line.
+    """
+    if connection_tokens:
+        bad = None
+        for t in connection_tokens:
+            hit = _PROTECTED_TOKEN.get(t)
+            if hit is None:
+                hit = fold_name(t) in CONNECTION_PROTECTED
+                if len(_PROTECTED_TOKEN) < 256:     # keep-alive, close, upgrade, te: seen again
+                    _PROTECTED_TOKEN[t] = hit
+            if hit:
+                bad = [t] if bad is None else bad + [t]
+        if bad is not None:
+            return Screening(True, "connection_names_managed_header",
+                             "a Connection option names a header the gateway sets",
+                             tuple(sorted(bad)))
+    start = first_underscore(headers)      # the module's choice of twin, set by set_native
+    if start < 0:
+        return None
+    managed: list[bytes] = []
+    other: list[bytes] = []
+    for i in range(start, len(headers)):
+        name = headers[i][0]
+        if b"_" not in name or name in managed or name in other:
+            continue
+        (managed if policy.strips(name) else other).append(name)
+    if other and policy.underscore == "reject":
+        return Screening(True, "underscore_header_rejected",
+                         "request header names with '_' are refused on this listener", tuple(other))
+    dropped = managed + other if policy.underscore == "drop" else managed
+    if not dropped:
+        return None
+    if managed:
+        return Screening(False, "managed_header_spelling_dropped",
+                         "header names the gateway manages, spelled with '_', dropped",
+                         tuple(dropped))
+    return Screening(False, "underscore_headers_dropped", "request header names with '_' dropped",
+                     tuple(dropped))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,32 +348,57 @@ def _py_sf_binary(der: bytes, _b64=binascii.b2a_base64) -> bytes:
     return b":" + _b64(der, newline=False) + b":"
 
 
+def _token_filter(connection_tokens: frozenset[bytes]) -> frozenset[bytes] | None:
+    """The Connection options, folded, that can still name a kept header (managed ones cannot)."""
+    out = frozenset(f for f in (fold_name(t) for t in connection_tokens)
+                    if f not in MANAGED_NAMES and not f.startswith(DROPPED_PREFIXES))
+    return out or None
+
+
 def _py_encode_request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                             identity_lines: bytes, client_ip: bytes, client_port: int,
                             listener_port: int, connection_tokens: frozenset[bytes] = frozenset(),
-                            framing: bytes = b"") -> bytes:
+                            framing: bytes = b"", policy: HeaderPolicy | None = None) -> bytes:
     """Build the upstream request head in one pass over the client's headers.
 
-    `client_port` is accepted for symmetry with the connection record; ALB sends no header with the
-    client's port, so neither do we. `connection_tokens` are the Connection header's options
-    (RFC 9110 section 7.6.1); headers they name are dropped. `framing` (for example
+    Every name is compared as backends compare it (`fold_name`): a managed name is dropped in any
+    spelling, and only the exact spelling ``X-Forwarded-For`` (any case) is folded into the
+    gateway's own; `X_Forwarded_For` is dropped. Other names with `_` are dropped unless `policy`
+    keeps them; names matching the policy's `strip` globs are dropped. `client_port` is accepted
+    for symmetry with the connection record; ALB sends no header with the client's port, so neither
+    do we. `connection_tokens` are the Connection header's options (RFC 9110 section 7.6.1);
+    headers they name are dropped, compared the same way, but they never change what happens to a
+    managed name (`screen_request` refuses such a request first). `framing` (for example
     ``b"Content-Length: 5\\r\\n"``) goes last, just before the blank line.
     """
-    drop = DROPPED_NAMES
-    if connection_tokens:
-        drop = drop | {t.lower() for t in connection_tokens}
+    if policy is None:
+        policy = DEFAULT_POLICY
+    tokens = _token_filter(connection_tokens) if connection_tokens else None
+    keep_underscore = policy.keep_underscore
+    match = policy.match
+    dropped = DROPPED_NAMES
+    prefixes = DROPPED_PREFIXES
     # Fast path: no per-header byte checks; one check over everything kept afterwards decides
     # whether any name or value carried CR, LF or NUL (each kept line adds exactly one CRLF).
     lines: list[bytes] = []
     xff: list[bytes] = []
     for name, value in headers:
         lname = name.lower()
-        if lname in drop or not name:
+        if b"_" in lname:
+            lname = lname.replace(b"_", b"-")
+            if (not keep_underscore or lname in dropped or lname == _XFF
+                    or lname.startswith(prefixes)):
+                continue
+        elif lname in dropped or lname.startswith(prefixes) or not name:
             continue
-        if lname == _XFF:
+        elif lname == _XFF:
             value = value.strip(b" \t")
             if value:
                 xff.append(value)
+            continue
+        if match is not None and match(name) is not None:
+            continue
+        if tokens is not None and lname in tokens:
             continue
         lines += (name, b": ", value, b"\r\n")
     kept = b"".join(lines)
@@ -171,7 +406,7 @@ def _py_encode_request_head(method: bytes, target: bytes, headers: list[tuple[by
     n = len(lines) >> 2
     if (kept.count(b"\r") != n or kept.count(b"\n") != n or b"\0" in kept
             or b"\r" in folded or b"\n" in folded or b"\0" in folded):
-        kept, folded = _strict_headers(headers, drop)
+        kept, folded = _strict_headers(headers, policy, tokens)
     if client_ip:
         folded = folded + b", " + client_ip if folded else client_ip
     return b"".join((
@@ -185,18 +420,38 @@ def _py_encode_request_head(method: bytes, target: bytes, headers: list[tuple[by
     ))
 
 
-def _strict_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> tuple[bytes, bytes]:
+def _kind(name: bytes, policy: HeaderPolicy, tokens: frozenset[bytes] | None) -> int:
+    """_KEEP, _DROP or _FOLD for one client header name (the fast loop above, spelled out)."""
+    if not name:
+        return _DROP
+    folded = fold_name(name)
+    underscore = b"_" in name
+    if folded in DROPPED_NAMES or folded.startswith(DROPPED_PREFIXES):
+        return _DROP
+    if folded == _XFF:
+        return _DROP if underscore else _FOLD
+    if underscore and not policy.keep_underscore:
+        return _DROP
+    if policy.match is not None and policy.match(name) is not None:
+        return _DROP
+    if tokens is not None and folded in tokens:
+        return _DROP
+    return _KEEP
+
+
+def _strict_headers(headers: list[tuple[bytes, bytes]], policy: HeaderPolicy,
+                    tokens: frozenset[bytes] | None) -> tuple[bytes, bytes]:
     """The slow path: the same filter, dropping any header whose name or value has CR, LF or NUL."""
     lines: list[bytes] = []
     xff: list[bytes] = []
     for name, value in headers:
-        lname = name.lower()
-        if lname in drop or not name:
+        kind = _kind(name, policy, tokens)
+        if kind == _DROP:
             continue
         if (b"\r" in name or b"\n" in name or b"\0" in name
                 or b"\r" in value or b"\n" in value or b"\0" in value):
             continue
-        if lname == _XFF:
+        if kind == _FOLD:
             value = value.strip(b" \t")
             if value:
                 xff.append(value)
@@ -205,23 +460,34 @@ def _strict_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) 
     return b"".join(lines), b", ".join(xff)
 
 
+def _py_first_underscore(headers: list[tuple[bytes, bytes]]) -> int:
+    """Index of the first header whose name contains `_`, or -1 (screen_request's fast path)."""
+    i = 0
+    for name, _value in headers:
+        if b"_" in name:
+            return i
+        i += 1
+    return -1
+
+
 class Implementation(NamedTuple):
     name: str
     quote_pem_alb: Callable[[bytes], bytes]
     quote_pem_envoy: Callable[[bytes], bytes]
     sf_binary: Callable[[bytes], bytes]
     encode_request_head: Callable[..., bytes]
+    first_underscore: Callable[[list[tuple[bytes, bytes]]], int]
 
 
 PYTHON = Implementation("python", _py_quote_pem_alb, _py_quote_pem_envoy, _py_sf_binary,
-                        _py_encode_request_head)
+                        _py_encode_request_head, _py_first_underscore)
 
 
 def _load_native() -> Implementation | None:
     try:
         from gateway import _headers_c as c
         return Implementation("native", c.quote_pem_alb, c.quote_pem_envoy, c.sf_binary,
-                              c.encode_request_head)
+                              c.encode_request_head, c.first_underscore)
     except (ImportError, AttributeError):
         # AttributeError: a stale build of the extension without these functions.
         return None
@@ -234,6 +500,7 @@ quote_pem_alb = PYTHON.quote_pem_alb
 quote_pem_envoy = PYTHON.quote_pem_envoy
 sf_binary = PYTHON.sf_binary
 encode_request_head = PYTHON.encode_request_head
+first_underscore = PYTHON.first_underscore
 native_mode = "python"
 
 
@@ -242,7 +509,8 @@ def set_native(mode: str) -> str:
 
     ``"on"`` without an importable extension raises NativeUnavailable (the operator asked for it).
     """
-    global quote_pem_alb, quote_pem_envoy, sf_binary, encode_request_head, native_mode
+    global quote_pem_alb, quote_pem_envoy, sf_binary, encode_request_head, first_underscore
+    global native_mode
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
     if mode == "on" and NATIVE is None:
@@ -253,6 +521,7 @@ def set_native(mode: str) -> str:
     quote_pem_envoy = impl.quote_pem_envoy
     sf_binary = impl.sf_binary
     encode_request_head = impl.encode_request_head
+    first_underscore = impl.first_underscore
     native_mode = impl.name
     return impl.name
 

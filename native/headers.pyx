@@ -4,8 +4,10 @@
 How this works: every function sizes its output exactly in a first pass, allocates the result once
 with PyBytes_FromStringAndSize(NULL, n), and fills it in a second pass. Byte classes come from
 256-entry tables built at import; no Python object is created per byte. encode_request_head
-classifies each header name against a static table of lower-case names (length first, then a
-case-folding compare), so only a Connection header naming extra fields costs a Python lookup.
+classifies each header name against static tables of folded names and prefixes (length first, then
+a compare through NAME_FOLD, which lower-cases and maps `_` to `-`: the way CGI/WSGI backends compare
+names), so only a Connection header naming extra fields, or a listener with `strip_request_headers`
+globs, costs a Python call per kept header.
 gateway/headers.py holds the pure twins and the description of every format; the unit suite proves
 the two byte-identical.
 """
@@ -13,7 +15,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
 
 cdef extern from "Python.h":
     int PyBytes_CheckExact(object o)
@@ -23,12 +25,15 @@ cdef extern from "Python.h":
 cdef unsigned char ALB_SAFE[256]
 cdef unsigned char ENVOY_SAFE[256]
 cdef unsigned char LOWER[256]
+cdef unsigned char NAME_FOLD[256]       # LOWER, and '_' -> '-'
 cdef unsigned char LINE_BREAKING[256]   # CR, LF, NUL: never copied into a header line
 cdef const char *HEX = b"0123456789ABCDEF"
 cdef const char *B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
-# Header names encode_request_head drops (lower case), and the one it folds. Must equal
-# gateway.headers.DROPPED_NAMES; a unit test compares them.
+# Header names encode_request_head drops (folded: lower case, '-' for '_'), the prefixes it drops,
+# and the one it folds. Must equal gateway.headers.DROPPED_NAMES and DROPPED_PREFIXES (the identity
+# styles, hop-by-hop, the X-Forwarded-* it owns, Content-Length, THIRD_PARTY_CERT_HEADERS); a unit
+# test compares them.
 DROPPED_NAMES = (
     b"x-amzn-mtls-clientcert", b"x-amzn-mtls-clientcert-serial-number",
     b"x-amzn-mtls-clientcert-issuer", b"x-amzn-mtls-clientcert-subject",
@@ -38,17 +43,27 @@ DROPPED_NAMES = (
     b"upgrade",
     b"x-forwarded-proto", b"x-forwarded-port",
     b"content-length",
+    b"ssl-session-id", b"x-ssl", b"x-arr-clientcert", b"x-arr-ssl", b"x-client-verify",
+    b"x-client-dn",
+)
+DROPPED_PREFIXES = (
+    b"cf-client-cert-", b"cloudfront-viewer-cert-", b"ssl-cipher", b"ssl-client-",
+    b"x-client-cert", b"x-forwarded-tls-client-cert", b"x-ssl-",
 )
 FOLDED_NAME = b"x-forwarded-for"
 
 cdef enum:
-    MAX_NAMES = 32
+    MAX_NAMES = 64
+    MAX_PREFIXES = 32
 
 cdef const char *NAME_PTR[MAX_NAMES]
 cdef Py_ssize_t NAME_LEN[MAX_NAMES]
 cdef unsigned char NAME_KIND[MAX_NAMES]
 cdef int NAME_COUNT = 0
 cdef tuple _NAME_KEEPALIVE          # the bytes objects NAME_PTR points into
+cdef const char *PREFIX_PTR[MAX_PREFIXES]
+cdef Py_ssize_t PREFIX_LEN[MAX_PREFIXES]
+cdef int PREFIX_COUNT = 0
 
 cdef enum:
     KEEP = 0
@@ -64,12 +79,13 @@ cdef void _set_safe(unsigned char *table, const char *chars):
 
 
 cdef void _init_tables():
-    global NAME_COUNT, _NAME_KEEPALIVE
+    global NAME_COUNT, PREFIX_COUNT, _NAME_KEEPALIVE
     cdef int i
     for i in range(256):
         ALB_SAFE[i] = 0
         ENVOY_SAFE[i] = 0
         LOWER[i] = <unsigned char>(i + 32 if 65 <= i <= 90 else i)
+        NAME_FOLD[i] = LOWER[i]
         LINE_BREAKING[i] = 0
     alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     _set_safe(ALB_SAFE, alnum)
@@ -79,9 +95,17 @@ cdef void _init_tables():
     LINE_BREAKING[13] = 1
     LINE_BREAKING[10] = 1
     LINE_BREAKING[0] = 1
-    _NAME_KEEPALIVE = DROPPED_NAMES + (FOLDED_NAME,)
+    NAME_FOLD[95] = 45                        # '_' -> '-'
+    _NAME_KEEPALIVE = DROPPED_NAMES + (FOLDED_NAME,) + DROPPED_PREFIXES
+    if len(DROPPED_NAMES) + 1 > MAX_NAMES or len(DROPPED_PREFIXES) > MAX_PREFIXES:
+        raise RuntimeError("header name tables exceed MAX_NAMES / MAX_PREFIXES")
     NAME_COUNT = 0
-    for name in _NAME_KEEPALIVE:
+    PREFIX_COUNT = 0
+    for name in DROPPED_PREFIXES:
+        PREFIX_PTR[PREFIX_COUNT] = PyBytes_AS_STRING(name)
+        PREFIX_LEN[PREFIX_COUNT] = PyBytes_GET_SIZE(name)
+        PREFIX_COUNT += 1
+    for name in DROPPED_NAMES + (FOLDED_NAME,):
         NAME_PTR[NAME_COUNT] = PyBytes_AS_STRING(name)
         NAME_LEN[NAME_COUNT] = PyBytes_GET_SIZE(name)
         NAME_KIND[NAME_COUNT] = FOLD if name is FOLDED_NAME else DROP
@@ -91,21 +115,59 @@ cdef void _init_tables():
 _init_tables()
 
 
-cdef inline unsigned char _classify(const unsigned char *p, Py_ssize_t n) noexcept:
-    """KEEP, DROP or FOLD for a header name, compared without regard to ASCII letter case."""
+cdef inline unsigned char _classify(const unsigned char *p, Py_ssize_t n, bint underscore) noexcept:
+    """KEEP, DROP or FOLD for a header name, compared through NAME_FOLD (case and '_' vs '-' ignored).
+
+    Only the exact spelling of X-Forwarded-For (no '_') is folded into the gateway's own;
+    X_Forwarded_For is dropped like every other managed name in another spelling.
+    """
     cdef int i
-    cdef Py_ssize_t j
+    cdef Py_ssize_t j, m
     cdef const unsigned char *q
     for i in range(NAME_COUNT):
         if NAME_LEN[i] != n:
             continue
         q = <const unsigned char *>NAME_PTR[i]
         j = 0
-        while j < n and LOWER[p[j]] == q[j]:
+        while j < n and NAME_FOLD[p[j]] == q[j]:
             j += 1
         if j == n:
+            if NAME_KIND[i] == FOLD and underscore:
+                return DROP
             return NAME_KIND[i]
+    for i in range(PREFIX_COUNT):
+        m = PREFIX_LEN[i]
+        if m > n:
+            continue
+        q = <const unsigned char *>PREFIX_PTR[i]
+        j = 0
+        while j < m and NAME_FOLD[p[j]] == q[j]:
+            j += 1
+        if j == m:
+            return DROP
     return KEEP
+
+
+cdef bytes _folded(const unsigned char *p, Py_ssize_t n):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] = NAME_FOLD[p[i]]
+    return out
+
+
+cdef object _token_filter(connection_tokens):
+    """The Connection options, folded, that can still name a kept header (managed ones cannot)."""
+    cdef bytes f
+    kept = []
+    for t in connection_tokens:
+        if not PyBytes_CheckExact(t):
+            t = bytes(t)
+        f = _folded(<const unsigned char *>PyBytes_AS_STRING(t), PyBytes_GET_SIZE(t))
+        if _classify(<const unsigned char *>PyBytes_AS_STRING(f), PyBytes_GET_SIZE(f), False) == KEEP:
+            kept.append(f)
+    return frozenset(kept) if kept else None
 
 
 cdef inline bint _breaks_line(const unsigned char *p, Py_ssize_t n) noexcept:
@@ -190,6 +252,28 @@ def sf_binary(bytes der not None):
     return out
 
 
+def first_underscore(headers):
+    """Index of the first header whose name contains '_', or -1; allocates nothing.
+
+    screen_request's fast path: almost no request has such a name.
+    """
+    cdef object seq = PySequence_Fast(headers, "headers must be a sequence of (name, value)")
+    cdef Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq)
+    cdef object item
+    cdef object name
+    for i in range(n):
+        item = <object>PySequence_Fast_GET_ITEM(seq, i)
+        if PyTuple_CheckExact(item) and PyTuple_GET_SIZE(item) == 2:
+            name = <object>PyTuple_GET_ITEM(item, 0)
+        else:
+            name, _value = item
+        if not PyBytes_CheckExact(name):
+            raise TypeError("header names and values must be bytes")
+        if PyBytes_GET_SIZE(name) and memchr(PyBytes_AS_STRING(name), 95, PyBytes_GET_SIZE(name)) != NULL:
+            return i
+    return -1
+
+
 cdef inline unsigned char *_put(unsigned char *dst, const char *src, Py_ssize_t n) noexcept:
     memcpy(dst, src, n)
     return dst + n
@@ -209,8 +293,12 @@ cdef inline void _strip_ows(const unsigned char *p, Py_ssize_t n, Py_ssize_t *st
 def encode_request_head(bytes method not None, bytes target not None, headers,
                         bytes identity_lines not None, bytes client_ip not None,
                         long long client_port, long long listener_port,
-                        connection_tokens=frozenset(), bytes framing not None=b""):
-    """Same contract as gateway.headers.encode_request_head, byte for byte."""
+                        connection_tokens=frozenset(), bytes framing not None=b"", policy=None):
+    """Same contract as gateway.headers.encode_request_head, byte for byte.
+
+    `policy` is a gateway.headers.HeaderPolicy (None: its defaults); two attributes are read per
+    call, `keep_underscore` and `match` (None, or the compiled matcher of the strip globs).
+    """
     cdef object seq = PySequence_Fast(headers, "headers must be a sequence of (name, value)")
     cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(seq)
     cdef Py_ssize_t i, nl, vl, a, b, size, xff_len = 0, xff_parts = 0
@@ -227,10 +315,15 @@ def encode_request_head(bytes method not None, bytes target not None, headers,
     cdef int port_len
     cdef bytes out
     cdef unsigned char *dst
-    cdef bint first
+    cdef bint first, underscore
+    cdef bint keep_underscore = False
+    cdef object match = None
 
+    if policy is not None:
+        keep_underscore = policy.keep_underscore
+        match = policy.match
     if connection_tokens:
-        tokens = frozenset([t.lower() for t in connection_tokens])
+        tokens = _token_filter(connection_tokens)
     if count > 64:
         kinds = <unsigned char *>malloc(count)
         if kinds == NULL:
@@ -251,11 +344,15 @@ def encode_request_head(bytes method not None, bytes target not None, headers,
             nl = PyBytes_GET_SIZE(name)
             vp = <const unsigned char *>PyBytes_AS_STRING(value)
             vl = PyBytes_GET_SIZE(value)
-            kind = _classify(np, nl)
-            if kind == KEEP and tokens is not None and name.lower() in tokens:
-                kind = DROP
-            elif kind == FOLD and tokens is not None and FOLDED_NAME in tokens:
-                kind = DROP
+            underscore = nl > 0 and memchr(np, 95, nl) != NULL
+            kind = _classify(np, nl, underscore)
+            if kind == KEEP:
+                if underscore and not keep_underscore:
+                    kind = DROP
+                elif match is not None and match(name) is not None:
+                    kind = DROP
+                elif tokens is not None and _folded(np, nl) in tokens:
+                    kind = DROP
             if kind != DROP and (nl == 0 or _breaks_line(np, nl) or _breaks_line(vp, vl)):
                 kind = DROP
             if kind == FOLD:

@@ -392,7 +392,218 @@ def test_many_headers(impl):
 def test_native_drop_table_matches_pure():
     from gateway import _headers_c
     assert frozenset(_headers_c.DROPPED_NAMES) == headers.DROPPED_NAMES
+    assert len(_headers_c.DROPPED_NAMES) == len(headers.DROPPED_NAMES)
+    assert tuple(sorted(_headers_c.DROPPED_PREFIXES)) == headers.DROPPED_PREFIXES
     assert _headers_c.FOLDED_NAME == b"x-forwarded-for"
+
+
+def test_drop_tables_are_folded_and_cover_the_third_party_table():
+    for name in headers.DROPPED_NAMES | set(headers.DROPPED_PREFIXES) | headers.CONNECTION_PROTECTED:
+        assert name == headers.fold_name(name), name
+    for pattern in headers.THIRD_PARTY_CERT_HEADERS:
+        if pattern.endswith(b"*"):
+            assert pattern[:-1] in headers.DROPPED_PREFIXES
+        else:
+            assert pattern in headers.DROPPED_NAMES
+    assert headers.IDENTITY_HEADER_NAMES <= headers.MANAGED_NAMES
+    assert b"x-forwarded-for" in headers.MANAGED_NAMES
+
+
+# ---------------------------------------------------------------------------------------------
+# Header-name spellings: compared as backends compare them (case-insensitive, `_` equal to `-`)
+# ---------------------------------------------------------------------------------------------
+
+_BASE_HEAD = (b"X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n")
+
+FORGED = [
+    b"X_Amzn_Mtls_Clientcert_Subject", b"x-amzn-mtls-clientcert-subject",
+    b"X-AMZN-MTLS-CLIENTCERT_SUBJECT", b"X_AMZN_MTLS_CLIENTCERT", b"x_amzn-mtls_clientcert-leaf",
+    b"X_Forwarded_Client_Cert", b"Client_Cert", b"client_cert_chain", b"CLIENT-CERT",
+    b"X_Forwarded_For", b"x_forwarded_for", b"X-Forwarded_For", b"X_Forwarded_Proto",
+    b"x-forwarded_port", b"Content_Length", b"Transfer_Encoding", b"Keep_Alive", b"Proxy_Connection",
+    b"X-SSL-Client-S-DN", b"SSL_CLIENT_S_DN", b"ssl-client-cert", b"SSL_CLIENT_CERT_CHAIN_0",
+    b"X-SSL-Cert", b"X-SSL", b"X_SSL_Client_Verify", b"SSL_CIPHER", b"ssl_session_id",
+    b"X-Forwarded-Tls-Client-Cert", b"X_Forwarded_Tls_Client_Cert_Info",
+    b"X-ARR-ClientCert", b"X_ARR_SSL",
+    b"X-Client-Cert-Present", b"X-Client-Cert-Chain-Verified", b"X-Client-Cert-Error",
+    b"X-Client-Cert-Hash", b"X-Client-Cert-Serial-Number", b"X-Client-Cert-SPIFFE",
+    b"X-Client-Cert-URI-SANs", b"X-Client-Cert-DNSName-SANs", b"X-Client-Cert-Valid-Not-Before",
+    b"X_Client_Cert_Valid_Not_After", b"X-Client-Cert", b"X-Client-Verify", b"X_Client_DN",
+    b"Cf-Client-Cert-Der-Base64", b"CF_CLIENT_CERT_SHA256",
+    b"CloudFront-Viewer-Cert-Serial-Number", b"CloudFront-Viewer-Cert-Issuer",
+    b"CloudFront-Viewer-Cert-Subject", b"CloudFront-Viewer-Cert-Present",
+    b"CloudFront-Viewer-Cert-Sha256", b"CloudFront-Viewer-Cert-Validity",
+    b"CLOUDFRONT_VIEWER_CERT_PEM",
+]
+
+
+@pytest.mark.parametrize("mode", headers.UNDERSCORE_MODES)
+def test_managed_and_third_party_names_dropped_in_every_spelling_and_mode(impl, mode):
+    policy = headers.HeaderPolicy(mode)
+    hdrs = [(b"Host", b"h")] + [(name, b"CN=admin") for name in FORGED * 2] + [(b"Accept", b"*/*")]
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443, frozenset(), b"",
+                                    policy)
+    assert head == b"GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + _BASE_HEAD + b"\r\n"
+    for name in FORGED:
+        assert policy.strips(name), name
+
+
+def test_forged_x_forwarded_for_is_dropped_not_folded(impl):
+    hdrs = [(b"X-Forwarded-For", b"198.51.100.1"), (b"X_Forwarded_For", b"10.6.6.6"),
+            (b"x-forwarded_for", b"10.7.7.7"), (b"X-FORWARDED-FOR", b"198.51.100.2")]
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443)
+    assert head == (b"GET / HTTP/1.1\r\nX-Forwarded-For: 198.51.100.1, 198.51.100.2, 192.0.2.1\r\n"
+                    b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n\r\n")
+
+
+def test_near_misses_are_kept(impl):
+    # Prefix patterns are prefixes of folded names, nothing looser.
+    near = [(b"X-SSLv", b"1"), (b"X-Clientcert", b"2"), (b"Client-Certs", b"3"), (b"SSL-Clientx", b"4"),
+            (b"X-Client-Ce", b"5"), (b"X-Forwarded-Host", b"6"), (b"CloudFront-Viewer-Country", b"7"),
+            (b"Cf-Client", b"8"), (b"X-Amzn-Trace-Id", b"9")]
+    head = impl.encode_request_head(b"GET", b"/", near, b"", b"192.0.2.1", 1, 443)
+    assert head == (b"GET / HTTP/1.1\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in near)
+                    + _BASE_HEAD + b"\r\n")
+
+
+@pytest.mark.parametrize("mode, kept", [("drop", False), ("reject", False), ("keep", True)])
+def test_other_underscore_names_follow_the_policy(impl, mode, kept):
+    hdrs = [(b"Host", b"h"), (b"X_Custom", b"1"), (b"my_header", b"2"), (b"X-Plain", b"3")]
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443, frozenset(), b"",
+                                    headers.HeaderPolicy(mode))
+    middle = b"X_Custom: 1\r\nmy_header: 2\r\n" if kept else b""
+    assert head == (b"GET / HTTP/1.1\r\nHost: h\r\n" + middle + b"X-Plain: 3\r\n" + _BASE_HEAD
+                    + b"\r\n")
+    if mode == "drop":       # and no policy at all means the defaults
+        assert impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443) == head
+
+
+def test_strip_request_headers_globs(impl):
+    policy = headers.HeaderPolicy("keep", ("x-internal-*", "exact_name", "a*b*c", "*-user"))
+    hdrs = [(b"X-Internal-Role", b"1"), (b"X_INTERNAL_ROLE", b"2"), (b"x-internal-", b"3"),
+            (b"X-Internal", b"kept"), (b"Exact-Name", b"4"), (b"EXACT_NAME", b"5"), (b"Exact-Names", b"kept"),
+            (b"abc", b"6"), (b"A-xB-yC", b"7"), (b"abcd", b"kept"), (b"Remote-User", b"8"),
+            (b"Remote_User", b"9"), (b"User", b"kept"), (b"Host", b"h")]
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"", b"192.0.2.1", 1, 443, frozenset(), b"",
+                                    policy)
+    assert head == (b"GET / HTTP/1.1\r\nX-Internal: kept\r\nExact-Names: kept\r\nabcd: kept\r\n"
+                    b"User: kept\r\nHost: h\r\n" + _BASE_HEAD + b"\r\n")
+
+
+def test_connection_options_compare_folded_and_never_touch_managed_names(impl):
+    policy = headers.HeaderPolicy("keep")
+    hdrs = [(b"X-Secret", b"1"), (b"x_secret", b"2"), (b"Foo_Bar", b"3"), (b"Other", b"4"),
+            (b"X-Forwarded-For", b"198.51.100.1"), (b"Host", b"h")]
+    tokens = frozenset({b"x_secret", b"foo-bar", b"x-forwarded-for", b"keep-alive", b"close",
+                        b"x-amzn-mtls-clientcert-subject"})
+    head = impl.encode_request_head(b"GET", b"/", hdrs, b"X-Amzn-Mtls-Clientcert-Subject: CN=c\r\n",
+                                    b"192.0.2.1", 1, 443, tokens, b"", policy)
+    assert head == (b"GET / HTTP/1.1\r\nOther: 4\r\nHost: h\r\n"
+                    b"X-Forwarded-For: 198.51.100.1, 192.0.2.1\r\nX-Forwarded-Proto: https\r\n"
+                    b"X-Forwarded-Port: 443\r\nX-Amzn-Mtls-Clientcert-Subject: CN=c\r\n\r\n")
+
+
+def test_fold_name():
+    assert headers.fold_name(b"X_Amzn-MTLS_clientcert") == b"x-amzn-mtls-clientcert"
+    assert headers.fold_name(b"\xc3\x89_A") == b"\xc3\x89-a"       # ASCII only, as backends do
+
+
+def test_header_policy_is_immutable_validated_and_comparable():
+    p = headers.HeaderPolicy("reject", ("X-Internal-*",))
+    assert p.strip == ("x-internal-*",) and p.underscore == "reject" and not p.keep_underscore
+    assert p == headers.HeaderPolicy("reject", ("x-internal-*",))
+    assert hash(p) == hash(headers.HeaderPolicy("reject", ("x-internal-*",)))
+    assert p != headers.HeaderPolicy("drop", ("x-internal-*",))
+    assert headers.HeaderPolicy().match is None and headers.HeaderPolicy("keep").keep_underscore
+    with pytest.raises(AttributeError):
+        p.underscore = "keep"
+    with pytest.raises(AttributeError):
+        del p.strip
+    with pytest.raises(ValueError):
+        headers.HeaderPolicy("allow")
+    assert "reject" in repr(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# screen_request
+# ---------------------------------------------------------------------------------------------
+
+_PLAIN = [(b"Host", b"h"), (b"User-Agent", b"x"), (b"X-Amzn-Mtls-Clientcert-Subject", b"CN=a"),
+          (b"Accept", b"*/*")]
+
+
+@pytest.mark.parametrize("mode", headers.UNDERSCORE_MODES)
+def test_screen_common_case_is_none(mode):
+    policy = headers.HeaderPolicy(mode, ("x-internal-*",))
+    assert headers.screen_request(policy, _PLAIN, frozenset()) is None
+    assert headers.screen_request(policy, [], frozenset()) is None
+    # ordinary options, hop-by-hop names and third-party names are no reason to refuse
+    for token in (b"keep-alive", b"close", b"upgrade", b"te", b"expect", b"x-secret", b"x-ssl-client-s-dn",
+                  b"keep_alive"):
+        assert headers.screen_request(policy, _PLAIN, frozenset({token})) is None, token
+
+
+def test_first_underscore(impl):
+    assert impl.first_underscore([]) == -1
+    assert impl.first_underscore(_PLAIN) == -1
+    assert impl.first_underscore(_PLAIN + [(b"a_b", b"")] + _PLAIN + [(b"_", b"")]) == len(_PLAIN)
+    assert impl.first_underscore([(b"", b"x_y"), (b"ok", b"_"), (b"_x", b"")]) == 2
+    assert impl.first_underscore([[b"x", b"1"], (b"y_", b"2")]) == 1    # any (name, value) pair
+    with pytest.raises(TypeError):
+        impl.first_underscore([("str_name", b"v")])
+
+
+def test_screen_common_case_allocates_nothing():
+    import sys
+    policy = headers.HeaderPolicy()
+    hdrs = _PLAIN * 5
+    empty = frozenset()
+    headers.screen_request(policy, hdrs, empty)
+    before = sys.getallocatedblocks()
+    for _ in range(1000):
+        headers.screen_request(policy, hdrs, empty)
+    assert sys.getallocatedblocks() - before < 50
+
+
+@pytest.mark.parametrize("token", [b"x-amzn-mtls-clientcert-subject", b"x_amzn_mtls_clientcert_subject",
+                                   b"X-AMZN-MTLS-CLIENTCERT", b"x-forwarded-for", b"x_forwarded_for",
+                                   b"x-forwarded-proto", b"x-forwarded-port", b"client-cert",
+                                   b"client_cert_chain", b"x-forwarded-client-cert", b"content-length",
+                                   b"transfer-encoding", b"host"])
+@pytest.mark.parametrize("mode", headers.UNDERSCORE_MODES)
+def test_screen_refuses_connection_options_naming_gateway_headers(token, mode):
+    got = headers.screen_request(headers.HeaderPolicy(mode), _PLAIN, frozenset({token, b"keep-alive"}))
+    assert got == headers.Screening(True, "connection_names_managed_header", got.message, (token,))
+    assert got.message
+
+
+def test_screen_drop_mode_logs_underscore_names_once():
+    hdrs = _PLAIN + [(b"X_Custom", b"1"), (b"X_Custom", b"2"), (b"my_header", b"3")]
+    got = headers.screen_request(headers.HeaderPolicy(), hdrs, frozenset())
+    assert got == headers.Screening(False, "underscore_headers_dropped", got.message,
+                                    (b"X_Custom", b"my_header"))
+    # keep mode: nothing dropped, nothing to say
+    assert headers.screen_request(headers.HeaderPolicy("keep"), hdrs, frozenset()) is None
+
+
+@pytest.mark.parametrize("mode", headers.UNDERSCORE_MODES)
+def test_screen_managed_spellings_are_dropped_and_logged_in_every_mode(mode):
+    hdrs = _PLAIN + [(b"X_Amzn_Mtls_Clientcert_Subject", b"CN=admin"), (b"X_Forwarded_For", b"1.1.1.1"),
+                     (b"SSL_CLIENT_S_DN", b"CN=admin"), (b"X_Internal_Role", b"admin")]
+    got = headers.screen_request(headers.HeaderPolicy(mode, ("x-internal-*",)), hdrs, frozenset())
+    assert got == headers.Screening(False, "managed_header_spelling_dropped", got.message,
+                                    (b"X_Amzn_Mtls_Clientcert_Subject", b"X_Forwarded_For",
+                                     b"SSL_CLIENT_S_DN", b"X_Internal_Role"))
+
+
+def test_screen_reject_mode_refuses_other_underscore_names():
+    hdrs = _PLAIN + [(b"X_Amzn_Mtls_Clientcert_Subject", b"CN=admin"), (b"X_Custom", b"1"),
+                     (b"X_Custom", b"1")]
+    got = headers.screen_request(headers.HeaderPolicy("reject"), hdrs, frozenset())
+    assert got == headers.Screening(True, "underscore_header_rejected", got.message, (b"X_Custom",))
+    # a connection option naming a gateway header is refused first, with its own reason
+    got = headers.screen_request(headers.HeaderPolicy("reject"), hdrs, frozenset({b"x-forwarded-for"}))
+    assert got.refuse and got.reason == "connection_names_managed_header"
 
 
 # Property tests over arbitrary header lists.
@@ -420,16 +631,70 @@ _TOKENS = st.frozensets(st.one_of(st.sampled_from(_KNOWN).flatmap(_random_case),
 _IP = st.sampled_from([b"", b"192.0.2.1", b"2001:db8::7"])
 
 
-def _args(draw_headers):
+def _args(draw_headers, policies=st.none()):
     return st.tuples(st.sampled_from([b"GET", b"POST"]), st.sampled_from([b"/", b"/p?q=1"]),
                      draw_headers, _IDENTITY_LINES, _IP, st.integers(0, 65535),
                      st.integers(0, 65535), _TOKENS,
-                     st.sampled_from([b"", b"Content-Length: 5\r\n"]))
+                     st.sampled_from([b"", b"Content-Length: 5\r\n"]), policies)
 
 
 def _call(fn, args):
-    method, target, hdrs, ident, ip, cport, lport, tokens, framing = args
-    return fn(method, target, hdrs, ident, ip, cport, lport, tokens, framing)
+    method, target, hdrs, ident, ip, cport, lport, tokens, framing, policy = args
+    if policy is None:        # the call as it was before policies existed
+        return fn(method, target, hdrs, ident, ip, cport, lport, tokens, framing)
+    return fn(method, target, hdrs, ident, ip, cport, lport, tokens, framing, policy)
+
+
+# Names in many spellings: managed names, third-party names, glob matches and near misses, each
+# with random letter case and random `-` <-> `_` swaps.
+_GLOBS = [(), ("x-internal-*",), ("x-internal-*", "my_header", "a*b*c"), ("*-user", "exact-name")]
+_SPELLING_BASES = sorted(headers.MANAGED_NAMES | {p + b"x" for p in headers.DROPPED_PREFIXES} | {
+    b"ssl-client-s-dn", b"x-ssl-client-cert", b"x-ssl-cert", b"x-client-cert-present",
+    b"cf-client-cert-sha256", b"cloudfront-viewer-cert-pem", b"x-forwarded-tls-client-cert-info",
+    b"x-internal-user", b"x-internal", b"my-header", b"a-b-c", b"remote-user", b"exact-name",
+    b"host", b"foo", b"x-secret", b"x-sslx", b"x-clientcert", b"client-certs", b"accept"})
+
+
+@st.composite
+def _respelled(draw, name: bytes) -> bytes:
+    out = bytearray(name)
+    for i, c in enumerate(out):
+        if draw(st.booleans()):
+            if 97 <= c <= 122 or 65 <= c <= 90:
+                out[i] = c ^ 0x20
+            elif c == 45:
+                out[i] = 95
+            elif c == 95:
+                out[i] = 45
+    return bytes(out)
+
+
+_SPELLINGS = st.sampled_from(_SPELLING_BASES).flatmap(_respelled)
+_ALL_NAMES = st.one_of(_SPELLINGS, _NAMES)
+_POLICIES = st.builds(headers.HeaderPolicy, st.sampled_from(headers.UNDERSCORE_MODES),
+                      st.sampled_from(_GLOBS))
+_SPELLED_TOKENS = st.frozensets(st.one_of(_SPELLINGS, st.lists(_TCHAR, min_size=1, max_size=8).map(bytes)),
+                                max_size=4)
+
+
+def _upper_fold(name: bytes) -> bytes:
+    """The CGI/WSGI meta-variable spelling (RFC 3875 4.1.18): upper case, `-` -> `_`."""
+    return name.upper().replace(b"-", b"_")
+
+
+def _oracle_stripped(name: bytes, policy) -> bool:
+    """Whether a name must be stripped, worked out independently of gateway.headers' matchers."""
+    import fnmatch
+    key = _upper_fold(name)
+    managed = {_upper_fold(n) for n in headers.MANAGED_NAMES}
+    if key == b"X_FORWARDED_FOR" and b"_" not in name:
+        return False                                   # folded into the gateway's own, not kept
+    if key in managed or any(key.startswith(_upper_fold(p)) for p in headers.DROPPED_PREFIXES):
+        return True
+    text = key.decode("latin-1")
+    if any(fnmatch.fnmatchcase(text, _upper_fold(g.encode()).decode()) for g in policy.strip):
+        return True
+    return b"_" in name and policy.underscore != "keep"
 
 
 @needs_native
@@ -438,6 +703,65 @@ def _call(fn, args):
 def test_native_encode_request_head_equals_pure(args):
     assert _call(headers.NATIVE.encode_request_head, args) == \
         _call(headers.PYTHON.encode_request_head, args)
+
+
+@needs_native
+@settings(max_examples=500)
+@given(args=_args(st.lists(st.tuples(_ALL_NAMES, _ANY_VALUES), max_size=30), _POLICIES),
+       tokens=_SPELLED_TOKENS)
+def test_native_equals_pure_for_spellings_and_policies(args, tokens):
+    args = args[:7] + (tokens,) + args[8:]
+    assert _call(headers.NATIVE.encode_request_head, args) == \
+        _call(headers.PYTHON.encode_request_head, args)
+    assert headers.NATIVE.first_underscore(args[2]) == headers.PYTHON.first_underscore(args[2])
+
+
+@pytest.mark.parametrize("which", IMPLS)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_ALL_NAMES, policy=_POLICIES)
+def test_a_name_is_stripped_iff_its_backend_key_is_managed_or_listed(which, name, policy):
+    impl = headers.PYTHON if which == "python" else headers.NATIVE
+    head = impl.encode_request_head(b"GET", b"/", [(name, b"v")], b"", b"", 0, 443, frozenset(), b"",
+                                    policy)
+    kept = head.startswith(b"GET / HTTP/1.1\r\n" + name + b": v\r\n")
+    if _upper_fold(name) == b"X_FORWARDED_FOR" and b"_" not in name:
+        assert not kept and b"\r\nX-Forwarded-For: v\r\n" in head     # folded into ours
+    else:
+        assert kept == (not _oracle_stripped(name, policy))
+        assert b"X-Forwarded-For" not in head
+    assert policy.strips(name) == (_oracle_stripped(name, policy.__class__("keep", policy.strip))
+                                   or _upper_fold(name) == b"X_FORWARDED_FOR")
+
+
+_GATEWAY_SET = {_upper_fold(n) for n in headers.IDENTITY_HEADER_NAMES | headers.FORWARDED_OVERWRITE
+                | {b"x-forwarded-for", b"content-length", b"transfer-encoding"}}
+
+
+@pytest.mark.parametrize("which", IMPLS)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=_args(st.lists(st.tuples(_ALL_NAMES, _SAFE_VALUES), max_size=30), _POLICIES),
+       tokens=_SPELLED_TOKENS)
+def test_no_two_lines_collide_with_a_gateway_header_for_a_backend(which, args, tokens):
+    """Whatever the spellings, a backend's environ holds each gateway header from one line only."""
+    impl = headers.PYTHON if which == "python" else headers.NATIVE
+    args = args[:7] + (tokens,) + args[8:]
+    head = _call(impl.encode_request_head, args)
+    lines = head.split(b"\r\n")[1:-2]
+    seen: dict[bytes, int] = {}
+    for line in lines:
+        key = _upper_fold(line.partition(b":")[0])
+        seen[key] = seen.get(key, 0) + 1
+    for key in _GATEWAY_SET:
+        assert seen.get(key, 0) <= 1, (key, head)
+    assert seen.get(b"X_FORWARDED_PROTO") == 1 and seen.get(b"X_FORWARDED_PORT") == 1
+    # and no kept client line is a managed or third-party name in any spelling
+    client_lines = head[: len(head) - len(args[3]) - len(args[8]) - 2].split(b"\r\n")[1:-1]
+    for line in client_lines:
+        name = line.partition(b":")[0]
+        if name in (b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Port"):
+            continue
+        assert not args[9].strips(name), line
+        assert b"_" not in name or args[9].underscore == "keep"
 
 
 @pytest.mark.parametrize("which", IMPLS)
@@ -468,10 +792,12 @@ def test_set_native_rebinds_module_names(monkeypatch):
         assert headers.set_native("off") == "python"
         assert headers.encode_request_head is headers.PYTHON.encode_request_head
         assert headers.quote_pem_alb is headers.PYTHON.quote_pem_alb
+        assert headers.first_underscore is headers.PYTHON.first_underscore
         if headers.NATIVE is not None:
             assert headers.set_native("on") == "native"
             assert headers.encode_request_head is headers.NATIVE.encode_request_head
             assert headers.sf_binary is headers.NATIVE.sf_binary
+            assert headers.first_underscore is headers.NATIVE.first_underscore
             assert headers.set_native("auto") == "native"
         monkeypatch.setattr(headers, "NATIVE", None)
         assert headers.set_native("auto") == "python"
