@@ -366,19 +366,27 @@ class GatewayProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state is ConnState.CLOSED or self.state is ConnState.CLOSING:
             return
-        out, plain, event = self.tls.receive(data)
+        out, plain, events = self.tls.receive(data)
         if out:
             self.transport.write(out)
-        if event is not None:
-            if type(event) is HandshakeDone:
+        for event in events:        # usually none; in order: the plaintext came before a close
+            kind = type(event)
+            if kind is HandshakeDone:
                 self._on_handshake(event)
-            elif type(event) is HandshakeFailed:
+            elif kind is HandshakeFailed:
                 self._on_handshake_failed(event)
                 return
-            elif type(event) is PeerClosed:
+            elif kind is PeerClosed:
                 if plain:
                     self._feed(plain)
                 self._peer_closed()
+                return
+            else:
+                # TLSFailed, after the handshake: one error line, not a second connection-log line
+                self.rt.errors.info(event.reason, "TLS failure after the handshake",
+                                    listener=self.rt.spec.name,
+                                    client=f"{self.client_ip}:{self.client_port}", detail=event.detail)
+                self._close(event.reason, notify=False)
                 return
         if plain:
             self.rx_at = self.loop.time()

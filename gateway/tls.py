@@ -3,10 +3,17 @@
 How this works: `ListenerTLS` builds, once per listener, one pyOpenSSL context per configured
 certificate (TLS 1.2+ only, ECDHE+AEAD ciphers for 1.2, no compression, no renegotiation, ALPN
 http/1.1, a session id context so verified sessions resume) and the SNI map that picks among them.
+Three C-level callbacks are installed through the cryptography bindings rather than pyOpenSSL's
+wrappers: the verify callback (so a refusal can name its reason in the alert), the servername
+callback (called for every ClientHello: the SNI switch and the verdict on a resumed session) and a
+message callback (the size of the client's Certificate message, a renegotiation attempt, each
+session ticket issued); the last has a native twin in native/tlspump.pyx because OpenSSL calls it
+for every record.
 
 `TLSConnection` drives one `SSL.Connection(ctx, None)` over memory BIOs: `receive(bytes)` returns the
-bytes to send back, the plaintext that arrived, and at most one event (`HandshakeDone` or
-`HandshakeFailed`); `send(plaintext)` returns records to write; `close()` returns a close_notify.
+bytes to send back, the plaintext that arrived, and every event of that arrival as a tuple (usually
+empty: `HandshakeDone`, `HandshakeFailed`, `TLSFailed`, `PeerClosed`, in order);
+`send(plaintext)` returns records to write; `close()` returns a close_notify.
 No socket and no event loop here.
 
 The client certificate is decided during the handshake, in OpenSSL's verify callback, so a refused
@@ -71,6 +78,8 @@ class HandshakeDone:
     protocol: str
     cipher: str
     server_name: str | None
+    # the DNS names (lower-cased, wildcards as "*.example.com") of the certificate SNI selected
+    certificate_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +92,20 @@ class HandshakeFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSFailed:
+    """The TLS layer failed after the handshake (a bad record, a fatal alert from the peer, a
+    refused renegotiation): not a handshake refusal, the connection simply ends."""
+    reason: str                       # renegotiation_refused | tls_error
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class PeerClosed:
     """The peer sent close_notify."""
 
 
 PEER_CLOSED = PeerClosed()
+NO_EVENTS: tuple = ()
 
 
 # -- refusals as TLS alerts -------------------------------------------------------------------------
@@ -229,10 +247,12 @@ class ListenerTLS:
         self._contexts: list[SSL.Context] = []
         self._exact: dict[str, SSL.Context] = {}
         self._wildcard: dict[str, SSL.Context] = {}
+        self.certificate_names: dict[SSL.Context, tuple[str, ...]] = {}
         for cert_path, key_path, names in certificates:
             ctx = self._context(cert_path, key_path, sid, min_version, ciphers_tls12,
                                 session_tickets, session_timeout_s, advertise_ca_names)
             self._contexts.append(ctx)
+            self.certificate_names[ctx] = tuple(dict.fromkeys(n.lower().rstrip(".") for n in names))
             for n in names:
                 n = n.lower()
                 if n.startswith("*."):
@@ -242,7 +262,7 @@ class ListenerTLS:
         self.default_context = self._contexts[0]
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
-        self._callbacks = (_c_verify, _c_client_hello)
+        self._callbacks = (_c_verify, _c_client_hello, _message_callback)
         # OpenSSL calls the servername callback of the context the SSL was made with (the
         # default one); it does the SNI switch and the check of a resumed session. Every context
         # of the listener has the same verify policy, so whatever the ClientHello says (or fails
@@ -263,6 +283,7 @@ class ListenerTLS:
         ctx.use_privatekey_file(str(key_path))
         ctx.check_privatekey()
         ctx.set_alpn_select_callback(_select_alpn)
+        _lib.SSL_CTX_set_msg_callback(ctx._context, _message_callback)
         ctx.set_session_id(sid)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
         ctx.set_timeout(timeout_s)
@@ -306,6 +327,40 @@ class ListenerTLS:
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
     # Only http/1.1 is spoken; never pick h2 just because the client offers it.
     return _ALPN_HTTP11 if _ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+# -- the message callback ----------------------------------------------------------------------------
+# SSL_CTX_set_msg_callback: OpenSSL calls it for every record header and every protocol message, in
+# both directions, for the life of the connection. Three messages matter: a received ClientHello
+# after the handshake (a renegotiation attempt), the received client Certificate (its length,
+# before the verify callback runs: padding certificates the client sends but OpenSSL never puts in
+# the chain count too), and each NewSessionTicket written (in TLS 1.3 each ticket is its own
+# session with its own PSK, and OpenSSL has just made it s->session). The filter runs per record,
+# so its native twin is C (native/tlspump.pyx); both hand the three messages to `_on_message`.
+_RT_HANDSHAKE = 22
+_MT_CLIENT_HELLO = 1
+_MT_NEW_SESSION_TICKET = 4
+_MT_CERTIFICATE = 11
+
+
+def _on_message(ssl_addr: int, write_p: int, msg_type: int, length: int) -> None:
+    conn = _Connection._reverse_mapping.get(_ffi.cast("SSL *", ssl_addr))
+    tc = conn._app_data if conn is not None else None
+    if tc is not None:
+        tc._on_message(write_p, msg_type, length)
+
+
+@_ffi.callback("void(int, int, int, void *, size_t, SSL *, void *)")
+def _py_message_callback(write_p, version, content_type, buf, length, ssl, arg) -> None:
+    """The pure twin of tlspump's C filter."""
+    if content_type != _RT_HANDSHAKE or length < 1:
+        return
+    t = _ffi.cast("unsigned char *", buf)[0]
+    if (t == _MT_NEW_SESSION_TICKET) if write_p else (t == _MT_CLIENT_HELLO or t == _MT_CERTIFICATE):
+        try:
+            _on_message(int(_ffi.cast("uintptr_t", ssl)), write_p, t, length)
+        except BaseException:   # noqa: BLE001 - nothing crosses the C boundary; see _on_verify
+            pass
 
 
 # -- the byte pump -----------------------------------------------------------------------------------
@@ -499,18 +554,26 @@ def _load_native():
     def native_pump(conn: SSL.Connection):
         return Pump(conn, int(cast("uintptr_t", conn._ssl)), int(cast("uintptr_t", conn._into_ssl)),
                     int(cast("uintptr_t", conn._from_ssl)))
+    global NATIVE_MESSAGE_CALLBACK
+    if hasattr(_tls_c, "message_callback"):
+        NATIVE_MESSAGE_CALLBACK = cast("void(*)(int, int, int, void *, size_t, SSL *, void *)",
+                                       _tls_c.message_callback(_on_message))
+    else:
+        return None     # an old build: the twins must come as a pair
     return native_pump
 
 
+NATIVE_MESSAGE_CALLBACK = None
 NATIVE_PUMP = _load_native()
 _make_pump = _py_pump
+_message_callback = _py_message_callback
 native_mode = "python"
 
 
 def set_native(mode: str) -> str:
-    """Pick the native or pure pump for connections made afterwards: ``"auto"``, ``"on"`` or
-    ``"off"``; returns what was chosen. ``"on"`` without the extension raises NativeUnavailable."""
-    global _make_pump, native_mode
+    """Pick the native or pure pump for connections made afterwards, and the message callback of
+    contexts built afterwards: ``"auto"``, ``"on"`` or ``"off"``; returns what was chosen. ``"on"`` without the extension raises NativeUnavailable."""
+    global _make_pump, _message_callback, native_mode
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
     if mode == "on" and NATIVE_PUMP is None:
@@ -518,6 +581,8 @@ def set_native(mode: str) -> str:
                                 "(reinstall with `pip install -e .` to build it)")
     native = mode != "off" and NATIVE_PUMP is not None
     _make_pump = NATIVE_PUMP if native else _py_pump
+    # contexts built afterwards get the matching message callback (see ListenerTLS._context)
+    _message_callback = NATIVE_MESSAGE_CALLBACK if native else _py_message_callback
     native_mode = "native" if native else "python"
     return native_mode
 
@@ -529,7 +594,7 @@ class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
     __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
-                 "started", "handshake_s", "identity", "_resumed")
+                 "started", "handshake_s", "identity", "_resumed", "_renegotiating")
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -544,6 +609,7 @@ class TLSConnection:
         self._verdict: Verdict | None = None
         self._called = False
         self._resumed = False           # set by the servername callback
+        self._renegotiating = False     # set by the message callback
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity: Identity | None = None
@@ -582,6 +648,14 @@ class TLSConnection:
         self._decision = verdict.ok
         return verdict.ok
 
+    # -- the message callback ----------------------------------------------------------------------
+    def _on_message(self, write_p: int, msg_type: int, length: int) -> None:
+        if not write_p and msg_type == _MT_CLIENT_HELLO and self.state is not TLSState.HANDSHAKING:
+            # a ClientHello on an established connection: a renegotiation attempt (TLS 1.2;
+            # OP_NO_RENEGOTIATION makes OpenSSL answer a no_renegotiation warning and carry on, RFC
+            # 5746 4.2) or a protocol violation (TLS 1.3 has no renegotiation)
+            self._renegotiating = True
+
     # -- the servername callback -------------------------------------------------------------------
     def _on_client_hello(self, conn: SSL.Connection, alert) -> int:
         """Every ClientHello: the SNI switch, then, when a session resumes, the verdict on it. A
@@ -607,45 +681,52 @@ class TLSConnection:
         return _SSL_TLSEXT_ERR_ALERT_FATAL
 
     # -- bytes in and out ----------------------------------------------------------------------------
-    def receive(self, data: bytes) -> tuple[bytes, bytes, object]:
-        """Feed ciphertext; get (ciphertext to send, plaintext received, event or None)."""
+    def receive(self, data: bytes) -> tuple[bytes, bytes, tuple]:
+        """Feed ciphertext; get (ciphertext to send, plaintext received, events): every event of
+        this arrival, in order, as a tuple (NO_EVENTS, the empty tuple, in the common case)."""
         state = self.state
         if state is TLSState.OPEN:
             code, plain, out = self._pump.read(data)
-            if code == WANT:
-                return out, plain, None
-            return out, plain, self._read_ended(code)
+            if code == WANT and not self._renegotiating:
+                return out, plain, NO_EVENTS
+            return out, plain, (self._read_ended(code),)
         if state is not TLSState.HANDSHAKING:
-            return b"", b"", None
+            return b"", b"", NO_EVENTS
         pump = self._pump
         code, out = pump.handshake(data)
         if code == WANT:
-            return out, b"", None
+            return out, b"", NO_EVENTS
         if code == FAILED:
             self._to(TLSState.FAILED)
-            return out, b"", self._failure(pump.error)
+            return out, b"", (self._failure(pump.error),)
         event = self._handshake_done()
         if type(event) is HandshakeFailed:
             self._to(TLSState.FAILED)
-            return out + pump.shutdown(), b"", event
+            return out + pump.shutdown(), b"", (event,)
         self._to(TLSState.OPEN)
         self._chain = None      # the chain is in the verdict now; the DER copies can go
-        # the client's first request often travels with its Finished: read it now
+        # the client's first request often travels with its Finished: read it now, and whatever
+        # follows it in the same arrival (a close_notify, a bad record) is an event too
         code, plain, more = pump.read(b"")
         if more:
             out += more
-        if code != WANT:
-            self._read_ended(code)
-        else:
-            pump.renew()        # drop the handshake's buffers: most connections idle from here
-        return out, plain, event
+        if code != WANT or self._renegotiating:
+            return out, plain, (event, self._read_ended(code))
+        pump.renew()        # drop the handshake's buffers: most connections idle from here
+        return out, plain, (event,)
 
     def _read_ended(self, code: int):
-        if code == CLOSED:
+        if code == CLOSED and not self._renegotiating:
             self._to(TLSState.PEER_CLOSED)
             return PEER_CLOSED
         self._to(TLSState.FAILED)
-        return HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", _describe(self._pump.error))
+        if self._renegotiating:
+            # refused whatever OpenSSL did with it (a warning alert, or a fatal one in TLS 1.3):
+            # like nginx, the connection ends here rather than carry on half-renegotiated
+            detail = "client-initiated renegotiation" if code != FAILED else \
+                f"client-initiated renegotiation: {_describe(self._pump.error)}"
+            return TLSFailed("renegotiation_refused", detail)
+        return TLSFailed("tls_error", _describe(self._pump.error))
 
     def send(self, data: bytes) -> bytes:
         state = self.state
@@ -719,7 +800,8 @@ class TLSConnection:
         name = conn.get_servername()
         return HandshakeDone(identity, status, resumed,
                              conn.get_protocol_version_name(), conn.get_cipher_name() or "",
-                             name.decode("ascii", "replace") if name else None)
+                             name.decode("ascii", "replace") if name else None,
+                             tls.certificate_names.get(conn.get_context(), ()))
 
     def _resumed_verdict(self, leaf_der: bytes) -> Verdict:
         verifier = self._tls.verifier

@@ -98,6 +98,51 @@ def bound():
     return c_do_handshake != NULL
 
 
+# -- the message callback (SSL_CTX_set_msg_callback) --------------------------------------------
+# OpenSSL calls it for every record header and every protocol message of a connection, both ways,
+# for its whole life: the filter must cost next to nothing per record, so it is C, and only the
+# three messages gateway.tls cares about (a received ClientHello or Certificate, a written
+# NewSessionTicket: a few per handshake) reach Python. gateway.tls._py_message_callback is the pure
+# twin. The handler is gateway.tls._on_message(ssl address, write_p, message type, length).
+cdef object message_handler = None
+
+cdef enum:
+    RT_HANDSHAKE = 22
+    MT_CLIENT_HELLO = 1
+    MT_NEW_SESSION_TICKET = 4
+    MT_CERTIFICATE = 11
+
+
+cdef void _dispatch(uintptr_t ssl, int write_p, int msg_type, size_t length) noexcept with gil:
+    try:
+        message_handler(ssl, write_p, msg_type, length)
+    except BaseException:       # nothing crosses the C boundary
+        pass
+
+
+cdef void _on_message(int write_p, int version, int content_type, const void *buf, size_t length,
+                      void *ssl, void *arg) noexcept nogil:
+    cdef unsigned char t
+    if content_type != RT_HANDSHAKE or length < 1:
+        return
+    t = (<const unsigned char *>buf)[0]
+    if write_p:
+        if t != MT_NEW_SESSION_TICKET:
+            return
+    elif t != MT_CLIENT_HELLO and t != MT_CERTIFICATE:
+        return
+    if message_handler is not None:
+        _dispatch(<uintptr_t>ssl, write_p, t, length)
+
+
+def message_callback(handler):
+    """Set the Python handler of the messages that pass the filter; returns the address of the C
+    callback, to be installed with SSL_CTX_set_msg_callback."""
+    global message_handler
+    message_handler = handler
+    return <uintptr_t>&_on_message
+
+
 cdef class Pump:
     """The pump of one server connection; see gateway.tls.PyPump for the contract."""
     cdef void *ssl

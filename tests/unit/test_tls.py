@@ -16,7 +16,16 @@ from gateway import tls as gtls
 from gateway.tls import REFUSAL_ALERTS, HandshakeDone, HandshakeFailed, ListenerTLS
 from gateway.trust import FAILURE_TTL_S, TrustStore, Verdict
 
-pytestmark = pytest.mark.usefixtures("trust_impl")
+pytestmark = pytest.mark.usefixtures("trust_impl", "pump_twin")
+
+
+@pytest.fixture(params=["python", pytest.param("native", marks=pytest.mark.skipif(
+    gtls.NATIVE_PUMP is None, reason="gateway._tls_c is not built"))])
+def pump_twin(request):
+    """Both twins of the pump and of the message callback (chosen together, as the server does)."""
+    assert gtls.set_native("off" if request.param == "python" else "on") == request.param
+    yield request.param
+    gtls.set_native("auto")
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +90,9 @@ def handshake(listener, ctx, session=None, payload=b"GET / HTTP/1.1\r\nHost: x\r
             except ssl.SSLError as exc:
                 client_error = exc
         data = out.read()
-        reply, p, ev = server.receive(data)
+        reply, p, evs = server.receive(data)
         plain += p
-        if ev is not None:
-            events.append(ev)
+        events.extend(evs)
         if reply:
             inc.write(reply)
         if done:
@@ -346,7 +354,7 @@ def test_old_protocols_refused(files, ca, tmp_path):
 
 def test_garbage_before_client_hello(files, ca):
     server = _listener(files, ca, mode="off").connection()
-    out, plain, ev = server.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    out, plain, (ev,) = server.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert isinstance(ev, HandshakeFailed) and plain == b""
 
 
@@ -368,12 +376,11 @@ def _tlslite_handshake(listener, chain_pem: bytes, key_pem: bytes):
                 break
             if not data:
                 break
-            out, _, ev = server.receive(data)
-            if ev is not None:
-                events.append(ev)
+            out, _, evs = server.receive(data)
+            events.extend(evs)
             if out:
                 b.sendall(out)
-            if isinstance(ev, HandshakeFailed):
+            if any(isinstance(ev, HandshakeFailed) for ev in evs):
                 break
         b.close()
 
@@ -408,3 +415,138 @@ def test_certificate_without_its_private_key_is_refused(files, ca):
     # control: the same chain with its own key is accepted by the same listener
     events, error = _tlslite_handshake(listener, victim.chain_pem, victim.key_pem)
     assert error is None and isinstance(events[0], HandshakeDone) and events[0].status is VerifyStatus.SUCCESS
+
+
+# -- every event of an arrival; failures after the handshake ------------------------------------------
+def _tls13_flight_with(files, ca, tmp_path, after):
+    """A TLS 1.3 client's last flight (Certificate..Finished) with `after(client, out)` appended to
+    the same arrival; returns the server connection and the events of that one receive()."""
+    _, inter, _ = ca
+    listener = _listener(files, ca)
+    ctx = _client_ctx(files, tmp_path, pki.make_client(inter, "frank"), version=ssl.TLSVersion.TLSv1_3)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    server = listener.connection()
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            reply, _, evs = server.receive(out.read())
+            assert evs == ()
+            inc.write(reply)
+    flight = out.read()          # the client's Finished, not yet given to the server
+    flight += after(client, out)
+    reply, plain, events = server.receive(flight)
+    return server, client, reply, plain, events
+
+
+def test_close_notify_behind_finished_is_not_lost(files, ca, tmp_path):
+    def request_and_close(client, out):
+        client.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            client.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        return out.read()
+    server, _, _, plain, events = _tls13_flight_with(files, ca, tmp_path, request_and_close)
+    assert [type(e) for e in events] == [HandshakeDone, gtls.PeerClosed]
+    assert plain.startswith(b"GET / HTTP/1.1")
+    assert server.state is gtls.TLSState.PEER_CLOSED
+
+
+def test_bad_record_behind_finished_is_a_tls_failure(files, ca, tmp_path):
+    garbage = b"\x17\x03\x03\x00\x20" + b"\x00" * 32       # an application record that fails to decrypt
+    server, _, reply, plain, events = _tls13_flight_with(files, ca, tmp_path, lambda c, o: garbage)
+    assert [type(e) for e in events] == [HandshakeDone, gtls.TLSFailed]
+    assert events[1].reason == "tls_error" and events[1].detail
+    assert server.state is gtls.TLSState.FAILED
+    assert reply        # the tickets, then OpenSSL's bad_record_mac alert
+    # nothing after: a failed connection stays quiet
+    assert server.receive(b"more") == (b"", b"", ())
+
+
+def test_no_events_is_the_shared_empty_tuple(files, ca, tmp_path):
+    _, inter, _ = ca
+    listener = _listener(files, ca)
+    ctx = _client_ctx(files, tmp_path, pki.make_client(inter, "gus"))
+    server, client, events, _, _ = handshake(listener, ctx)
+    assert isinstance(events[0], HandshakeDone)
+    _, _, evs = server.receive(b"")
+    assert evs is gtls.NO_EVENTS
+
+
+def test_renegotiation_attempt_is_a_tls_failure_not_a_handshake_refusal(files, ca, tmp_path):
+    """TLS 1.2: OpenSSL answers the new ClientHello with a no_renegotiation warning and would carry
+    on; the connection reports it as TLSFailed(renegotiation_refused) and ends."""
+    from OpenSSL import SSL
+    _, inter, _ = ca
+    client_cert = pki.make_client(inter, "henry")
+    cp, kp = tmp_path / "h.pem", tmp_path / "h.key"
+    client_cert.write(cp, kp)
+    cctx = SSL.Context(SSL.TLS_METHOD)
+    cctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    cctx.use_certificate_chain_file(str(cp))
+    cctx.use_privatekey_file(str(kp))
+    client = SSL.Connection(cctx, None)
+    client.set_connect_state()
+    server = _listener(files, ca).connection()
+    events = []
+    for _ in range(10):
+        try:
+            client.do_handshake()
+        except SSL.WantReadError:
+            pass
+        try:
+            data = client.bio_read(65536)
+        except SSL.WantReadError:
+            data = b""
+        reply, _, evs = server.receive(data)
+        events.extend(evs)
+        if reply:
+            client.bio_write(reply)
+        if events:
+            break
+    assert [type(e) for e in events] == [HandshakeDone] and events[0].protocol == "TLSv1.2"
+    client.do_handshake()           # takes the server's Finished
+    assert client.renegotiate()
+    try:
+        client.do_handshake()
+    except SSL.WantReadError:
+        pass
+    reply, plain, evs = server.receive(client.bio_read(65536))
+    assert [type(e) for e in evs] == [gtls.TLSFailed], evs
+    assert evs[0].reason == "renegotiation_refused"
+    assert server.state is gtls.TLSState.FAILED
+
+
+def test_certificate_names_of_the_selected_certificate(tmp_path, ca):
+    root, inter, _ = ca
+    a = pki.make_server(inter, ["a.example", "*.wild.example"])
+    b = pki.make_server(inter, ["b.example"])
+    a.write(tmp_path / "a.pem", tmp_path / "a.key")
+    b.write(tmp_path / "b.pem", tmp_path / "b.key")
+    (tmp_path / "root.pem").write_bytes(root.cert_pem)
+    listener = ListenerTLS(name="names", certificates=[
+        (tmp_path / "a.pem", tmp_path / "a.key", ("A.example", "*.Wild.example")),
+        (tmp_path / "b.pem", tmp_path / "b.key", ("b.example",))])
+    for sni, names in (("b.example", ("b.example",)), ("x.wild.example", ("a.example", "*.wild.example")),
+                       ("other.example", ("a.example", "*.wild.example"))):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = ctx.wrap_bio(inc, out, server_hostname=sni)
+        server = listener.connection()
+        events = []
+        for _ in range(10):
+            try:
+                client.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            reply, _, evs = server.receive(out.read())
+            events.extend(evs)
+            inc.write(reply)
+            if events:
+                break
+        assert isinstance(events[0], HandshakeDone) and events[0].certificate_names == names, sni
