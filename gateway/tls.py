@@ -594,7 +594,8 @@ class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
     __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
-                 "started", "handshake_s", "identity", "_resumed", "_renegotiating")
+                 "started", "handshake_s", "identity", "_resumed", "_renegotiating", "_cert_bytes",
+                 "_hello_seen")
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -610,6 +611,8 @@ class TLSConnection:
         self._called = False
         self._resumed = False           # set by the servername callback
         self._renegotiating = False     # set by the message callback
+        self._cert_bytes = -1           # the client Certificate message's body, as received
+        self._hello_seen = False        # the servername callback ran: the ClientHello is processed
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity: Identity | None = None
@@ -626,6 +629,12 @@ class TLSConnection:
         if self._decision is not None:
             return None if self._decision else self._verdict.status
         tls = self._tls
+        if depth == 0 and ok:
+            too_big = self._size_refusal()
+            if too_big is not None:
+                self._verdict = too_big
+                self._decision = False
+                return too_big.status
         if tls.verifier is None:
             # passthrough: nothing is verified; the presented chain is read after the handshake
             return None
@@ -642,7 +651,26 @@ class TLSConnection:
             return None
         return None if self._decide() else self._verdict.status
 
+    def _size_refusal(self) -> Verdict | None:
+        """max_client_cert_chain_bytes, applied to what the client sent: the body of its Certificate
+        message. The chain the Verifier sees is the one OpenSSL built (one certificate per depth of
+        the verify callback), so certificates that chain to nothing (padding) never reach it: the
+        Verifier's own size check cannot see them. Unknown size (the message callback did not see
+        the message) fails closed."""
+        n, limit = self._cert_bytes, self._tls.max_chain_bytes
+        if 0 <= n <= limit:
+            return None
+        if n < 0:
+            return Verdict(VerifyStatus.UNMAPPED, None, 0.0, "size of the client's Certificate message unknown")
+        return Verdict(VerifyStatus.MAX_SIZE, None, 0.0,
+                       f"client certificates of {n} bytes, more than max_client_cert_chain_bytes = {limit}")
+
     def _decide(self) -> bool:
+        too_big = self._size_refusal()
+        if too_big is not None:
+            self._verdict = too_big
+            self._decision = False
+            return False
         verdict = self._tls.verifier.verify_der(tuple(d for d in self._chain if d))
         self._verdict = verdict
         self._decision = verdict.ok
@@ -655,6 +683,10 @@ class TLSConnection:
             # OP_NO_RENEGOTIATION makes OpenSSL answer a no_renegotiation warning and carry on, RFC
             # 5746 4.2) or a protocol violation (TLS 1.3 has no renegotiation)
             self._renegotiating = True
+        elif not write_p and msg_type == _MT_CERTIFICATE:
+            # before the verify callback: OpenSSL hands a message to the callback once it has read
+            # all of it, then processes it (tls_get_message_body)
+            self._cert_bytes = length - 4       # less the handshake header
 
     # -- the servername callback -------------------------------------------------------------------
     def _on_client_hello(self, conn: SSL.Connection, alert) -> int:
@@ -663,6 +695,7 @@ class TLSConnection:
         refused here, with the alert of its status, before the ServerHello: the client never gets
         to send a request, nor a fresh ticket."""
         tls = self._tls
+        self._hello_seen = True
         tls._on_sni(conn)
         if not _session_reused(conn._ssl):
             return _SSL_TLSEXT_ERR_OK
@@ -755,6 +788,13 @@ class TLSConnection:
         detail = _describe(exc)
         if "peer did not return a certificate" in detail:
             return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", detail)
+        if "excessive message size" in detail and self._hello_seen and self._tls.mtls != "off":
+            # OpenSSL's own cap on the Certificate message (max_cert_list, 100 KiB by default, not
+            # settable through these bindings) fired before ours could: past the ClientHello the
+            # only message a client sends that large is its Certificate. OpenSSL has already sent
+            # its alert (illegal_parameter); the status is the one ours would have given.
+            return HandshakeFailed(VerifyStatus.MAX_SIZE, "client_cert_refused",
+                                   f"client certificates larger than OpenSSL's limit ({detail})")
         if v is not None and v.ok:
             # the chain was fine but the handshake still failed after it: typically the client does
             # not hold the private key (CertificateVerify), or it aborted

@@ -550,3 +550,67 @@ def test_certificate_names_of_the_selected_certificate(tmp_path, ca):
             if events:
                 break
         assert isinstance(events[0], HandshakeDone) and events[0].certificate_names == names, sni
+
+
+# -- max_client_cert_chain_bytes ---------------------------------------------------------------------
+def _padding_certs(n: int, size: int = 3600) -> bytes:
+    """`n` self-signed certificates of about `size` bytes each, chaining to nothing: OpenSSL never
+    puts them in the chain it builds, but the client sends them all."""
+    import datetime as dt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    out = []
+    for i in range(n):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"padding {i}")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now)
+                .not_valid_after(now + dt.timedelta(days=1))
+                .add_extension(x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.2"),
+                                                          b"\x04\x82" + size.to_bytes(2, "big") + b"P" * size),
+                               critical=False)
+                .sign(key, hashes.SHA256()))
+        out.append(cert.public_bytes(serialization.Encoding.PEM))
+    return b"".join(out)
+
+
+def _padded_client_ctx(tmp_path, files, client, padding: int, version):
+    cp, kp = tmp_path / "padded.pem", tmp_path / "padded.key"
+    client.write(cp, kp)
+    cp.write_bytes(cp.read_bytes() + _padding_certs(padding))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files / "root.pem")
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.load_cert_chain(cp, kp)
+    return ctx
+
+
+@pytest.mark.parametrize("mode", ["verify", "passthrough"])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_padding_certificates_count_toward_the_chain_limit(files, ca, tmp_path, version, mode):
+    """leaf + intermediate + 20 padding certificates (~79 KB): over the 64 KiB default, though the
+    chain OpenSSL builds (and the Verifier sees) is two certificates."""
+    _, inter, _ = ca
+    client = pki.make_client(inter, "ivan")
+    ctx = _padded_client_ctx(tmp_path, files, client, 20, version)
+    _, _, events, plain, err = handshake(_listener(files, ca, mode=mode), ctx)
+    assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
+    assert events[0].status is VerifyStatus.MAX_SIZE, events[0]
+    assert "65536" in events[0].detail
+    assert err.reason == "SSLV3_ALERT_BAD_CERTIFICATE"
+    # the same chain under a larger limit is accepted: the padding is ignored by the verdict
+    _, _, events, _, err = handshake(_listener(files, ca, mode=mode, max_chain_bytes=200_000), ctx)
+    assert isinstance(events[0], HandshakeDone), events[0]
+
+
+def test_openssl_own_certificate_limit_is_max_size_too(files, ca, tmp_path):
+    """~150 KB of certificates: OpenSSL's max_cert_list (100 KiB) fires before any callback sees
+    the message; it is reported as ClientCertMaxSizeExceeded all the same."""
+    _, inter, _ = ca
+    ctx = _padded_client_ctx(tmp_path, files, pki.make_client(inter, "judy"), 40, ssl.TLSVersion.TLSv1_3)
+    _, _, events, plain, err = handshake(_listener(files, ca, max_chain_bytes=1 << 20), ctx)
+    assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
+    assert events[0].status is VerifyStatus.MAX_SIZE, events[0]
