@@ -46,9 +46,9 @@ ESCAPED_SLASH_ACTIONS = ("reject", "keep", "decode")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
-# The one scan of the hot path: any byte that may need work. A target without one is returned as is.
+# The hot path's scan, over the path only: any byte that may need work; a path without one is done.
 # `/.` finds every dot segment (a segment starts after a "/"), `//` every empty segment.
-_NEEDS_WORK = re.compile(rb"[%;\\\x00-\x20\x7f-\xff]|/[./]").search
+_NEEDS_WORK = re.compile(rb"[%;\\\x00-\x20\x7f-\xff]|/[./]").search  # (string, pos, endpos)
 _CONTROL = re.compile(rb"[\x00-\x20\x7f]").search
 # Lead bytes that only an overlong encoding uses (C0, C1), or that start one (E0 then 80..9F,
 # F0 then 80..8F) -- RFC 3629 3; matched on the normalised text, where hex is upper-case.
@@ -129,15 +129,12 @@ DEFAULT_POLICY = PathPolicy()
 def normalize_target(policy: PathPolicy, target: bytes) -> bytes:
     """The request-target to match and to forward: the normalised path and the original `?query`.
 
-    Returns `target` itself when there is nothing to do (the common case: one scan). Raises
+    Returns `target` itself when there is nothing to do (the common case: two scans). Raises
     `HTTPProtocolError` (status 400, a `path_*` reason) for a path a backend could read otherwise."""
-    m = _NEEDS_WORK(target)
-    if target[:1] == b"/":
-        if m is None:
-            return target
-        q = target.find(b"?")
-        if 0 <= q < m.start():          # the only special bytes are in the query
-            return target
+    # two scans: memchr for the query, one regular expression over the path before it
+    q = target.find(b"?")
+    if target[:1] == b"/" and (_NEEDS_WORK(target, 0, q) if q >= 0 else _NEEDS_WORK(target)) is None:
+        return target
     return _normalize_slow(policy, target)
 
 

@@ -274,6 +274,9 @@ def test_decode_with_merge_off():
 def test_policy_defaults_follow_the_listener_defaults():
     assert DEFAULT_POLICY == PathPolicy(config.DEFAULT_MERGE_SLASHES, config.DEFAULT_ESCAPED_SLASHES)
     assert set(config.ESCAPED_SLASHES) == {"reject", "keep", "decode"}
+    fields = config.ListenerSpec.__dataclass_fields__
+    assert fields["merge_slashes"].default is config.DEFAULT_MERGE_SLASHES
+    assert fields["escaped_slashes"].default == config.DEFAULT_ESCAPED_SLASHES
     spec = types.SimpleNamespace(merge_slashes=False, escaped_slashes="keep")
     assert PathPolicy.from_listener(spec) == PathPolicy(False, "keep")
     assert hash(PathPolicy()) == hash(PathPolicy(True, "reject"))
