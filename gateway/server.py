@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import headers as hdrs
-from . import trust
+from . import paths, trust
 from .config import Config, ListenerSpec
 from .errors import ConfigError, Problem
 from .http1 import HTTPLimits
@@ -59,6 +59,11 @@ class ListenerRuntime:
     errors: ErrorLog
     observer: Observer = NULL_OBSERVER
     tls_identity: tuple = ()
+    header_policy: hdrs.HeaderPolicy = field(default_factory=hdrs.HeaderPolicy)
+    path_policy: paths.PathPolicy = field(default_factory=paths.PathPolicy)
+    # a request's Host must be a name of the certificate SNI chose: `strict_sni_host`, for a
+    # listener that serves several certificates
+    sni_host_strict: bool = False
     open_connections: int = 0
     protocols: set = field(default_factory=set)
 
@@ -89,11 +94,19 @@ def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
         except OSError:
             return ""
 
+    from .trust import bundle_fingerprint
+
     certs = tuple((str(c.cert), digest(c.cert), str(c.key), digest(c.key), c.names) for c in spec.certificates)
     store = config.trust_stores.get(spec.trust_store) if spec.trust_store else None
     advertised = digest(store.ca_bundle) if (store is not None and spec.advertise_ca_names) else ""
+    # what feeds the session id context (gateway.tls.session_id_context): the CA set, by content,
+    # the depth and the expiry policy. A change makes new contexts (new ticket keys, new sid_ctx),
+    # so no session admitted under the old policy resumes; a CRL-only change keeps them.
+    verifies = store is not None and spec.mtls in ("verify", "optional")
+    ca_set = bundle_fingerprint(store.ca_bundle) if verifies else ""
     return (spec.name, certs, spec.mtls, spec.trust_store, spec.tls_min_version, spec.ciphers_tls12,
-            spec.session_tickets, spec.session_timeout_s, spec.max_chain_depth, advertised)
+            spec.session_tickets, spec.session_timeout_s, spec.max_chain_depth, advertised, ca_set,
+            spec.ignore_client_certificate_expiry)
 
 
 def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | None = None,
@@ -185,7 +198,10 @@ def _listener_runtime(spec, tls, ident, groups, access, conns, errors) -> Listen
     return ListenerRuntime(
         spec=spec, port=spec.port, tls=tls, routes=RouteTable(spec.rules),
         header_styles=tuple(spec.header_style), http_limits=limits, target_groups=groups,
-        access_log=access, connection_log=conns, errors=errors, tls_identity=ident)
+        access_log=access, connection_log=conns, errors=errors, tls_identity=ident,
+        header_policy=hdrs.HeaderPolicy(spec.underscore_headers, spec.strip_request_headers),
+        path_policy=paths.PathPolicy(spec.merge_slashes, spec.escaped_slashes),
+        sni_host_strict=spec.host_must_match_sni and len(spec.certificates) > 1)
 
 
 def _with_store(old: ListenerTLS, store: TrustStore | None, spec: ListenerSpec) -> ListenerTLS:

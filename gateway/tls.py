@@ -215,6 +215,14 @@ def _name_matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
+def session_id_context(name: str, mtls: str, store: TrustStore | None, max_chain_depth: int,
+                       ignore_expiry: bool) -> bytes:
+    """The SSL session id context of a listener's policy (32 bytes, SSL_MAX_SID_CTX_LENGTH)."""
+    policy = (f"{name}|{mtls}|{store.name}|{store.ca_fingerprint}|{max_chain_depth}|{int(ignore_expiry)}"
+              if store is not None else f"{name}|{mtls}")
+    return hashlib.sha256(policy.encode()).digest()[:32]
+
+
 class ListenerTLS:
     """One listener's TLS: contexts per certificate, SNI selection, the client-cert verifier."""
 
@@ -241,9 +249,15 @@ class ListenerTLS:
         # chains of full handshakes, shared by the workers for resumed sessions (gateway.sessions);
         # set by the server when it has one
         self.chain_store = None
-        # The session id context binds sessions to this listener and its trust policy: a session
-        # verified under one listener must never resume on another (RFC 5246 F.1.4's concern).
-        sid = hashlib.sha256(f"{name}|{mtls}|{store.name if store else ''}".encode()).digest()[:32]
+        # The session id context binds sessions to this listener and the verification policy that
+        # admitted them: a session verified under one listener, or under another CA set, depth or
+        # expiry policy, must never resume under this one (RFC 5246 F.1.4's concern; OpenSSL does
+        # not resume a session whose sid_ctx differs). The CRLs and the deny-list are left out on
+        # purpose: revocation is re-checked on every resumption, and a CRL update must not cost
+        # every client a full handshake. gateway.server._tls_identity keeps the contexts over a
+        # reload only while all of this is unchanged.
+        self.session_id_context = session_id_context(name, mtls, store, max_chain_depth, ignore_expiry)
+        sid = self.session_id_context
         self._contexts: list[SSL.Context] = []
         self._exact: dict[str, SSL.Context] = {}
         self._wildcard: dict[str, SSL.Context] = {}

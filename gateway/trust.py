@@ -348,6 +348,25 @@ def _key_identifier(cert: x509.Certificate, ext_class) -> bytes | None:
     return value.key_identifier if ext_class is x509.AuthorityKeyIdentifier else value.digest
 
 
+def ca_set_fingerprint(cas: Iterable[x509.Certificate]) -> str:
+    """SHA-256 over the sorted DER encodings of a set of CAs: what the CA set is, whatever the order
+    or the PEM formatting of the bundle it came from. CRLs and the deny-list are not in it."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    h = hashlib.sha256()
+    for der in sorted({ca.public_bytes(Encoding.DER) for ca in cas}):
+        h.update(len(der).to_bytes(4, "big"))
+        h.update(der)
+    return h.hexdigest()
+
+
+def bundle_fingerprint(path: Path | str) -> str:
+    """`ca_set_fingerprint` of a PEM bundle file ("" when it cannot be read: the build reports it)."""
+    try:
+        return ca_set_fingerprint(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+    except (OSError, ValueError):
+        return ""
+
+
 class TrustStore:
     """A CA bundle, its CRLs (indexed) and a serial deny-list. Its CAs never change once built; its
     revocation data can be replaced (`update_revocation`), which raises `generation`."""
@@ -360,6 +379,7 @@ class TrustStore:
         self.impl = implementation or impl
         self.generation = generation
         self.cas = tuple(cas)
+        self.ca_fingerprint = ca_set_fingerprint(self.cas)
         self._by_subject = self.impl.IssuerIndex(
             (ca.subject.public_bytes(), _key_identifier(ca, x509.SubjectKeyIdentifier), ca)
             for ca in cas)

@@ -257,3 +257,47 @@ def test_renegotiation_attempt_is_one_error_line_and_one_connection_line(gateway
     # and the gateway still serves
     assert "HTTP/1.1 200" in s_client(gw.port("verify"), test_pki.root_pem, "tls1_3", (good.cert, good.key),
                                       stdin=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+
+
+def _py_session(port: int, ctx: ssl.SSLContext, session=None):
+    """One GET; (resumed, session, response or the SSLError)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+                return tls.session_reused, tls.session, data
+    except ssl.SSLError as exc:
+        return False, None, exc
+
+
+@pytest.mark.parametrize("native", NATIVE)
+def test_sessions_are_bound_to_the_ca_set(gateway_factory, test_pki, tmp_path, native):
+    """A reload that changes the CA set (by content: same file name) admits no old session; one
+    that removes the client's CAs makes its sessions unusable. CRLs are not part of the binding."""
+    d = _private_pki(tmp_path)
+    bundle = tmp_path / "bundle.pem"
+    original = (d / "ca-bundle.pem").read_bytes()
+    bundle.write_bytes(original)
+    listeners = LISTENERS.format(pki=d)
+    gw = gateway_factory(listeners, f'[trust_store.main]\nca_bundle = "{bundle}"\n', names=["verify"],
+                         gateway=f'workers = 1\nnative = "{native}"')
+    port = gw.port("verify")
+    ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
+    ctx.load_cert_chain(d / "clients" / "kim.pem", d / "clients" / "kim.key")
+    reused, session, data = _py_session(port, ctx)
+    assert not reused and data.startswith(b"HTTP/1.1 200")
+    reused, session, data = _py_session(port, ctx, session)
+    assert reused and data.startswith(b"HTTP/1.1 200")
+    # another CA added: the policy changed, the session does not resume (a full handshake passes)
+    bundle.write_bytes(original + pki.make_root("another root").cert_pem)
+    _reload(gw, 1)
+    reused, session, data = _py_session(port, ctx, session)
+    assert not reused and data.startswith(b"HTTP/1.1 200"), data
+    # the client's CAs removed: its fresh session is unusable, and so is a full handshake
+    bundle.write_bytes(pki.make_root("only root").cert_pem)
+    _reload(gw, 2)
+    reused, _, result = _py_session(port, ctx, session)
+    assert not reused and isinstance(result, ssl.SSLError) and result.reason == "TLSV1_ALERT_UNKNOWN_CA", result

@@ -614,3 +614,37 @@ def test_openssl_own_certificate_limit_is_max_size_too(files, ca, tmp_path):
     _, _, events, plain, err = handshake(_listener(files, ca, max_chain_bytes=1 << 20), ctx)
     assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
     assert events[0].status is VerifyStatus.MAX_SIZE, events[0]
+
+
+# -- sessions are bound to the policy that admitted them ----------------------------------------------
+def test_session_id_context_binds_the_verification_policy(files, ca):
+    root, inter, _ = ca
+    base = _listener(files, ca).session_id_context
+    other_root = pki.make_root("Another Root")
+    # the CA set by content (not the store's name), the depth, the expiry policy, the listener, the mode
+    assert _listener(files, ca, store=TrustStore("test", [root.cert])).session_id_context != base
+    assert _listener(files, ca, store=TrustStore("test", [root.cert, inter.cert, other_root.cert])
+                     ).session_id_context != base
+    assert _listener(files, ca, max_chain_depth=3).session_id_context != base
+    assert _listener(files, ca, ignore_expiry=True).session_id_context != base
+    assert _listener(files, ca, mode="optional").session_id_context != base
+    assert ListenerTLS(name="u", certificates=[(files / "server.pem", files / "server.key", ("localhost",))],
+                       mtls="verify", store=_store(ca)).session_id_context != base
+    # not the CRLs nor the deny-list (revocation is re-checked on resume), nor the bundle's order
+    assert _listener(files, ca, store=_store(ca, crl_serials=[12345])).session_id_context == base
+    assert _listener(files, ca, store=_store(ca, deny=frozenset([7]))).session_id_context == base
+    assert _listener(files, ca, store=TrustStore("test", [inter.cert, root.cert])).session_id_context == base
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_session_never_resumes_on_another_listener(files, ca, tmp_path, version):
+    _, inter, _ = ca
+    client = pki.make_client(inter, "kate")
+    a, b = _listener(files, ca), _listener(files, ca, ignore_expiry=True)
+    ctx = _client_ctx(files, tmp_path, client, version=version)
+    _, c1, events, _, _ = handshake(a, ctx)
+    assert events[0].status is VerifyStatus.SUCCESS
+    _, c2, events, _, _ = handshake(b, ctx, session=c1.session)
+    assert isinstance(events[0], HandshakeDone) and not events[0].resumed and not c2.session_reused
+    _, c3, events, _, _ = handshake(a, ctx, session=c1.session)
+    assert events[0].resumed       # control: the session itself was resumable
