@@ -301,3 +301,85 @@ def test_sessions_are_bound_to_the_ca_set(gateway_factory, test_pki, tmp_path, n
     _reload(gw, 2)
     reused, _, result = _py_session(port, ctx, session)
     assert not reused and isinstance(result, ssl.SSLError) and result.reason == "TLSV1_ALERT_UNKNOWN_CA", result
+
+
+def _one_byte_hello(port: int, ctx: ssl.SSLContext, sni: str):
+    """A handshake whose ClientHello goes out one byte per TCP segment; (peer certificate DER,
+    response or the SSLError)."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    first = True
+    try:
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = out.read()
+                if first:
+                    for i in range(len(pending)):
+                        sock.send(pending[i:i + 1])
+                        time.sleep(0.0005)
+                    first = False
+                else:
+                    sock.sendall(pending)
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during handshake")
+                inc.write(data)
+        peer = obj.getpeercert(binary_form=True)
+        obj.write(b"GET / HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nConnection: close\r\n\r\n")
+        sock.sendall(out.read())
+        reply = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+            try:
+                reply += obj.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                break
+            sock.sendall(out.read())
+        return peer, reply
+    except ssl.SSLError as exc:
+        return None, exc
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("native", NATIVE)
+def test_fragmented_client_hello_keeps_sni_and_the_verify_policy(gateway_factory, test_pki, tmp_path, native):
+    other = pki.make_server(test_pki.intermediate, ["other.test"])
+    other.write(tmp_path / "other.pem", tmp_path / "other.key")
+    d = test_pki.dir
+    listeners = f"""
+[[listener]]
+name = "verify"
+bind = "127.0.0.1:{{port_verify}}"
+certificates = [{{{{cert = "{d}/server.pem", key = "{d}/server.key"}}}},
+                {{{{cert = "{tmp_path}/other.pem", key = "{tmp_path}/other.key"}}}}]
+mtls = "verify"
+trust_store = "main"
+[[listener.rule]]
+action = "fixed-response"
+fixed_response = {{{{status = 200, body = "ok"}}}}
+"""
+    gw = gateway_factory(listeners, f'[trust_store.main]\nca_bundle = "{d}/ca-bundle.pem"\n', names=["verify"],
+                         gateway=f'workers = 1\nnative = "{native}"')
+    good = test_pki.clients["good"]
+    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
+    ctx.load_cert_chain(good.cert, good.key)
+    peer, reply = _one_byte_hello(gw.port("verify"), ctx, "other.test")
+    assert peer == other.der, "SNI did not select the other certificate"
+    assert isinstance(reply, bytes) and reply.startswith(b"HTTP/1.1 200"), reply
+    # the same fragmented hello without a client certificate is still refused
+    bare = ssl.create_default_context(cafile=str(test_pki.root_pem))
+    bare.minimum_version = ssl.TLSVersion.TLSv1_3
+    peer, result = _one_byte_hello(gw.port("verify"), bare, "other.test")
+    assert isinstance(result, ssl.SSLError) and result.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED", result
+    gw.wait_log("connection", lambda l: l["tls_verify_status"] == "Failed:ClientCertNotFound")
