@@ -45,13 +45,14 @@ import os
 import time
 
 from . import headers as hdrs
-from . import http1
+from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
 from .http1 import EndOfMessage, Request, Response
 from .identity import serial_hex
 from .logs import iso_now, validity
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed
+from .tls import _name_matches as name_matches
 
 # Pause reading from the client when this much parsed-but-unsent request data is queued
 # (a pipelining client or a body arriving before the upstream connection is up).
@@ -81,7 +82,7 @@ class Exchange:
     __slots__ = ("request", "action", "started", "upstream", "target", "body_queue", "request_done",
                  "response", "chunked_out", "keep_alive", "status", "bytes_out", "head_sent",
                  "connecting", "timer", "bytes_in", "discard", "group", "picked", "tried",
-                 "retried", "upgrade", "tunnel")
+                 "retried", "upgrade", "tunnel", "forward_target", "reason")
 
     def __init__(self, request: Request, action) -> None:
         self.request = request
@@ -107,6 +108,10 @@ class Exchange:
         self.retried = False
         self.upgrade = False        # the request may switch protocols (an allowed Upgrade)
         self.tunnel = False         # it did: bytes now pass through both ways
+        # the request-target rules match and the target receives: the normalised path, the query
+        # as sent (gateway.paths)
+        self.forward_target = request.target
+        self.reason = ""            # why the gateway refused the request itself, for the access log
 
 
 class _NoRequestYet:
@@ -566,13 +571,15 @@ class GatewayProtocol(asyncio.Protocol):
         self.header_deadline_armed = False
         self.idle_deadline = 0.0
         self._cancel_timer()
-        action = rt.routes.match(split_host(request.host), split_path(request.target),
-                                 request.method, request.headers)
-        ex = Exchange(request, action)
+        ex = Exchange(request, None)
         self.current = ex
         limit = rt.spec.max_requests_per_connection
         if self.draining or (limit and self.requests >= limit):
             ex.keep_alive = False
+        if self._screened_out(ex, request):
+            return
+        action = ex.action = rt.routes.match(_route_host(request.host), split_path(ex.forward_target),
+                                             request.method, request.headers)
         if action.access is not None:
             refusal = self._refusal(action)
             if refusal is not None:
@@ -594,7 +601,7 @@ class GatewayProtocol(asyncio.Protocol):
         elif type(action) is Fixed:
             self._answer(ex, action)
         else:
-            location = action.location(split_host(request.host), rt.port, request.target)
+            location = action.location(split_host(request.host), rt.port, ex.forward_target)
             if location is None:
                 self._answer(ex, REDIRECT_NEEDS_HOST)
                 return
@@ -602,6 +609,48 @@ class GatewayProtocol(asyncio.Protocol):
             ex.body_queue = None
             self._after_answer(ex, action.response(location, self._answer_keeps(ex),
                                                    request.http_version == b"1.0"))
+
+    def _screened_out(self, ex: Exchange, request: Request) -> bool:
+        """What a request must pass before any rule sees it; True when it was refused (and
+        answered). Header names a backend would fold into one the gateway sets (gateway.headers),
+        the path the backend will act on (gateway.paths), and a Host that the certificate chosen by
+        SNI covers (RFC 9110 7.4 and 15.5.20: 421 when a connection is not authoritative)."""
+        rt = self.rt
+        screening = hdrs.screen_request(rt.header_policy, request.headers, request.connection)
+        if screening is not None:
+            rt.errors.info(screening.reason, screening.message, listener=rt.spec.name,
+                           client=f"{self.client_ip}:{self.client_port}",
+                           headers=[n.decode("latin-1") for n in screening.names])
+            if screening.refuse:
+                return self._refuse(ex, 400, screening.message, screening.reason)
+        try:
+            ex.forward_target = paths.normalize_target(rt.path_policy, request.target)
+        except HTTPProtocolError as exc:
+            rt.errors.info(exc.reason, str(exc), listener=rt.spec.name,
+                           client=f"{self.client_ip}:{self.client_port}",
+                           target=request.target[:512].decode("latin-1"))
+            return self._refuse(ex, exc.status, str(exc), exc.reason)
+        route_host = _route_host(request.host) if rt.sni_host_strict else None
+        if route_host is not None:
+            host = route_host.lower().decode("latin-1")
+            ev = self.done_event
+            names = ev.certificate_names if type(ev) is HandshakeDone else ()
+            if not any(name_matches(n, host) for n in names):
+                rt.errors.info("misdirected_request", "Host is not a name of the certificate the "
+                               "client's SNI chose", listener=rt.spec.name,
+                               client=f"{self.client_ip}:{self.client_port}", host=host,
+                               server_name=ev.server_name if ev is not None else None)
+                return self._refuse(ex, 421, "misdirected request: this connection does not "
+                                    "serve that host", "misdirected_request")
+        return False
+
+    def _refuse(self, ex: Exchange, status: int, message: str, reason: str) -> bool:
+        """Answer a request the gateway refuses by itself, and close: a 4xx for something a client
+        sent on purpose ends the connection (nothing after it on the wire is trusted)."""
+        ex.keep_alive = False
+        ex.reason = reason
+        self._respond_fixed(ex, status, message.encode("utf-8", "replace")[:200] + b"\n")
+        return True
 
     def _refusal(self, action) -> Fixed | None:
         refusals = self.refusals
@@ -725,8 +774,9 @@ class GatewayProtocol(asyncio.Protocol):
             tokens = tokens | {b"expect"}
         if ex.upgrade:
             framing += b"Connection: upgrade\r\nUpgrade: " + _header_value(req.headers, b"upgrade") + b"\r\n"
-        head = hdrs.encode_request_head(req.method, req.target, req.headers, self.identity_lines,
-                                        self.client_ip_b, self.client_port, rt.port, tokens, framing)
+        head = hdrs.encode_request_head(req.method, ex.forward_target, req.headers,
+                                        self.identity_lines, self.client_ip_b, self.client_port,
+                                        rt.port, tokens, framing, rt.header_policy)
         queued = ex.body_queue or ()
         ex.body_queue = None
         conn.write(head + b"".join(queued) if queued else head)
@@ -1084,6 +1134,7 @@ class GatewayProtocol(asyncio.Protocol):
             "verify_status": ev.status.value if ev is not None and ev.status is not None else None,
             "subject": ident.subject if ident is not None else None,
             "aborted": aborted,
+            "reason": ex.reason or None,
         })
 
     def _access_log_bare(self, status: int, reason: str, bytes_out: int = 0) -> None:
@@ -1119,6 +1170,14 @@ class GatewayProtocol(asyncio.Protocol):
             "reason": reason or None,
             "conn_trace_id": "TID_" + os.urandom(16).hex(),
         })
+
+
+def _route_host(host: bytes | None) -> bytes | None:
+    """The Host as rules and the SNI check see it: without the port and without the trailing dot
+    of a fully qualified name ("a.example." is "a.example", RFC 1034 3.1), so neither spelling
+    slips past a host condition."""
+    host = split_host(host)
+    return host.rstrip(b".") or None if host is not None else None
 
 
 def _header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:

@@ -75,3 +75,80 @@ target_group = "empty"
         assert line["status"] == status
         # every byte of the response the client read, head and body, before TLS
         assert line["bytes_out"] == size, (path, line)
+
+
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory, test_pki):
+    """Server certificates for a.example and *.b.example, from the test PKI's intermediate."""
+    from gateway import pki
+    d = tmp_path_factory.mktemp("sni")
+    out = {}
+    for label, names in (("a", ["a.example"]), ("b", ["*.b.example"])):
+        issued = pki.make_server(test_pki.intermediate, names)
+        issued.write(d / f"{label}.pem", d / f"{label}.key")
+        out[label] = (d / f"{label}.pem", d / f"{label}.key")
+    return out
+
+
+def _two_cert_listener(two_servers, mtls: str, extra: str = "") -> str:
+    (a_cert, a_key), (b_cert, b_key) = two_servers["a"], two_servers["b"]
+    store = 'trust_store = "main"\n' if mtls in ("verify", "optional") else ""
+    return f"""
+[[listener]]
+name = "main"
+bind = "127.0.0.1:{{port}}"
+certificates = [{{cert = "{a_cert}", key = "{a_key}"}}, {{cert = "{b_cert}", key = "{b_key}"}}]
+mtls = "{mtls}"
+{store}{extra}
+[[listener.rule]]
+host = "a.example"
+action = "fixed-response"
+fixed_response = {{status = 200, body = "a\\n"}}
+[[listener.rule]]
+action = "fixed-response"
+fixed_response = {{status = 200, body = "other\\n"}}
+
+[trust_store.main]
+ca_bundle = "{{pki}}/ca-bundle.pem"
+"""
+
+
+def _sni_ctx(test_pki, client: str | None = "good") -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
+    if client is not None:
+        c = test_pki.clients[client]
+        ctx.load_cert_chain(c.cert, c.key)
+    return ctx
+
+
+@pytest.mark.parametrize("mtls", ["verify", "optional", "passthrough"])
+def test_host_outside_the_sni_certificate_is_421(gateway, test_pki, two_servers, mtls):
+    gw = gateway(_two_cert_listener(two_servers, mtls))
+    ctx = _sni_ctx(test_pki)
+    port = gw.port("main")
+
+    def get(sni: str, host: str) -> bytes:
+        return _raw(port, ctx, b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                    % host.encode(), server_name=sni)
+
+    assert get("a.example", "a.example").endswith(b"\r\n\r\na\n")
+    assert get("a.example", "A.Example.:443").endswith(b"\r\n\r\na\n")
+    assert get("x.b.example", "x.b.example").endswith(b"\r\n\r\nother\n")
+    # authenticated for one certificate's names, asking for another's: not this connection's host
+    for sni, host in (("x.b.example", "a.example"), ("a.example", "x.b.example"),
+                      ("a.example", "evil.example"), ("x.b.example", "b.example"),
+                      ("x.b.example", "y.z.b.example")):
+        out = get(sni, host)
+        assert status_of(out) == 421, (sni, host, out[:200])
+    line = wait_until(lambda: [l for l in gw.lines("error") if l.get("reason") == "misdirected_request"])
+    assert line[0]["host"] == "a.example"
+    access = wait_until(lambda: [l for l in gw.lines("access") if l["status"] == 421])
+    assert access[0]["reason"] == "misdirected_request"
+
+
+def test_strict_sni_host_can_be_turned_off(gateway, test_pki, two_servers):
+    gw = gateway(_two_cert_listener(two_servers, "verify", "strict_sni_host = false"))
+    out = _raw(gw.port("main"), _sni_ctx(test_pki),
+               b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+               server_name="x.b.example")
+    assert out.endswith(b"\r\n\r\na\n")
