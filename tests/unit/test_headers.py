@@ -682,16 +682,35 @@ def _upper_fold(name: bytes) -> bytes:
     return name.upper().replace(b"-", b"_")
 
 
+# The stripped names, written out here independently of gateway.headers' tables (its
+# THIRD_PARTY_CERT_HEADERS documents the sources), in the CGI meta-variable spelling.
+_EXPECTED_MANAGED = {
+    "X_AMZN_MTLS_CLIENTCERT", "X_AMZN_MTLS_CLIENTCERT_SERIAL_NUMBER", "X_AMZN_MTLS_CLIENTCERT_ISSUER",
+    "X_AMZN_MTLS_CLIENTCERT_SUBJECT", "X_AMZN_MTLS_CLIENTCERT_VALIDITY", "X_AMZN_MTLS_CLIENTCERT_LEAF",
+    "X_FORWARDED_CLIENT_CERT", "CLIENT_CERT", "CLIENT_CERT_CHAIN",
+    "X_FORWARDED_FOR", "X_FORWARDED_PROTO", "X_FORWARDED_PORT",
+    "CONNECTION", "KEEP_ALIVE", "PROXY_CONNECTION", "TE", "TRAILER", "TRANSFER_ENCODING", "UPGRADE",
+    "CONTENT_LENGTH",
+    "SSL_SESSION_ID", "X_SSL", "X_ARR_CLIENTCERT", "X_ARR_SSL", "X_CLIENT_VERIFY", "X_CLIENT_DN",
+}
+_EXPECTED_PREFIXES = ("SSL_CLIENT_", "SSL_CIPHER", "X_SSL_", "X_FORWARDED_TLS_CLIENT_CERT",
+                      "X_CLIENT_CERT", "CF_CLIENT_CERT_", "CLOUDFRONT_VIEWER_CERT_")
+
+
+def test_tables_equal_the_expected_lists():
+    assert {_upper_fold(n).decode() for n in headers.MANAGED_NAMES} == _EXPECTED_MANAGED
+    assert sorted(_upper_fold(p).decode() for p in headers.DROPPED_PREFIXES) == sorted(_EXPECTED_PREFIXES)
+
+
 def _oracle_stripped(name: bytes, policy) -> bool:
     """Whether a name must be stripped, worked out independently of gateway.headers' matchers."""
     import fnmatch
     key = _upper_fold(name)
-    managed = {_upper_fold(n) for n in headers.MANAGED_NAMES}
+    text = key.decode("latin-1")
     if key == b"X_FORWARDED_FOR" and b"_" not in name:
         return False                                   # folded into the gateway's own, not kept
-    if key in managed or any(key.startswith(_upper_fold(p)) for p in headers.DROPPED_PREFIXES):
+    if text in _EXPECTED_MANAGED or text.startswith(_EXPECTED_PREFIXES):
         return True
-    text = key.decode("latin-1")
     if any(fnmatch.fnmatchcase(text, _upper_fold(g.encode()).decode()) for g in policy.strip):
         return True
     return b"_" in name and policy.underscore != "keep"
