@@ -445,8 +445,8 @@ class GatewayProtocol(asyncio.Protocol):
                        serial=f"{ident.serial:x}" if ident else None)
         self.done_event = event
         self._connection_log(event, event.reason)
-        rt.observer.handshake(rt.spec.name, rt.spec.mtls, "refused", event.status.value, False,
-                              time.monotonic() - self.connected_at)
+        rt.observer.handshake(rt.spec.name, rt.spec.mtls, "refused", event.status.value,
+                              event.resumed, time.monotonic() - self.connected_at)
         self.state = ConnState.CLOSING
         self._cancel_timers()
         self.transport.close()
@@ -1161,7 +1161,7 @@ class GatewayProtocol(asyncio.Protocol):
             "tls_protocol": event.protocol if done else None,
             "tls_cipher": event.cipher if done else None,
             "tls_handshake_latency": round(self.tls.handshake_s, 6) if done else None,
-            "resumed": event.resumed if done else False,
+            "resumed": getattr(event, "resumed", False),
             "leaf_client_cert_subject": ident.subject if ident is not None else None,
             "leaf_client_cert_validity": validity(ident) if ident is not None else None,
             "leaf_client_cert_serial_number": serial_hex(ident.serial) if ident is not None else None,

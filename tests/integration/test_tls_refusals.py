@@ -223,6 +223,7 @@ def test_revoked_after_full_handshake_is_refused_inside_resumption(gateway_facto
         line = gw.wait_log("connection", lambda l: l["reason"] == "resumed_client_refused"
                            and gw.lines("connection").index(l) >= before)
         assert line["result"] == "refused" and line["tls_verify_status"] == "Failed:ClientCertCrlHit"
+        assert line["resumed"] is True          # counted as a refused resumed handshake
         assert not [l for l in _handshakes(gw, before) if l["result"] == "accepted"]
 
 
