@@ -121,9 +121,10 @@ def _sni_ctx(test_pki, client: str | None = "good") -> ssl.SSLContext:
     return ctx
 
 
-@pytest.mark.parametrize("mtls", ["verify", "optional", "passthrough"])
-def test_host_outside_the_sni_certificate_is_421(gateway, test_pki, two_servers, mtls):
-    gw = gateway(_two_cert_listener(two_servers, mtls))
+@pytest.mark.parametrize("mtls,native", [("verify", "on"), ("verify", "off"), ("optional", "on"),
+                                         ("passthrough", "off")])
+def test_host_outside_the_sni_certificate_is_421(gateway, test_pki, two_servers, mtls, native):
+    gw = gateway(_two_cert_listener(two_servers, mtls), gateway_extra=f'native = "{native}"')
     ctx = _sni_ctx(test_pki)
     port = gw.port("main")
 
