@@ -16,6 +16,11 @@ empty: `HandshakeDone`, `HandshakeFailed`, `TLSFailed`, `PeerClosed`, in order);
 `send(plaintext)` returns records to write; `close()` returns a close_notify.
 No socket and no event loop here.
 
+What a resumption forwards is the chain of its own session: OpenSSL restores only the leaf (a
+ticket carries no chain), so the chain is kept under a digest of each session's secret, collected
+while the handshake issues its sessions, and found again by the resumed session's (see
+`_session_digest`); an unknown session forwards its leaf alone, never another connection's chain.
+
 The client certificate is decided during the handshake, in OpenSSL's verify callback, so a refused
 client gets a TLS alert rather than an HTTP error. OpenSSL's own chain checks see an empty store and
 are overruled (the callback accepts at the OpenSSL level); the decision is the gateway's `Verifier`,
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL, crypto
 
-from .identity import Identity, VerifyStatus, fingerprint, identity_from_der
+from .identity import Identity, VerifyStatus, identity_from_der
 from .trust import ChainCache, TrustStore, Verdict, Verifier
 
 from OpenSSL._util import exception_from_error_queue as _error_from_queue
@@ -208,6 +213,40 @@ def _c_client_hello(ssl, alert, arg) -> int:
         return _SSL_TLSEXT_ERR_ALERT_FATAL
 
 
+# -- sessions and their chains ------------------------------------------------------------------------
+# OpenSSL restores only the leaf on resumption (a ticket carries no chain, and these bindings offer
+# neither ticket appdata nor session new/get callbacks), yet two connections of one leaf may present
+# different chains. So each chain is kept under the session it was admitted with, found again by
+# the resumed session's own secret: its master key in TLS 1.2 (the same when the ticket is issued
+# and when it is resumed, RFC 5077 4 / RFC 5246 F.1.4), the ticket's resumption PSK in TLS 1.3
+# (each NewSessionTicket is its own session, RFC 8446 4.6.1: OpenSSL makes a fresh s->session for
+# every ticket it writes, so its key is readable when the message callback sees the ticket written;
+# the resumed session's key is readable in the servername callback). Only a digest of the key is
+# ever kept, in memory or in the workers' shared files: never the key.
+_get_session = _lib.SSL_get_session
+_session_master_key = _lib.SSL_SESSION_get_master_key
+_KEY_MAX = 64                               # SSL_MAX_MASTER_KEY_LENGTH is 48 (a SHA-384 PSK)
+_KEY_BUF = _ffi.new("unsigned char[]", _KEY_MAX)
+_KEY_ZERO = bytes(_KEY_MAX)
+_SESSION_LABEL = b"mtls-gateway session chain v1\0"
+_sha256 = hashlib.sha256
+
+
+def _session_digest(ssl) -> bytes | None:
+    """SHA-256 over a label and the current session's secret (None without a session or key).
+    The key passes through one static buffer, wiped after use, and never becomes a Python object."""
+    sess = _get_session(ssl)
+    if sess == _ffi.NULL:
+        return None
+    n = _session_master_key(sess, _KEY_BUF, _KEY_MAX)
+    if n <= 0:
+        return None
+    h = _sha256(_SESSION_LABEL)
+    h.update(_ffi.buffer(_KEY_BUF, n))
+    _ffi.memmove(_KEY_BUF, _KEY_ZERO, n)
+    return h.digest()
+
+
 def _name_matches(pattern: str, name: str) -> bool:
     if pattern.startswith("*."):
         head, _, rest = name.partition(".")
@@ -244,11 +283,14 @@ class ListenerTLS:
                          if mtls in ("verify", "optional") else None)
         self.max_chain_bytes = max_chain_bytes
         self.max_chain_depth = max_chain_depth
-        # passthrough identities by chain key; resumed passthrough sessions find theirs by leaf
+        # passthrough identities by chain key, and by session for resumptions
         self.passthrough_cache = ChainCache() if mtls == "passthrough" else None
-        # chains of full handshakes, shared by the workers for resumed sessions (gateway.sessions);
-        # set by the server when it has one
-        self.chain_store = None
+        # a client certificate may be asked for: its chain is kept with each session issued
+        self.keeps_chains = mtls != "off"
+        self.session_timeout_s = session_timeout_s
+        # chains by session, shared by the workers for resumed sessions (gateway.sessions); set by
+        # the server when it has one
+        self._chain_store = None
         # The session id context binds sessions to this listener and the verification policy that
         # admitted them: a session verified under one listener, or under another CA set, depth or
         # expiry policy, must never resume under this one (RFC 5246 F.1.4's concern; OpenSSL does
@@ -282,6 +324,17 @@ class ListenerTLS:
         # of the listener has the same verify policy, so whatever the ClientHello says (or fails
         # to say) never selects a weaker one.
         _lib.SSL_CTX_set_tlsext_servername_callback(self.default_context._context, _c_client_hello)
+
+    @property
+    def chain_store(self):
+        return self._chain_store
+
+    @chain_store.setter
+    def chain_store(self, store) -> None:
+        self._chain_store = store
+        if store is not None:
+            # the store's sweep may drop a name once no listener's session can outlive it
+            store.keep_for(self.session_timeout_s)
 
     def _context(self, cert_path: str, key_path: str, sid: bytes, min_version: str, ciphers: str,
                  tickets: bool, timeout_s: int, advertise: bool) -> SSL.Context:
@@ -609,7 +662,7 @@ class TLSConnection:
 
     __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
                  "started", "handshake_s", "identity", "_resumed", "_renegotiating", "_cert_bytes",
-                 "_hello_seen")
+                 "_hello_seen", "_sessions", "_resumed_session")
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -627,6 +680,8 @@ class TLSConnection:
         self._renegotiating = False     # set by the message callback
         self._cert_bytes = -1           # the client Certificate message's body, as received
         self._hello_seen = False        # the servername callback ran: the ClientHello is processed
+        self._sessions: list[bytes] = []        # digests of the sessions this handshake issued
+        self._resumed_session: bytes | None = None      # digest of the session it resumed
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity: Identity | None = None
@@ -701,6 +756,17 @@ class TLSConnection:
             # before the verify callback: OpenSSL hands a message to the callback once it has read
             # all of it, then processes it (tls_get_message_body)
             self._cert_bytes = length - 4       # less the handshake header
+        elif write_p and msg_type == _MT_NEW_SESSION_TICKET and self.state is TLSState.HANDSHAKING \
+                and self._tls.keeps_chains:
+            # TLS 1.3: OpenSSL has just made this ticket's session s->session, with its own PSK
+            # (tls_construct_new_session_ticket dups the session per ticket); TLS 1.2: the
+            # handshake's session, whose master key the ticket carries
+            self._note_session()
+
+    def _note_session(self) -> None:
+        d = _session_digest(self._conn._ssl)
+        if d is not None and d != self._resumed_session and d not in self._sessions:
+            self._sessions.append(d)
 
     # -- the servername callback -------------------------------------------------------------------
     def _on_client_hello(self, conn: SSL.Connection, alert) -> int:
@@ -714,6 +780,10 @@ class TLSConnection:
         if not _session_reused(conn._ssl):
             return _SSL_TLSEXT_ERR_OK
         self._resumed = True
+        if tls.keeps_chains:
+            # the resumed session is s->session now; in TLS 1.3 it is replaced by the new ticket's
+            # before the handshake ends, so its key is read here
+            self._resumed_session = _session_digest(conn._ssl)
         if tls.verifier is None:
             return _SSL_TLSEXT_ERR_OK
         leaf = conn.get_peer_certificate()
@@ -820,6 +890,9 @@ class TLSConnection:
         tls = self._tls
         self.handshake_s = time.monotonic() - self.started
         resumed = bool(_session_reused(conn._ssl)) if _session_reused is not None else False
+        if tls.keeps_chains:
+            # a TLS 1.2 session without a ticket (session id cache) has no NewSessionTicket
+            self._note_session()
         identity: Identity | None = None
         status: VerifyStatus | None = None
         if tls.verifier is not None:
@@ -843,8 +916,8 @@ class TLSConnection:
                                                verdict.detail, verdict.identity, True)
             if verdict is not None:
                 identity, status = verdict.identity, verdict.status
-                if self._called and tls.chain_store is not None and identity is not None:
-                    tls.chain_store.put(identity.fingerprint, identity.chain_der)
+                if self._sessions:
+                    self._keep(verdict, tls.verifier.cache)
             elif tls.mtls == "verify":
                 return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", "no certificate")
         elif tls.passthrough_cache is not None:
@@ -857,22 +930,52 @@ class TLSConnection:
                              name.decode("ascii", "replace") if name else None,
                              tls.certificate_names.get(conn.get_context(), ()))
 
+    def _keep(self, verdict: Verdict, cache: ChainCache) -> None:
+        """Keep the chain this connection was admitted with under every session it issued: in this
+        worker's memory until the session expires, and in the shared chain store for the others."""
+        sessions = self._sessions
+        if not sessions or not verdict.ok or verdict.identity is None:
+            return
+        tls = self._tls
+        until = time.time() + tls.session_timeout_s
+        for d in sessions:
+            cache.put_session(d, verdict, until)
+        chain = verdict.identity.chain_der
+        store = tls.chain_store
+        # the leaf alone is what a resumption that finds no file forwards anyway
+        if store is not None and len(chain) > 1:
+            store.put([d.hex() for d in sessions], chain)
+
+    def _session_chain(self, cache: ChainCache, leaf_der: bytes, now: float):
+        """What is known of the resumed session's own chain: (verdict kept in this worker, None),
+        or (None, the chain to decide on: the shared store's, else the leaf alone). Never the chain
+        of another session of the same leaf."""
+        session = self._resumed_session
+        if session is None:
+            return None, (leaf_der,)
+        known = cache.by_session(session, now)
+        if known is not None and known.identity.chain_der[0] == leaf_der:
+            return known, None
+        store = self._tls.chain_store
+        chain = store.get(session.hex()) if store is not None else None
+        if not chain or chain[0] != leaf_der:
+            chain = (leaf_der,)
+        return None, chain
+
     def _resumed_verdict(self, leaf_der: bytes) -> Verdict:
         verifier = self._tls.verifier
         now = time.time()
-        fp = fingerprint(leaf_der)
-        known = verifier.cache.by_leaf(fp, now)
+        known, chain = self._session_chain(verifier.cache, leaf_der, now)
         if known is not None:
             return verifier.recheck(known, now)
-        # Not in this worker's cache (another worker did the full handshake, or a reload emptied
-        # it): the chain presented then is in the shared chain store; verify it again, in full,
-        # against the current trust store. Without it only the leaf is known, and it must chain to
-        # the bundle on its own or the session is refused.
-        store = self._tls.chain_store
-        chain = store.get(fp) if store is not None else None
-        if chain and chain[0] == leaf_der:
-            return verifier.verify_der(chain, now)
-        return verifier.verify_der((leaf_der,), now)
+        # Not in this worker's memory (another worker did the full handshake, or a reload emptied
+        # it): the chain presented then, read back from the shared store, is verified again in
+        # full against the current trust store, like a presented chain. Without it only the leaf is
+        # known, and it must chain to the bundle on its own or the session is refused.
+        verdict = verifier.verify_der(chain, now)
+        if self._resumed_session is not None:
+            verifier.cache.put_session(self._resumed_session, verdict, now + self._tls.session_timeout_s)
+        return verdict
 
     def _passthrough_identity(self, conn: SSL.Connection) -> Identity | None:
         cache = self._tls.passthrough_cache
@@ -889,33 +992,24 @@ class TLSConnection:
             ders = tuple(_dump(_ASN1, c) for c in chain or ())
             if not ders or ders[0] != leaf_der:
                 ders = (leaf_der,) + ders
-            key = cache.chain_key(ders)
-            hit = cache.get(key, now)
-            if hit is not None:
-                return hit.identity
+        else:
+            known, ders = self._session_chain(cache, leaf_der, now)
+            if known is not None:
+                self._keep(known, cache)       # TLS 1.3: the new ticket gets the same chain
+                return known.identity
+        key = cache.chain_key(ders)
+        verdict = cache.get(key, now)
+        if verdict is None:
             try:
                 identity = identity_from_der(ders, VerifyStatus.NOT_VERIFIED)
             except Exception:
                 return None     # an unparseable certificate is forwarded as nothing, never guessed
-            cache.put(key, Verdict(VerifyStatus.SUCCESS, identity, now + 3600.0))
-            if self._tls.chain_store is not None:
-                self._tls.chain_store.put(identity.fingerprint, ders)
-            return identity
-        fp = fingerprint(leaf_der)
-        hit = cache.by_leaf(fp, now)
-        if hit is not None:
-            return hit.identity
-        # resumed on a worker that did not see the full handshake: the shared chain store has it
-        store = self._tls.chain_store
-        ders = store.get(fp) if store is not None else None
-        if not ders or ders[0] != leaf_der:
-            ders = (leaf_der,)
-        try:
-            identity = identity_from_der(ders, VerifyStatus.NOT_VERIFIED)
-        except Exception:
-            return None
-        cache.put(cache.chain_key(ders), Verdict(VerifyStatus.SUCCESS, identity, now + 3600.0))
-        return identity
+            verdict = Verdict(VerifyStatus.SUCCESS, identity, now + 3600.0)
+            cache.put(key, verdict)
+        if self._resumed_session is not None:
+            cache.put_session(self._resumed_session, verdict, now + self._tls.session_timeout_s)
+        self._keep(verdict, cache)
+        return verdict.identity
 
     # -- facts for logs ----------------------------------------------------------------------------
     @property

@@ -18,9 +18,10 @@ in a `ChainCache` keyed by the SHA-256 of the presented chain, until the earlies
 `Identity` with the identity headers already encoded in it. The cache is a bounded LRU stamped with
 the store's `generation`: replacing the store's revocation data (`update_revocation`, or assigning
 `deny_serials`) raises the generation, and every entry stored before is a miss from then on, without
-walking them. A new trust store starts with empty caches. The leaf index that serves resumed sessions
-holds successes only and survives a generation change: `Verifier.recheck` asks the current revocation
-data every time.
+walking them. A new trust store starts with empty caches. The session index that serves resumed
+sessions (keyed by the session, not the leaf: each resumption gets the chain its own full handshake
+presented) holds successes only and survives a generation change: `Verifier.recheck` asks the current
+revocation data every time.
 
 The hot data structures (`SerialSet`, `IssuerIndex`, `VerdictCache`, `chain_key`) have a Cython twin
 in native/trust.pyx; `set_native` picks one for the stores built afterwards, and the unit suite runs
@@ -51,6 +52,9 @@ from .identity import Identity, VerifyStatus, identity_from_certificates
 FAILURE_TTL_S = 10.0
 # Bounded cache: an attacker presenting endless distinct chains evicts old entries, never grows memory.
 DEFAULT_CACHE_ENTRIES = 16384
+# Sessions outnumber chains: a TLS 1.3 full handshake issues two tickets (OpenSSL's default), each
+# resumption one more; an entry is a key and a reference to a shared verdict.
+DEFAULT_SESSION_ENTRIES = 65536
 # RFC 5280 4.1.2.2: a serial is at most 20 octets. Wider (and negative) serials are kept aside.
 MAX_SERIAL_BYTES = 20
 
@@ -283,25 +287,30 @@ set_native("auto")
 # ---------------------------------------------------------------------------------------------
 
 class ChainCache:
-    """Bounded LRU of verdicts by chain key, plus an index of good verdicts by leaf fingerprint.
+    """Bounded LRU of verdicts by chain key, plus an index of good verdicts by TLS session.
 
     Entries are stamped with `generation`; raising it (the store's revocation data changed) turns
-    every older entry into a miss at once. The leaf index serves resumed sessions, where no
-    certificate crosses the handshake and only the leaf is known (from the session): the identity
-    and its path are found there and revocation is checked again against the current store, so it
-    holds successes only and is not invalidated by a generation change.
+    every older entry into a miss at once. The session index serves resumed sessions, where no
+    certificate crosses the handshake (OpenSSL restores only the leaf; a ticket carries no chain,
+    RFC 5077 4, RFC 8446 4.6.1): it is keyed by a digest of the session's own secret
+    (gateway.tls._session_digest), never by the leaf, because two connections of one leaf may
+    present different chains and a resumption must get the chain of its own session. It holds
+    successes only, each until the earlier of its verdict's expiry and the session's lifetime, and
+    is not invalidated by a generation change: `Verifier.recheck` asks the current revocation data
+    every time.
     """
 
-    __slots__ = ("_entries", "_by_leaf", "max_entries", "impl", "chain_key")
+    __slots__ = ("_entries", "_by_session", "max_entries", "impl", "chain_key")
 
     def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES,
-                 implementation: Implementation | None = None) -> None:
+                 implementation: Implementation | None = None,
+                 max_sessions: int = DEFAULT_SESSION_ENTRIES) -> None:
         chosen = implementation or impl
         self.impl = chosen
         self.chain_key = chosen.chain_key
         self.max_entries = max_entries
         self._entries = chosen.VerdictCache(max_entries)
-        self._by_leaf = chosen.VerdictCache(max_entries)
+        self._by_session = chosen.VerdictCache(max_sessions)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -327,11 +336,19 @@ class ChainCache:
 
     def put(self, key: bytes, verdict: Verdict) -> None:
         self._entries.put(key, verdict, verdict.expires_at)
-        if verdict.ok and verdict.identity is not None:
-            self._by_leaf.put(verdict.identity.fingerprint, verdict, verdict.expires_at)
 
-    def by_leaf(self, fingerprint: str, now: float) -> Verdict | None:
-        return self._by_leaf.get(fingerprint, now)
+    def put_session(self, session: bytes, verdict: Verdict, expires_at: float) -> None:
+        """Remember the verdict (and so the chain) a TLS session was admitted with, until
+        `expires_at` (at most the verdict's own expiry). Failures are never kept."""
+        if verdict.ok and verdict.identity is not None:
+            self._by_session.put(session, verdict, min(expires_at, verdict.expires_at))
+
+    def by_session(self, session: bytes, now: float) -> Verdict | None:
+        return self._by_session.get(session, now)
+
+    @property
+    def sessions(self) -> int:
+        return len(self._by_session)
 
 
 def _load_pem_or_der_crl(data: bytes) -> x509.CertificateRevocationList:

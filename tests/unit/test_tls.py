@@ -648,3 +648,165 @@ def test_a_session_never_resumes_on_another_listener(files, ca, tmp_path, versio
     assert isinstance(events[0], HandshakeDone) and not events[0].resumed and not c2.session_reused
     _, c3, events, _, _ = handshake(a, ctx, session=c1.session)
     assert events[0].resumed       # control: the session itself was resumable
+
+
+# -- a resumption forwards the chain of ITS OWN session -------------------------------------------
+# OpenSSL restores only the leaf on resumption; two connections of one leaf may present different
+# chains. Each session must come back with the chain its own full handshake presented, never the
+# chain another connection of the same leaf sent last; an unknown one with the leaf alone.
+@pytest.fixture(scope="module")
+def one_leaf(ca):
+    _, inter, _ = ca
+    return pki.make_client(inter, "gina", san_dns=["gina.example"])
+
+
+def _sending(files, tmp_path, client, version, name, *, with_chain=True, extra=b""):
+    """A client context that presents `client` with or without its intermediate, plus `extra`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files / "root.pem")
+    ctx.minimum_version = ctx.maximum_version = version
+    cp, kp = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    client.write(cp, kp, with_chain=with_chain)
+    if extra:
+        cp.write_bytes(cp.read_bytes() + extra)
+    ctx.load_cert_chain(cp, kp)
+    return ctx
+
+
+def _clients(files, ca, tmp_path, leaf, version, mode):
+    """name -> (client context, the chain it presents as the identity should carry it)."""
+    _, inter, _ = ca
+    clients = {"long": (_sending(files, tmp_path, leaf, version, "long"), (leaf.der, inter.der)),
+               "alone": (_sending(files, tmp_path, leaf, version, "alone", with_chain=False),
+                         (leaf.der,))}
+    if mode == "passthrough":
+        # passthrough forwards what was sent, an unrelated certificate too (verify forwards the
+        # path OpenSSL built, which never includes it)
+        stranger = pki.make_root("Stranger")
+        clients["extra"] = (_sending(files, tmp_path, leaf, version, "extra", extra=stranger.cert_pem),
+                            (leaf.der, inter.der, stranger.der))
+    return clients
+
+
+def _sharing_contexts(listener, files, ca, mode, **kw):
+    """Another ListenerTLS over the same SSL contexts (so the same ticket keys: a session of one
+    resumes on the other) but with its own caches: another worker, or this one after a reload."""
+    other = _listener(files, ca, mode=mode, **kw)
+    other._contexts, other.default_context = listener._contexts, listener.default_context
+    other._exact, other._wildcard = listener._exact, listener._wildcard
+    other.certificate_names = listener.certificate_names
+    return other
+
+
+def _assert_forwards(event, chain, mode):
+    from gateway import headers
+    assert isinstance(event, HandshakeDone), event
+    assert event.identity.chain_der == chain
+    pems = b"".join(headers.pem(d) for d in chain)
+    verified = mode == "verify"
+    block = headers.identity_block(event.identity, verified, ("alb", "xfcc", "rfc9440"))
+    assert b'Chain="' + headers.quote_pem_envoy(pems) + b'"' in block
+    if not verified:
+        assert b"X-Amzn-Mtls-Clientcert: " + headers.quote_pem_alb(pems) + b"\r\n" in block
+    assert (b"Client-Cert-Chain: " in block) == (len(chain) > 1)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("mode", ["passthrough", "verify"])
+def test_each_resumption_forwards_the_chain_of_its_own_session(files, ca, tmp_path, one_leaf,
+                                                               version, mode):
+    listener = _listener(files, ca, mode=mode)
+    clients = _clients(files, ca, tmp_path, one_leaf, version, mode)
+    sessions = {}
+    for name, (ctx, chain) in clients.items():
+        _, c, events, _, err = handshake(listener, ctx)
+        assert err is None and not events[0].resumed
+        _assert_forwards(events[0], chain, mode)
+        sessions[name] = c.session
+    # every order, twice: a TLS 1.3 resumption issues a new ticket with a new key, which must map
+    # to the same chain; a TLS 1.2 session resumes with the same key
+    for order in (list(clients), list(reversed(clients))):
+        for name in order:
+            ctx, chain = clients[name]
+            _, c, events, plain, err = handshake(listener, ctx, session=sessions[name])
+            assert err is None and c.session_reused and events[0].resumed
+            _assert_forwards(events[0], chain, mode)
+            assert plain.startswith(b"GET /")
+            sessions[name] = c.session
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("mode", ["passthrough", "verify"])
+def test_a_session_whose_chain_is_unknown_resumes_with_the_leaf_alone(files, ca, tmp_path, one_leaf,
+                                                                     version, mode):
+    listener = _listener(files, ca, mode=mode)
+    clients = _clients(files, ca, tmp_path, one_leaf, version, mode)
+    ctx, chain = clients["long"]
+    _, c, events, _, _ = handshake(listener, ctx)
+    _assert_forwards(events[0], chain, mode)
+    # a listener that shares no cache nor store with the first, over the same contexts: it has
+    # seen another connection of the same leaf, with a longer chain, but not this session
+    fresh = _sharing_contexts(listener, files, ca, mode)
+    other_ctx, other_chain = clients["extra" if mode == "passthrough" else "long"]
+    _, _, events, _, _ = handshake(fresh, other_ctx)
+    _assert_forwards(events[0], other_chain, mode)
+    _, c2, events, _, err = handshake(fresh, ctx, session=c.session)
+    assert err is None and c2.session_reused and events[0].resumed
+    _assert_forwards(events[0], (one_leaf.der,), mode)
+    if mode == "verify":
+        assert events[0].status is VerifyStatus.SUCCESS     # re-verified: the leaf chains to the bundle
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("mode", ["passthrough", "verify"])
+def test_workers_share_chains_by_session_not_by_leaf(files, ca, tmp_path, one_leaf, version, mode):
+    from gateway.sessions import ChainStore
+    from cryptography import x509
+    d = tmp_path / "chains"
+    d.mkdir()
+    one = _listener(files, ca, mode=mode)
+    two = _sharing_contexts(one, files, ca, mode)
+    one.chain_store, two.chain_store = ChainStore(str(d)), ChainStore(str(d))    # two processes
+    clients = _clients(files, ca, tmp_path, one_leaf, version, mode)
+    long_ctx, long_chain = clients["long"]
+    alone_ctx, alone_chain = clients["alone"]
+    _, a, events, _, _ = handshake(one, long_ctx)
+    _assert_forwards(events[0], long_chain, mode)
+    names = sorted(p.name for p in d.iterdir())
+    # a name per session issued (two TLS 1.3 tickets, OpenSSL's default; one TLS 1.2 session), each
+    # a digest, never key material; the files hold the public certificates presented
+    assert len(names) == (2 if version is ssl.TLSVersion.TLSv1_3 else 1)
+    assert all(len(n) == 64 and int(n, 16) >= 0 for n in names)
+    for n in names:
+        stored = one.chain_store.get(n)
+        assert stored == long_chain and all(x509.load_der_x509_certificate(c) for c in stored)
+    _, b, events, _, _ = handshake(two, alone_ctx)
+    _assert_forwards(events[0], alone_chain, mode)
+    assert sorted(p.name for p in d.iterdir()) == names      # the leaf alone needs no file
+    # each resumes on the worker that did not see its full handshake, then back
+    for worker in (two, one):
+        _, a, events, _, err = handshake(worker, long_ctx, session=a.session)
+        assert err is None and a.session_reused
+        _assert_forwards(events[0], long_chain, mode)
+    for worker in (one, two):
+        _, b, events, _, err = handshake(worker, alone_ctx, session=b.session)
+        assert err is None and b.session_reused
+        _assert_forwards(events[0], alone_chain, mode)
+
+
+def test_chain_store_sweeps_expired_sessions(files, ca, tmp_path):
+    import os
+    from gateway.sessions import ChainStore
+    store = ChainStore(str(tmp_path), max_entries=10)
+    listener = _listener(files, ca, mode="passthrough", session_timeout_s=120)
+    listener.chain_store = store
+    assert store.max_age_s == 120
+    store.put(["a" * 64, "b" * 64], (b"leaf", b"inter"))
+    assert store.get("b" * 64) == (b"leaf", b"inter") and os.stat(tmp_path / ("b" * 64)).st_nlink == 2
+    store.put(["c" * 64], (b"leaf",))
+    now = os.stat(tmp_path / ("c" * 64)).st_mtime
+    assert store.sweep(now + 60) == 0
+    os.utime(tmp_path / ("a" * 64), (now - 300, now - 300))     # a and b: one inode
+    assert store.sweep(now + 60) == 2
+    assert sorted(os.listdir(tmp_path)) == ["c" * 64]
+    assert store.get("../" + "c" * 61) is None and store.get("a" * 64) is None

@@ -227,11 +227,34 @@ def test_resumption_index_rechecks_revocation(trust_impl, ca):
     store = TrustStore("t", [root.cert, inter.cert])
     v = Verifier(store)
     first = v.verify_der((_der(carol), _der(inter)))
-    known = v.cache.by_leaf(first.identity.fingerprint, 0.0)
+    v.cache.put_session(b"s" * 32, first, first.expires_at)
+    known = v.cache.by_session(b"s" * 32, 0.0)
     assert known is first and v.recheck(known) is first
     store.deny_serials = frozenset([carol.cert.serial_number])
-    known = v.cache.by_leaf(first.identity.fingerprint, 0.0)    # a success survives the change,
+    known = v.cache.by_session(b"s" * 32, 0.0)      # a success survives the change,
     assert v.recheck(known).status is VerifyStatus.REJECTED    # the recheck asks the new data
+
+
+def test_sessions_of_one_leaf_keep_their_own_chains(trust_impl, ca):
+    """The resumption index is keyed by session, never by leaf: a later chain of the same leaf
+    does not replace an earlier session's (the leaf index it replaces did, last writer wins)."""
+    root, inter = ca
+    frank = pki.make_client(inter, "frank")
+    v = Verifier(TrustStore("t", [root.cert, inter.cert]))
+    long = v.verify_der((_der(frank), _der(inter)))
+    short = v.verify_der((_der(frank),))
+    assert long.ok and short.ok and long.identity.fingerprint == short.identity.fingerprint
+    v.cache.put_session(b"a" * 32, long, long.expires_at)
+    v.cache.put_session(b"b" * 32, short, short.expires_at)
+    assert v.cache.by_session(b"a" * 32, 0.0).identity.chain_der == (_der(frank), _der(inter))
+    assert v.cache.by_session(b"b" * 32, 0.0).identity.chain_der == (_der(frank),)
+    assert v.cache.by_session(b"c" * 32, 0.0) is None
+    # an entry lives until the session expires (never past its verdict), failures are not kept
+    v.cache.put_session(b"d" * 32, long, 100.0)
+    assert v.cache.by_session(b"d" * 32, 99.0) is long and v.cache.by_session(b"d" * 32, 100.0) is None
+    bad = v.verify_der((_der(pki.make_client(pki.make_root("Other"), "eve")),))
+    v.cache.put_session(b"e" * 32, bad, bad.expires_at)
+    assert not bad.ok and v.cache.by_session(b"e" * 32, 0.0) is None
 
 
 def test_cached_identity_keeps_its_encoded_headers(trust_impl, ca):
