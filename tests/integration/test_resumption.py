@@ -267,3 +267,169 @@ def test_worker_killed_under_load(setup):
     # only requests in flight on the killed worker may fail: at most one per client thread
     assert outcomes["failed"] <= len(threads), outcomes
     assert outcomes["ok"] > 20
+
+
+# -- a resumption forwards the chain of its own session -------------------------------------------
+# Client A sends dora's leaf and the intermediate, client B the same leaf alone. OpenSSL restores
+# only the leaf on resumption, so a chain looked up by leaf is whichever the last full handshake of
+# that leaf presented: each session must get its own, on whichever worker it lands.
+def _pem_blocks(path: Path) -> list[bytes]:
+    text = path.read_bytes()
+    return [b"-----BEGIN CERTIFICATE-----" + part.split(b"-----END CERTIFICATE-----")[0]
+            + b"-----END CERTIFICATE-----\n" for part in text.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+
+
+def _chains(pki: Path) -> dict:
+    """name -> (certificate file, intermediates file or None, the chain presented as DER)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    leaf_pem, inter_pem = _pem_blocks(pki / "clients" / "dora.pem")
+    (pki / "clients" / "dora-leaf.pem").write_bytes(leaf_pem)
+    (pki / "clients" / "dora-inter.pem").write_bytes(inter_pem)
+    der = [x509.load_pem_x509_certificate(p).public_bytes(Encoding.DER) for p in (leaf_pem, inter_pem)]
+    return {"A": (pki / "clients" / "dora.pem", pki / "clients" / "dora-inter.pem", tuple(der)),
+            "B": (pki / "clients" / "dora-leaf.pem", None, (der[0],))}
+
+
+def _expect(listener: str, chain: tuple[bytes, ...]) -> tuple[str, str]:
+    """(header, what its value must be, or contain) for the chain."""
+    from gateway import headers
+    pems = b"".join(headers.pem(d) for d in chain)
+    if listener == "passthrough":
+        return "x-amzn-mtls-clientcert", headers.quote_pem_alb(pems).decode()
+    return "x-forwarded-client-cert", 'Chain="' + headers.quote_pem_envoy(pems).decode() + '"'
+
+
+def _forwards(listener: str, body: bytes, chain: tuple[bytes, ...]) -> bool:
+    name, want = _expect(listener, chain)
+    got = _identity(body)[name] or ""
+    return got == want if listener == "passthrough" else want in got
+
+
+def _workers(tmp: Path) -> list[int]:
+    log = tmp / "error.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = [json.loads(l)["pid"] for l in log.read_text().splitlines() if "worker_started" in l]
+        if len(pids) >= 2:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError("two workers did not start")
+
+
+def _worker_of(sock: socket.socket, pids: list[int]) -> int | None:
+    """The worker holding the server side of this connection (/proc/net/tcp, then its fds)."""
+    local, remote = sock.getsockname()[1], sock.getpeername()[1]
+    want = (f"0100007F:{remote:04X}", f"0100007F:{local:04X}")
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if (f[1], f[2]) == want:
+            inode = f[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                pass
+    return None
+
+
+def _get_on(port: int, ctx: ssl.SSLContext, session, pids: list[int]):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(sock, server_hostname="localhost", session=session)
+    worker = _worker_of(tls, pids)
+    tls.sendall(b"GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    try:
+        while True:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, ConnectionError):
+        pass
+    reused, new_session = tls.session_reused, tls.session
+    tls.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:200]
+    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+    return reused, new_session, worker, body[: int(m.group(1))] if m else body
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2],
+                         ids=["tls1_3", "tls1_2"])
+@pytest.mark.parametrize("listener", ["verify", "passthrough"])
+def test_each_session_resumes_with_its_own_chain_on_either_worker(setup, version, listener):
+    pki, ports, start, tmp = setup
+    start()
+    pids = _workers(tmp)
+    chains = _chains(pki)
+    ctxs, sessions = {}, {}
+    for name, (cert, _, chain) in chains.items():
+        ctx = ssl.create_default_context(cafile=str(pki / "root-ca.pem"))
+        ctx.minimum_version = ctx.maximum_version = version
+        ctx.load_cert_chain(cert, pki / "clients" / "dora.key")
+        ctxs[name] = ctx
+    # both full handshakes first: B, the same leaf alone, comes after A
+    for name in ("A", "B"):
+        reused, sessions[name], _, body = _get_on(ports[listener], ctxs[name], None, pids)
+        assert not reused and _forwards(listener, body, chains[name][2]), (name, _identity(body))
+    # then resume each, alternating, until each has resumed on both workers (SO_REUSEPORT spreads
+    # connections by their ports); every resumption carries its own session's chain
+    seen = {"A": set(), "B": set()}
+    for _ in range(40):
+        for name in ("A", "B"):
+            reused, new, worker, body = _get_on(ports[listener], ctxs[name], sessions[name], pids)
+            assert reused, f"{name} did not resume"
+            assert _forwards(listener, body, chains[name][2]), (name, worker, _identity(body))
+            seen[name].add(worker)
+            sessions[name] = new    # TLS 1.3: the ticket the resumption issued, maybe by the other worker
+        if all(len(s) == 2 and None not in s for s in seen.values()):
+            break
+    assert all(s == set(pids[:2]) for s in seen.values()), seen
+
+
+@pytest.mark.parametrize("version", ["tls1_3", "tls1_2"])
+@pytest.mark.parametrize("listener", ["verify", "passthrough"])
+def test_openssl_sessions_of_one_leaf_keep_their_chains(setup, version, listener):
+    """The same with s_client: A sends -cert_chain, B the leaf alone; -sess_in/-sess_out."""
+    pki, ports, start, tmp = setup
+    start()
+    chains = _chains(pki)
+
+    def run(name, sess_in=None):
+        cert, inter, chain = chains[name]
+        args = ["openssl", "s_client", "-connect", f"127.0.0.1:{ports[listener]}", f"-{version}",
+                "-servername", "localhost", "-CAfile", str(pki / "root-ca.pem"), "-cert", str(cert),
+                "-key", str(pki / "clients" / "dora.key"), "-ign_eof",
+                "-sess_out", str(tmp / f"{name}.sess")]
+        if inter is not None:
+            args += ["-cert_chain", str(inter)]
+        if sess_in:
+            args += ["-sess_in", str(sess_in)]
+        r = subprocess.run(args, input=b"GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                           capture_output=True, timeout=30)
+        out = r.stdout
+        start_at = out.find(b"HTTP/1.1 ")
+        head, _, rest = out[start_at:].partition(b"\r\n\r\n")
+        m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+        return b"\nReused, " in out, rest[: int(m.group(1))] if m else b""
+
+    for name in ("A", "B"):
+        reused, body = run(name)
+        assert not reused and _forwards(listener, body, chains[name][2]), (name, _identity(body))
+    for _ in range(4):
+        for name in ("A", "B"):
+            sess = tmp / f"{name}-in.sess"
+            sess.write_bytes((tmp / f"{name}.sess").read_bytes())
+            reused, body = run(name, sess_in=sess)
+            assert reused, f"{name} did not resume"
+            assert _forwards(listener, body, chains[name][2]), (name, _identity(body))
