@@ -110,8 +110,9 @@ DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
 DEFAULT_MAX_CONNECTIONS_PER_WORKER = 4096
 #: A TLS handshake message length is a uint24 (RFC 8446 section 4), so no chain can be longer.
 MAX_CLIENT_CERT_CHAIN_BYTES = 2**24 - 1
-#: Request header names with an underscore: CGI, WSGI and PHP backends read `X_Foo` and `X-Foo` as
-#: one variable, so such a name could pass for a header the gateway sets. "drop" (nginx's
+#: Request header names with an underscore (or any byte but letters, digits and "-"): CGI, WSGI and
+#: PHP backends read `X_Foo` and `X-Foo` as one variable, so such a name could pass for a header the
+#: gateway sets. "drop" (nginx's
 #: `underscores_in_headers off`), "reject" (400) or "keep" (forwarded; the gateway's own names are
 #: still stripped in any spelling).
 UNDERSCORE_HEADERS = ("drop", "reject", "keep")

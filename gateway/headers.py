@@ -168,31 +168,45 @@ UNDERSCORE_MODES = ("drop", "reject", "keep")
 _DROP, _KEEP, _FOLD = 1, 0, 2
 
 
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_STANDARD_NAME_BYTES = _ALNUM + b"-"
+# lower case; every byte that is not a letter or digit becomes "-"
+_FOLD_TABLE = bytes((c | 0x20 if 65 <= c <= 90 else c) if c in _ALNUM else 45 for c in range(256))
+
+
 def fold_name(name: bytes) -> bytes:
-    """A header name as backends compare it: ASCII case ignored, `_` the same as `-`.
+    """A header name as backends compare it: ASCII case ignored, every byte that is not a letter
+    or digit the same as `-`.
 
     CGI (RFC 3875 section 4.1.18), WSGI (PEP 3333, wsgiref), PHP and Rack all turn a header name
     into ``HTTP_`` + upper case with `-` replaced by `_`, so `X_Foo`, `x-foo` and `X-FOO` reach the
-    application as one variable. This returns the lower-case, `-` form of that same key.
+    application as one variable; Apache 2.2's CGI variables (util_script.c http2env) and PHP's
+    request variables turn every other non-alphanumeric byte into `_` as well, so `X.Foo` joins
+    them there. This returns the lower-case, `-` form of the broadest of those keys.
     """
-    return name.lower().replace(b"_", b"-")
+    return name.translate(_FOLD_TABLE)
+
+
+def _nonstandard(name: bytes) -> bool:
+    """Whether a name has a byte other than a letter, a digit or `-` (`_` above all): such a name
+    follows the listener's `underscore_headers` (nginx's `ignore_invalid_headers` drops them too)."""
+    return bool(name.translate(None, _STANDARD_NAME_BYTES))
 
 
 def _glob_matcher(globs: tuple[str, ...]) -> Callable[[bytes], object] | None:
     """One compiled pattern for the listener's `strip_request_headers`, over names as sent.
 
-    Each `-` or `_` of a glob matches either byte and letters match either case, so the pattern
-    compares names exactly as `fold_name` does without building the folded name; `*` is any run
-    of bytes (possibly empty).
+    Each byte of a glob that is not a letter, a digit or `*` matches any such byte and letters
+    match either case, so the pattern compares names exactly as `fold_name` does without building
+    the folded name; `*` is any run of bytes (possibly empty).
     """
     if not globs:
         return None
     parts = []
     for glob in globs:
-        folded = glob.encode("ascii").lower().replace(b"_", b"-")
         pieces = []
-        for literal in folded.split(b"*"):
-            pieces.append(b"[-_]".join(re.escape(chunk) for chunk in literal.split(b"-")))
+        for literal in (fold_name(piece) for piece in glob.encode("ascii").split(b"*")):
+            pieces.append(b"[^A-Za-z0-9]".join(re.escape(chunk) for chunk in literal.split(b"-")))
         parts.append(b".*".join(pieces))
     return re.compile(b"(?:" + b"|".join(parts) + b")", re.IGNORECASE | re.DOTALL).fullmatch
 
@@ -271,8 +285,8 @@ def screen_request(policy: HeaderPolicy, headers: list[tuple[bytes, bytes]],
       refuse, ``connection_names_managed_header``;
     * `underscore = "reject"` and a name with `_` that is not stripped anyway:
       refuse, ``underscore_header_rejected``;
-    * names with `_` that the encoder will drop: forward, log once with the names. The reason is
-      ``managed_header_spelling_dropped`` when one of them is a managed or listed name in another
+    * names with `_` (or another byte but letters, digits, `-`) that the encoder will drop:
+      forward, log once with the names. The reason is ``managed_header_spelling_dropped`` when one of them is a managed or listed name in another
       spelling (a forgery attempt worth an operator's eye), else ``underscore_headers_dropped``.
 
     The encoder drops the same names itself whatever this returns; this only decides the answer
@@ -292,28 +306,30 @@ def screen_request(policy: HeaderPolicy, headers: list[tuple[bytes, bytes]],
             return Screening(True, "connection_names_managed_header",
                              "a Connection option names a header the gateway sets",
                              tuple(sorted(bad)))
-    start = first_underscore(headers)      # the module's choice of twin, set by set_native
+    start = first_nonstandard(headers)      # the module's choice of twin, set by set_native
     if start < 0:
         return None
     managed: list[bytes] = []
     other: list[bytes] = []
     for i in range(start, len(headers)):
         name = headers[i][0]
-        if b"_" not in name or name in managed or name in other:
+        if not _nonstandard(name) or name in managed or name in other:
             continue
         (managed if policy.strips(name) else other).append(name)
     if other and policy.underscore == "reject":
         return Screening(True, "underscore_header_rejected",
-                         "request header names with '_' are refused on this listener", tuple(other))
+                         "request header names with '_' (or another byte but letters, digits and "
+                         "'-') are refused on this listener", tuple(other))
     dropped = managed + other if policy.underscore == "drop" else managed
     if not dropped:
         return None
     if managed:
         return Screening(False, "managed_header_spelling_dropped",
-                         "header names the gateway manages, spelled with '_', dropped",
+                         "header names the gateway manages, spelled with '_' or the like, dropped",
                          tuple(dropped))
-    return Screening(False, "underscore_headers_dropped", "request header names with '_' dropped",
-                     tuple(dropped))
+    return Screening(False, "underscore_headers_dropped",
+                     "request header names with '_' (or another byte but letters, digits and '-') "
+                     "dropped", tuple(dropped))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,8 +379,8 @@ def _py_encode_request_head(method: bytes, target: bytes, headers: list[tuple[by
 
     Every name is compared as backends compare it (`fold_name`): a managed name is dropped in any
     spelling, and only the exact spelling ``X-Forwarded-For`` (any case) is folded into the
-    gateway's own; `X_Forwarded_For` is dropped. Other names with `_` are dropped unless `policy`
-    keeps them; names matching the policy's `strip` globs are dropped. `client_port` is accepted
+    gateway's own; `X_Forwarded_For` is dropped. Other names with `_` (or any byte but letters,
+    digits and `-`) are dropped unless `policy` keeps them; names matching the policy's `strip` globs are dropped. `client_port` is accepted
     for symmetry with the connection record; ALB sends no header with the client's port, so neither
     do we. `connection_tokens` are the Connection header's options (RFC 9110 section 7.6.1);
     headers they name are dropped, compared the same way, but they never change what happens to a
@@ -384,8 +400,8 @@ def _py_encode_request_head(method: bytes, target: bytes, headers: list[tuple[by
     xff: list[bytes] = []
     for name, value in headers:
         lname = name.lower()
-        if b"_" in lname:
-            lname = lname.replace(b"_", b"-")
+        if lname.translate(None, _STANDARD_NAME_BYTES):
+            lname = lname.translate(_FOLD_TABLE)
             if (not keep_underscore or lname in dropped or lname == _XFF
                     or lname.startswith(prefixes)):
                 continue
@@ -425,7 +441,7 @@ def _kind(name: bytes, policy: HeaderPolicy, tokens: frozenset[bytes] | None) ->
     if not name:
         return _DROP
     folded = fold_name(name)
-    underscore = b"_" in name
+    underscore = _nonstandard(name)
     if folded in DROPPED_NAMES or folded.startswith(DROPPED_PREFIXES):
         return _DROP
     if folded == _XFF:
@@ -460,11 +476,12 @@ def _strict_headers(headers: list[tuple[bytes, bytes]], policy: HeaderPolicy,
     return b"".join(lines), b", ".join(xff)
 
 
-def _py_first_underscore(headers: list[tuple[bytes, bytes]]) -> int:
-    """Index of the first header whose name contains `_`, or -1 (screen_request's fast path)."""
+def _py_first_nonstandard(headers: list[tuple[bytes, bytes]]) -> int:
+    """Index of the first header whose name has a byte other than a letter, a digit or `-`, or -1
+    (screen_request's fast path)."""
     i = 0
     for name, _value in headers:
-        if b"_" in name:
+        if name.translate(None, _STANDARD_NAME_BYTES):
             return i
         i += 1
     return -1
@@ -476,18 +493,18 @@ class Implementation(NamedTuple):
     quote_pem_envoy: Callable[[bytes], bytes]
     sf_binary: Callable[[bytes], bytes]
     encode_request_head: Callable[..., bytes]
-    first_underscore: Callable[[list[tuple[bytes, bytes]]], int]
+    first_nonstandard: Callable[[list[tuple[bytes, bytes]]], int]
 
 
 PYTHON = Implementation("python", _py_quote_pem_alb, _py_quote_pem_envoy, _py_sf_binary,
-                        _py_encode_request_head, _py_first_underscore)
+                        _py_encode_request_head, _py_first_nonstandard)
 
 
 def _load_native() -> Implementation | None:
     try:
         from gateway import _headers_c as c
         return Implementation("native", c.quote_pem_alb, c.quote_pem_envoy, c.sf_binary,
-                              c.encode_request_head, c.first_underscore)
+                              c.encode_request_head, c.first_nonstandard)
     except (ImportError, AttributeError):
         # AttributeError: a stale build of the extension without these functions.
         return None
@@ -500,7 +517,7 @@ quote_pem_alb = PYTHON.quote_pem_alb
 quote_pem_envoy = PYTHON.quote_pem_envoy
 sf_binary = PYTHON.sf_binary
 encode_request_head = PYTHON.encode_request_head
-first_underscore = PYTHON.first_underscore
+first_nonstandard = PYTHON.first_nonstandard
 native_mode = "python"
 
 
@@ -509,7 +526,7 @@ def set_native(mode: str) -> str:
 
     ``"on"`` without an importable extension raises NativeUnavailable (the operator asked for it).
     """
-    global quote_pem_alb, quote_pem_envoy, sf_binary, encode_request_head, first_underscore
+    global quote_pem_alb, quote_pem_envoy, sf_binary, encode_request_head, first_nonstandard
     global native_mode
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
@@ -521,7 +538,7 @@ def set_native(mode: str) -> str:
     quote_pem_envoy = impl.quote_pem_envoy
     sf_binary = impl.sf_binary
     encode_request_head = impl.encode_request_head
-    first_underscore = impl.first_underscore
+    first_nonstandard = impl.first_nonstandard
     native_mode = impl.name
     return impl.name
 

@@ -5,8 +5,8 @@ How this works: every function sizes its output exactly in a first pass, allocat
 with PyBytes_FromStringAndSize(NULL, n), and fills it in a second pass. Byte classes come from
 256-entry tables built at import; no Python object is created per byte. encode_request_head
 classifies each header name against static tables of folded names and prefixes (length first, then
-a compare through NAME_FOLD, which lower-cases and maps `_` to `-`: the way CGI/WSGI backends compare
-names), so only a Connection header naming extra fields, or a listener with `strip_request_headers`
+a compare through NAME_FOLD, which lower-cases and maps every byte that is not a letter or digit
+to `-`: the broadest way backends compare names, CGI/WSGI's `_` for `-` included), so only a Connection header naming extra fields, or a listener with `strip_request_headers`
 globs, costs a Python call per kept header.
 gateway/headers.py holds the pure twins and the description of every format; the unit suite proves
 the two byte-identical.
@@ -25,7 +25,8 @@ cdef extern from "Python.h":
 cdef unsigned char ALB_SAFE[256]
 cdef unsigned char ENVOY_SAFE[256]
 cdef unsigned char LOWER[256]
-cdef unsigned char NAME_FOLD[256]       # LOWER, and '_' -> '-'
+cdef unsigned char NAME_FOLD[256]       # LOWER, and every byte but A-Z a-z 0-9 -> '-'
+cdef unsigned char NONSTANDARD[256]     # 1 for every byte but A-Z a-z 0-9 and '-'
 cdef unsigned char LINE_BREAKING[256]   # CR, LF, NUL: never copied into a header line
 cdef const char *HEX = b"0123456789ABCDEF"
 cdef const char *B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -95,7 +96,12 @@ cdef void _init_tables():
     LINE_BREAKING[13] = 1
     LINE_BREAKING[10] = 1
     LINE_BREAKING[0] = 1
-    NAME_FOLD[95] = 45                        # '_' -> '-'
+    for i in range(256):
+        # anything but a letter or digit folds to '-' (Apache 2.2's http2env and PHP map every
+        # such byte to '_'; CGI and WSGI map '-' to '_'): one table covers every backend
+        if not (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122):
+            NAME_FOLD[i] = 45
+        NONSTANDARD[i] = 0 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i == 45) else 1
     _NAME_KEEPALIVE = DROPPED_NAMES + (FOLDED_NAME,) + DROPPED_PREFIXES
     if len(DROPPED_NAMES) + 1 > MAX_NAMES or len(DROPPED_PREFIXES) > MAX_PREFIXES:
         raise RuntimeError("header name tables exceed MAX_NAMES / MAX_PREFIXES")
@@ -252,8 +258,18 @@ def sf_binary(bytes der not None):
     return out
 
 
-def first_underscore(headers):
-    """Index of the first header whose name contains '_', or -1; allocates nothing.
+cdef inline bint _nonstandard(const unsigned char *p, Py_ssize_t n) noexcept:
+    """Whether a name has a byte other than a letter, a digit or '-' ('_' above all)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if NONSTANDARD[p[i]]:
+            return True
+    return False
+
+
+def first_nonstandard(headers):
+    """Index of the first header whose name has a byte other than A-Z a-z 0-9 '-' (such as '_'),
+    or -1; allocates nothing.
 
     screen_request's fast path: almost no request has such a name.
     """
@@ -269,7 +285,7 @@ def first_underscore(headers):
             name, _value = item
         if not PyBytes_CheckExact(name):
             raise TypeError("header names and values must be bytes")
-        if PyBytes_GET_SIZE(name) and memchr(PyBytes_AS_STRING(name), 95, PyBytes_GET_SIZE(name)) != NULL:
+        if _nonstandard(<const unsigned char *>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)):
             return i
     return -1
 
@@ -344,7 +360,7 @@ def encode_request_head(bytes method not None, bytes target not None, headers,
             nl = PyBytes_GET_SIZE(name)
             vp = <const unsigned char *>PyBytes_AS_STRING(value)
             vl = PyBytes_GET_SIZE(value)
-            underscore = nl > 0 and memchr(np, 95, nl) != NULL
+            underscore = _nonstandard(np, nl)
             kind = _classify(np, nl, underscore)
             if kind == KEEP:
                 if underscore and not keep_underscore:

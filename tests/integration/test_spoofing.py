@@ -47,6 +47,8 @@ FORGED = [
     "X_Client_Cert_SPIFFE", "X-Client-Verify", "X-Client-DN", "X-Forwarded-Tls-Client-Cert",
     "X-Forwarded-Tls-Client-Cert-Info", "X-ARR-ClientCert", "X_ARR_SSL", "Cf-Client-Cert-Sha256",
     "CF_CLIENT_CERT_DER_BASE64", "CloudFront-Viewer-Cert-Subject", "CloudFront_Viewer_Cert_Pem",
+    # separators Apache 2.2's CGI variables and PHP fold into "_" as well
+    "X.Amzn.Mtls.Clientcert.Subject", "X-Forwarded~For", "X-Amzn-Mtls-Clientcert!Leaf",
 ]
 GATEWAY_KEYS = {"HTTP_HOST", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_PORT"}
 IDENTITY_KEYS = {

@@ -505,7 +505,9 @@ def test_connection_options_compare_folded_and_never_touch_managed_names(impl):
 
 def test_fold_name():
     assert headers.fold_name(b"X_Amzn-MTLS_clientcert") == b"x-amzn-mtls-clientcert"
-    assert headers.fold_name(b"\xc3\x89_A") == b"\xc3\x89-a"       # ASCII only, as backends do
+    # every byte but a letter or digit is a separator to some backend (Apache 2.2, PHP)
+    assert headers.fold_name(b"X.Amzn~Mtls!Clientcert") == b"x-amzn-mtls-clientcert"
+    assert headers.fold_name(b"\xc3\x89_A") == b"---a"
 
 
 def test_header_policy_is_immutable_validated_and_comparable():
@@ -543,14 +545,16 @@ def test_screen_common_case_is_none(mode):
         assert headers.screen_request(policy, _PLAIN, frozenset({token})) is None, token
 
 
-def test_first_underscore(impl):
-    assert impl.first_underscore([]) == -1
-    assert impl.first_underscore(_PLAIN) == -1
-    assert impl.first_underscore(_PLAIN + [(b"a_b", b"")] + _PLAIN + [(b"_", b"")]) == len(_PLAIN)
-    assert impl.first_underscore([(b"", b"x_y"), (b"ok", b"_"), (b"_x", b"")]) == 2
-    assert impl.first_underscore([[b"x", b"1"], (b"y_", b"2")]) == 1    # any (name, value) pair
+def test_first_nonstandard(impl):
+    assert impl.first_nonstandard([]) == -1
+    assert impl.first_nonstandard(_PLAIN) == -1
+    assert impl.first_nonstandard(_PLAIN + [(b"a_b", b"")] + _PLAIN + [(b"_", b"")]) == len(_PLAIN)
+    assert impl.first_nonstandard([(b"", b"x_y"), (b"ok", b"_"), (b"_x", b"")]) == 2
+    assert impl.first_nonstandard([[b"x", b"1"], (b"y_", b"2")]) == 1    # any (name, value) pair
+    assert impl.first_nonstandard([(b"a-b", b""), (b"x.y", b"")]) == 1
+    assert impl.first_nonstandard([(b"A-Z-a-z-0-9", b""), (b"\xc3\x89", b"")]) == 1
     with pytest.raises(TypeError):
-        impl.first_underscore([("str_name", b"v")])
+        impl.first_nonstandard([("str_name", b"v")])
 
 
 def test_screen_common_case_allocates_nothing():
@@ -662,10 +666,10 @@ def _respelled(draw, name: bytes) -> bytes:
         if draw(st.booleans()):
             if 97 <= c <= 122 or 65 <= c <= 90:
                 out[i] = c ^ 0x20
-            elif c == 45:
-                out[i] = 95
-            elif c == 95:
-                out[i] = 45
+            elif c == 45 or c == 95:
+                # the separators backends fold together: CGI/WSGI's "_", and the "." or "~" that
+                # Apache 2.2 and PHP turn into "_" as well
+                out[i] = draw(st.sampled_from(b"-_.~"))
     return bytes(out)
 
 
@@ -678,8 +682,15 @@ _SPELLED_TOKENS = st.frozensets(st.one_of(_SPELLINGS, st.lists(_TCHAR, min_size=
 
 
 def _upper_fold(name: bytes) -> bytes:
-    """The CGI/WSGI meta-variable spelling (RFC 3875 4.1.18): upper case, `-` -> `_`."""
-    return name.upper().replace(b"-", b"_")
+    """The broadest CGI meta-variable spelling: upper case, and every byte that is not a letter or
+    digit `_` (RFC 3875 4.1.18 maps `-`; Apache 2.2's http2env and PHP map every such byte)."""
+    return bytes(c if 48 <= c <= 57 or 65 <= c <= 90 else (c - 32 if 97 <= c <= 122 else 95)
+                 for c in name)
+
+
+def _unusual(name: bytes) -> bool:
+    """A name with a byte other than a letter, a digit or `-` (`_` first of all)."""
+    return any(not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 45) for c in name)
 
 
 # The stripped names, written out here independently of gateway.headers' tables (its
@@ -707,13 +718,15 @@ def _oracle_stripped(name: bytes, policy) -> bool:
     import fnmatch
     key = _upper_fold(name)
     text = key.decode("latin-1")
-    if key == b"X_FORWARDED_FOR" and b"_" not in name:
+    if key == b"X_FORWARDED_FOR" and not _unusual(name):
         return False                                   # folded into the gateway's own, not kept
     if text in _EXPECTED_MANAGED or text.startswith(_EXPECTED_PREFIXES):
         return True
-    if any(fnmatch.fnmatchcase(text, _upper_fold(g.encode()).decode()) for g in policy.strip):
+    if any(fnmatch.fnmatchcase(text, "*".join(_upper_fold(piece.encode()).decode()
+                                              for piece in g.split("*")))
+           for g in policy.strip):
         return True
-    return b"_" in name and policy.underscore != "keep"
+    return _unusual(name) and policy.underscore != "keep"
 
 
 @needs_native
@@ -732,7 +745,7 @@ def test_native_equals_pure_for_spellings_and_policies(args, tokens):
     args = args[:7] + (tokens,) + args[8:]
     assert _call(headers.NATIVE.encode_request_head, args) == \
         _call(headers.PYTHON.encode_request_head, args)
-    assert headers.NATIVE.first_underscore(args[2]) == headers.PYTHON.first_underscore(args[2])
+    assert headers.NATIVE.first_nonstandard(args[2]) == headers.PYTHON.first_nonstandard(args[2])
 
 
 @pytest.mark.parametrize("which", IMPLS)
@@ -743,7 +756,7 @@ def test_a_name_is_stripped_iff_its_backend_key_is_managed_or_listed(which, name
     head = impl.encode_request_head(b"GET", b"/", [(name, b"v")], b"", b"", 0, 443, frozenset(), b"",
                                     policy)
     kept = head.startswith(b"GET / HTTP/1.1\r\n" + name + b": v\r\n")
-    if _upper_fold(name) == b"X_FORWARDED_FOR" and b"_" not in name:
+    if _upper_fold(name) == b"X_FORWARDED_FOR" and not _unusual(name):
         assert not kept and b"\r\nX-Forwarded-For: v\r\n" in head     # folded into ours
     else:
         assert kept == (not _oracle_stripped(name, policy))
@@ -780,7 +793,7 @@ def test_no_two_lines_collide_with_a_gateway_header_for_a_backend(which, args, t
         if name in (b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Port"):
             continue
         assert not args[9].strips(name), line
-        assert b"_" not in name or args[9].underscore == "keep"
+        assert not _unusual(name) or args[9].underscore == "keep"
 
 
 @pytest.mark.parametrize("which", IMPLS)
@@ -811,12 +824,12 @@ def test_set_native_rebinds_module_names(monkeypatch):
         assert headers.set_native("off") == "python"
         assert headers.encode_request_head is headers.PYTHON.encode_request_head
         assert headers.quote_pem_alb is headers.PYTHON.quote_pem_alb
-        assert headers.first_underscore is headers.PYTHON.first_underscore
+        assert headers.first_nonstandard is headers.PYTHON.first_nonstandard
         if headers.NATIVE is not None:
             assert headers.set_native("on") == "native"
             assert headers.encode_request_head is headers.NATIVE.encode_request_head
             assert headers.sf_binary is headers.NATIVE.sf_binary
-            assert headers.first_underscore is headers.NATIVE.first_underscore
+            assert headers.first_nonstandard is headers.NATIVE.first_nonstandard
             assert headers.set_native("auto") == "native"
         monkeypatch.setattr(headers, "NATIVE", None)
         assert headers.set_native("auto") == "python"
