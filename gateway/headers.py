@@ -286,8 +286,9 @@ def screen_request(policy: HeaderPolicy, headers: list[tuple[bytes, bytes]],
     * `underscore = "reject"` and a name with `_` that is not stripped anyway:
       refuse, ``underscore_header_rejected``;
     * names with `_` (or another byte but letters, digits, `-`) that the encoder will drop:
-      forward, log once with the names. The reason is ``managed_header_spelling_dropped`` when one of them is a managed or listed name in another
-      spelling (a forgery attempt worth an operator's eye), else ``underscore_headers_dropped``.
+      forward, log once with the names. The reason is ``managed_header_spelling_dropped`` when
+      one of them is a managed or listed name in another spelling (a forgery attempt worth an
+      operator's eye), else ``underscore_headers_dropped``.
 
     The encoder drops the same names itself whatever this returns; this only decides the answer
     and the log line.
