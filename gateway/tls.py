@@ -890,8 +890,9 @@ class TLSConnection:
         tls = self._tls
         self.handshake_s = time.monotonic() - self.started
         resumed = bool(_session_reused(conn._ssl)) if _session_reused is not None else False
-        if tls.keeps_chains:
-            # a TLS 1.2 session without a ticket (session id cache) has no NewSessionTicket
+        if tls.keeps_chains and not resumed and not self._sessions:
+            # a TLS 1.2 session without a ticket (session id cache) has no NewSessionTicket; a
+            # resumed TLS 1.2 session keeps its key, a resumed TLS 1.3 one noted its new ticket
             self._note_session()
         identity: Identity | None = None
         status: VerifyStatus | None = None

@@ -772,17 +772,19 @@ def test_workers_share_chains_by_session_not_by_leaf(files, ca, tmp_path, one_le
     alone_ctx, alone_chain = clients["alone"]
     _, a, events, _, _ = handshake(one, long_ctx)
     _assert_forwards(events[0], long_chain, mode)
-    names = sorted(p.name for p in d.iterdir())
+    listing = sorted(p.name for p in d.iterdir())
+    names = [n for n in listing if not n.startswith("chain-")]
     # a name per session issued (two TLS 1.3 tickets, OpenSSL's default; one TLS 1.2 session), each
-    # a digest, never key material; the files hold the public certificates presented
+    # a digest, never key material, linked to the one file of the public certificates presented
     assert len(names) == (2 if version is ssl.TLSVersion.TLSv1_3 else 1)
+    assert len(listing) == len(names) + 1
     assert all(len(n) == 64 and int(n, 16) >= 0 for n in names)
     for n in names:
         stored = one.chain_store.get(n)
         assert stored == long_chain and all(x509.load_der_x509_certificate(c) for c in stored)
     _, b, events, _, _ = handshake(two, alone_ctx)
     _assert_forwards(events[0], alone_chain, mode)
-    assert sorted(p.name for p in d.iterdir()) == names      # the leaf alone needs no file
+    assert sorted(p.name for p in d.iterdir()) == listing     # the leaf alone needs no file
     # each resumes on the worker that did not see its full handshake, then back
     for worker in (two, one):
         _, a, events, _, err = handshake(worker, long_ctx, session=a.session)
@@ -801,12 +803,32 @@ def test_chain_store_sweeps_expired_sessions(files, ca, tmp_path):
     listener = _listener(files, ca, mode="passthrough", session_timeout_s=120)
     listener.chain_store = store
     assert store.max_age_s == 120
-    store.put(["a" * 64, "b" * 64], (b"leaf", b"inter"))
-    assert store.get("b" * 64) == (b"leaf", b"inter") and os.stat(tmp_path / ("b" * 64)).st_nlink == 2
-    store.put(["c" * 64], (b"leaf",))
-    now = os.stat(tmp_path / ("c" * 64)).st_mtime
+    long, other = (b"leaf", b"inter"), (b"leaf", b"other")
+    store.put(["a" * 64, "b" * 64], long)
+    store.put(["c" * 64], long)                 # the same chain: one file, a link per session
+    store.put(["d" * 64], other)
+    assert store.get("b" * 64) == long and store.get("c" * 64) == long and store.get("d" * 64) == other
+    [chain_long] = [n for n in os.listdir(tmp_path) if n.startswith("chain-") and os.path.samefile(
+        tmp_path / n, tmp_path / ("a" * 64))]
+    now = os.lstat(tmp_path / ("d" * 64)).st_mtime
     assert store.sweep(now + 60) == 0
-    os.utime(tmp_path / ("a" * 64), (now - 300, now - 300))     # a and b: one inode
-    assert store.sweep(now + 60) == 2
-    assert sorted(os.listdir(tmp_path)) == ["c" * 64]
+
+    def age(name, seconds):
+        os.utime(tmp_path / name, (now - seconds, now - seconds), follow_symlinks=False)
+    age("a" * 64, 300)      # an expired session goes; its chain file stays while others may link
+    age("b" * 64, 300)
+    age(chain_long, 200)
+    assert store.sweep(now) == 2
+    assert sorted(n for n in os.listdir(tmp_path) if not n.startswith("chain-")) == ["c" * 64, "d" * 64]
+    assert store.get("c" * 64) == long
+    age(chain_long, 250)    # two lifetimes without a rewrite: no live session can link to it
+    assert store.sweep(now) == 1 and store.get("c" * 64) is None     # a dangling link is unknown
+    # a worker rewrites the chain file it links to once it is half a lifetime old
+    store._files[long] = (chain_long, store._files[long][1] - 61)
+    store.put(["e" * 64], long)
+    assert store.get("e" * 64) == long and store.get("c" * 64) == long
+    # the count bound: oldest names first
+    store.max_entries = 3
+    before = len(os.listdir(tmp_path))
+    assert before > 3 and store.sweep(now) == before - 3 and len(os.listdir(tmp_path)) == 3
     assert store.get("../" + "c" * 61) is None and store.get("a" * 64) is None
