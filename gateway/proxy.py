@@ -47,6 +47,7 @@ import time
 from . import headers as hdrs
 from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
+from .exchange import CONTINUE, UPGRADE_REFUSED, UPSTREAM_ERROR_BODIES, Exchange
 from .http1 import EndOfMessage, Request, Response
 from .identity import serial_hex
 from .logs import iso_now, validity
@@ -57,16 +58,6 @@ from .tls import _name_matches as name_matches
 # Pause reading from the client when this much parsed-but-unsent request data is queued
 # (a pipelining client or a body arriving before the upstream connection is up).
 READ_HIGH_WATER_BYTES = 262144
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_STATUS = frozenset((204, 304))
-_UPSTREAM_ERROR_BODIES = {
-    502: b"bad gateway: the target failed\n",
-    503: b"service unavailable: no healthy target\n",
-    504: b"gateway timeout: the target did not answer\n",
-}
-_UPGRADE_REFUSED = b"protocol upgrade is not supported here\n"
-# response fields never passed on as received: hop-by-hop ones, and the length (re-framed here)
-_RESPONSE_DROP = hdrs.HOP_BY_HOP | {b"content-length"}
 
 
 class ConnState(enum.Enum):
@@ -74,44 +65,6 @@ class ConnState(enum.Enum):
     OPEN = 2
     CLOSING = 3
     CLOSED = 4
-
-
-class Exchange:
-    """One request/response through the gateway."""
-
-    __slots__ = ("request", "action", "started", "upstream", "target", "body_queue", "request_done",
-                 "response", "chunked_out", "keep_alive", "status", "bytes_out", "head_sent",
-                 "connecting", "timer", "bytes_in", "discard", "group", "picked", "tried",
-                 "retried", "upgrade", "tunnel", "forward_target", "reason")
-
-    def __init__(self, request: Request, action) -> None:
-        self.request = request
-        self.action = action
-        self.started = time.monotonic()
-        self.upstream = None
-        self.target = ""            # label of the target, for logs
-        self.body_queue: list[bytes] | None = []
-        self.request_done = False
-        self.response: Response | None = None
-        self.chunked_out = False
-        self.keep_alive = request.keep_alive
-        self.status = 0
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self.head_sent = False
-        self.connecting = False
-        self.discard = False        # the response is sent: drop the rest of the request
-        self.timer: asyncio.TimerHandle | None = None
-        self.group = None           # the TargetGroup of a forward
-        self.picked = None          # the Target counted as outstanding for this exchange
-        self.tried: tuple = ()      # targets whose connect failed, not to be picked again
-        self.retried = False
-        self.upgrade = False        # the request may switch protocols (an allowed Upgrade)
-        self.tunnel = False         # it did: bytes now pass through both ways
-        # the request-target rules match and the target receives: the normalised path, the query
-        # as sent (gateway.paths)
-        self.forward_target = request.target
-        self.reason = ""            # why the gateway refused the request itself, for the access log
 
 
 class _NoRequestYet:
@@ -571,7 +524,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.header_deadline_armed = False
         self.idle_deadline = 0.0
         self._cancel_timer()
-        ex = Exchange(request, None)
+        ex = Exchange(request, time.monotonic())
         self.current = ex
         limit = rt.spec.max_requests_per_connection
         if self.draining or (limit and self.requests >= limit):
@@ -592,7 +545,7 @@ class GatewayProtocol(asyncio.Protocol):
                 self.rt.errors.info("upgrade_refused", "protocol upgrade refused",
                                     listener=rt.spec.name, upgrade=request.upgrade.decode("latin-1"),
                                     client=f"{self.client_ip}:{self.client_port}")
-                self._respond_fixed(ex, 501, _UPGRADE_REFUSED)
+                self._respond_fixed(ex, 501, UPGRADE_REFUSED)
                 return
             ex.upgrade = True
             ex.keep_alive = False       # whatever the target answers, HTTP/1.1 ends here
@@ -607,7 +560,7 @@ class GatewayProtocol(asyncio.Protocol):
                 return
             ex.status = action.status
             ex.body_queue = None
-            self._after_answer(ex, action.response(location, self._answer_keeps(ex),
+            self._after_answer(ex, action.response(location, ex.answer_keeps(),
                                                    request.http_version == b"1.0"))
 
     def _screened_out(self, ex: Exchange, request: Request) -> bool:
@@ -669,26 +622,9 @@ class GatewayProtocol(asyncio.Protocol):
                                 subject=identity.subject if identity is not None else None)
         return refusal
 
-    def _answer_keeps(self, ex: Exchange) -> bool:
-        """Whether the connection stays open after answering without reading the body."""
-        req = ex.request
-        if req.chunked or (req.content_length or 0) > 0:
-            ex.keep_alive = False       # do not read and discard an unbounded body
-        return ex.keep_alive
-
     def _answer(self, ex: Exchange, fixed: Fixed) -> None:
         """A prebuilt response, for a fixed-response rule or a refusal."""
-        keep = self._answer_keeps(ex)
-        req = ex.request
-        if not keep:
-            payload = fixed.closing
-        elif req.http_version == b"1.0":
-            payload = fixed.head_only_10 if req.method == b"HEAD" else fixed.keep_alive_10
-        else:
-            payload = fixed.head_only if req.method == b"HEAD" else fixed.keep_alive
-        ex.status = fixed.status
-        ex.body_queue = None
-        self._after_answer(ex, payload)
+        self._after_answer(ex, ex.answer_payload(fixed))
 
     def _after_answer(self, ex: Exchange, payload: bytes) -> None:
         ex.bytes_out += len(payload)
@@ -710,7 +646,7 @@ class GatewayProtocol(asyncio.Protocol):
         ex.picked = target
         ex.target = target.label
         if request.expect_continue:
-            self._write(_CONTINUE)
+            self._write(CONTINUE)
         if request.chunked or request.content_length:
             self._arm(self.rt.spec.body_timeout_s, self._on_client_timer)
         conn = group.take_idle(target)
@@ -763,20 +699,8 @@ class GatewayProtocol(asyncio.Protocol):
         conn.owner = self
         conn.paused = False
         conn.reader.expect(req.method, ex.upgrade)
-        if req.chunked:
-            framing = b"Transfer-Encoding: chunked\r\n"
-        elif req.content_length is not None:
-            framing = b"Content-Length: %d\r\n" % req.content_length
-        else:
-            framing = b""
-        tokens = req.connection
-        if req.expect_continue:
-            tokens = tokens | {b"expect"}
-        if ex.upgrade:
-            framing += b"Connection: upgrade\r\nUpgrade: " + _header_value(req.headers, b"upgrade") + b"\r\n"
-        head = hdrs.encode_request_head(req.method, ex.forward_target, req.headers,
-                                        self.identity_lines, self.client_ip_b, self.client_port,
-                                        rt.port, tokens, framing, rt.header_policy)
+        head = ex.request_head(self.identity_lines, self.client_ip_b, self.client_port, rt.port,
+                               rt.header_policy)
         queued = ex.body_queue or ()
         ex.body_queue = None
         conn.write(head + b"".join(queued) if queued else head)
@@ -851,43 +775,7 @@ class GatewayProtocol(asyncio.Protocol):
         return True
 
     def _response_head(self, ex: Exchange, resp: Response) -> None:
-        ex.response = resp
-        ex.status = resp.status
-        ex.picked.failures = 0      # the target answered: its run of connection failures is over
-        req = ex.request
-        tokens = resp.connection
-        drop = _RESPONSE_DROP | tokens if tokens else _RESPONSE_DROP
-        out = [(n, v) for n, v in resp.headers if n.lower() not in drop]
-        if resp.status == 101:
-            # the switch the client asked for (RFC 9110 7.8); Upgrade names the new protocol
-            out.append((b"Connection", b"upgrade"))
-            out.append((b"Upgrade", _header_value(resp.headers, b"upgrade")))
-            head = http1.response_head(101, out, resp.reason or None)
-            ex.bytes_out += len(head)
-            self._write(head)
-            ex.head_sent = True
-            return
-        bodyless = req.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200
-        if bodyless:
-            if resp.content_length is not None and req.method == b"HEAD":
-                out.append((b"Content-Length", b"%d" % resp.content_length))
-        elif resp.content_length is not None:
-            out.append((b"Content-Length", b"%d" % resp.content_length))
-        elif req.http_version == b"1.1":
-            out.append((b"Transfer-Encoding", b"chunked"))
-            ex.chunked_out = True
-        else:
-            ex.keep_alive = False       # close-delimited for an HTTP/1.0 client
-        if self.state is not ConnState.OPEN:
-            ex.keep_alive = False
-        if not ex.keep_alive:
-            out.append((b"Connection", b"close"))
-        elif req.http_version == b"1.0":
-            out.append((b"Connection", b"keep-alive"))      # RFC 9112 9.3: confirm it
-        head = http1.response_head(resp.status, out, resp.reason or None)
-        ex.bytes_out += len(head)
-        self._write(head)
-        ex.head_sent = True
+        self._write(ex.response_head(resp, self.state is ConnState.OPEN))
 
     def _switch(self, ex: Exchange, conn) -> None:
         """The target answered 101: from now on bytes pass through both ways, unparsed."""
@@ -1029,7 +917,7 @@ class GatewayProtocol(asyncio.Protocol):
             self._drop_exchange(ex, exc.reason)
             return
         ex.keep_alive = False
-        self._respond_fixed(ex, exc.status, _UPSTREAM_ERROR_BODIES.get(exc.status, b"upstream error\n"))
+        self._respond_fixed(ex, exc.status, UPSTREAM_ERROR_BODIES.get(exc.status, b"upstream error\n"))
 
     # -- responses ---------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -1069,15 +957,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._flow_in()
 
     def _respond_fixed(self, ex: Exchange, status: int, body: bytes) -> None:
-        ex.status = status
-        ex.body_queue = None
-        has_body = ex.request.chunked or (ex.request.content_length or 0) > 0
-        if has_body and not ex.request_done:
-            ex.keep_alive = False
-        payload = http1.error_response(status, body, close=not ex.keep_alive)
-        ex.bytes_out += len(payload)
-        self._write(payload)
-        ex.request_done = True
+        self._write(ex.error_payload(status, body))
         self._finish(ex)
 
     def _cancel_ex_timer(self, ex: Exchange) -> None:
@@ -1086,10 +966,7 @@ class GatewayProtocol(asyncio.Protocol):
             ex.timer = None
 
     def _done_with_target(self, ex: Exchange) -> None:
-        target = ex.picked
-        if target is not None:
-            ex.picked = None
-            ex.group.done(target)
+        ex.done_with_target()
 
     def _finish(self, ex: Exchange) -> None:
         self._done_with_target(ex)
@@ -1112,30 +989,13 @@ class GatewayProtocol(asyncio.Protocol):
 
     # -- logs --------------------------------------------------------------------------------------
     def _access_log(self, ex: Exchange, aborted: bool = False) -> None:
-        self.rt.observer.request(self.rt.spec.name, ex.status, time.monotonic() - ex.started)
-        sink = self.rt.access_log
-        if not sink.enabled:
-            return
-        req = ex.request
-        ev = self.done_event
-        ident = ev.identity if ev is not None and type(ev) is HandshakeDone else None
-        sink.write({
-            "time": iso_now(),
-            "listener": self.rt.spec.name,
-            "client": f"{self.client_ip}:{self.client_port}",
-            "method": req.method.decode("latin-1"),
-            "target": req.target.decode("latin-1"),
-            "status": ex.status,
-            "bytes_in": ex.bytes_in,
-            "bytes_out": ex.bytes_out,
-            "duration_ms": round((time.monotonic() - ex.started) * 1000, 3),
-            "upstream": ex.target or None,
-            "rule": getattr(ex.action, "rule", None),
-            "verify_status": ev.status.value if ev is not None and ev.status is not None else None,
-            "subject": ident.subject if ident is not None else None,
-            "aborted": aborted,
-            "reason": ex.reason or None,
-        })
+        now = time.monotonic()
+        rt = self.rt
+        rt.observer.request(rt.spec.name, ex.status, now - ex.started)
+        sink = rt.access_log
+        if sink.enabled:
+            sink.write(ex.access_record(rt.spec.name, f"{self.client_ip}:{self.client_port}",
+                                        self.done_event, now, aborted))
 
     def _access_log_bare(self, status: int, reason: str, bytes_out: int = 0) -> None:
         sink = self.rt.access_log
@@ -1179,11 +1039,3 @@ def _route_host(host: bytes | None) -> bytes | None:
     host = split_host(host)
     return host.rstrip(b".") or None if host is not None else None
 
-
-def _header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
-    """The first value of a header (by lowercase name), b"" when absent."""
-    n = len(name)
-    for field, value in headers:
-        if len(field) == n and field.lower() == name:
-            return value
-    return b""
