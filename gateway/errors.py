@@ -48,6 +48,14 @@ class NativeUnavailable(GatewayError):
     reason = "native_unavailable"
 
 
+class BindingsUnsupported(GatewayError):
+    """The installed `cryptography` no longer exposes an OpenSSL function the TLS layer needs (its
+    raw bindings are not a supported API and shrink between releases). The operator's install is
+    at fault: install a `cryptography` inside the range pyproject.toml names."""
+
+    reason = "bindings_unsupported"
+
+
 class PeerError(GatewayError):
     """The client did something wrong. `status` is the HTTP status to answer with, if any."""
 

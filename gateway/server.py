@@ -32,6 +32,7 @@ from .metrics import NULL_OBSERVER, Observer
 from .routes import RouteTable
 from .tls import ListenerTLS
 from .tls import set_native as tls_set_native
+from .tls import fallback_reason as tls_fallback_reason
 from .trust import TrustStore
 from .upstream import TargetGroup
 
@@ -597,6 +598,11 @@ class Master:
             self.errors.info("listening", f"listener {spec.name} on {spec.host}:{spec.port} "
                              f"mtls={spec.mtls}", listener=spec.name)
         self.errors.info("native", f"hot paths: {self.runtime.native}")
+        fallback = tls_fallback_reason(self.config.gateway.native)
+        if fallback is not None:
+            # the start-up self-test found the native pump unusable: one line, then the pure twin
+            self.errors.warning("native_fallback", f"native TLS pump unavailable: {fallback}; "
+                                "its pure twin serves")
         count = max(1, self.config.gateway.workers)
         procs = [self._spawn(slot) for slot in range(count)]
         self._wait_ready(procs)

@@ -45,7 +45,46 @@ from OpenSSL._util import exception_from_error_queue as _error_from_queue
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
-from .errors import NativeUnavailable
+from .errors import BindingsUnsupported, NativeUnavailable
+
+# Every OpenSSL function and constant this module reaches through the `cryptography` bindings
+# (pyOpenSSL's `_util.lib` is that same object). Upstream calls the raw bindings unsupported and
+# has been removing names (44 -> 50 took out about 100), so they are checked once, here, before
+# anything uses them: a missing one is a clear error at start, never an AttributeError in the middle
+# of a handshake. The native pump's own needs (_PUMP_FUNCTIONS) are checked where it is loaded, and
+# a missing one there only costs the native twin (see _load_native).
+REQUIRED_BINDINGS = (
+    "BIO_free", "BIO_get_mem_data", "BIO_new", "BIO_read", "BIO_s_mem", "BIO_write",
+    "ERR_clear_error", "SSL_CTX_set_msg_callback", "SSL_CTX_set_tlsext_servername_callback",
+    "SSL_CTX_set_verify", "SSL_SESSION_get_master_key", "SSL_do_handshake", "SSL_get_error",
+    "SSL_get_ex_data_X509_STORE_CTX_idx", "SSL_get_session", "SSL_read", "SSL_session_reused",
+    "SSL_set_bio", "SSL_shutdown", "SSL_write", "X509_STORE_CTX_get_current_cert",
+    "X509_STORE_CTX_get_error_depth", "X509_STORE_CTX_get_ex_data", "X509_STORE_CTX_set_error",
+    "X509_V_ERR_CERT_CHAIN_TOO_LONG", "X509_V_ERR_CERT_HAS_EXPIRED", "X509_V_ERR_CERT_REJECTED",
+    "X509_V_ERR_CERT_REVOKED", "X509_V_ERR_INVALID_PURPOSE",
+    "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "X509_up_ref",
+)
+
+
+def missing_bindings(lib, names) -> tuple[str, ...]:
+    """The names of `names` that `lib` does not have."""
+    return tuple(n for n in names if not hasattr(lib, n))
+
+
+def _cryptography_version() -> str:
+    try:
+        import cryptography
+        return cryptography.__version__
+    except Exception:  # noqa: BLE001 - only for a message
+        return "?"
+
+
+_MISSING = missing_bindings(_lib, REQUIRED_BINDINGS)
+if _MISSING:
+    raise BindingsUnsupported(
+        f"cryptography {_cryptography_version()} no longer exposes the OpenSSL function(s) "
+        f"{', '.join(_MISSING)} that gateway.tls needs; install a cryptography within the range "
+        f"pyproject.toml names")
 
 _session_reused = _lib.SSL_session_reused
 
@@ -606,14 +645,26 @@ def _py_pump(conn: SSL.Connection) -> PyPump:
 
 
 def _load_native():
+    """The native pump's factory, or None with the reason in NATIVE_UNAVAILABLE (the self-test:
+    the extension imports, runs on the very OpenSSL pyOpenSSL uses, and every function it calls is
+    still in the bindings)."""
+    global NATIVE_UNAVAILABLE
     try:
         from cryptography.hazmat.bindings._rust import _openssl
 
         from . import _tls_c
-    except ImportError:
+    except ImportError as exc:
+        NATIVE_UNAVAILABLE = f"gateway._tls_c cannot be imported ({exc})"
         return None
     if _openssl.ffi is not _ffi:
-        return None     # not the OpenSSL pyOpenSSL runs on: never mix two
+        # not the OpenSSL pyOpenSSL runs on: never mix two
+        NATIVE_UNAVAILABLE = "the cryptography bindings are not the ones pyOpenSSL runs on"
+        return None
+    missing = missing_bindings(_openssl.lib, _PUMP_FUNCTIONS)
+    if missing:
+        NATIVE_UNAVAILABLE = (f"cryptography {_cryptography_version()} no longer exposes "
+                              f"{', '.join(missing)}")
+        return None
     addresses = {n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n))) for n in _PUMP_FUNCTIONS}
     _tls_c.bind(addresses, _tls_error, _bios_renewed)
     cast, Pump = _ffi.cast, _tls_c.Pump
@@ -626,11 +677,13 @@ def _load_native():
         NATIVE_MESSAGE_CALLBACK = cast("void(*)(int, int, int, void *, size_t, SSL *, void *)",
                                        _tls_c.message_callback(_on_message))
     else:
+        NATIVE_UNAVAILABLE = "gateway._tls_c is an old build without message_callback"
         return None     # an old build: the twins must come as a pair
     return native_pump
 
 
 NATIVE_MESSAGE_CALLBACK = None
+NATIVE_UNAVAILABLE: str | None = None      # why the native pump is not there, when it is not
 NATIVE_PUMP = _load_native()
 _make_pump = _py_pump
 _message_callback = _py_message_callback
@@ -639,19 +692,29 @@ native_mode = "python"
 
 def set_native(mode: str) -> str:
     """Pick the native or pure pump for connections made afterwards, and the message callback of
-    contexts built afterwards: ``"auto"``, ``"on"`` or ``"off"``; returns what was chosen. ``"on"`` without the extension raises NativeUnavailable."""
+    contexts built afterwards: ``"auto"``, ``"on"`` or ``"off"``; returns what was chosen.
+    ``"on"`` without a working extension raises NativeUnavailable (with NATIVE_UNAVAILABLE's
+    reason); ``"auto"`` falls back to the pure twin, and `fallback_reason()` says why."""
     global _make_pump, _message_callback, native_mode
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
     if mode == "on" and NATIVE_PUMP is None:
-        raise NativeUnavailable("native = \"on\" but gateway._tls_c cannot be imported "
-                                "(reinstall with `pip install -e .` to build it)")
+        raise NativeUnavailable(f"native = \"on\" but the native TLS pump is unavailable: "
+                                f"{NATIVE_UNAVAILABLE or 'gateway._tls_c cannot be imported'} "
+                                f"(reinstall with `pip install -e .` to "
+                                f"build it, or install a cryptography within the range "
+                                f"pyproject.toml names)")
     native = mode != "off" and NATIVE_PUMP is not None
     _make_pump = NATIVE_PUMP if native else _py_pump
     # contexts built afterwards get the matching message callback (see ListenerTLS._context)
     _message_callback = NATIVE_MESSAGE_CALLBACK if native else _py_message_callback
     native_mode = "native" if native else "python"
     return native_mode
+
+
+def fallback_reason(mode: str) -> str | None:
+    """Why `mode` ("auto") got the pure pump although native was wanted, or None."""
+    return NATIVE_UNAVAILABLE if mode == "auto" and NATIVE_PUMP is None else None
 
 
 set_native("auto")

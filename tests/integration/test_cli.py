@@ -118,3 +118,47 @@ fixed_response = {{status = 200, body = "pid {{}}"}}
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+# A gateway whose cryptography bindings lack one function of the native pump's (as a future
+# release may): the start-up self-test finds it, says so once, and the pure twin serves.
+_WITHOUT_A_PUMP_FUNCTION = r"""
+import sys
+from gateway import tls
+tls._PUMP_FUNCTIONS = tls._PUMP_FUNCTIONS + ("SSL_function_removed_upstream",)
+tls.NATIVE_PUMP = tls._load_native()
+from gateway import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("native", ["auto", "on"])
+def test_native_self_test_falls_back_with_one_line(tmp_path, native):
+    d = tmp_path / "pki"
+    r = gw("pki", "init", str(d))
+    assert r.returncode == 0, r.stderr
+    snippet = r.stdout.split("A configuration using these files:", 1)[1]
+    port = free_port()
+    errors = tmp_path / "error.log"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nnative = "{native}"\naccess_log = "off"\nconnection_log = "off"\n'
+                      f'error_log = "{errors}"\nworkers = 1\n'
+                      + snippet.replace("127.0.0.1:8443", f"127.0.0.1:{port}"))
+    proc = subprocess.Popen([sys.executable, "-c", _WITHOUT_A_PUMP_FUNCTION, "run", "--config",
+                             str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if native == "on":
+        # asked for by name: no silent fallback, a clear refusal to start
+        assert proc.wait(30) != 0
+        err = proc.stderr.read().decode()
+        assert "SSL_function_removed_upstream" in err, err
+        return
+    try:
+        wait_port(port, proc)
+        ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
+        ctx.load_cert_chain(d / "clients" / "client1.pem", d / "clients" / "client1.key")
+        assert _get(port, ctx) == 200
+        lines = [l for l in errors.read_text().splitlines() if "native_fallback" in l]
+        assert len(lines) == 1 and "SSL_function_removed_upstream" in lines[0], lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0

@@ -288,3 +288,20 @@ def test_renewed_bios_carry_pending_bytes_and_the_connection_follows(files, twin
     while len(back) < len(big):
         back += client.read(65536)
     assert back == big
+
+
+def test_bindings_self_test():
+    """Every OpenSSL name the TLS layer uses is checked at import; a missing one of the native
+    pump's takes only the native twin away, with the reason kept for the log."""
+    from cryptography.hazmat.bindings._rust import _openssl
+    from gateway import tls
+    assert tls.missing_bindings(_openssl.lib, tls.REQUIRED_BINDINGS + tls._PUMP_FUNCTIONS) == ()
+    assert tls.missing_bindings(object(), ("SSL_read", "BIO_new")) == ("SSL_read", "BIO_new")
+    saved = tls._PUMP_FUNCTIONS, tls.NATIVE_UNAVAILABLE, tls.NATIVE_MESSAGE_CALLBACK
+    try:
+        tls._PUMP_FUNCTIONS = saved[0] + ("SSL_function_removed_upstream",)
+        assert tls._load_native() is None
+        assert "SSL_function_removed_upstream" in tls.NATIVE_UNAVAILABLE
+    finally:
+        tls._PUMP_FUNCTIONS, tls.NATIVE_UNAVAILABLE, tls.NATIVE_MESSAGE_CALLBACK = saved
+        tls.NATIVE_PUMP = tls._load_native() if tls.NATIVE_PUMP is not None else None
