@@ -53,6 +53,7 @@ from .identity import serial_hex
 from .logs import iso_now, validity
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed
+from .upstream import UpstreamClosed, UpstreamFailed
 from .tls import _name_matches as name_matches
 
 # Pause reading from the client when this much parsed-but-unsent request data is queued
@@ -698,7 +699,7 @@ class GatewayProtocol(asyncio.Protocol):
         ex.upstream = conn
         conn.owner = self
         conn.paused = False
-        conn.reader.expect(req.method, ex.upgrade)
+        conn.expect(req.method, ex.upgrade)
         head = ex.request_head(self.identity_lines, self.client_ip_b, self.client_port, rt.port,
                                rt.header_policy)
         queued = ex.body_queue or ()
@@ -717,30 +718,42 @@ class GatewayProtocol(asyncio.Protocol):
         self._process()
 
     # -- upstream events (called by UpstreamConnection) ---------------------------------------------
-    def upstream_data(self, conn, data: bytes) -> None:
+    def upstream_event(self, conn, events) -> None:
+        """What one read of the target produced (gateway.upstream: the connection parses)."""
         ex = self.current
         if ex is None or ex.upstream is not conn:
             conn.close()
             return
         if ex.tunnel:
-            ex.bytes_out += len(data)
-            self._write(data)
+            for event in events:
+                if type(event) is UpstreamClosed:
+                    # the target ended the tunnel: end the client's side the same way
+                    ex.upstream = None
+                    self._end_tunnel(ex, "upstream_closed")
+                    return
+                ex.bytes_out += len(event)
+                self._write(event)
+            return
+        if events and type(events[-1]) is UpstreamClosed:
+            self._upstream_lost(ex, conn, events)
             return
         conn.last_activity = self.loop.time()
-        reader = conn.reader
         # what one read of the target produces (head, body, end) goes out as one TLS write
         self.batch = batch = []
         try:
-            reader.feed(data)
-            while True:
-                event = reader.next_event()
-                if event is None:
+            for event in events:
+                kind = type(event)
+                if kind is bytes:
+                    # after the switch: the new protocol's first bytes, read with the 101
+                    ex.bytes_out += len(event)
+                    self._write(event)
+                elif kind is UpstreamFailed:
+                    exc = event.error
+                    exc.target = ex.target
+                    self._upstream_failed(ex, exc)
                     break
-                if not self._upstream_event(ex, conn, event):
+                elif not self._upstream_event(ex, conn, event) and not ex.tunnel:
                     break
-        except UpstreamError as exc:
-            exc.target = ex.target
-            self._upstream_failed(ex, exc)
         finally:
             self.batch = None
             if batch and self.state is not ConnState.CLOSED:
@@ -782,10 +795,6 @@ class GatewayProtocol(asyncio.Protocol):
         ex.tunnel = True
         self._cancel_ex_timer(ex)
         self.rt.observer.upstream(conn.group.name, ex.target, time.monotonic() - ex.started, True)
-        early = conn.reader.take_raw()
-        if early:
-            ex.bytes_out += len(early)
-            self._write(early)
         pending = self.reader.take_raw()
         if pending:
             ex.bytes_in += len(pending)
@@ -824,24 +833,14 @@ class GatewayProtocol(asyncio.Protocol):
         self.current = None
         self._close(reason)
 
-    def upstream_lost(self, conn, exc: Exception | None) -> None:
-        ex = self.current
-        if ex is None or ex.upstream is not conn:
-            return
-        if ex.tunnel:
-            # the target ended the tunnel: end the client's side the same way
-            ex.upstream = None
-            self._end_tunnel(ex, "upstream_closed")
-            return
-        try:
-            conn.reader.feed_eof()
-            event = conn.reader.next_event()
-            while event is not None:
-                if not self._upstream_event(ex, conn, event):
-                    return
-                event = conn.reader.next_event()
-        except UpstreamError:
-            pass
+    def _upstream_lost(self, ex: Exchange, conn, events) -> None:
+        """The target's connection ended, after the events its end completed (if any)."""
+        for event in events:
+            if type(event) is UpstreamClosed:
+                exc = event.exc
+                break
+            if not self._upstream_event(ex, conn, event):
+                return
         ex.upstream = None
         if ex.response is None and not ex.head_sent:
             req = ex.request

@@ -16,9 +16,14 @@ health check passes (Envoy's outlier detection does the same). Every change of s
 in the error log, naming the group, the target and the reason, and is reported to the observer.
 
 Pools: an exchange takes an idle pooled connection of its target when one is alive, else opens a
-new one (bounded by `connect_timeout_s`, TLS handshake included). The connection's protocol parses
-the response with `http1.ResponseReader` and hands every event to the exchange that holds it (the
-client-side protocol), which streams it on. When the exchange ends cleanly and both sides allow
+new one (bounded by `connect_timeout_s`, TLS handshake included). The connection parses what it
+receives with its own `http1.ResponseReader` (the parser belongs to the side that receives the
+bytes) and hands its owner (the client connection holding it) the events of each read as one
+list, `owner.upstream_event(conn, events)`: `Response`, `Data`, `EndOfMessage`, then, after a 101
+it was allowed to see, the new protocol's bytes as plain `bytes`; `UpstreamFailed(error)` when
+the target broke HTTP, `UpstreamClosed(exc)` when the connection ended (after what the end of
+the stream completed, a close-delimited body). One list per read lets the owner send what one
+read produced as one write. When the exchange ends cleanly and both sides allow
 keep-alive, the connection goes back to its target's pool (at most `max_idle_per_target`); idle
 connections close after `idle_timeout_s` or when the peer closes them. Flow control is passed
 through both ways.
@@ -38,11 +43,11 @@ from .config import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_EJECTION_DURATION_S,
                      DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_IDLE_PER_TARGET,
                      DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 from .errors import UpstreamError
-from .http1 import Response, ResponseReader
+from .http1 import EndOfMessage, Response, ResponseReader
 from .metrics import NULL_OBSERVER
 
-__all__ = ["Target", "TargetGroup", "UpstreamConnection", "client_context",
-           "DEFAULT_POOL_IDLE_TIMEOUT_S"]
+__all__ = ["Target", "TargetGroup", "UpstreamConnection", "UpstreamClosed", "UpstreamFailed",
+           "client_context", "DEFAULT_POOL_IDLE_TIMEOUT_S"]
 
 HEALTH_CHECK_USER_AGENT = b"mtls-gateway-health-check"
 
@@ -72,27 +77,51 @@ class Target:
         return f"Target({self.label})"
 
 
+class UpstreamClosed:
+    """Event: the connection to the target ended (`exc`: why, or None for a clean close)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception | None) -> None:
+        self.exc = exc
+
+
+class UpstreamFailed:
+    """Event: the target broke HTTP (`error`: the UpstreamError); nothing more is parsed."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: UpstreamError) -> None:
+        self.error = error
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One HTTP/1.1 connection to a target; owned by at most one exchange at a time."""
 
     __slots__ = ("group", "target", "transport", "reader", "owner", "idle_since", "closed",
-                 "paused", "reused", "last_activity")
+                 "paused", "reused", "last_activity", "switching", "tunnel")
 
     def __init__(self, group: "TargetGroup", target: Target) -> None:
         self.group = group
         self.target = target
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
-        self.owner = None           # the exchange receiving events; see proxy.GatewayProtocol
+        self.owner = None           # the client connection receiving events (gateway.proxy)
         self.idle_since = 0.0
         self.closed = False
         self.paused = False         # its transport asked us to stop writing (flow control)
         self.reused = False         # taken from the pool (a close before answering is then a race)
-        self.last_activity = 0.0    # loop time of the last sign of life (bytes in, writes resumed)
+        self.last_activity = 0.0    # monotonic time of the last sign of life (bytes in, writes resumed)
+        self.switching = False      # a 101 head was seen: its end switches to a byte tunnel
+        self.tunnel = False         # switched: bytes pass through unparsed
 
     @property
     def label(self) -> str:
         return self.target.label
+
+    def expect(self, method: bytes, upgrade: bool = False) -> None:
+        """A request was sent (see ResponseReader.expect)."""
+        self.reader.expect(method, upgrade)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -103,7 +132,38 @@ class UpstreamConnection(asyncio.Protocol):
             # bytes from an idle pooled connection: the server broke the protocol; drop it
             self.close()
             return
-        owner.upstream_data(self, data)
+        if self.tunnel:
+            owner.upstream_event(self, (data,))
+            return
+        reader = self.reader
+        events: list = []
+        try:
+            reader.feed(data)
+            self._collect(events)
+        except UpstreamError as exc:
+            events.append(UpstreamFailed(exc))
+        owner.upstream_event(self, events)
+
+    def _collect(self, events: list) -> None:
+        # Up to the end of one response: what follows belongs to the next request's (nothing may
+        # come before it is asked for), or, after a 101, to the new protocol.
+        reader = self.reader
+        while True:
+            event = reader.next_event()
+            if event is None:
+                return
+            events.append(event)
+            kind = type(event)
+            if kind is EndOfMessage:
+                if self.switching:
+                    self.switching = False
+                    self.tunnel = True
+                    early = reader.take_raw()
+                    if early:
+                        events.append(early)
+                return
+            if kind is Response and event.status == 101:
+                self.switching = True
 
     def eof_received(self) -> bool | None:
         return None   # close the transport; connection_lost follows
@@ -113,8 +173,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.group._forget(self)
         owner = self.owner
         self.owner = None
-        if owner is not None:
-            owner.upstream_lost(self, exc)
+        if owner is None:
+            return
+        events: list = []
+        if not self.tunnel:
+            # the end of the stream may complete a close-delimited response
+            try:
+                self.reader.feed_eof()
+                self._collect(events)
+            except UpstreamError:
+                pass
+        events.append(UpstreamClosed(exc))
+        owner.upstream_event(self, events)
 
     def pause_writing(self) -> None:
         if self.owner is not None:

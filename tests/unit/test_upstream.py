@@ -12,7 +12,9 @@ import pytest
 
 from gateway.config import HealthCheckSpec, TargetGroupSpec, UpstreamTLSSpec
 from gateway.errors import UpstreamError
-from gateway.upstream import TargetGroup, UpstreamConnection, _Probe, client_context
+from gateway.http1 import Data, EndOfMessage, Response
+from gateway.upstream import (TargetGroup, UpstreamClosed, UpstreamConnection, UpstreamFailed, _Probe,
+                              client_context)
 
 A, B, C = ("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.3", 80)
 HC = HealthCheckSpec(path="/healthz", interval_s=1.0, timeout_s=0.5, healthy_threshold=2,
@@ -274,13 +276,16 @@ def test_a_closed_connection_leaves_the_pool_and_tells_its_owner(loop):
     class Owner:
         lost = None
 
-        def upstream_lost(self, c, exc):
-            self.lost = (c, exc)
+        def upstream_event(self, c, events):
+            self.lost = (c, events)
 
     busy = conn(g, a)
     busy.owner = owner = Owner()
-    busy.connection_lost(ConnectionResetError())
-    assert owner.lost[0] is busy and busy.owner is None
+    reset = ConnectionResetError()
+    busy.connection_lost(reset)
+    c, events = owner.lost
+    assert c is busy and busy.owner is None
+    assert len(events) == 1 and type(events[0]) is UpstreamClosed and events[0].exc is reset
 
 
 @running
@@ -289,6 +294,68 @@ def test_bytes_on_an_idle_connection_close_it(loop):
     c = conn(g, g.targets[0])
     c.data_received(b"HTTP/1.1 200 OK\r\n\r\n")
     assert c.closed and c.transport.closed
+
+
+class Events:
+    """An owner that records what its upstream connection reports."""
+
+    def __init__(self) -> None:
+        self.reads: list = []
+
+    def upstream_event(self, c, events):
+        self.reads.append(list(events))
+
+
+def owned(g, method=b"GET", upgrade=False):
+    c = conn(g, g.targets[0])
+    c.owner = owner = Events()
+    c.expect(method, upgrade)
+    return c, owner
+
+
+@running
+def test_the_connection_parses_its_response_and_emits_events_per_read(loop):
+    g = make()
+    c, owner = owned(g)
+    c.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
+    c.data_received(b"llo")
+    head, body = owner.reads
+    assert type(head[0]) is Response and head[0].status == 200 and head[1] == Data(b"he")
+    assert body == [Data(b"llo"), EndOfMessage()]
+
+
+@running
+def test_a_close_delimited_body_ends_with_the_connection(loop):
+    g = make()
+    c, owner = owned(g)
+    c.data_received(b"HTTP/1.1 200 OK\r\n\r\nabc")
+    c.connection_lost(None)
+    end = owner.reads[-1]
+    assert type(end[-1]) is UpstreamClosed and end[-1].exc is None
+    assert EndOfMessage() in end
+
+
+@running
+def test_a_broken_response_is_one_failure_event(loop):
+    g = make()
+    c, owner = owned(g)
+    c.data_received(b"SSH-2.0-OpenSSH\r\n\r\n")
+    (read,) = owner.reads
+    assert type(read[-1]) is UpstreamFailed and isinstance(read[-1].error, UpstreamError)
+
+
+@running
+def test_after_a_101_bytes_pass_unparsed(loop):
+    g = make()
+    c, owner = owned(g, upgrade=True)
+    c.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: upgrade\r\n\r\n\x81\x02hi")
+    c.data_received(b"HTTP/1.1 not parsed")
+    first, second = owner.reads
+    assert first[0].status == 101 and first[1] == EndOfMessage() and first[2] == b"\x81\x02hi"
+    assert second == [b"HTTP/1.1 not parsed"] and c.tunnel
+    c.connection_lost(None)
+    assert len(owner.reads[-1]) == 1 and type(owner.reads[-1][0]) is UpstreamClosed
 
 
 # --- construction from the configuration ------------------------------------------------------------
