@@ -85,6 +85,9 @@ class AdminProtocol(asyncio.Protocol):
             status, ctype, body = 405, b"text/plain", b"GET only\n"
         elif path == b"/metrics":
             from .metrics import exposition
+            observer = getattr(self.worker, "_observer", None)
+            if observer is not None:
+                observer.flush()        # this worker's latest counts; the others' are <= 1 s old
             body, ct = exposition()
             status, ctype = 200, ct.encode()
         elif path == b"/healthz":

@@ -7,6 +7,8 @@ it. Each call is a handful of counter increments: nothing here may block or allo
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+
 
 class Observer:
     """No-op observer; the data path always has one, so it never checks for None."""
@@ -32,6 +34,9 @@ class Observer:
     def chain_cache(self, hit: bool) -> None:
         pass
 
+    def flush(self) -> None:
+        """Move accumulated observations to where they are read (nothing to move here)."""
+
 
 NULL_OBSERVER = Observer()
 
@@ -48,15 +53,26 @@ def setup_multiprocess(directory: str) -> None:
 
 
 class PrometheusObserver(Observer):
-    """Counters and histograms in prometheus-client's multi-process mode: each worker writes its own
-    files, the /metrics endpoint of any worker aggregates them all. Label children are cached, so an
-    observation is a dict lookup and an increment."""
+    """Prometheus metrics in prometheus-client's multi-process mode, kept off the hot path.
 
-    __slots__ = ("_m", "_children")
+    The data path's calls only add to plain dicts in this worker (a tuple key and an integer, or a
+    histogram's bucket counts and sum): a prometheus-client call in multi-process mode costs 2-5 us
+    (a lock and an mmap write per value), several per request. `flush()` moves what accumulated
+    into prometheus-client's values, which write the worker's own files; the worker calls it once a
+    second and before answering a scrape, so /metrics (any worker aggregates all of them) lags by
+    at most a second. Histogram buckets are added through the child's per-bucket values, the very
+    ones `Histogram.observe` increments; a unit test holds the result equal to `observe()`'s, so a
+    prometheus-client that changes them fails loudly."""
+
+    __slots__ = ("_m", "_children", "_counts", "_hists", "_bounds", "_gauge_deltas", "_gauge_sets")
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
         self._children: dict = {}
+        self._counts: dict[tuple, int] = {}             # (metric, labels) -> increments
+        self._hists: dict[tuple, list] = {}             # (metric, labels) -> [sum, n per bucket...]
+        self._gauge_deltas: dict[tuple, int] = {}       # livesum gauges: net inc/dec
+        self._gauge_sets: dict[tuple, float] = {}       # last value set
         self._m = {
             "handshakes": Counter("mtls_gateway_handshakes_total", "TLS handshakes",
                                   ["listener", "mode", "result", "verify_status", "resumed"]),
@@ -84,6 +100,11 @@ class PrometheusObserver(Observer):
                              "When the trust store's CRLs were loaded", ["trust_store"],
                              multiprocess_mode="livemax"),
         }
+        # the upper bounds as the histograms hold them (+Inf last): an observation goes to the first
+        # bucket whose bound it does not exceed, as Histogram.observe decides
+        self._bounds = {"handshake_seconds": tuple(_HANDSHAKE_BUCKETS) + (float("inf"),),
+                        "request_seconds": tuple(_LATENCY_BUCKETS) + (float("inf"),),
+                        "upstream_seconds": tuple(_LATENCY_BUCKETS) + (float("inf"),)}
 
     def _child(self, metric: str, labels: tuple):
         key = (metric, labels)
@@ -92,35 +113,74 @@ class PrometheusObserver(Observer):
             child = self._children[key] = self._m[metric].labels(*labels)
         return child
 
+    # -- the hot path: plain dicts -----------------------------------------------------------------
+    def _count(self, key: tuple, n: int = 1) -> None:
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + n
+
+    def _observe(self, metric: str, labels: tuple, value: float) -> None:
+        key = (metric, labels)
+        hist = self._hists.get(key)
+        if hist is None:
+            hist = self._hists[key] = [0.0] + [0] * len(self._bounds[metric])
+        hist[0] += value
+        hist[1 + bisect_left(self._bounds[metric], value)] += 1
+
     def handshake(self, listener, mode, result, verify_status, resumed, latency_s) -> None:
         r = "true" if resumed else "false"
-        self._child("handshakes", (listener, mode, result, verify_status or "none", r)).inc()
+        self._count(("handshakes", (listener, mode, result, verify_status or "none", r)))
         if result == "accepted":
-            self._child("handshake_seconds", (listener, r)).observe(latency_s)
+            self._observe("handshake_seconds", (listener, r), latency_s)
 
     def connection_opened(self, listener) -> None:
-        self._child("connections", (listener,)).inc()
+        key = ("connections", (listener,))
+        deltas = self._gauge_deltas
+        deltas[key] = deltas.get(key, 0) + 1
 
     def connection_closed(self, listener) -> None:
-        self._child("connections", (listener,)).dec()
+        key = ("connections", (listener,))
+        deltas = self._gauge_deltas
+        deltas[key] = deltas.get(key, 0) - 1
 
     def request(self, listener, status, duration_s) -> None:
-        self._child("requests", (listener, str(status))).inc()
-        self._child("request_seconds", (listener,)).observe(duration_s)
+        self._count(("requests", (listener, str(status))))
+        self._observe("request_seconds", (listener,), duration_s)
 
     def upstream(self, target_group, target, latency_s, ok) -> None:
         labels = (target_group, target)
         if ok:
-            self._child("upstream_seconds", labels).observe(latency_s)
+            self._observe("upstream_seconds", labels, latency_s)
         else:
-            self._child("upstream_failures", labels).inc()
-        self._child("upstream_up", labels).set(1 if ok else 0)
+            self._count(("upstream_failures", labels))
+        self._gauge_sets[("upstream_up", labels)] = 1 if ok else 0
 
     def cache_counts(self, trust_store: str, hits: int, misses: int) -> None:
         if hits:
-            self._child("cache", (trust_store, "hit")).inc(hits)
+            self._count(("cache", (trust_store, "hit")), hits)
         if misses:
-            self._child("cache", (trust_store, "miss")).inc(misses)
+            self._count(("cache", (trust_store, "miss")), misses)
+
+    # -- off the hot path --------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Move what accumulated into prometheus-client's values (this worker's files)."""
+        counts, self._counts = self._counts, {}
+        for (metric, labels), n in counts.items():
+            self._child(metric, labels).inc(n)
+        hists, self._hists = self._hists, {}
+        for (metric, labels), hist in hists.items():
+            child = self._child(metric, labels)
+            child._sum.inc(hist[0])
+            buckets = child._buckets
+            for i, n in enumerate(hist[1:]):
+                if n:
+                    buckets[i].inc(n)
+        deltas, self._gauge_deltas = self._gauge_deltas, {}
+        for (metric, labels), n in deltas.items():
+            if n:
+                self._child(metric, labels).inc(n)
+        sets, self._gauge_sets = self._gauge_sets, {}
+        for (metric, labels), value in sets.items():
+            self._child(metric, labels).set(value)
 
     def trust_store(self, name: str, generation: int, loaded_at: float,
                     crl_next_update: dict[str, float | None]) -> None:

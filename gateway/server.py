@@ -285,7 +285,8 @@ class Worker:
         self.serving = True
 
     def _sample(self) -> None:
-        """Once a second: move the verified-chain cache's hit and miss counts into the metrics.
+        """Once a second: move the verified-chain cache's hit and miss counts, and what the data
+        path counted, into the metrics.
 
         Listeners that name the same trust store with the same policy share one cache: each cache
         is counted once, under its trust store's name, not once per listener."""
@@ -301,6 +302,7 @@ class Worker:
             seen_hits, seen_misses = self._cache_seen.get(id(cache), (0, 0))
             self._observer.cache_counts(store, hits - seen_hits, misses - seen_misses)
             self._cache_seen[id(cache)] = (hits, misses)
+        self._observer.flush()      # the data path's counts, kept in plain dicts, to the metrics
         self._sampler = asyncio.get_running_loop().call_later(1.0, self._sample)
 
     def install_signals(self) -> None:
@@ -342,6 +344,9 @@ class Worker:
             group.close()
         if self._sampler is not None:
             self._sampler.cancel()
+        observer = getattr(self, "_observer", None)
+        if observer is not None:
+            observer.flush()        # counters outlive the worker in its metric files
         self.runtime.access_log.flush()
         self.runtime.connection_log.flush()
 
