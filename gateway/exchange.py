@@ -32,7 +32,29 @@ UPGRADE_REFUSED = b"protocol upgrade is not supported here\n"
 # response fields never passed on as received: hop-by-hop ones, and the length (re-framed here)
 RESPONSE_DROP = hdrs.HOP_BY_HOP | {b"content-length"}
 
-__all__ = ["Exchange", "header_value", "CONTINUE", "UPSTREAM_ERROR_BODIES", "UPGRADE_REFUSED"]
+__all__ = ["Exchange", "UpstreamClosed", "UpstreamFailed", "header_value", "CONTINUE",
+           "UPSTREAM_ERROR_BODIES", "UPGRADE_REFUSED"]
+
+
+# What an upstream connection reports besides the response's own events (http1.Response, Data,
+# EndOfMessage, and raw bytes after a switch); here, not in gateway.upstream, so that the sans-IO
+# connection core can tell them apart without importing asyncio.
+class UpstreamClosed:
+    """Event: the connection to the target ended (`exc`: why, or None for a clean close)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception | None) -> None:
+        self.exc = exc
+
+
+class UpstreamFailed:
+    """Event: the target broke HTTP (`error`: the UpstreamError); nothing more is parsed."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error) -> None:
+        self.error = error
 
 
 class Exchange:
@@ -40,7 +62,7 @@ class Exchange:
 
     __slots__ = ("request", "action", "started", "upstream", "target", "body_queue", "request_done",
                  "response", "chunked_out", "keep_alive", "status", "bytes_out", "head_sent",
-                 "connecting", "timer", "bytes_in", "discard", "group", "picked", "tried",
+                 "connecting", "bytes_in", "discard", "group", "picked", "tried",
                  "retried", "upgrade", "tunnel", "forward_target", "reason")
 
     def __init__(self, request: Request, started: float) -> None:
@@ -60,7 +82,6 @@ class Exchange:
         self.head_sent = False
         self.connecting = False
         self.discard = False        # the response is sent: drop the rest of the request
-        self.timer = None           # the connection's own handle for this exchange's deadline
         self.group = None           # the TargetGroup of a forward
         self.picked = None          # the Target counted as outstanding for this exchange
         self.tried: tuple = ()      # targets whose connect failed, not to be picked again

@@ -43,6 +43,7 @@ from .config import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_EJECTION_DURATION_S,
                      DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_IDLE_PER_TARGET,
                      DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 from .errors import UpstreamError
+from .exchange import UpstreamClosed, UpstreamFailed
 from .http1 import EndOfMessage, Response, ResponseReader
 from .metrics import NULL_OBSERVER
 
@@ -75,24 +76,6 @@ class Target:
 
     def __repr__(self) -> str:
         return f"Target({self.label})"
-
-
-class UpstreamClosed:
-    """Event: the connection to the target ended (`exc`: why, or None for a clean close)."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: Exception | None) -> None:
-        self.exc = exc
-
-
-class UpstreamFailed:
-    """Event: the target broke HTTP (`error`: the UpstreamError); nothing more is parsed."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: UpstreamError) -> None:
-        self.error = error
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -196,6 +179,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def write_eof(self) -> bool:
+        """Half-close towards the target (a tunnel the client ended); False where the transport
+        cannot (TLS)."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            return True
+        return False
 
     def close(self) -> None:
         if not self.closed:

@@ -1,0 +1,405 @@
+"""The connection core (gateway.conn) on its own: no sockets, no loop, a fake clock.
+
+A real TLS client (Python's ssl over memory BIOs) talks to a `Connection` built from a real
+listener runtime; the test plays the shell: it hands the core the client's bytes with a time,
+feeds the core's `Actions.out` back to the client, and keeps what else the core asked for (log
+records, connects, reading, close, the next deadline). Target groups are fakes that hand out fake
+upstream connections, so a forward is driven event by event.
+"""
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from gateway import config, server
+from gateway.conn import ABORT, CLOSE, Connection
+from gateway.errors import UpstreamError
+from gateway.http1 import Data, EndOfMessage, Response
+from gateway.upstream import UpstreamClosed
+
+T0 = 1000.0
+
+
+def _runtime(test_pki, **listener):
+    extra = "\n".join(f"{k} = {v}" for k, v in listener.items())
+    conf = config.loads(f"""
+[gateway]
+access_log = "off"
+connection_log = "off"
+error_log = "-"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:9"
+certificates = [{{cert = "{test_pki.dir}/server.pem", key = "{test_pki.dir}/server.key"}}]
+mtls = "verify"
+trust_store = "main"
+{extra}
+
+[[listener.rule]]
+priority = 10
+path = "/app/*"
+action = "forward"
+target_group = "app"
+
+[[listener.rule]]
+priority = 20
+action = "fixed-response"
+fixed_response = {{status = 200, body = "ok"}}
+
+[trust_store.main]
+ca_bundle = "{test_pki.dir}/ca-bundle.pem"
+
+[target_group.app]
+targets = ["127.0.0.1:9"]
+read_timeout_s = 5
+""")
+    rt = server.build_runtime(conf).listeners["web"]
+    rt.access_log = Sink()
+    rt.connection_log = Sink()
+    rt.target_groups = {"app": FakeGroup()}
+    return rt
+
+
+class Sink:
+    enabled = True
+
+    def write(self, record) -> None:     # pragma: no cover - the core hands records back instead
+        raise AssertionError("the core writes no log itself")
+
+
+class FakeTarget:
+    label = "10.0.0.1:80"
+    failures = 0
+
+
+class FakeUpstream:
+    """An upstream connection: records what the core writes and does to it."""
+
+    def __init__(self, group) -> None:
+        self.group = group
+        self.written: list[bytes] = []
+        self.closed = False
+        self.paused = False
+        self.reused = False
+        self.reader = object()
+        self.last_activity = 0.0
+        self.owner = None
+        self.expected = None
+        self.reading = True
+
+    def expect(self, method, upgrade=False):
+        self.expected = (method, upgrade)
+
+    def write(self, data):
+        self.written.append(data)
+
+    def close(self):
+        self.closed = True
+
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
+
+    def write_eof(self):
+        return False
+
+
+class FakeGroup:
+    name = "app"
+    read_timeout_s = 5.0
+
+    def __init__(self) -> None:
+        self.targets = (FakeTarget(),)
+        self.idle: list[FakeUpstream] = []
+        self.outstanding = 0
+        self.released: list = []
+        self.failed: list = []
+
+    def pick(self, exclude=()):
+        t = self.targets[0]
+        if t in exclude:
+            return None
+        self.outstanding += 1
+        return t
+
+    def done(self, target):
+        self.outstanding -= 1
+
+    def take_idle(self, target):
+        return self.idle.pop() if self.idle else None
+
+    def release(self, conn):
+        self.released.append(conn)
+
+    def connection_failed(self, target, reason):
+        self.failed.append(reason)
+
+
+class Peer:
+    """A TLS client and the shell's side of one core."""
+
+    def __init__(self, test_pki, rt, client="good") -> None:
+        ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
+        c = test_pki.clients[client]
+        ctx.load_cert_chain(c.cert, c.key)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.now = T0
+        self.core = Connection(rt, "192.0.2.7", 50123, self.now)
+        self.core.owner = self
+        self.logs: list = []
+        self.connects: list = []
+        self.closed = 0
+        self.reading = True
+        self.writes = 0
+        self.deadline = self.take(self.core.acts)
+
+    def take(self, acts):
+        """What a shell does with the actions; returns the deadline."""
+        if acts.out:
+            self.writes += 1
+            self.incoming.write(b"".join(acts.out))
+            acts.out.clear()
+        if acts.logs:
+            self.logs += acts.logs
+        acts.logs = None
+        if acts.connects:
+            self.connects += acts.connects
+        acts.connects = None
+        if acts.reading is not None:
+            self.reading = acts.reading
+            acts.reading = None
+        if acts.close:
+            self.closed = acts.close
+            acts.close = 0
+        self.deadline = acts.deadline
+        return acts.deadline
+
+    def pump(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.take(self.core.receive(data, self.now))
+
+    def handshake(self) -> None:
+        for _ in range(10):
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.pump()
+        self.pump()     # the client's Finished (TLS 1.3): the server's side is done with it
+
+    def send(self, data: bytes) -> bytes:
+        self.tls.write(data)
+        self.pump()
+        return self.read()
+
+    def read(self) -> bytes:
+        out = b""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+    def at(self, t: float) -> None:
+        self.now = t
+        self.take(self.core.timeout(t))
+
+    def access(self) -> list[dict]:
+        return [e[1] for e in self.logs if e[0] == "access"]
+
+    def errors(self) -> list[str]:
+        return [e[2] for e in self.logs if e[0] == "error"]
+
+
+def ok(length, headers) -> Response:
+    return Response(status=200, reason=b"OK", http_version=b"1.1", headers=headers, keep_alive=True,
+                    content_length=length, chunked=length is None)
+
+
+GET = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@pytest.fixture
+def rt(test_pki):
+    return _runtime(test_pki)
+
+
+def open_peer(test_pki, rt) -> Peer:
+    p = Peer(test_pki, rt)
+    p.handshake()
+    assert p.core.state.name == "OPEN"
+    return p
+
+
+def test_handshake_then_keep_alive_requests(test_pki, rt):
+    p = Peer(test_pki, rt)
+    assert p.deadline == T0 + rt.spec.handshake_timeout_s
+    p.handshake()
+    conn_log = [e[1] for e in p.logs if e[0] == "connection"]
+    assert len(conn_log) == 1 and conn_log[0]["result"] == "accepted"
+    assert conn_log[0]["tls_verify_status"] == "Success"
+    # the first request is awaited for as long as a header may take
+    assert p.deadline == T0 + rt.spec.header_timeout_s
+    for i in range(3):
+        p.now += 1
+        answer = p.send(GET)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
+        assert p.deadline == p.now + rt.spec.idle_timeout_s
+    assert [a["status"] for a in p.access()] == [200, 200, 200]
+    assert p.access()[0]["subject"] and p.access()[0]["verify_status"] == "Success"
+    assert not p.closed and p.core.current is None
+
+
+def test_pipelined_requests_answer_in_order_in_one_write(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    writes = p.writes
+    answer = p.send(GET + b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n" + GET)
+    assert answer.count(b"HTTP/1.1 200") == 3
+    assert p.writes == writes + 1
+    assert [a["method"] for a in p.access()] == ["GET", "HEAD", "GET"]
+
+
+def test_handshake_deadline_resets_the_connection(test_pki, rt):
+    p = Peer(test_pki, rt)
+    p.at(T0 + rt.spec.handshake_timeout_s - 0.01)
+    assert not p.closed
+    p.at(T0 + rt.spec.handshake_timeout_s)
+    assert p.closed == ABORT and "handshake_timeout" in p.errors()
+    p.take(p.core.lost(p.now))
+    conn_log = [e[1] for e in p.logs if e[0] == "connection"]
+    assert conn_log[-1]["reason"] == "handshake_timeout" and conn_log[-1]["result"] == "refused"
+
+
+def test_idle_deadline_closes_quietly_and_is_renewed_by_requests(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    p.send(GET)
+    first = p.deadline
+    p.now += 5
+    p.send(GET)
+    assert p.deadline == first + 5
+    p.at(first)             # the old deadline: not idle that long
+    assert not p.closed
+    p.at(p.deadline)
+    assert p.closed == CLOSE and p.core.close_reason == "idle_timeout"
+
+
+def test_header_deadline_answers_408_and_closes(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    assert p.send(b"GET / HTTP/1.1\r\nHost: loc") == b""
+    assert p.deadline == p.now + rt.spec.header_timeout_s
+    p.at(p.deadline)
+    assert p.read().startswith(b"HTTP/1.1 408")
+    assert p.closed == CLOSE and "header_timeout" in p.errors()
+    assert p.access()[-1]["status"] == 408 and p.access()[-1]["reason"] == "header_timeout"
+
+
+def test_malformed_request_is_400_and_close(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    answer = p.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") and b"Connection: close" in answer
+    assert p.closed == CLOSE
+
+
+def test_refused_upgrade_is_501_and_close(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    answer = p.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\n"
+                    b"Upgrade: websocket\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 501") and p.closed == CLOSE
+    assert "upgrade_refused" in p.errors()
+
+
+def test_forward_to_a_new_upstream_connection(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    group = rt.target_groups["app"]
+    assert p.send(b"GET /app/x?q=1 HTTP/1.1\r\nHost: localhost\r\n\r\n") == b""
+    (ex, g, target), = p.connects
+    assert g is group and target is group.targets[0] and ex.connecting
+    up = FakeUpstream(group)
+    p.take(p.core.upstream_connected(ex, up, p.now))
+    head = up.written[0]
+    assert head.startswith(b"GET /app/x?q=1 HTTP/1.1\r\n")
+    assert b"X-Amzn-Mtls-Clientcert-Subject:" in head and b"X-Forwarded-For: 192.0.2.7" in head
+    assert up.owner is p and up.expected == (b"GET", False)
+    assert p.deadline == p.now + 5.0          # the upstream read deadline
+    p.now += 0.5
+    p.take(p.core.upstream_event(up, [ok(5, [(b"Content-Length", b"5")]),
+                                      Data(b"hello"), EndOfMessage()], p.now))
+    answer = p.read()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"hello")
+    assert group.released == [up] and group.outstanding == 0
+    rec = p.access()[-1]
+    assert rec["status"] == 200 and rec["upstream"] == "10.0.0.1:80" and rec["duration_ms"] == 500.0
+    assert p.core.idle_deadline == p.now + rt.spec.idle_timeout_s
+    # the read deadline is left to come due (it finds no exchange): not moved per request
+    assert p.deadline == T0 + 5.0
+    p.at(T0 + 5.0)
+    assert not p.closed and p.deadline == T0 + 0.5 + rt.spec.idle_timeout_s
+
+
+def test_a_pooled_connection_is_reused_and_a_race_close_retried(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    group = rt.target_groups["app"]
+    pooled = FakeUpstream(group)
+    pooled.reused = True
+    group.idle.append(pooled)
+    p.send(b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert pooled.written and not p.connects
+    # the target had closed it as we sent: the request goes again on a new connection
+    p.take(p.core.upstream_event(pooled, [UpstreamClosed(None)], p.now))
+    (ex, _, _), = p.connects
+    assert ex.retried and not p.closed
+
+
+def test_upstream_read_deadline_is_504(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    group = rt.target_groups["app"]
+    up = FakeUpstream(group)
+    group.idle.append(up)
+    p.send(b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    p.at(p.now + 4.9)
+    assert not p.closed
+    p.at(p.now + 0.2)
+    assert p.read().startswith(b"HTTP/1.1 504") and up.closed
+    assert p.closed == CLOSE and "upstream_timeout" in p.errors()
+
+
+def test_upstream_connect_failure_is_502(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    p.send(b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    (ex, group, target), = p.connects
+    exc = UpstreamError("connect to 10.0.0.1:80 failed: refused", status=502,
+                        reason="upstream_connect_failed", target=target.label)
+    p.take(p.core.upstream_connect_failed(ex, group, target, exc, p.now))
+    assert p.read().startswith(b"HTTP/1.1 502") and p.closed == CLOSE
+    assert p.access()[-1]["status"] == 502
+
+
+def test_a_client_slow_to_take_the_response_is_dropped(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    group = rt.target_groups["app"]
+    up = FakeUpstream(group)
+    group.idle.append(up)
+    p.send(b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    p.take(p.core.upstream_event(up, [ok(None, []),
+                                      Data(b"x" * 1000)], p.now))
+    p.take(p.core.pause_writing(p.now))
+    assert not up.reading                           # back-pressure passed to the target
+    p.at(p.now + rt.spec.body_timeout_s)
+    assert p.closed == ABORT and "client_send_timeout" in p.errors()
+    assert p.access()[-1]["aborted"] and up.closed
+
+
+def test_drain_closes_an_idle_keep_alive_connection(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    p.send(GET)
+    p.take(p.core.drain(p.now))
+    assert p.closed == CLOSE and p.core.close_reason == "shutdown"
