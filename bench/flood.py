@@ -1,6 +1,7 @@
 """Idle-connection flood: what one idle TLS connection costs a gateway worker in memory.
 
     python -m bench.flood [--connections 10000] [--mode off|passthrough|verify] [--full]
+                          [--peers gateway,nginx] [--root /var/tmp/trixie]
 
 How this works: a throwaway PKI (`bench.certs`) and a gateway of one worker (its own process, logs
 off, `max_connections_per_worker` and the header deadline raised so nothing is refused or timed
@@ -21,6 +22,10 @@ both sides, which is what lets a test open ten thousand in seconds. A resumed co
 little less: its session holds the client's leaf certificate, where a full handshake keeps every
 certificate the client sent (OpenSSL keeps each decoded, about 5 KB apiece). `--mode` is the
 listener's: `verify` (the default) and `passthrough` clients present a certificate, `off` ones do not.
+
+`--peers gateway,nginx` measures nginx the same way beside it (one worker, the harness's
+configuration from bench.peers with `worker_connections` and the header timeout raised; `--root`
+runs the nginx of a Debian 13 root, as the harness does), and prints the ratio.
 """
 from __future__ import annotations
 
@@ -257,26 +262,9 @@ def settled_fd_count(pid: int, *, at_most: int | None = None, timeout_s: float =
     return last
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import certs
-    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--connections", type=int, default=10000)
-    parser.add_argument("--mode", choices=("off", "passthrough", "verify"), default="verify",
-                        help="the listener's mtls mode; passthrough and verify present a client certificate")
-    parser.add_argument("--full", action="store_true", help="full handshakes only (no resumption)")
-    args = parser.parse_args(argv)
-    limit = raise_fd_limit(args.connections + 256)
-    if limit < args.connections + 64:
-        print(f"the fd limit ({limit}) is too low for {args.connections} connections", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="mtls-gateway-flood-") as tmp:
-        d = Path(tmp)
-        bench = certs.make(d / "pki")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        trust = 'trust_store = "main"\n' if args.mode == "verify" else ""
-        (d / "gateway.toml").write_text(f"""
+def _gateway_config(d: Path, bench, port: int, mode: str, connections: int) -> str:
+    trust = 'trust_store = "main"\n' if mode == "verify" else ""
+    return f"""
 [gateway]
 workers = 1
 access_log = "off"
@@ -287,8 +275,8 @@ error_log = "{d}/error.log"
 name = "flood"
 bind = "127.0.0.1:{port}"
 certificates = [{{cert = "{bench.server_certs['ecdsa']}", key = "{bench.server_keys['ecdsa']}"}}]
-mtls = "{args.mode}"
-{trust}max_connections_per_worker = {args.connections + 1000}
+mtls = "{mode}"
+{trust}max_connections_per_worker = {connections + 1000}
 header_timeout_s = 600
 idle_timeout_s = 600
 [[listener.rule]]
@@ -297,31 +285,109 @@ fixed_response = {{status = 200, body = "ok"}}
 
 [trust_store.main]
 ca_bundle = "{bench.ca_bundle}"
-""")
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            ctx = client_context(*((bench.client_cert, bench.client_key) if args.mode != "off" else ()))
-            _wait_serving(port, gateway)
-            session_for(port, ctx)          # served: the worker is up
-            workers = children(gateway.pid)
-            if len(workers) != 1:
-                print(f"expected one worker, found {workers}", file=sys.stderr)
-                return 1
-            r = measure(port, workers[0], args.connections, ctx, resume=not args.full)
-        finally:
-            gateway.terminate()
-            gateway.wait(60)
+"""
+
+
+def _measure_gateway(d: Path, bench, args) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "gateway.toml").write_text(_gateway_config(d, bench, port, args.mode, args.connections))
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ctx = client_context(*((bench.client_cert, bench.client_key) if args.mode != "off" else ()))
+        _wait_serving(port, gateway)
+        session_for(port, ctx)          # served: the worker is up
+        workers = children(gateway.pid)
+        if len(workers) != 1:
+            raise RuntimeError(f"expected one gateway worker, found {workers}")
+        return measure(port, workers[0], args.connections, ctx, resume=not args.full)
+    finally:
+        gateway.terminate()
+        gateway.wait(60)
+
+
+def _measure_nginx(d: Path, bench, args) -> dict:
+    """nginx measured the same way: one worker, the harness's configuration (bench.peers) with room
+    for every connection and no header deadline inside the measurement."""
+    from . import peers
+    spec = peers.find_server("nginx", "nginx", Path(args.root) if args.root else None)
+    if isinstance(spec, peers.Missing):
+        raise RuntimeError(spec.reason)
+    peer = peers.Peer(spec, bench, [(args.mode, "ecdsa")], workers=1, server_cpus=(0,), crl=False,
+                      workdir=d / "nginx")
+    conf = (peer._host_dir / "nginx.conf")
+    text = conf.read_text().replace("worker_connections 4096;",
+                                    f"worker_connections {args.connections + 1000}; ")
+    text = text.replace("events {", f"worker_rlimit_nofile {args.connections + 2000};\nevents {{")
+    text = text.replace("    keepalive_timeout 60s;",
+                        "    keepalive_timeout 600s;\n    client_header_timeout 600s;")
+    conf.write_text(text)
+    peer.start()
+    try:
+        port = peer.port(args.mode, "ecdsa")
+        ctx = client_context(*((bench.client_cert, bench.client_key) if args.mode != "off" else ()))
+        session_for(port, ctx)
+        workers = children(peer.pid)
+        if len(workers) != 1:
+            raise RuntimeError(f"expected one nginx worker, found {workers}")
+        r = measure(port, workers[0], args.connections, ctx, resume=not args.full)
+        r["peer"] = spec.describe()
+        return r
+    finally:
+        peer.stop()
+
+
+def _report(name: str, r: dict, args) -> None:
     kb = 1024
-    print(f"{r['connections']} idle TLS 1.3 connections (mtls = {args.mode}, {r['resumed']} handshakes "
-          f"resumed) opened in {r['open_s']:.1f}s on one worker")
+    print(f"{name}: {r['connections']} idle TLS 1.3 connections (mtls = {args.mode}, {r['resumed']} "
+          f"handshakes resumed) opened in {r['open_s']:.1f}s on one worker")
     print(f"  RSS   {r['rss_before'] / 2**20:7.1f} -> {r['rss_open'] / 2**20:7.1f} MiB   "
           f"{r['rss_per_conn'] / kb:6.1f} KB per connection")
     print(f"  anon  {r['anon_before'] / 2**20:7.1f} -> {r['anon_open'] / 2**20:7.1f} MiB   "
           f"{r['anon_per_conn'] / kb:6.1f} KB per connection  (x{r['anon_per_conn'] / TARGET_BYTES:.2f} "
           f"of the {TARGET_BYTES // kb} KB target)")
     print(f"  fds   {r['fds_before']} -> {r['fds_open']} -> {r['fds_after']} after closing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import certs
+    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument("--mode", choices=("off", "passthrough", "verify"), default="verify",
+                        help="the listener's mtls mode; passthrough and verify present a client certificate")
+    parser.add_argument("--full", action="store_true", help="full handshakes only (no resumption)")
+    parser.add_argument("--peers", default="gateway", help="comma-separated: gateway, nginx")
+    parser.add_argument("--root", default=None, help="run nginx from this root (chroot), as the harness does")
+    args = parser.parse_args(argv)
+    limit = raise_fd_limit(args.connections + 256)
+    if limit < args.connections + 64:
+        print(f"the fd limit ({limit}) is too low for {args.connections} connections", file=sys.stderr)
+        return 2
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="mtls-gateway-flood-") as tmp:
+        d = Path(tmp)
+        bench = certs.make(d / "pki")
+        for name in args.peers.split(","):
+            name = name.strip()
+            try:
+                if name == "gateway":
+                    results[name] = _measure_gateway(d, bench, args)
+                elif name == "nginx":
+                    results[name] = _measure_nginx(d, bench, args)
+                else:
+                    print(f"unknown peer {name!r}", file=sys.stderr)
+                    return 2
+            except RuntimeError as exc:
+                print(f"{name}: {exc}", file=sys.stderr)
+                return 1
+            _report(results[name].get("peer", name), results[name], args)
+    if "gateway" in results and "nginx" in results:
+        g, n = results["gateway"], results["nginx"]
+        print(f"gateway / nginx per idle connection: anon x{g['anon_per_conn'] / n['anon_per_conn']:.2f}, "
+              f"RSS x{g['rss_per_conn'] / n['rss_per_conn']:.2f}")
     return 0
 
 
