@@ -209,6 +209,18 @@ def _current_cert_der(store) -> bytes:
     return _dump(_ASN1, _X509_from_ptr(x))
 
 
+def _keep_callback_error(ssl, where: str, exc: BaseException) -> None:
+    """Keep the first exception an OpenSSL callback caught on its connection, so the handshake's
+    outcome names it (httptools keeps `_last_error` for the same reason): an exception may not
+    cross the C boundary, but it must not vanish either."""
+    try:
+        tc = _Connection._reverse_mapping[ssl]._app_data
+        if tc._callback_error is None:
+            tc._callback_error = f"{where} callback: {type(exc).__name__}: {exc}"[:400]
+    except BaseException:   # noqa: BLE001 - the connection is gone or not ours: nothing to keep
+        pass
+
+
 @_ffi.callback("int(int, X509_STORE_CTX *)")
 def _c_verify(ok: int, store) -> int:
     """OpenSSL's verify callback, installed with SSL_CTX_set_verify (not pyOpenSSL's wrapper, which
@@ -226,9 +238,10 @@ def _c_verify(ok: int, store) -> int:
             return 1
         _store_set_error(store, REFUSAL_ALERTS.get(refused, _UNMAPPED_REFUSAL)[0])
         return 0
-    except BaseException:   # noqa: BLE001 - fail closed
+    except BaseException as exc:   # noqa: BLE001 - fail closed
         try:
             _store_set_error(store, _X509_V_ERR_UNSPECIFIED)
+            _keep_callback_error(_store_ssl(store, _STORE_SSL_IDX), "verify", exc)
         except BaseException:   # noqa: BLE001
             pass
         return 0
@@ -244,9 +257,10 @@ def _c_client_hello(ssl, alert, arg) -> int:
     try:
         conn = _Connection._reverse_mapping[ssl]
         return conn._app_data._on_client_hello(conn, alert)
-    except BaseException:   # noqa: BLE001 - fail closed
+    except BaseException as exc:   # noqa: BLE001 - fail closed
         try:
             alert[0] = ALERT_INTERNAL_ERROR
+            _keep_callback_error(ssl, "servername", exc)
         except BaseException:   # noqa: BLE001
             pass
         return _SSL_TLSEXT_ERR_ALERT_FATAL
@@ -465,8 +479,8 @@ def _py_message_callback(write_p, version, content_type, buf, length, ssl, arg) 
     if (t == _MT_NEW_SESSION_TICKET) if write_p else (t == _MT_CLIENT_HELLO or t == _MT_CERTIFICATE):
         try:
             _on_message(int(_ffi.cast("uintptr_t", ssl)), write_p, t, length)
-        except BaseException:   # noqa: BLE001 - nothing crosses the C boundary; see _on_verify
-            pass
+        except BaseException as exc:   # noqa: BLE001 - nothing crosses the C boundary
+            _keep_callback_error(ssl, "message", exc)
 
 
 # -- the byte pump -----------------------------------------------------------------------------------
@@ -725,7 +739,7 @@ class TLSConnection:
 
     __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
                  "started", "handshake_s", "identity", "_resumed", "_renegotiating", "_cert_bytes",
-                 "_hello_seen", "_sessions", "_resumed_session")
+                 "_hello_seen", "_sessions", "_resumed_session", "_callback_error")
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -745,6 +759,7 @@ class TLSConnection:
         self._hello_seen = False        # the servername callback ran: the ClientHello is processed
         self._sessions: list[bytes] = []        # digests of the sessions this handshake issued
         self._resumed_session: bytes | None = None      # digest of the session it resumed
+        self._callback_error: str | None = None         # the first exception a callback caught
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity: Identity | None = None
@@ -927,6 +942,12 @@ class TLSConnection:
 
     # -- handshake outcome -------------------------------------------------------------------------
     def _failure(self, exc: Exception) -> HandshakeFailed:
+        if self._callback_error is not None:
+            # one of our OpenSSL callbacks failed (and refused, failing closed): that is the cause,
+            # whatever OpenSSL says about the alert it then sent
+            return HandshakeFailed(VerifyStatus.UNMAPPED, "callback_error",
+                                   f"{self._callback_error} ({_describe(exc)})", None,
+                                   self._resumed)
         v = self._verdict
         if v is not None and not v.ok:
             if self._resumed:

@@ -207,6 +207,22 @@ def test_an_exception_in_the_verifier_refuses_with_internal_error(files, ca, tmp
     _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, pki.make_client(inter, "z")))
     assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
     assert err.reason == "TLSV1_ALERT_INTERNAL_ERROR"
+    # the exception is not lost: the refusal names it, for its one log line
+    assert events[0].reason == "callback_error"
+    assert "verify callback: RuntimeError: verifier bug" in events[0].detail
+
+
+def test_an_exception_in_the_servername_callback_is_kept_for_the_log(files, ca, tmp_path, monkeypatch):
+    _, inter, _ = ca
+
+    def boom(self, conn, alert):
+        raise KeyError("sni table")
+    monkeypatch.setattr(gtls.TLSConnection, "_on_client_hello", boom)
+    _, _, events, plain, err = handshake(_listener(files, ca),
+                                         _client_ctx(files, tmp_path, pki.make_client(inter, "z")))
+    assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
+    assert err.reason == "TLSV1_ALERT_INTERNAL_ERROR"
+    assert events[0].reason == "callback_error" and "servername callback: KeyError" in events[0].detail
 
 
 @pytest.mark.parametrize("version,reason", [(ssl.TLSVersion.TLSv1_2, "SSLV3_ALERT_HANDSHAKE_FAILURE"),
