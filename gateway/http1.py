@@ -38,6 +38,7 @@ re-frames bodies, it never forwards bytes as the client sent them.
 from __future__ import annotations
 
 import enum
+import importlib
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -45,13 +46,14 @@ from dataclasses import dataclass
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserUpgrade,
                        HttpRequestParser, HttpResponseParser)
 
-from gateway.errors import GatewayError, HTTPProtocolError, UpstreamError
+from gateway.errors import GatewayError, HTTPProtocolError, NativeUnavailable, UpstreamError
 
 __all__ = [
     "HTTPLimits", "Request", "Response", "Data", "EndOfMessage", "END_OF_MESSAGE",
     "RequestReader", "ResponseReader",
     "response_head", "chunk", "LAST_CHUNK", "HOP_BY_HOP", "connection_tokens", "error_response",
     "REASON_PHRASES", "MAX_CHUNK_LINE_BYTES",
+    "request_reader", "set_native", "native_mode", "NATIVE",
 ]
 
 # --- limits -----------------------------------------------------------------------------------------
@@ -1260,3 +1262,53 @@ def error_response(status: int, body: bytes, *, close: bool = True) -> bytes:
     if close:
         headers.append((b"Connection", b"close"))
     return response_head(status, headers) + body
+
+
+# --- twin selection ----------------------------------------------------------------------------------
+# native/http1.pyx builds gateway._http1_c: a RequestReader twin that parses without llhttp and emits
+# the same events and refusals (tests/unit/test_http1_native.py proves it against this module). It is
+# handed this module's event and error classes and llhttp's reason table at load, so both twins build
+# equal objects and name refusals alike.
+
+def _load_native():
+    try:
+        c = importlib.import_module("gateway._http1_c")     # not `from gateway import`: a leaf
+        c.init(request=Request, data=Data, end_of_message=END_OF_MESSAGE, error=HTTPProtocolError,
+               tokens=_tokens, llhttp_errors=_LLHTTP_ERRORS, refinements=_REFINE_REQUEST,
+               no_tokens=_NO_TOKENS, max_chunk_line=MAX_CHUNK_LINE_BYTES,
+               default_limits=HTTPLimits())
+        return c.RequestReader
+    except (ImportError, AttributeError):
+        # AttributeError: a stale build of the extension without these names.
+        return None
+
+
+NATIVE: type | None = _load_native()
+_request_reader_class: type = RequestReader
+native_mode = "python"
+
+
+def set_native(mode: str) -> str:
+    """Pick the native or pure request reader: ``"auto"``, ``"on"`` or ``"off"``; returns the choice.
+
+    ``"on"`` without an importable extension raises NativeUnavailable (the operator asked for it).
+    """
+    global _request_reader_class, native_mode
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
+    if mode == "on" and NATIVE is None:
+        raise NativeUnavailable("native = \"on\" but gateway._http1_c cannot be imported "
+                                "(reinstall with `pip install -e .` to build it)")
+    if mode != "off" and NATIVE is not None:
+        _request_reader_class, native_mode = NATIVE, "native"
+    else:
+        _request_reader_class, native_mode = RequestReader, "python"
+    return native_mode
+
+
+def request_reader(limits: HTTPLimits, *, hold_upgrades: bool = False):
+    """A request reader of the twin chosen by `set_native`: the one place the gateway makes one."""
+    return _request_reader_class(limits, hold_upgrades=hold_upgrades)
+
+
+set_native("auto")

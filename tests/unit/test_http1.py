@@ -14,6 +14,19 @@ from gateway.http1 import (END_OF_MESSAGE, HOP_BY_HOP, LAST_CHUNK, MAX_CHUNK_LIN
                            EndOfMessage, HTTPLimits, Request, RequestReader, Response,
                            ResponseReader, chunk, connection_tokens, error_response, response_head)
 
+# Every test runs against both request readers: the pure one, and gateway._http1_c's twin when built.
+TWINS = ["python"] + (["native"] if http1.NATIVE is not None else [])
+
+
+@pytest.fixture(autouse=True, scope="module", params=TWINS)
+def twin(request):
+    """Rebinds this module's `RequestReader` to the twin under test (module scope: hypothesis-safe)."""
+    cls = http1.RequestReader if request.param == "python" else http1.NATIVE
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(globals(), "RequestReader", cls)
+        yield request.param
+
+
 PROPERTY = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
