@@ -770,8 +770,18 @@ cdef class RequestReader:
                 lf = i
                 break
         stop = lf + 1 if lf >= 0 else limit
+        cdef Py_ssize_t off
         self._piece_first = p[pos]
-        self._run_bytes(p, pos, stop)           # every framing byte is validated
+        if state == CK_TRAILER:
+            # trailer lines are kept (in the head's buffer, empty during a body) while they last:
+            # a field name may arrive in pieces and must be read whole
+            off = self._head_len
+            self._append_head(p + pos, stop - pos)
+            self._run(off, self._head_len)
+            if self._state != R_BODY:
+                self._head_len = 0
+        else:
+            self._run_bytes(p, pos, stop)       # every framing byte is validated
         if state == CK_TRAILER:
             self._trailer_bytes += stop - pos
             if lf < 0 and self._trailer_bytes >= self._max_header_bytes:

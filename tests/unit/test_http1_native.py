@@ -6,6 +6,8 @@ in the native twin unless the pure reader is plainly wrong.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +20,8 @@ NATIVE = http1.NATIVE
 pytestmark = pytest.mark.skipif(NATIVE is None, reason="gateway._http1_c is not built")
 PURE = http1.RequestReader
 
-DIFF = settings(max_examples=300, deadline=None,
+# HTTP1_DIFF_EXAMPLES raises the example count for a longer hunt (the suite's default is 300 each).
+DIFF = settings(max_examples=int(os.environ.get("HTTP1_DIFF_EXAMPLES", "300")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 
