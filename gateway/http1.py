@@ -803,6 +803,11 @@ class RequestReader(_Reader):
         # the bytes were cut.
         if len(self._headers) > self._max_header_count:
             raise self._too_many_fields()
+        # llhttp takes a request line that ends in a bare LF as HTTP/0.9 and goes on to parse what
+        # follows as fields: "GET /\nX: HTTP/1.1\r\n" would then pass for an HTTP/1.1 request line
+        # whose version sits in a field. A bare LF ends no line here (RFC 9112 2.2): refuse it.
+        if eol > start and head.find(b"\n", start, eol) >= 0:
+            raise self._fail("bare_lf", 400, "request line ended by a bare LF")
         # llhttp also takes HTTP/0.9 (no version), HTTP/2.0, RTSP/ and ICE/: only 1.0 and 1.1 pass
         # (RFC 9110 15.6.6).
         version_token = head[eol - 9:eol]

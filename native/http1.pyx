@@ -1592,6 +1592,11 @@ cdef class RequestReader:
         if nf > self._max_header_count:
             raise self._die(self._fail("too_many_headers", 431,
                                        "more than %d header fields" % self._max_header_count))
+        # a request line ended by a bare LF (llhttp's HTTP/0.9): see the pure reader
+        if eol > start:
+            for j in range(start, eol):
+                if h[j] == 10:
+                    raise self._die(self._fail("bare_lf", 400, "request line ended by a bare LF"))
         # head[eol - 9:eol], with Python's slice bounds
         s = eol - 9
         if s < 0:

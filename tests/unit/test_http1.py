@@ -361,6 +361,10 @@ def test_missing_crlf_after_chunk_data(after_data):
     CHUNKED_HEAD + b"3;e=1\nabc\r\n0\r\n\r\n",              # chunk line with an extension
     CHUNKED_HEAD + b"3\r\nabc\r\n0\r\n\n",                  # the empty line after the last chunk
     CHUNKED_HEAD + b"3\r\nabc\r\n0\r\nT: v\n\r\n",          # a trailer line
+    # a request line without a version ended by a bare LF (llhttp's HTTP/0.9), whose version
+    # would otherwise be read from the first CRLF-ended line: a field's value
+    b"GET /\nX: HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /admin\nHost: a HTTP/1.0\r\n\r\n",
 ])
 def test_bare_lf(data):
     assert_refused(data, "bare_lf", 400)
