@@ -1018,6 +1018,8 @@ SMUGGLING = {
                       b"zz\r\nhello\r\n0\r\n\r\n",
     "chunk-size-overflow": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                            b"10000000000000000\r\nhello\r\n0\r\n\r\n",
+    # llhttp's HTTP/0.9: a request line ended by a bare LF, its "version" in the next line
+    "http09-bare-lf": b"GET /admin\nX: HTTP/1.1\r\nHost: x\r\n\r\n",
     "chunk-bare-lf": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\nhello\r\n0\r\n\r\n",
     "te-not-chunked-last": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
