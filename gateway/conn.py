@@ -9,8 +9,10 @@ current monotonic time (`receive(data, now)`, `timeout(now)`, `eof(now)`, `pause
 (gateway.proxy) carries out, in this order: `out` (TLS bytes for the client, in order), `logs`
 (records for the access, connection and error logs), `connects` (upstream connections to open:
 (exchange, group, target); the shell reports back), `reading` (pause or resume reading from the
-client), `close` (CLOSE: FIN after the bytes, ABORT: reset) and `deadline` (the one time, 0 for
-none, at which the shell calls `timeout`). The same Actions object is reused for every call, so a
+client), `close` (CLOSE: FIN after the bytes, ABORT: reset) and `rearm` (move the shell's one timer to
+this time, at which it calls `timeout`: set only when the earliest deadline, `deadline`, is
+earlier than the time armed); `more` says whether any but `out` is set, so the common call (bytes
+out, nothing else) costs the shell two tests. The same Actions object is reused for every call, so a
 call allocates nothing of its own; the shell empties it as it applies it.
 
 Inside, `receive` makes one call into the sans-IO `TLSConnection`, reacts to its events
@@ -33,8 +35,9 @@ resume_reading, write_eof, and their group's pick/take_idle/done/release/connect
 Deadlines are plain floats, one per kind (the connection's: handshake, header or client body, one
 at a time; idle keep-alive; upstream read; tunnel idle), and `Actions.deadline` is the earliest.
 Deadlines renewed by traffic are checked against a last-activity time when they come due, rather
-than moved for every piece of data: the shell's one timer per connection is re-armed only when the
-deadline moves earlier.
+than moved for every piece of data: the shell's one timer per connection is moved (`rearm`) only
+when the earliest deadline is earlier than the time it is armed for; one that fires early finds
+nothing due and is armed again for what is.
 
 Memory: a worker may hold tens of thousands of idle connections, so the state is in slots, the
 HTTP reader is made with the first plaintext (bench/flood.py measures what an idle one costs),
@@ -50,7 +53,7 @@ from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
 from .exchange import (CONTINUE, UPGRADE_REFUSED, UPSTREAM_ERROR_BODIES, Exchange, UpstreamClosed,
                        UpstreamFailed)
-from .http1 import EndOfMessage, Request, Response
+from .http1 import Data, EndOfMessage, Request, Response
 from .identity import serial_hex
 from .logs import iso_now, validity
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
@@ -87,15 +90,17 @@ _CLOSED = ConnState.CLOSED
 class Actions:
     """What the shell does after a call, in slot order. Reused: the shell empties it."""
 
-    __slots__ = ("out", "logs", "connects", "reading", "close", "deadline")
+    __slots__ = ("out", "more", "logs", "connects", "reading", "close", "deadline", "rearm")
 
     def __init__(self) -> None:
         self.out: list[bytes] = []          # TLS bytes for the client
+        self.more = False                   # any of the five below is set (one test for the shell)
         self.logs: list | None = None       # ("access" | "connection", dict) | ("error", level, reason, message, fields)
         self.connects: list | None = None   # (exchange, group, target): open, then report back
         self.reading: bool | None = None    # False: pause reading from the client, True: resume
         self.close = 0                      # CLOSE or ABORT
         self.deadline = 0.0                 # when to call timeout(); 0: none
+        self.rearm = 0.0                    # move the shell's timer to this (earlier) time; 0: keep it
 
 
 class _NoRequestYet:
@@ -127,7 +132,8 @@ class Connection:
                  "current", "held", "identity_lines", "done_event", "refusals", "requests",
                  "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
                  "conn_timer", "idle_deadline", "up_deadline", "tunnel_deadline", "connected_at",
-                 "rx_at", "tx_at", "close_reason", "batch", "draining", "peer_done", "owner")
+                 "rx_at", "tx_at", "close_reason", "batch", "draining", "peer_done", "owner",
+                 "armed")
 
     def __init__(self, rt, client_ip: str, client_port: int, now: float) -> None:
         self.rt = rt
@@ -161,7 +167,10 @@ class Connection:
         self.peer_done = False       # the client sent close_notify: answer what is in flight, then close
         # what upstream connections report to (their `owner`): the shell, which calls in here
         self.owner = None
-        self.acts.deadline = self.conn_deadline
+        # when the shell's timer fires (0: none armed): it is moved only for an earlier deadline,
+        # so a deadline that moves later per request (idle, read) costs nothing until it fires
+        self.armed = 0.0
+        self._done()
 
     @property
     def client(self) -> str:
@@ -170,35 +179,54 @@ class Connection:
     # -- the end of every call -----------------------------------------------------------------------
     def _done(self) -> Actions:
         acts = self.acts
-        if self.batch:
-            if self.state is _CLOSING or self.state is _CLOSED:
-                self.batch.clear()
-            else:
-                self._flush()
+        batch = self.batch
+        if batch:
+            state = self.state
+            if state is _CLOSING or state is _CLOSED:
+                batch.clear()
+            else:       # _flush, inlined: once per response
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                batch.clear()
+                out = self.tls.send(data)
+                if out:
+                    acts.out.append(out)
+        # the earliest of the four (0: none), without building anything: this runs every call
         d = self.conn_deadline
-        for other in (self.idle_deadline, self.up_deadline, self.tunnel_deadline):
-            if other and (not d or other < d):
-                d = other
+        o = self.idle_deadline
+        if o and (not d or o < d):
+            d = o
+        o = self.up_deadline
+        if o and (not d or o < d):
+            d = o
+        o = self.tunnel_deadline
+        if o and (not d or o < d):
+            d = o
         acts.deadline = d
+        if d and (d < self.armed or not self.armed):
+            self.armed = acts.rearm = d
+            acts.more = True
         return acts
 
     def _log(self, kind: str, record: dict) -> None:
-        logs = self.acts.logs
-        if logs is None:
-            self.acts.logs = [(kind, record)]
+        acts = self.acts
+        acts.more = True
+        if acts.logs is None:
+            acts.logs = [(kind, record)]
         else:
-            logs.append((kind, record))
+            acts.logs.append((kind, record))
 
     def _error(self, level: str, reason: str, message: str, **fields) -> None:
         entry = ("error", level, reason, message, fields)
-        logs = self.acts.logs
-        if logs is None:
-            self.acts.logs = [entry]
+        acts = self.acts
+        acts.more = True
+        if acts.logs is None:
+            acts.logs = [entry]
         else:
-            logs.append(entry)
+            acts.logs.append(entry)
 
     def _reading(self, on: bool) -> None:
         self.acts.reading = on
+        self.acts.more = True
 
     # -- connection ------------------------------------------------------------------------------
     def lost(self, now: float) -> Actions:
@@ -250,6 +278,7 @@ class Connection:
         self.state = _CLOSING
         self._cancel_timers()
         self.acts.close = CLOSE
+        self.acts.more = True
 
     def _abort(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
@@ -258,6 +287,7 @@ class Connection:
         self.state = _CLOSING
         self._cancel_timers()
         self.acts.close = ABORT
+        self.acts.more = True
 
     # -- deadlines ---------------------------------------------------------------------------------
     def _cancel_timers(self) -> None:
@@ -268,7 +298,8 @@ class Connection:
         self.conn_timer = kind
 
     def timeout(self, now: float) -> Actions:
-        """A deadline may have come: act on every one that has."""
+        """The shell's timer fired: act on every deadline that has come."""
+        self.armed = 0.0
         d = self.conn_deadline
         if d and d <= now:
             self.conn_deadline = 0.0
@@ -450,6 +481,7 @@ class Connection:
         self.state = _CLOSING
         self._cancel_timers()
         self.acts.close = CLOSE
+        self.acts.more = True
 
     def _feed(self, plain: bytes, now: float) -> None:
         ex = self.current
@@ -467,7 +499,8 @@ class Connection:
             self._protocol_error(exc, now)
             return
         self._process(now)
-        self._header_started(now)
+        if self.current is None:        # _header_started's own first test, hoisted: per arrival
+            self._header_started(now)
 
     def _protocol_error(self, exc: HTTPProtocolError, now: float) -> None:
         self._error("info", exc.reason, str(exc) or "malformed request", listener=self.rt.spec.name,
@@ -503,6 +536,11 @@ class Connection:
 
     # -- requests ----------------------------------------------------------------------------------
     def _process(self, now: float) -> None:
+        self._pump(now)
+        self._flow_in()
+
+    def _pump(self, now: float) -> None:
+        """Take the reader's events while the current exchange can use them."""
         reader = self.reader
         while self.state is _OPEN:
             ex = self.current
@@ -546,13 +584,16 @@ class Connection:
                     ex.body_queue.append(data)
                 elif ex.upstream is not None:
                     ex.upstream.write(data)
-        self._flow_in()
 
     def _flow_in(self) -> None:
         """Pause reading from the client while too much request data waits to be sent on."""
+        ex = self.current
+        if (not self.read_paused and not self.write_paused
+                and self.reader.buffered_bytes <= READ_HIGH_WATER_BYTES
+                and (ex is None or not ex.body_queue)):
+            return      # the usual case, decided without the sums below
         if self.state is not _OPEN:
             return
-        ex = self.current
         backlog = self.reader.buffered_bytes
         if ex is not None and ex.body_queue:
             backlog += sum(len(b) for b in ex.body_queue)
@@ -698,11 +739,12 @@ class Connection:
     def _connect(self, ex: Exchange, group, target) -> None:
         ex.connecting = True
         entry = (ex, group, target)
-        connects = self.acts.connects
-        if connects is None:
-            self.acts.connects = [entry]
+        acts = self.acts
+        acts.more = True
+        if acts.connects is None:
+            acts.connects = [entry]
         else:
-            connects.append(entry)
+            acts.connects.append(entry)
 
     def upstream_connected(self, ex: Exchange, conn, now: float) -> Actions:
         """A connection the shell opened for `ex` (an entry of Actions.connects) is up."""
@@ -711,6 +753,7 @@ class Connection:
             conn.close()
             return self._done()
         self._attach(ex, conn, now)
+        self._flow_in()
         return self._done()
 
     def upstream_connect_failed(self, ex: Exchange, group, target, exc: UpstreamError,
@@ -753,7 +796,9 @@ class Connection:
         deadline = now + conn.group.read_timeout_s
         if not self.up_deadline or self.up_deadline > deadline:
             self.up_deadline = deadline
-        self._process(now)
+        # what of the request is queued already (its end, body) goes on now; reading is decided
+        # by the caller, once (_process, upstream_connected)
+        self._pump(now)
 
     # -- upstream events ---------------------------------------------------------------------------
     def upstream_event(self, conn, events, now: float) -> Actions:
@@ -777,25 +822,35 @@ class Connection:
             return self._done()
         conn.last_activity = now
         for event in events:
-            kind = type(event)
-            if kind is bytes:
-                # after the switch: the new protocol's first bytes, read with the 101
-                ex.bytes_out += len(event)
-                self._write(event)
-            elif kind is UpstreamFailed:
-                exc = event.error
-                exc.target = ex.target
-                self._upstream_failed(ex, exc, now)
-                break
-            elif not self._upstream_event(ex, conn, event, now) and not ex.tunnel:
+            if not self._upstream_event(ex, conn, event, now) and not ex.tunnel:
                 break
         return self._done()
 
     def _upstream_event(self, ex: Exchange, conn, event, now: float) -> bool:
-        if type(event) is Response:
-            self._write(ex.response_head(event, self.state is _OPEN))
+        """One event of the current exchange's target; False when the exchange is over (or
+        switched to a tunnel, or failed)."""
+        kind = type(event)
+        if kind is Data:
+            data = event.data
+            if ex.chunked_out:
+                data = http1.chunk(data)
+            ex.bytes_out += len(data)
+            self.batch.append(data)     # _write, inlined
             return True
-        if type(event) is EndOfMessage:
+        if kind is Response:
+            self.batch.append(ex.response_head(event, self.state is _OPEN))
+            return True
+        if kind is bytes:
+            # after the switch: the new protocol's first bytes, read with the 101
+            ex.bytes_out += len(event)
+            self._write(event)
+            return True
+        if kind is UpstreamFailed:
+            exc = event.error
+            exc.target = ex.target
+            self._upstream_failed(ex, exc, now)
+            return False
+        if kind is EndOfMessage:
             if ex.response.status == 101:
                 self._switch(ex, conn, now)
                 return False
@@ -812,12 +867,7 @@ class Connection:
                 conn.close()
             self._finish(ex, now)
             return False
-        data = event.data
-        if ex.chunked_out:
-            data = http1.chunk(data)
-        ex.bytes_out += len(data)
-        self._write(data)
-        return True
+        return True     # pragma: no cover - an upstream connection reports nothing else here
 
     def _switch(self, ex: Exchange, conn, now: float) -> None:
         """The target answered 101: from now on bytes pass through both ways, unparsed."""
@@ -985,7 +1035,10 @@ class Connection:
         self._finish(ex, now)
 
     def _finish(self, ex: Exchange, now: float) -> None:
-        ex.done_with_target()
+        target = ex.picked      # ex.done_with_target(), inlined: once per request
+        if target is not None:
+            ex.picked = None
+            ex.group.done(target)
         self._access_log(ex, now)
         self.current = None
         rt = self.rt
@@ -996,7 +1049,7 @@ class Connection:
         if self.peer_done and not pending:
             self._close("client_closed")
             return
-        self._idle(now, rt.spec.idle_timeout_s)
+        self.idle_deadline = now + rt.spec.idle_timeout_s      # _idle, inlined
         if pending:
             self._process(now)
             self._header_started(now)

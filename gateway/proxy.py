@@ -6,9 +6,10 @@ once in `connection_made`, so a reload never changes a live connection), the san
 with the monotonic time, and the core's `Actions` are carried out in order: the TLS bytes written
 (one write), the log records handed to their sinks, upstream connections opened (a task per
 connect, reporting back to the core), reading paused or resumed, the transport closed or reset,
-and the timer moved when the core's next deadline is earlier than the armed one (a later one is
-handled when the timer fires: the core answers with the deadline it now has). Upstream
-connections (gateway.upstream) report to this protocol as their owner; it passes their events on.
+and the one timer moved when the core asks (`rearm`: its earliest deadline is earlier than the
+time armed; a later one is handled when the timer fires: the core then asks for the time it
+has). Upstream connections (gateway.upstream) report to this protocol as their owner; it passes
+their events on.
 
 Re-entry: a write may call back into the protocol (`pause_writing` from inside
 `transport.write`, an upstream's `pause_writing` from inside the core's write to it). The shell
@@ -35,7 +36,7 @@ class GatewayProtocol(asyncio.Protocol):
     # Slots, not a __dict__: an idle connection is mostly this object, its core, its TLS state and
     # its transport (bench/flood.py measures what it costs).
     __slots__ = ("_runtime_ref", "_listener_name", "slot_release", "loop", "rt", "transport",
-                 "core", "timer", "timer_at")
+                 "core", "timer")
 
     def __init__(self, runtime_ref, listener_name: str) -> None:
         self._runtime_ref = runtime_ref
@@ -53,14 +54,20 @@ class GatewayProtocol(asyncio.Protocol):
         self.core = core = Connection(rt, str(peer[0]), int(peer[1]), _monotonic())
         core.owner = self
         self.timer = None
-        self.timer_at = 0.0
         rt.open_connections += 1
         rt.protocols.add(self)
         rt.observer.connection_opened(rt.spec.name)
         self._apply(core.acts)
 
     def data_received(self, data: bytes) -> None:
-        self._apply(self.core.receive(data, _monotonic()))
+        acts = self.core.receive(data, _monotonic())
+        out = acts.out      # _apply, inlined: once per arrival
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.transport.write(data)
+        if acts.more:
+            self._more(acts)
 
     def eof_received(self) -> bool | None:
         core = self.core
@@ -89,6 +96,8 @@ class GatewayProtocol(asyncio.Protocol):
         acts.connects = None
         acts.reading = None
         acts.close = 0
+        acts.rearm = 0.0
+        acts.more = False
         self._logs(acts)
         release = self.slot_release
         if release is not None:
@@ -101,7 +110,14 @@ class GatewayProtocol(asyncio.Protocol):
 
     # -- what upstream connections report (their owner is this protocol) ---------------------------
     def upstream_event(self, conn, events) -> None:
-        self._apply(self.core.upstream_event(conn, events, _monotonic()))
+        acts = self.core.upstream_event(conn, events, _monotonic())
+        out = acts.out      # _apply, inlined: once per read of the target
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.transport.write(data)
+        if acts.more:
+            self._more(acts)
 
     def upstream_pause_writing(self) -> None:
         self._apply(self.core.upstream_pause_writing(_monotonic()))
@@ -124,6 +140,12 @@ class GatewayProtocol(asyncio.Protocol):
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             self.transport.write(data)
+        if acts.more:
+            self._more(acts)
+
+    def _more(self, acts) -> None:
+        """The rarer actions."""
+        acts.more = False
         if acts.logs is not None:
             self._logs(acts)
         connects = acts.connects
@@ -137,6 +159,7 @@ class GatewayProtocol(asyncio.Protocol):
             acts.close = 0
             acts.reading = None
             self._cancel_timer()
+            acts.rearm = 0.0
             if close == CLOSE:
                 self.transport.close()
             elif close == ABORT:
@@ -149,14 +172,13 @@ class GatewayProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
             else:
                 self.transport.pause_reading()
-        deadline = acts.deadline
-        if deadline:
+        rearm = acts.rearm
+        if rearm:
+            acts.rearm = 0.0
             timer = self.timer
-            if timer is None or deadline < self.timer_at:
-                if timer is not None:
-                    timer.cancel()
-                self.timer_at = deadline
-                self.timer = self.loop.call_later(max(0.0, deadline - _monotonic()), self._on_timer)
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_later(max(0.0, rearm - _monotonic()), self._on_timer)
 
     def _logs(self, acts) -> None:
         logs = acts.logs

@@ -122,7 +122,19 @@ class UpstreamConnection(asyncio.Protocol):
         events: list = []
         try:
             reader.feed(data)
-            self._collect(events)
+            # _collect, inlined: this runs for every read of every response
+            while True:
+                event = reader.next_event()
+                if event is None:
+                    break
+                events.append(event)
+                kind = type(event)
+                if kind is EndOfMessage:
+                    if self.switching:
+                        self._switched(events)
+                    break
+                if kind is Response and event.status == 101:
+                    self.switching = True
         except UpstreamError as exc:
             events.append(UpstreamFailed(exc))
         owner.upstream_event(self, events)
@@ -139,14 +151,17 @@ class UpstreamConnection(asyncio.Protocol):
             kind = type(event)
             if kind is EndOfMessage:
                 if self.switching:
-                    self.switching = False
-                    self.tunnel = True
-                    early = reader.take_raw()
-                    if early:
-                        events.append(early)
+                    self._switched(events)
                 return
             if kind is Response and event.status == 101:
                 self.switching = True
+
+    def _switched(self, events: list) -> None:
+        self.switching = False
+        self.tunnel = True
+        early = self.reader.take_raw()
+        if early:
+            events.append(early)
 
     def eof_received(self) -> bool | None:
         return None   # close the transport; connection_lost follows

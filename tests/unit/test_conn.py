@@ -156,6 +156,7 @@ class Peer:
         self.closed = 0
         self.reading = True
         self.writes = 0
+        self.armed = 0.0
         self.deadline = self.take(self.core.acts)
 
     def take(self, acts):
@@ -176,6 +177,10 @@ class Peer:
         if acts.close:
             self.closed = acts.close
             acts.close = 0
+        acts.more = False
+        if acts.rearm:
+            self.armed = acts.rearm
+            acts.rearm = 0.0
         self.deadline = acts.deadline
         return acts.deadline
 
@@ -210,7 +215,9 @@ class Peer:
             out += chunk
 
     def at(self, t: float) -> None:
+        """The clock moves to `t` and the shell's timer fires (the core checks what is due)."""
         self.now = t
+        self.armed = 0.0
         self.take(self.core.timeout(t))
 
     def access(self) -> list[dict]:
@@ -290,6 +297,18 @@ def test_idle_deadline_closes_quietly_and_is_renewed_by_requests(test_pki, rt):
     assert not p.closed
     p.at(p.deadline)
     assert p.closed == CLOSE and p.core.close_reason == "idle_timeout"
+
+
+def test_the_shell_timer_moves_only_for_an_earlier_deadline(test_pki, rt):
+    p = open_peer(test_pki, rt)
+    armed = p.armed
+    assert armed == p.deadline
+    for _ in range(3):
+        p.now += 1
+        p.send(GET)
+    assert p.armed == armed < p.deadline       # the idle deadline moved later: timer untouched
+    p.at(armed)                                 # it fires early: nothing is due, armed anew
+    assert not p.closed and p.armed == p.deadline == T0 + 3 + rt.spec.idle_timeout_s
 
 
 def test_header_deadline_answers_408_and_closes(test_pki, rt):
