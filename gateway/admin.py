@@ -54,7 +54,7 @@ def certificates_report(runtime) -> dict:
 class AdminProtocol(asyncio.Protocol):
     def __init__(self, worker) -> None:
         self.worker = worker
-        self.reader = http1.RequestReader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64))
+        self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64))
         self.transport = None
 
     def connection_made(self, transport) -> None:

@@ -21,7 +21,7 @@ _STREAM_CHUNK = 65536
 
 class EchoProtocol(asyncio.Protocol):
     def __init__(self) -> None:
-        self.reader = http1.RequestReader(http1.HTTPLimits(max_header_bytes=1 << 20, max_header_count=1000))
+        self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=1 << 20, max_header_count=1000))
         self.request = None
         self.hash = None
         self.length = 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import headers as hdrs
-from . import paths, trust
+from . import http1, paths, trust
 from .config import Config, ListenerSpec
 from .errors import ConfigError, Problem
 from .http1 import HTTPLimits
@@ -124,8 +124,10 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
     # before any TrustStore is built: a store keeps the implementation it was built with
     trust_native = trust.set_native(g.native)
     pump_native = tls_set_native(g.native)
-    if not (trust_native == pump_native == native):
-        native = f"headers {native}, trust {trust_native}, tls pump {pump_native}"
+    reader_native = http1.set_native(g.native)
+    if not (trust_native == pump_native == reader_native == native):
+        native = (f"headers {native}, trust {trust_native}, tls pump {pump_native}, "
+                  f"request reader {reader_native}")
     problems: list[Problem] = []
     stores: dict[str, TrustStore] = {}
     for name, spec in config.trust_stores.items():
