@@ -1039,9 +1039,12 @@ class Connection:
         if target is not None:
             ex.picked = None
             ex.group.done(target)
-        self._access_log(ex, now)
-        self.current = None
         rt = self.rt
+        rt.observer.request(rt.spec.name, ex.status, now - ex.started)     # _access_log, inlined
+        if rt.access_log.enabled:
+            self._log("access", ex.access_record(rt.spec.name, self.client, self.done_event, now,
+                                                 False))
+        self.current = None
         if not ex.keep_alive or self.state is not _OPEN or not ex.request_done:
             self._close("response_complete")
             return

@@ -520,7 +520,9 @@ class TargetGroup:
             return
         if not conn.reader.idle:
             conn.reader = ResponseReader()
-        conn.idle_since = time.monotonic()
+        # the time of its last read, which ended the exchange: its owner stamped it (monotonic)
+        # as it took the read; asking the clock again here would be once more per request
+        conn.idle_since = conn.last_activity or time.monotonic()
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout_s / 2, self._sweep)
