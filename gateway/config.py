@@ -13,10 +13,20 @@ defines, even when that definition has problems of its own, so one typo yields o
 when the list of problems is empty are the dataclasses handed out; otherwise `ConfigError(problems)`
 is raised. Deciding the exit code is the CLI's business, not this module's.
 
+The dataclasses, closed choices and defaults live in `gateway.spec` (re-exported here, so
+`config.ListenerSpec` and `config.DEFAULT_...` keep working). Each field there carries its TOML
+key's name, kind, bounds and default as metadata. `_Reader.fields` walks a table against a spec
+class's fields in declaration order, reading every keyed field through the one typed check of its
+kind (`_Reader.check`: the same key paths and messages in every section). Keys with parsing of their
+own (addresses, certificates, rules, header styles, files) have named readers here, handed to
+`fields` in a table by field name (`_LISTENER_READERS`); a reader sees the values read before it,
+which is where the rules between fields live (a verifying mtls needs a trust store, a health
+check's timeout is shorter than its interval, an allow-list needs a verifying listener). The
+walk's order is the order problems were always reported in; where a key was read out of field
+order (`max_body_bytes`, a target group's `health_check` and `tls`), it still is.
+
 Relative file paths resolve against the directory of the configuration file (or `base_dir` for
-`loads()`, else the current directory) and are stored absolute. Every default is a module constant
-so other modules and the docs can name it; the dataclasses carry the same defaults for callers that
-build them by hand.
+`loads()`, else the current directory) and are stored absolute.
 """
 from __future__ import annotations
 
@@ -30,8 +40,7 @@ import re
 import ssl
 import stat
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -41,352 +50,43 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import ConfigError, Problem
+from gateway.spec import (  # noqa: F401 - re-exported: the spec's names are config's too
+    AdminSpec, CertificateSpec, ClientAllow, Config, FixedResponse, GatewaySpec, HealthCheckSpec,
+    ListenerSpec, MTLSMode, Redirect, RuleSpec, TargetGroupSpec, TrustStoreSpec, UpstreamTLSSpec,
+    Key, Kind, REQUIRED, keys_of, toml_keys, ACTIONS, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
+    DEFAULT_ADMIN_BIND, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_ADVERTISE_CA_NAMES,
+    DEFAULT_BODY_TIMEOUT_S, DEFAULT_CIPHERS_TLS12, DEFAULT_CONNECTION_LOG,
+    DEFAULT_CONNECTION_LOG_FORMAT, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_EJECTION_DURATION_S, DEFAULT_EJECTION_FAILURES, DEFAULT_ERROR_LOG,
+    DEFAULT_ESCAPED_SLASHES, DEFAULT_FIXED_RESPONSE_BODY, DEFAULT_FIXED_RESPONSE_CONTENT_TYPE,
+    DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_HEADER_STYLE, DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_CHECK_INTERVAL_S, DEFAULT_HEALTH_CHECK_MATCHER,
+    DEFAULT_HEALTH_CHECK_PATH, DEFAULT_HEALTH_CHECK_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_IGNORE_CLIENT_CERTIFICATE_EXPIRY, DEFAULT_LOAD_BALANCING, DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES,
+    DEFAULT_MAX_CONNECTIONS_PER_WORKER, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT,
+    DEFAULT_MAX_IDLE_PER_TARGET, DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+    DEFAULT_MAX_REQUEST_LINE_BYTES, DEFAULT_MERGE_SLASHES, DEFAULT_MTLS, DEFAULT_NATIVE,
+    DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, DEFAULT_REDIRECT_HOST,
+    DEFAULT_REDIRECT_PATH, DEFAULT_REDIRECT_PORT, DEFAULT_REDIRECT_QUERY, DEFAULT_REDIRECT_SCHEME,
+    DEFAULT_REDIRECT_STATUS, DEFAULT_SESSION_TICKETS, DEFAULT_SESSION_TIMEOUT_S,
+    DEFAULT_STRICT_SNI_HOST, DEFAULT_TICKET_ROTATION_S, DEFAULT_TLS_MIN_VERSION,
+    DEFAULT_UNDERSCORE_HEADERS, DEFAULT_UNHEALTHY_THRESHOLD, DEFAULT_WATCH_FILES,
+    DEFAULT_WATCH_INTERVAL_S, DEFAULT_WORKERS, ESCAPED_SLASHES, HEADER_STYLES, LOAD_BALANCING,
+    LOG_LEVELS, LOG_OFF, LOG_STDOUT, MAX_CHAIN_DEPTH, MAX_CLIENT_CERT_CHAIN_BYTES,
+    MAX_FIXED_RESPONSE_BODY_BYTES, MAX_FIXED_RESPONSE_STATUS, MAX_HEALTH_THRESHOLD,
+    MAX_RULE_PRIORITY, MAX_SESSION_TIMEOUT_S, MAX_STRIP_REQUEST_HEADERS, MIN_CHAIN_DEPTH,
+    MIN_FIXED_RESPONSE_STATUS, MIN_HEALTH_THRESHOLD, MIN_RULE_PRIORITY, MIN_SESSION_TIMEOUT_S,
+    MTLS_MODES, MTLS_VERIFYING_MODES, NAME_PATTERN, NATIVE_MODES, NO_RULE_MATCHED_BODY,
+    NO_RULE_MATCHED_STATUS, REDIRECT_PLACEHOLDERS, REDIRECT_STATUSES, TLS_VERSIONS,
+    UNDERSCORE_HEADERS,
+)
 
 __all__ = [
     "CertificateSpec", "ClientAllow", "Config", "FixedResponse", "GatewaySpec", "HealthCheckSpec",
     "ListenerSpec", "Redirect", "RuleSpec", "TargetGroupSpec", "TrustStoreSpec", "UpstreamTLSSpec",
     "load", "loads",
 ]
-
-# --- allowed values -------------------------------------------------------------------------------
-
-NATIVE_MODES = ("auto", "on", "off")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-MTLS_MODES = ("off", "passthrough", "verify", "optional")
-#: mTLS modes that verify a client chain, and so need a trust store.
-MTLS_VERIFYING_MODES = ("verify", "optional")
-HEADER_STYLES = ("alb", "xfcc", "rfc9440")
-TLS_VERSIONS = ("1.2", "1.3")
-ACTIONS = ("forward", "fixed-response", "redirect")
-LOAD_BALANCING = ("round_robin", "least_outstanding_requests")
-LOG_STDOUT = "-"
-LOG_OFF = "off"
-
-# --- defaults and limits --------------------------------------------------------------------------
-
-DEFAULT_WORKERS = os.cpu_count() or 1   # one worker per CPU; the master never serves traffic
-DEFAULT_NATIVE = "auto"
-DEFAULT_ACCESS_LOG = LOG_STDOUT
-DEFAULT_CONNECTION_LOG = LOG_STDOUT
-DEFAULT_ERROR_LOG = LOG_STDOUT  # "-" means stderr for the error log
-DEFAULT_LOG_LEVEL = "info"
-DEFAULT_DRAIN_TIMEOUT_S = 30.0
-DEFAULT_TICKET_ROTATION_S = 0.0       # 0: never roll workers just to rotate ticket keys
-DEFAULT_WATCH_FILES = False
-DEFAULT_WATCH_INTERVAL_S = 2.0
-CONNECTION_LOG_FORMATS = ("json", "alb")
-DEFAULT_CONNECTION_LOG_FORMAT = "json"
-DEFAULT_ADMIN_BIND = "127.0.0.1:9901"
-
-DEFAULT_MTLS = "off"
-DEFAULT_HEADER_STYLE: tuple[str, ...] = ("alb",)
-DEFAULT_IGNORE_CLIENT_CERTIFICATE_EXPIRY = False
-DEFAULT_ADVERTISE_CA_NAMES = False
-DEFAULT_MAX_CHAIN_DEPTH = 4
-MIN_CHAIN_DEPTH = 1
-MAX_CHAIN_DEPTH = 10
-DEFAULT_TLS_MIN_VERSION = "1.2"
-DEFAULT_CIPHERS_TLS12 = "ECDHE+AESGCM:ECDHE+CHACHA20"
-DEFAULT_SESSION_TICKETS = True
-DEFAULT_SESSION_TIMEOUT_S = 300
-MIN_SESSION_TIMEOUT_S = 1
-MAX_SESSION_TIMEOUT_S = 86400
-DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
-DEFAULT_HEADER_TIMEOUT_S = 10.0
-DEFAULT_IDLE_TIMEOUT_S = 60.0
-DEFAULT_MAX_REQUEST_LINE_BYTES = 8192
-DEFAULT_MAX_HEADER_BYTES = 32768
-DEFAULT_MAX_HEADER_COUNT = 100
-#: `max_body_bytes = 0` in the file means unlimited, which the dataclass holds as None.
-DEFAULT_MAX_BODY_BYTES: int | None = None
-#: ALB caps the client's Certificate message at 64 KB.
-DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES = 65536
-#: Longest pause inside a body on the client's side: no request body byte received, or no response
-#: byte taken (nginx's client_body_timeout and send_timeout, 60 s there).
-DEFAULT_BODY_TIMEOUT_S = 30.0
-#: Requests served on one connection before it is closed (nginx's keepalive_requests); 0 = no limit.
-DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000
-#: Open client connections per worker and listener; beyond it, new ones wait in the listen backlog.
-DEFAULT_MAX_CONNECTIONS_PER_WORKER = 4096
-#: A TLS handshake message length is a uint24 (RFC 8446 section 4), so no chain can be longer.
-MAX_CLIENT_CERT_CHAIN_BYTES = 2**24 - 1
-#: Request header names with an underscore (or any byte but letters, digits and "-"): CGI, WSGI and
-#: PHP backends read `X_Foo` and `X-Foo` as one variable, so such a name could pass for a header the
-#: gateway sets. "drop" (nginx's
-#: `underscores_in_headers off`), "reject" (400) or "keep" (forwarded; the gateway's own names are
-#: still stripped in any spelling).
-UNDERSCORE_HEADERS = ("drop", "reject", "keep")
-DEFAULT_UNDERSCORE_HEADERS = "drop"
-#: Paths are normalised before rules match (RFC 3986 6.2.2 and dot segments); slashes merged too.
-DEFAULT_MERGE_SLASHES = True
-#: An encoded "/" or "\\" (%2F, %5C) or a ";" path parameter in a path: refused with 400 ("reject",
-#: Envoy's REJECT_REQUEST), passed on as sent ("keep"), or decoded before matching ("decode").
-ESCAPED_SLASHES = ("reject", "keep", "decode")
-DEFAULT_ESCAPED_SLASHES = "reject"
-#: A request whose Host is not a name of the certificate SNI chose gets 421; None means "on unless
-#: mtls is off" (a client authenticated for one name must not reach another through it).
-DEFAULT_STRICT_SNI_HOST: bool | None = None
-#: Extra request header names to strip on a listener (`*` wildcards), beside the built-in list.
-MAX_STRIP_REQUEST_HEADERS = 256
-
-#: ALB's rule priorities run 1..50000; rules without any priority take 1, 2, 3... in file order.
-MIN_RULE_PRIORITY = 1
-MAX_RULE_PRIORITY = 50000
-DEFAULT_FIXED_RESPONSE_CONTENT_TYPE = "text/plain"
-DEFAULT_FIXED_RESPONSE_BODY = b""
-MIN_FIXED_RESPONSE_STATUS = 200
-MAX_FIXED_RESPONSE_STATUS = 599
-#: ALB limits a fixed-response body to 1024 bytes.
-MAX_FIXED_RESPONSE_BODY_BYTES = 1024
-#: What a listener answers when no rule matches (or it has no rules).
-NO_RULE_MATCHED_STATUS = 404
-NO_RULE_MATCHED_BODY = b"no rule matched"
-
-#: What a `redirect` action may answer with, and the default (ALB's HTTP_301).
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-DEFAULT_REDIRECT_STATUS = 301
-#: ALB's reserved keywords: the original request's scheme, Host (without port), listener port, path
-#: without its leading "/", and query string without "?". `#{scheme}` is taken as `#{protocol}`.
-REDIRECT_PLACEHOLDERS = ("#{protocol}", "#{scheme}", "#{host}", "#{port}", "#{path}", "#{query}")
-DEFAULT_REDIRECT_SCHEME = "#{protocol}"
-DEFAULT_REDIRECT_HOST = "#{host}"
-DEFAULT_REDIRECT_PORT = "#{port}"
-DEFAULT_REDIRECT_PATH = "/#{path}"
-DEFAULT_REDIRECT_QUERY = "#{query}"
-
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-DEFAULT_READ_TIMEOUT_S = 60.0
-DEFAULT_MAX_IDLE_PER_TARGET = 32
-#: A pooled keep-alive connection unused this long is closed.
-DEFAULT_POOL_IDLE_TIMEOUT_S = 30.0
-DEFAULT_LOAD_BALANCING = "round_robin"
-#: Passive ejection: this many consecutive connection failures take a target out of rotation for
-#: `ejection_duration_s` (0 turns ejection off). Envoy's outlier detection defaults to 5 and 30 s.
-DEFAULT_EJECTION_FAILURES = 5
-DEFAULT_EJECTION_DURATION_S = 30.0
-#: Active health checks (a `health_check` table turns them on). ALB's allow 2..10 for thresholds.
-DEFAULT_HEALTH_CHECK_PATH = "/"
-DEFAULT_HEALTH_CHECK_INTERVAL_S = 10.0
-DEFAULT_HEALTH_CHECK_TIMEOUT_S = 5.0
-DEFAULT_HEALTHY_THRESHOLD = 3
-DEFAULT_UNHEALTHY_THRESHOLD = 2
-MIN_HEALTH_THRESHOLD = 1
-MAX_HEALTH_THRESHOLD = 10
-DEFAULT_HEALTH_CHECK_MATCHER = "200-399"
-
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-
-def _empty_mapping() -> Mapping[str, Any]:
-    return MappingProxyType({})
-
-
-# --- the dataclasses ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class CertificateSpec:
-    """A server certificate chain (leaf first) and its key; `names` are what SNI matches against:
-    the leaf's SAN DNS names, lowercase (wildcards kept), or its CN when it has none."""
-
-    cert: Path
-    key: Path
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FixedResponse:
-    status: int
-    content_type: str = DEFAULT_FIXED_RESPONSE_CONTENT_TYPE
-    body: bytes = DEFAULT_FIXED_RESPONSE_BODY
-
-
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    """Where a `redirect` action sends the client: each part may hold REDIRECT_PLACEHOLDERS."""
-
-    status: int = DEFAULT_REDIRECT_STATUS
-    scheme: str = DEFAULT_REDIRECT_SCHEME
-    host: str = DEFAULT_REDIRECT_HOST
-    port: str = DEFAULT_REDIRECT_PORT
-    path: str = DEFAULT_REDIRECT_PATH
-    query: str = DEFAULT_REDIRECT_QUERY
-
-
-@dataclass(frozen=True, slots=True)
-class ClientAllow:
-    """Allow-lists on the verified client certificate; every non-empty list must match one entry.
-
-    `subject` and `issuer` are RFC 2253 strings (as in the logs and ALB headers), `*` matching any
-    run of characters but ','; `san_dns` is case-insensitive, `*` matching within one label;
-    `san_uri` is exact, `*` matching any run of characters."""
-
-    subject: tuple[str, ...] = ()
-    issuer: tuple[str, ...] = ()
-    san_dns: tuple[str, ...] = ()
-    san_uri: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSpec:
-    """One routing rule. `host` is lowercase; both patterns use `*` wildcards; None matches all.
-
-    `methods`: the request method must be one of them (none: any). `headers`: (lowercase name,
-    value patterns) pairs; every name must be present with a value matching one of its patterns
-    (`*` wildcards, case-insensitive). `require_client_cert` / `allow`: the request needs a verified
-    client certificate (and one the allow-lists accept), else 403. `allow_upgrade`: lowercase
-    protocol tokens (`websocket`) a `forward` rule lets a client switch to."""
-
-    priority: int
-    host: str | None = None
-    path: str | None = None
-    action: str = "forward"
-    target_group: str | None = None
-    fixed_response: FixedResponse | None = None
-    methods: tuple[str, ...] = ()
-    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    redirect: Redirect | None = None
-    require_client_cert: bool = False
-    allow: ClientAllow | None = None
-    allow_upgrade: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerSpec:
-    """One bound address. `host` is a canonical IP literal, "localhost", or "" for all addresses.
-    `certificates[0]` serves clients without SNI or with a name no certificate carries."""
-
-    name: str
-    host: str
-    port: int
-    certificates: tuple[CertificateSpec, ...]
-    mtls: str = DEFAULT_MTLS
-    trust_store: str | None = None
-    header_style: tuple[str, ...] = DEFAULT_HEADER_STYLE
-    ignore_client_certificate_expiry: bool = DEFAULT_IGNORE_CLIENT_CERTIFICATE_EXPIRY
-    advertise_ca_names: bool = DEFAULT_ADVERTISE_CA_NAMES
-    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
-    tls_min_version: str = DEFAULT_TLS_MIN_VERSION
-    ciphers_tls12: str = DEFAULT_CIPHERS_TLS12
-    session_tickets: bool = DEFAULT_SESSION_TICKETS
-    session_timeout_s: int = DEFAULT_SESSION_TIMEOUT_S
-    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
-    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    max_request_line_bytes: int = DEFAULT_MAX_REQUEST_LINE_BYTES
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
-    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
-    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES
-    max_client_cert_chain_bytes: int = DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES
-    rules: tuple[RuleSpec, ...] = ()
-    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
-    max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION
-    max_connections_per_worker: int = DEFAULT_MAX_CONNECTIONS_PER_WORKER
-    underscore_headers: str = DEFAULT_UNDERSCORE_HEADERS
-    strip_request_headers: tuple[str, ...] = ()
-    merge_slashes: bool = DEFAULT_MERGE_SLASHES
-    escaped_slashes: str = DEFAULT_ESCAPED_SLASHES
-    strict_sni_host: bool | None = DEFAULT_STRICT_SNI_HOST
-
-    @property
-    def verifies(self) -> bool:
-        return self.mtls in MTLS_VERIFYING_MODES
-
-    @property
-    def host_must_match_sni(self) -> bool:
-        """`strict_sni_host` as it applies: unset means on unless mtls is off."""
-        return self.mtls != "off" if self.strict_sni_host is None else self.strict_sni_host
-
-
-@dataclass(frozen=True, slots=True)
-class TrustStoreSpec:
-    name: str
-    ca_bundle: Path
-    crls: tuple[Path, ...] = ()
-    deny_serials: frozenset[int] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckSpec:
-    """Active health checks: `GET path` every `interval_s`; a status in `matcher` (inclusive ranges)
-    within `timeout_s` is a pass. `healthy_threshold` passes in a row bring a target back,
-    `unhealthy_threshold` failures in a row take it out."""
-
-    path: str = DEFAULT_HEALTH_CHECK_PATH
-    interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S
-    timeout_s: float = DEFAULT_HEALTH_CHECK_TIMEOUT_S
-    healthy_threshold: int = DEFAULT_HEALTHY_THRESHOLD
-    unhealthy_threshold: int = DEFAULT_UNHEALTHY_THRESHOLD
-    matcher: tuple[tuple[int, int], ...] = ((200, 399),)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamTLSSpec:
-    """TLS from the gateway to the targets. The targets' certificates are verified against
-    `ca_bundle` (None: the system's trust store) for `server_name` (None: the target's host, an IP
-    address checked against IP SANs); `cert`/`key` are the gateway's own client certificate."""
-
-    ca_bundle: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    server_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TargetGroupSpec:
-    """Backends as (host, port); host is a canonical IP literal (IPv6 without brackets) or a
-    lowercase DNS name."""
-
-    name: str
-    targets: tuple[tuple[str, int], ...]
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
-    max_idle_per_target: int = DEFAULT_MAX_IDLE_PER_TARGET
-    idle_timeout_s: float = DEFAULT_POOL_IDLE_TIMEOUT_S
-    load_balancing: str = DEFAULT_LOAD_BALANCING
-    ejection_failures: int = DEFAULT_EJECTION_FAILURES
-    ejection_duration_s: float = DEFAULT_EJECTION_DURATION_S
-    health_check: HealthCheckSpec | None = None
-    tls: UpstreamTLSSpec | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GatewaySpec:
-    """Process-wide settings. Log fields hold "-" (stdout; stderr for `error_log`), "off" (not for
-    `error_log`) or an absolute file path."""
-
-    workers: int = DEFAULT_WORKERS
-    native: str = DEFAULT_NATIVE
-    access_log: str = DEFAULT_ACCESS_LOG
-    connection_log: str = DEFAULT_CONNECTION_LOG
-    error_log: str = DEFAULT_ERROR_LOG
-    log_level: str = DEFAULT_LOG_LEVEL
-    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
-    ticket_rotation_s: float = DEFAULT_TICKET_ROTATION_S
-    watch_files: bool = DEFAULT_WATCH_FILES
-    watch_interval_s: float = DEFAULT_WATCH_INTERVAL_S
-    connection_log_format: str = DEFAULT_CONNECTION_LOG_FORMAT
-
-
-@dataclass(frozen=True, slots=True)
-class AdminSpec:
-    """The admin listener (metrics, health, certificates): plain HTTP, loopback by default."""
-
-    host: str = "127.0.0.1"
-    port: int = 9901
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """The whole configuration. `source` is the file it came from (None for `loads()`)."""
-
-    source: Path | None
-    gateway: GatewaySpec
-    listeners: tuple[ListenerSpec, ...]
-    trust_stores: Mapping[str, TrustStoreSpec] = field(default_factory=_empty_mapping)
-    target_groups: Mapping[str, TargetGroupSpec] = field(default_factory=_empty_mapping)
-    admin: AdminSpec | None = None
-
 
 # --- entry points ---------------------------------------------------------------------------------
 
@@ -639,36 +339,27 @@ _PEM_KEY_RE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 
 # --- the reader -----------------------------------------------------------------------------------
 
-_GATEWAY_KEYS = ("workers", "native", "access_log", "connection_log", "error_log", "log_level",
-                 "drain_timeout_s", "ticket_rotation_s", "watch_files", "watch_interval_s",
-                 "connection_log_format")
-_ADMIN_KEYS = ("bind",)
-_LISTENER_KEYS = (
-    "name", "bind", "certificates", "mtls", "trust_store", "header_style",
-    "ignore_client_certificate_expiry", "advertise_ca_names", "max_chain_depth", "tls_min_version",
-    "ciphers_tls12", "session_tickets", "session_timeout_s", "handshake_timeout_s",
-    "header_timeout_s", "idle_timeout_s", "max_request_line_bytes", "max_header_bytes",
-    "max_header_count", "max_body_bytes", "max_client_cert_chain_bytes", "rule",
-    "body_timeout_s", "max_requests_per_connection", "max_connections_per_worker",
-    "underscore_headers", "strip_request_headers", "merge_slashes", "escaped_slashes",
-    "strict_sni_host",
-)
-_CERTIFICATE_KEYS = ("cert", "key")
-_RULE_KEYS = ("priority", "host", "path", "action", "target_group", "fixed_response", "methods",
-              "headers", "redirect", "require_client_cert", "allow", "allow_upgrade")
-_REDIRECT_KEYS = ("status", "scheme", "host", "port", "path", "query")
-_ALLOW_KEYS = ("subject", "issuer", "san_dns", "san_uri")
-_FIXED_RESPONSE_KEYS = ("status", "content_type", "body")
-_TRUST_STORE_KEYS = ("ca_bundle", "crls", "deny_serials")
-_TARGET_GROUP_KEYS = ("targets", "connect_timeout_s", "read_timeout_s", "max_idle_per_target",
-                      "idle_timeout_s", "load_balancing", "ejection_failures",
-                      "ejection_duration_s", "health_check", "tls")
-_HEALTH_CHECK_KEYS = ("path", "interval_s", "timeout_s", "healthy_threshold",
-                      "unhealthy_threshold", "matcher")
-_UPSTREAM_TLS_KEYS = ("ca_bundle", "cert", "key", "server_name")
+_GATEWAY_KEYS = toml_keys(GatewaySpec)
+_ADMIN_KEYS = toml_keys(AdminSpec)
+_LISTENER_KEYS = toml_keys(ListenerSpec)
+_CERTIFICATE_KEYS = toml_keys(CertificateSpec)
+_RULE_KEYS = toml_keys(RuleSpec)
+_REDIRECT_KEYS = toml_keys(Redirect)
+_ALLOW_KEYS = toml_keys(ClientAllow)
+_FIXED_RESPONSE_KEYS = toml_keys(FixedResponse)
+_TRUST_STORE_KEYS = toml_keys(TrustStoreSpec)
+_TARGET_GROUP_KEYS = toml_keys(TargetGroupSpec)
+_HEALTH_CHECK_KEYS = toml_keys(HealthCheckSpec)
+_UPSTREAM_TLS_KEYS = toml_keys(UpstreamTLSSpec)
 _TOP_KEYS = ("gateway", "admin", "listener", "trust_store", "target_group")
 
-_REQUIRED = object()
+#: Keys explicit readers take that are no field's own: a listener's `bind` (host and port).
+_BIND = Key(Kind.STRING)
+#: A fixed response's `body` as the file writes it (text, held as its UTF-8 bytes).
+_BODY_TEXT = Key(Kind.STRING, default="", empty_ok=True)
+#: A health check's `matcher` as the file writes it ("200-399"); the spec holds the ranges.
+_MATCHER = Key(Kind.STRING, default=DEFAULT_HEALTH_CHECK_MATCHER)
+_UNSET: Any = object()
 _RULE_HOST_RE = re.compile(r"[a-z0-9_.*-]{1,255}")
 _CONTENT_TYPE_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -679,6 +370,16 @@ _REDIRECT_HOST_RE = re.compile(r"[A-Za-z0-9.-]*")
 _REDIRECT_PATH_RE = re.compile(r"[\x21-\x22\x24-\x3e\x40-\x7e]*")     # no '#', '?', space
 _REDIRECT_QUERY_RE = re.compile(r"[\x21-\x22\x24-\x7e]*")               # no '#', space
 
+#: An explicit reader: (reader, table, key path of the table, the values read so far from it) ->
+#: its field's value; it may fill a PART field into the values too (bind -> host and port).
+_Explicit = Callable[["_Reader", dict[str, Any], str, dict[str, Any]], Any]
+#: Per spec class, what `fields` walks: (field name, TOML key, Key, file default, check); `check`
+#: is the _Reader method for the key's kind, None for EXPLICIT and PART fields (a PART field's TOML
+#: key is "": it has none). Built once per class, when the module loads.
+_Step = tuple[str, str, Key, Any, "Callable[[_Reader, object, str, Key], Any] | None"]
+_PLANS: dict[type, tuple[_Step, ...]] = {}
+_STEPS: dict[type, dict[str, _Step]] = {}
+
 
 class _Reader:
     """Walks one parsed document, recording problems rather than raising."""
@@ -687,12 +388,102 @@ class _Reader:
         self.file = shown
         self.base_dir = base_dir
         self.problems: list[Problem] = []
+        # the names the document defines, for the references of the listener being read
+        self.store_names: list[str] = []
+        self.group_names: list[str] = []
         self.now = _dt.datetime.now(_dt.timezone.utc)
 
     def add(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.file, key, message))
 
-    # generic typed readers; each returns None after recording a problem
+    # the generic reader: a table against a spec dataclass's field metadata
+
+    def fields(self, cls: type, table: dict[str, Any], prefix: str,
+               readers: Mapping[str, _Explicit] = MappingProxyType({}),
+               **given: Any) -> dict[str, Any]:
+        """The values of every field of `cls` from `table`, in field order: those in `given` as
+        they are, keyed fields by their metadata, the others by `readers[name](self, table,
+        prefix, values so far)`. A field whose value had a problem holds None (the spec is only
+        handed out when there is no problem at all)."""
+        values = given
+        for name, toml, key, default, check in _PLANS[cls]:
+            if name in values:
+                continue
+            read = readers.get(name)
+            if read is not None:
+                values[name] = read(self, table, prefix, values)
+            elif check is None:
+                if key.kind is Kind.EXPLICIT:
+                    raise TypeError(f"{cls.__name__}.{name} has no reader")
+            elif toml in table:
+                # metadata keys are bare TOML keys, so the path needs no quoting (_join)
+                values[name] = check(self, table[toml], f"{prefix}.{toml}", key)
+            elif default is REQUIRED:
+                self.add(f"{prefix}.{toml}", "missing required key")
+                values[name] = None
+            else:
+                values[name] = default
+        return values
+
+    def field(self, cls: type, table: dict[str, Any], prefix: str, name: str,
+              default: Any = _UNSET) -> Any:
+        """One keyed field of `cls`, for explicit readers; `default` overrides the metadata's."""
+        _, toml, key, file_default, check = _STEPS[cls][name]
+        if toml not in table:
+            if default is _UNSET:
+                default = file_default
+            if default is REQUIRED:
+                self.add(f"{prefix}.{toml}", "missing required key")
+                return None
+            return default
+        if check is None:
+            raise TypeError(f"{cls.__name__}.{name}: {key.kind.name} keys have no generic reader")
+        return check(self, table[toml], f"{prefix}.{toml}", key)
+
+    def get(self, table: dict[str, Any], prefix: str, name: str, key: Key) -> Any:
+        """`table[name]` checked against `key` (one no field owns), or its default."""
+        if name not in table:
+            default = key.file_default
+            if default is REQUIRED:
+                self.add(_join(prefix, name), "missing required key")
+                return None
+            return default
+        return self.check(table[name], _join(prefix, name), key)
+
+    def check(self, value: object, where: str, key: Key) -> Any:
+        """`value` as `key`'s kind allows it, or None after recording a problem at `where`."""
+        check = _CHECKS.get(key.kind)
+        if check is None:
+            raise TypeError(f"{where}: {key.kind.name} keys have no generic reader")
+        return check(self, value, where, key)
+
+    def string_key(self, value: object, where: str, key: Key) -> str | None:
+        if not isinstance(value, str):
+            self.add(where, f"expected a string, got {_type_name(value)}")
+            return None
+        if not value and not key.empty_ok:
+            self.add(where, "must not be empty")
+            return None
+        return value
+
+    def choice_key(self, value: object, where: str, key: Key) -> Any:
+        text = self.choice_value(value, where, key.choices)
+        return text if text is None or key.convert is None else key.convert(text)
+
+    def boolean_key(self, value: object, where: str, key: Key) -> bool | None:
+        if not isinstance(value, bool):
+            self.add(where, f"expected a boolean (true or false), got {_type_name(value)}")
+            return None
+        return value
+
+    def integer_key(self, value: object, where: str, key: Key) -> int | None:
+        number = self.integer_value(value, where, key.lo, key.hi)
+        return (number or None) if key.zero_is_none else number
+
+    def seconds_key(self, value: object, where: str, key: Key) -> float | None:
+        return self.seconds_value(value, where)
+
+    # typed values, also for explicit readers; each returns None after recording a problem
 
     def keys(self, table: dict[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
         for key in table:
@@ -704,34 +495,6 @@ class _Reader:
             return value
         self.add(key, f"expected a table, got {_type_name(value)}")
         return None
-
-    def raw(self, table: dict[str, Any], name: str, prefix: str, default: object) -> object:
-        if name in table:
-            return table[name]
-        if default is _REQUIRED:
-            self.add(_join(prefix, name), "missing required key")
-            return None
-        return default
-
-    def string(self, table: dict[str, Any], name: str, prefix: str,
-               default: object = _REQUIRED, *, empty_ok: bool = False) -> str | None:
-        if name not in table:
-            return self.raw(table, name, prefix, default)  # type: ignore[return-value]
-        value = table[name]
-        key = _join(prefix, name)
-        if not isinstance(value, str):
-            self.add(key, f"expected a string, got {_type_name(value)}")
-            return None
-        if not value and not empty_ok:
-            self.add(key, "must not be empty")
-            return None
-        return value
-
-    def choice(self, table: dict[str, Any], name: str, prefix: str, choices: tuple[str, ...],
-               default: object = _REQUIRED) -> str | None:
-        if name not in table:
-            return self.raw(table, name, prefix, default)  # type: ignore[return-value]
-        return self.choice_value(table[name], _join(prefix, name), choices)
 
     def choice_value(self, value: object, key: str, choices: tuple[str, ...]) -> str | None:
         if not isinstance(value, str):
@@ -746,21 +509,6 @@ class _Reader:
                           f"{_suggest(value, choices)}")
             return None
         return value
-
-    def boolean(self, table: dict[str, Any], name: str, prefix: str,
-                default: bool) -> bool | None:
-        value = table.get(name, default)
-        if not isinstance(value, bool):
-            self.add(_join(prefix, name), f"expected a boolean (true or false), "
-                                          f"got {_type_name(value)}")
-            return None
-        return value
-
-    def integer(self, table: dict[str, Any], name: str, prefix: str, default: object,
-                lo: int | None = None, hi: int | None = None) -> int | None:
-        if name not in table:
-            return self.raw(table, name, prefix, default)  # type: ignore[return-value]
-        return self.integer_value(table[name], _join(prefix, name), lo, hi)
 
     def integer_value(self, value: object, key: str, lo: int | None,
                       hi: int | None) -> int | None:
@@ -778,11 +526,8 @@ class _Reader:
             return None
         return value
 
-    def seconds(self, table: dict[str, Any], name: str, prefix: str,
-                default: float) -> float | None:
+    def seconds_value(self, value: object, key: str) -> float | None:
         """A duration in seconds: a finite number > 0 (an integer is taken as a float)."""
-        value = table.get(name, default)
-        key = _join(prefix, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.add(key, f"expected a number, got {_type_name(value)}")
             return None
@@ -796,9 +541,13 @@ class _Reader:
         return seconds
 
     def array(self, table: dict[str, Any], name: str, prefix: str,
-              default: object = _REQUIRED) -> list[Any] | None:
+              default: Any = REQUIRED) -> Any:
+        """`table[name]` if it is an array, else `default` (REQUIRED: a problem) when absent."""
         if name not in table:
-            return self.raw(table, name, prefix, default)  # type: ignore[return-value]
+            if default is REQUIRED:
+                self.add(_join(prefix, name), "missing required key")
+                return None
+            return default
         value = table[name]
         if not isinstance(value, list):
             self.add(_join(prefix, name), f"expected an array, got {_type_name(value)}")
@@ -884,9 +633,8 @@ class _Reader:
             return None
         return certs
 
-    def log_target(self, table: dict[str, Any], name: str, default: str, *,
-                   off_ok: bool) -> str | None:
-        value = self.string(table, name, "gateway", default)
+    def log_target(self, table: dict[str, Any], name: str, *, off_ok: bool) -> str | None:
+        value = self.field(GatewaySpec, table, "gateway", name)
         key = _join("gateway", name)
         if value is None or value == LOG_STDOUT:
             return value
@@ -974,35 +722,18 @@ class _Reader:
         if table is None:
             return GatewaySpec()
         self.keys(table, _GATEWAY_KEYS, "gateway")
-        workers: int | None = DEFAULT_WORKERS
-        if "workers" in table:
-            value = table["workers"]
-            if value == "auto" and isinstance(value, str):
-                workers = os.cpu_count() or 1
-            elif isinstance(value, int) and not isinstance(value, bool):
-                workers = self.integer_value(value, "gateway.workers", 1, None)
-            else:
-                self.add("gateway.workers", f"expected an integer or 'auto', "
-                                            f"got {_type_name(value)}")
-                workers = None
-        return GatewaySpec(
-            workers=workers,  # type: ignore[arg-type]
-            native=self.choice(table, "native", "gateway", NATIVE_MODES, DEFAULT_NATIVE),
-            access_log=self.log_target(table, "access_log", DEFAULT_ACCESS_LOG, off_ok=True),
-            connection_log=self.log_target(table, "connection_log", DEFAULT_CONNECTION_LOG,
-                                           off_ok=True),
-            error_log=self.log_target(table, "error_log", DEFAULT_ERROR_LOG, off_ok=False),
-            log_level=self.choice(table, "log_level", "gateway", LOG_LEVELS, DEFAULT_LOG_LEVEL),
-            drain_timeout_s=self.seconds(table, "drain_timeout_s", "gateway",
-                                         DEFAULT_DRAIN_TIMEOUT_S),
-            ticket_rotation_s=(self.seconds(table, "ticket_rotation_s", "gateway", 1.0)
-                               if "ticket_rotation_s" in table else DEFAULT_TICKET_ROTATION_S),
-            watch_files=self.boolean(table, "watch_files", "gateway", DEFAULT_WATCH_FILES),
-            watch_interval_s=self.seconds(table, "watch_interval_s", "gateway",
-                                          DEFAULT_WATCH_INTERVAL_S),
-            connection_log_format=self.choice(table, "connection_log_format", "gateway",
-                                              CONNECTION_LOG_FORMATS, DEFAULT_CONNECTION_LOG_FORMAT),
-        )  # type: ignore[arg-type]
+        return GatewaySpec(**self.fields(GatewaySpec, table, "gateway", _GATEWAY_READERS))
+
+    def workers(self, table: dict[str, Any]) -> int | None:
+        if "workers" not in table:
+            return DEFAULT_WORKERS
+        value = table["workers"]
+        if value == "auto" and isinstance(value, str):
+            return os.cpu_count() or 1
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.integer_value(value, "gateway.workers", 1, None)
+        self.add("gateway.workers", f"expected an integer or 'auto', got {_type_name(value)}")
+        return None
 
     def admin(self, raw: object) -> AdminSpec | None:
         table = self.table(raw, "admin")
@@ -1062,8 +793,9 @@ class _Reader:
             except _Invalid as exc:
                 self.add(f"{prefix}.deny_serials[{index}]", str(exc))
 
-        return TrustStoreSpec(name=name, ca_bundle=bundle_path,  # type: ignore[arg-type]
-                              crls=tuple(crls), deny_serials=frozenset(serials))
+        return TrustStoreSpec(**self.fields(TrustStoreSpec, table, prefix, name=name,
+                                            ca_bundle=bundle_path, crls=tuple(crls),
+                                            deny_serials=frozenset(serials)))
 
     def crl(self, path: Path, key: str, cas: list[x509.Certificate] | None,
             bundle_path: Path | None) -> None:
@@ -1125,67 +857,42 @@ class _Reader:
                 self.add(key, f"duplicate target {value!r} "
                               f"(also targets[{targets.index(target)}])")
             targets.append(target)
+        # read before the group's own scalars, so that problems keep the file's reading order
         health = None
         if "health_check" in table:
             health = self.health_check(table["health_check"], f"{prefix}.health_check")
         tls = None
         if "tls" in table:
             tls = self.upstream_tls(table["tls"], f"{prefix}.tls")
-        return TargetGroupSpec(
-            name=name,
-            targets=tuple(targets),
-            connect_timeout_s=self.seconds(table, "connect_timeout_s", prefix,
-                                           DEFAULT_CONNECT_TIMEOUT_S),
-            read_timeout_s=self.seconds(table, "read_timeout_s", prefix, DEFAULT_READ_TIMEOUT_S),
-            max_idle_per_target=self.integer(table, "max_idle_per_target", prefix,
-                                             DEFAULT_MAX_IDLE_PER_TARGET, 0),
-            idle_timeout_s=self.seconds(table, "idle_timeout_s", prefix,
-                                        DEFAULT_POOL_IDLE_TIMEOUT_S),
-            load_balancing=self.choice(table, "load_balancing", prefix, LOAD_BALANCING,
-                                       DEFAULT_LOAD_BALANCING),
-            ejection_failures=self.integer(table, "ejection_failures", prefix,
-                                           DEFAULT_EJECTION_FAILURES, 0),
-            ejection_duration_s=self.seconds(table, "ejection_duration_s", prefix,
-                                             DEFAULT_EJECTION_DURATION_S),
-            health_check=health,
-            tls=tls,
-        )  # type: ignore[arg-type]
+        return TargetGroupSpec(**self.fields(TargetGroupSpec, table, prefix, name=name,
+                                             targets=tuple(targets), health_check=health, tls=tls))
 
     def health_check(self, raw: object, prefix: str) -> HealthCheckSpec | None:
         table = self.table(raw, prefix)
         if table is None:
             return None
         self.keys(table, _HEALTH_CHECK_KEYS, prefix)
-        path = self.string(table, "path", prefix, DEFAULT_HEALTH_CHECK_PATH)
+        path = self.field(HealthCheckSpec, table, prefix, "path")
         if path is not None and (not path.startswith("/") or not _REQUEST_TARGET_RE.fullmatch(path)):
             self.add(f"{prefix}.path", f"must start with '/' and hold only printable ASCII without "
                                        f"spaces, got {path!r}")
             path = None
-        interval = self.seconds(table, "interval_s", prefix, DEFAULT_HEALTH_CHECK_INTERVAL_S)
-        timeout = self.seconds(table, "timeout_s", prefix, DEFAULT_HEALTH_CHECK_TIMEOUT_S)
+        interval = self.field(HealthCheckSpec, table, prefix, "interval_s")
+        timeout = self.field(HealthCheckSpec, table, prefix, "timeout_s")
         if interval is not None and timeout is not None and timeout >= interval:
             self.add(f"{prefix}.timeout_s", f"must be shorter than interval_s ({interval:g}), "
                                             f"got {timeout:g}")
             timeout = None
         matcher = None
-        text = self.string(table, "matcher", prefix, DEFAULT_HEALTH_CHECK_MATCHER)
+        text = self.get(table, prefix, "matcher", _MATCHER)
         if text is not None:
             try:
                 matcher = parse_matcher(text)
             except _Invalid as exc:
                 self.add(f"{prefix}.matcher", str(exc))
-        return HealthCheckSpec(
-            path=path,  # type: ignore[arg-type]
-            interval_s=interval,  # type: ignore[arg-type]
-            timeout_s=timeout,  # type: ignore[arg-type]
-            healthy_threshold=self.integer(table, "healthy_threshold", prefix,
-                                           DEFAULT_HEALTHY_THRESHOLD, MIN_HEALTH_THRESHOLD,
-                                           MAX_HEALTH_THRESHOLD),  # type: ignore[arg-type]
-            unhealthy_threshold=self.integer(table, "unhealthy_threshold", prefix,
-                                             DEFAULT_UNHEALTHY_THRESHOLD, MIN_HEALTH_THRESHOLD,
-                                             MAX_HEALTH_THRESHOLD),  # type: ignore[arg-type]
-            matcher=matcher,  # type: ignore[arg-type]
-        )
+        return HealthCheckSpec(**self.fields(HealthCheckSpec, table, prefix, path=path,
+                                             interval_s=interval, timeout_s=timeout,
+                                             matcher=matcher))
 
     def upstream_tls(self, raw: object, prefix: str) -> UpstreamTLSSpec | None:
         table = self.table(raw, prefix)
@@ -1215,7 +922,7 @@ class _Reader:
             leaf = chain[0] if chain else None
         if key is not None:
             self.private_key(key, f"{prefix}.key", leaf, cert)
-        server_name = self.string(table, "server_name", prefix, None)
+        server_name = self.field(UpstreamTLSSpec, table, prefix, "server_name")
         if server_name is not None:
             server_name = server_name.lower()
             if not _HOSTNAME_RE.fullmatch(server_name):
@@ -1230,96 +937,48 @@ class _Reader:
         if table is None:
             return None
         self.keys(table, _LISTENER_KEYS, prefix)
+        self.store_names, self.group_names = stores, groups
+        return ListenerSpec(**self.fields(ListenerSpec, table, prefix, _LISTENER_READERS))
 
-        name = None
+    def listener_name(self, table: dict[str, Any], prefix: str,
+                      values: dict[str, Any]) -> str | None:
         if "name" not in table:
             self.add(f"{prefix}.name", "missing required key")
-        else:
-            name = self.name(table["name"], f"{prefix}.name")
+            return None
+        return self.name(table["name"], f"{prefix}.name")
 
-        host = port = None
-        bind = self.string(table, "bind", prefix)
-        if bind is not None:
-            try:
-                host, port = parse_address(bind, listen=True)
-            except _Invalid as exc:
-                self.add(f"{prefix}.bind", str(exc))
+    def listener_bind(self, table: dict[str, Any], prefix: str,
+                      values: dict[str, Any]) -> str | None:
+        values["port"] = None
+        text = self.get(table, prefix, "bind", _BIND)
+        if text is None:
+            return None
+        try:
+            host, values["port"] = parse_address(text, listen=True)
+        except _Invalid as exc:
+            self.add(f"{prefix}.bind", str(exc))
+            return None
+        return host
 
-        certificates = self.certificates(table, prefix)
-
-        mtls = self.choice(table, "mtls", prefix, MTLS_MODES, DEFAULT_MTLS)
-        trust_store = self.string(table, "trust_store", prefix, None)
-        if trust_store is not None:
-            self.reference(trust_store, f"{prefix}.trust_store", "trust store", "trust_store",
-                           stores)
-        elif mtls in MTLS_VERIFYING_MODES and "trust_store" not in table:
-            self.add(f"{prefix}.trust_store", f"required when mtls is {mtls!r}: name a "
+    def listener_trust_store(self, table: dict[str, Any], prefix: str,
+                             values: dict[str, Any]) -> str | None:
+        mtls = values["mtls"]
+        store = self.field(ListenerSpec, table, prefix, "trust_store")
+        if store is not None:
+            self.reference(store, f"{prefix}.trust_store", "trust store", "trust_store",
+                           self.store_names)
+        elif mtls is not None and mtls.verifies and "trust_store" not in table:
+            self.add(f"{prefix}.trust_store", f"required when mtls is {str(mtls)!r}: name a "
                                               f"[trust_store.NAME] to verify clients against")
+        return store
 
-        header_style = self.header_style(table, prefix)
-
-        max_body = self.integer(table, "max_body_bytes", prefix, 0, 0)
-        return ListenerSpec(
-            name=name,  # type: ignore[arg-type]
-            host=host,  # type: ignore[arg-type]
-            port=port,  # type: ignore[arg-type]
-            certificates=certificates,
-            mtls=mtls,  # type: ignore[arg-type]
-            trust_store=trust_store,
-            header_style=header_style,  # type: ignore[arg-type]
-            ignore_client_certificate_expiry=self.boolean(
-                table, "ignore_client_certificate_expiry", prefix,
-                DEFAULT_IGNORE_CLIENT_CERTIFICATE_EXPIRY),  # type: ignore[arg-type]
-            advertise_ca_names=self.boolean(table, "advertise_ca_names", prefix,
-                                            DEFAULT_ADVERTISE_CA_NAMES),  # type: ignore[arg-type]
-            max_chain_depth=self.integer(table, "max_chain_depth", prefix,
-                                         DEFAULT_MAX_CHAIN_DEPTH, MIN_CHAIN_DEPTH,
-                                         MAX_CHAIN_DEPTH),  # type: ignore[arg-type]
-            tls_min_version=self.choice(table, "tls_min_version", prefix, TLS_VERSIONS,
-                                        DEFAULT_TLS_MIN_VERSION),  # type: ignore[arg-type]
-            ciphers_tls12=self.ciphers(table, prefix),  # type: ignore[arg-type]
-            session_tickets=self.boolean(table, "session_tickets", prefix,
-                                         DEFAULT_SESSION_TICKETS),  # type: ignore[arg-type]
-            session_timeout_s=self.integer(table, "session_timeout_s", prefix,
-                                           DEFAULT_SESSION_TIMEOUT_S, MIN_SESSION_TIMEOUT_S,
-                                           MAX_SESSION_TIMEOUT_S),  # type: ignore[arg-type]
-            handshake_timeout_s=self.seconds(table, "handshake_timeout_s", prefix,
-                                             DEFAULT_HANDSHAKE_TIMEOUT_S),  # type: ignore[arg-type]
-            header_timeout_s=self.seconds(table, "header_timeout_s", prefix,
-                                          DEFAULT_HEADER_TIMEOUT_S),  # type: ignore[arg-type]
-            idle_timeout_s=self.seconds(table, "idle_timeout_s", prefix,
-                                        DEFAULT_IDLE_TIMEOUT_S),  # type: ignore[arg-type]
-            max_request_line_bytes=self.integer(table, "max_request_line_bytes", prefix,
-                                                DEFAULT_MAX_REQUEST_LINE_BYTES,
-                                                1),  # type: ignore[arg-type]
-            max_header_bytes=self.integer(table, "max_header_bytes", prefix,
-                                          DEFAULT_MAX_HEADER_BYTES, 1),  # type: ignore[arg-type]
-            max_header_count=self.integer(table, "max_header_count", prefix,
-                                          DEFAULT_MAX_HEADER_COUNT, 1),  # type: ignore[arg-type]
-            max_body_bytes=max_body or None,
-            max_client_cert_chain_bytes=self.integer(
-                table, "max_client_cert_chain_bytes", prefix, DEFAULT_MAX_CLIENT_CERT_CHAIN_BYTES,
-                1, MAX_CLIENT_CERT_CHAIN_BYTES),  # type: ignore[arg-type]
-            rules=self.rules(table, prefix, groups, mtls),
-            body_timeout_s=self.seconds(table, "body_timeout_s", prefix,
-                                        DEFAULT_BODY_TIMEOUT_S),  # type: ignore[arg-type]
-            max_requests_per_connection=self.integer(
-                table, "max_requests_per_connection", prefix,
-                DEFAULT_MAX_REQUESTS_PER_CONNECTION, 0),  # type: ignore[arg-type]
-            max_connections_per_worker=self.integer(
-                table, "max_connections_per_worker", prefix,
-                DEFAULT_MAX_CONNECTIONS_PER_WORKER, 1),  # type: ignore[arg-type]
-            underscore_headers=self.choice(table, "underscore_headers", prefix,
-                                           UNDERSCORE_HEADERS,
-                                           DEFAULT_UNDERSCORE_HEADERS),  # type: ignore[arg-type]
-            strip_request_headers=self.header_globs(table, "strip_request_headers", prefix),
-            merge_slashes=self.boolean(table, "merge_slashes", prefix,
-                                       DEFAULT_MERGE_SLASHES),  # type: ignore[arg-type]
-            escaped_slashes=self.choice(table, "escaped_slashes", prefix, ESCAPED_SLASHES,
-                                        DEFAULT_ESCAPED_SLASHES),  # type: ignore[arg-type]
-            strict_sni_host=(self.boolean(table, "strict_sni_host", prefix, False)
-                             if "strict_sni_host" in table else DEFAULT_STRICT_SNI_HOST),
-        )
+    def listener_header_style(self, table: dict[str, Any], prefix: str,
+                              values: dict[str, Any]) -> tuple[str, ...] | None:
+        styles = self.header_style(table, prefix)
+        # max_body_bytes has always been read here, ahead of the other limits: reading it here
+        # keeps the problems of a file in the order they always came in
+        values["max_body_bytes"] = self.field(ListenerSpec, table, prefix, "max_body_bytes")
+        return styles
 
     def header_globs(self, table: dict[str, Any], name: str, prefix: str) -> tuple[str, ...]:
         """Header names with `*` wildcards, lower-cased, without repeats."""
@@ -1368,7 +1027,7 @@ class _Reader:
         return tuple(styles)
 
     def ciphers(self, table: dict[str, Any], prefix: str) -> str | None:
-        value = self.string(table, "ciphers_tls12", prefix, DEFAULT_CIPHERS_TLS12)
+        value = self.field(ListenerSpec, table, prefix, "ciphers_tls12")
         if value is None or "ciphers_tls12" not in table:
             return value
         # The stdlib's OpenSSL parses the same cipher-string grammar the TLS layer's does; a
@@ -1417,8 +1076,9 @@ class _Reader:
                                               f"{cert_path}: {exc}")
             if key_path is not None:
                 self.private_key(key_path, f"{entry}.key", leaf, cert_path)
-            specs.append(CertificateSpec(cert=cert_path, key=key_path,  # type: ignore[arg-type]
-                                         names=names))
+            specs.append(CertificateSpec(**self.fields(CertificateSpec, body, entry,
+                                                       cert=cert_path, key=key_path,
+                                                       names=names)))
         return tuple(specs)
 
     def private_key(self, path: Path, key: str, leaf: x509.Certificate | None,
@@ -1489,10 +1149,9 @@ class _Reader:
         if table is None:
             return None
         self.keys(table, _RULE_KEYS, prefix)
-        priority = self.integer(table, "priority", prefix, position, MIN_RULE_PRIORITY,
-                                MAX_RULE_PRIORITY)
+        priority = self.field(RuleSpec, table, prefix, "priority", position)
 
-        host = self.string(table, "host", prefix, None)
+        host = self.field(RuleSpec, table, prefix, "host")
         if host is not None:
             host = host.lower()
             if not _RULE_HOST_RE.fullmatch(host):
@@ -1500,7 +1159,7 @@ class _Reader:
                                            "'-', '_' and '*' (no port), at most 255 characters")
                 host = None
 
-        path = self.string(table, "path", prefix, None)
+        path = self.field(RuleSpec, table, prefix, "path")
         if path is not None:
             if path != "*" and not path.startswith("/"):
                 self.add(f"{prefix}.path", f"a path pattern must start with '/' or be '*', "
@@ -1514,8 +1173,8 @@ class _Reader:
         methods = self.methods(table, prefix)
         headers = self.header_conditions(table, prefix)
 
-        action = self.choice(table, "action", prefix, ACTIONS)
-        target_group = self.string(table, "target_group", prefix, None)
+        action = self.field(RuleSpec, table, prefix, "action")
+        target_group = self.field(RuleSpec, table, prefix, "target_group")
         fixed = redirect = None
         for key, wanted in (("target_group", "forward"), ("fixed_response", "fixed-response"),
                             ("redirect", "redirect"), ("allow_upgrade", "forward")):
@@ -1544,7 +1203,7 @@ class _Reader:
         if "allow_upgrade" in table and action == "forward":
             upgrades = self.tokens(table, "allow_upgrade", prefix, lower=True)
 
-        require = self.boolean(table, "require_client_cert", prefix, False)
+        require = self.field(RuleSpec, table, prefix, "require_client_cert")
         allow = None
         if "allow" in table:
             allow = self.client_allow(table["allow"], f"{prefix}.allow")
@@ -1558,8 +1217,8 @@ class _Reader:
                    "passthrough does not verify the certificate, so anyone could claim any name")
             self.add(f"{prefix}.{key}", f"needs a listener with mtls 'verify' or 'optional' "
                                         f"({why})")
-        return RuleSpec(priority=priority, host=host, path=path,  # type: ignore[arg-type]
-                        action=action, target_group=target_group,  # type: ignore[arg-type]
+        return RuleSpec(priority=priority, host=host, path=path,
+                        action=action, target_group=target_group,
                         fixed_response=fixed, methods=methods, headers=headers,
                         redirect=redirect, require_client_cert=bool(require), allow=allow,
                         allow_upgrade=upgrades)
@@ -1640,58 +1299,83 @@ class _Reader:
         if table is None:
             return None
         self.keys(table, _REDIRECT_KEYS, prefix)
-        status = self.integer(table, "status", prefix, DEFAULT_REDIRECT_STATUS)
-        if status is not None and status not in REDIRECT_STATUSES:
-            self.add(f"{prefix}.status", f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}, "
-                                         f"got {status}")
-            status = None
-        scheme = self.string(table, "scheme", prefix, DEFAULT_REDIRECT_SCHEME)
-        if scheme is not None and scheme not in ("http", "https", "#{protocol}", "#{scheme}"):
-            self.add(f"{prefix}.scheme", f"expected 'http', 'https' or '#{{protocol}}', "
-                                         f"got {scheme!r}")
-            scheme = None
-        host = self.string(table, "host", prefix, DEFAULT_REDIRECT_HOST)
-        if host is not None and not self.template(host, f"{prefix}.host", _REDIRECT_HOST_RE,
-                                                  "letters, digits, '.', '-' and placeholders"):
-            host = None
-        port: str | None = DEFAULT_REDIRECT_PORT
-        if "port" in table:
-            value = table["port"]
-            if isinstance(value, int) and not isinstance(value, bool):
-                port = str(value) if 1 <= value <= 65535 else None
-            elif value == "#{port}" or (isinstance(value, str) and _PORT_RE.fullmatch(value)
-                                         and 1 <= int(value) <= 65535):
-                port = value
-            else:
-                port = None
-            if port is None:
-                self.add(f"{prefix}.port", f"expected a port from 1 to 65535 or '#{{port}}', "
-                                           f"got {value!r}")
-        path = self.string(table, "path", prefix, DEFAULT_REDIRECT_PATH)
-        if path is not None:
-            if not path.startswith("/"):
-                self.add(f"{prefix}.path", f"must start with '/', got {path!r}")
-                path = None
-            elif not self.template(path, f"{prefix}.path", _REDIRECT_PATH_RE,
-                                   "printable ASCII without spaces, '?' or '#', and placeholders"):
-                path = None
-        query = self.string(table, "query", prefix, DEFAULT_REDIRECT_QUERY, empty_ok=True)
-        if query is not None:
-            if query.startswith("?"):
-                self.add(f"{prefix}.query", "give the query without its leading '?'")
-                query = None
-            elif not self.template(query, f"{prefix}.query", _REDIRECT_QUERY_RE,
-                                   "printable ASCII without spaces or '#', and placeholders"):
-                query = None
-        result = Redirect(status=status, scheme=scheme, host=host,  # type: ignore[arg-type]
-                          port=port, path=path, query=query)  # type: ignore[arg-type]
-        if (scheme in ("#{protocol}", "#{scheme}", "https") and host == DEFAULT_REDIRECT_HOST
-                and port == DEFAULT_REDIRECT_PORT and path == DEFAULT_REDIRECT_PATH
-                and query == DEFAULT_REDIRECT_QUERY):
+        values = self.fields(Redirect, table, prefix, _REDIRECT_READERS)
+        if (values["scheme"] in ("#{protocol}", "#{scheme}", "https")
+                and values["host"] == DEFAULT_REDIRECT_HOST
+                and values["port"] == DEFAULT_REDIRECT_PORT
+                and values["path"] == DEFAULT_REDIRECT_PATH
+                and values["query"] == DEFAULT_REDIRECT_QUERY):
             # ALB refuses this too: the client would be sent where it already is, forever
             self.add(prefix, "redirects every request to itself; change at least one of "
                              "scheme, host, port, path or query")
-        return result
+        return Redirect(**values)
+
+    def redirect_status(self, table: dict[str, Any], prefix: str,
+                        _: dict[str, Any]) -> int | None:
+        status = self.field(Redirect, table, prefix, "status")
+        if status is not None and status not in REDIRECT_STATUSES:
+            allowed = ", ".join(map(str, REDIRECT_STATUSES))
+            self.add(f"{prefix}.status", f"must be one of {allowed}, got {status}")
+            return None
+        return status
+
+    def redirect_scheme(self, table: dict[str, Any], prefix: str,
+                        _: dict[str, Any]) -> str | None:
+        scheme = self.field(Redirect, table, prefix, "scheme")
+        if scheme is not None and scheme not in ("http", "https", "#{protocol}", "#{scheme}"):
+            self.add(f"{prefix}.scheme", f"expected 'http', 'https' or '#{{protocol}}', "
+                                         f"got {scheme!r}")
+            return None
+        return scheme
+
+    def redirect_host(self, table: dict[str, Any], prefix: str,
+                      _: dict[str, Any]) -> str | None:
+        host = self.field(Redirect, table, prefix, "host")
+        if host is not None and not self.template(host, f"{prefix}.host", _REDIRECT_HOST_RE,
+                                                  "letters, digits, '.', '-' and placeholders"):
+            return None
+        return host
+
+    def redirect_port(self, table: dict[str, Any], prefix: str,
+                      _: dict[str, Any]) -> str | None:
+        if "port" not in table:
+            return DEFAULT_REDIRECT_PORT
+        value = table["port"]
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 1 <= value <= 65535:
+                return str(value)
+        elif value == "#{port}" or (isinstance(value, str) and _PORT_RE.fullmatch(value)
+                                     and 1 <= int(value) <= 65535):
+            return value
+        self.add(f"{prefix}.port", f"expected a port from 1 to 65535 or '#{{port}}', "
+                                   f"got {value!r}")
+        return None
+
+    def redirect_path(self, table: dict[str, Any], prefix: str,
+                      _: dict[str, Any]) -> str | None:
+        path = self.field(Redirect, table, prefix, "path")
+        if path is None:
+            return None
+        if not path.startswith("/"):
+            self.add(f"{prefix}.path", f"must start with '/', got {path!r}")
+            return None
+        if not self.template(path, f"{prefix}.path", _REDIRECT_PATH_RE,
+                             "printable ASCII without spaces, '?' or '#', and placeholders"):
+            return None
+        return path
+
+    def redirect_query(self, table: dict[str, Any], prefix: str,
+                       _: dict[str, Any]) -> str | None:
+        query = self.field(Redirect, table, prefix, "query")
+        if query is None:
+            return None
+        if query.startswith("?"):
+            self.add(f"{prefix}.query", "give the query without its leading '?'")
+            return None
+        if not self.template(query, f"{prefix}.query", _REDIRECT_QUERY_RE,
+                             "printable ASCII without spaces or '#', and placeholders"):
+            return None
+        return query
 
     def template(self, value: str, key: str, allowed: re.Pattern[str], what: str) -> bool:
         ok = True
@@ -1736,29 +1420,83 @@ class _Reader:
         if table is None:
             return None
         self.keys(table, _FIXED_RESPONSE_KEYS, prefix)
-        status = self.integer(table, "status", prefix, _REQUIRED, MIN_FIXED_RESPONSE_STATUS,
-                              MAX_FIXED_RESPONSE_STATUS)
-        content_type = self.string(table, "content_type", prefix,
-                                   DEFAULT_FIXED_RESPONSE_CONTENT_TYPE)
-        if content_type is not None and not _CONTENT_TYPE_RE.fullmatch(content_type):
+        return FixedResponse(**self.fields(FixedResponse, table, prefix, _FIXED_RESPONSE_READERS))
+
+    def fixed_content_type(self, table: dict[str, Any], prefix: str,
+                           _: dict[str, Any]) -> str | None:
+        value = self.field(FixedResponse, table, prefix, "content_type")
+        if value is not None and not _CONTENT_TYPE_RE.fullmatch(value):
             # It becomes a header value verbatim, so nothing that could end or split the line.
             self.add(f"{prefix}.content_type", "must be printable ASCII without line breaks "
                                                "or surrounding spaces")
-            content_type = None
-        text = self.string(table, "body", prefix, "", empty_ok=True)
-        body = None
-        if text is not None:
-            try:
-                body = text.encode("utf-8")
-            except UnicodeEncodeError:
-                self.add(f"{prefix}.body", "cannot be encoded as UTF-8")
-            else:
-                if len(body) > MAX_FIXED_RESPONSE_BODY_BYTES:
-                    self.add(f"{prefix}.body", f"at most {MAX_FIXED_RESPONSE_BODY_BYTES} bytes "
-                                               f"(UTF-8), got {len(body)}")
-                    body = None
-        return FixedResponse(status=status, content_type=content_type,  # type: ignore[arg-type]
-                             body=body)  # type: ignore[arg-type]
+            return None
+        return value
+
+    def fixed_body(self, table: dict[str, Any], prefix: str,
+                   _: dict[str, Any]) -> bytes | None:
+        text = self.get(table, prefix, "body", _BODY_TEXT)
+        if text is None:
+            return None
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.add(f"{prefix}.body", "cannot be encoded as UTF-8")
+            return None
+        if len(data) > MAX_FIXED_RESPONSE_BODY_BYTES:
+            self.add(f"{prefix}.body", f"at most {MAX_FIXED_RESPONSE_BODY_BYTES} bytes "
+                                       f"(UTF-8), got {len(data)}")
+            return None
+        return data
+
+
+_CHECKS: dict[Kind, Callable[[_Reader, object, str, Key], Any]] = {
+    Kind.STRING: _Reader.string_key, Kind.CHOICE: _Reader.choice_key,
+    Kind.BOOLEAN: _Reader.boolean_key, Kind.INTEGER: _Reader.integer_key,
+    Kind.SECONDS: _Reader.seconds_key,
+}
+
+
+_GATEWAY_READERS: Mapping[str, _Explicit] = MappingProxyType({
+    "workers": lambda r, table, prefix, values: r.workers(table),
+    "access_log": lambda r, table, prefix, values: r.log_target(table, "access_log", off_ok=True),
+    "connection_log": lambda r, table, prefix, values: r.log_target(table, "connection_log",
+                                                                    off_ok=True),
+    "error_log": lambda r, table, prefix, values: r.log_target(table, "error_log", off_ok=False),
+})
+_LISTENER_READERS: Mapping[str, _Explicit] = MappingProxyType({
+    "name": _Reader.listener_name,
+    "host": _Reader.listener_bind,
+    "certificates": lambda r, table, prefix, values: r.certificates(table, prefix),
+    "trust_store": _Reader.listener_trust_store,
+    "header_style": _Reader.listener_header_style,
+    "ciphers_tls12": lambda r, table, prefix, values: r.ciphers(table, prefix),
+    "rules": lambda r, table, prefix, values: r.rules(table, prefix, r.group_names,
+                                                      values["mtls"]),
+    "strip_request_headers": lambda r, table, prefix, values: r.header_globs(
+        table, "strip_request_headers", prefix),
+})
+_REDIRECT_READERS: Mapping[str, _Explicit] = MappingProxyType({
+    "status": _Reader.redirect_status, "scheme": _Reader.redirect_scheme,
+    "host": _Reader.redirect_host, "port": _Reader.redirect_port, "path": _Reader.redirect_path,
+    "query": _Reader.redirect_query,
+})
+_FIXED_RESPONSE_READERS: Mapping[str, _Explicit] = MappingProxyType({
+    "content_type": _Reader.fixed_content_type, "body": _Reader.fixed_body,
+})
+
+
+def _plan(cls: type) -> None:
+    plan = tuple((name, "" if key.kind is Kind.PART else key.toml or name, key, key.file_default,
+                  _CHECKS.get(key.kind))
+                 for name, key in keys_of(cls))
+    _PLANS[cls] = plan
+    _STEPS[cls] = {step[0]: step for step in plan}
+
+
+for _cls in (GatewaySpec, AdminSpec, ListenerSpec, CertificateSpec, RuleSpec, Redirect,
+             ClientAllow, FixedResponse, TrustStoreSpec, TargetGroupSpec, HealthCheckSpec,
+             UpstreamTLSSpec):
+    _plan(_cls)
 
 
 def _show_bind(host: str, port: int) -> str:

@@ -1323,3 +1323,77 @@ def test_loads_a_valid_document_with_random_changes(shared_dir: Path, changes):
         if _child(node, path[-1]) is not _GONE:
             node[path[-1]] = value
     _check_loads(dumps(doc), shared_dir)
+
+
+# --- the field metadata drives the reader ---------------------------------------------------------
+
+_WRONG = {  # kind -> (a value of the wrong type, the message it gets)
+    "string": (5, "expected a string, got integer"),
+    "choice": (True, "expected a string, got boolean"),
+    "boolean": ("yes", "expected a boolean (true or false), got string"),
+    "integer": (1.5, "expected an integer, got float"),
+    "seconds": ("1s", "expected a number, got string"),
+}
+
+
+def _generic_keys():
+    from gateway.spec import Kind, keys_of
+    places = [(config.ListenerSpec, ("listener", 0)), (config.GatewaySpec, ("gateway",)),
+              (config.TargetGroupSpec, ("target_group", "app")),
+              (config.HealthCheckSpec, ("target_group", "app", "health_check"))]
+    for cls, where in places:
+        for name, key in keys_of(cls):
+            if key.kind.value in _WRONG:
+                yield pytest.param(where, key.toml or name, key.kind.value,
+                                   id=f"{cls.__name__}.{name}")
+    assert Kind.EXPLICIT.value not in _WRONG
+
+
+@pytest.mark.parametrize("where,name,kind", list(_generic_keys()))
+def test_every_keyed_field_is_read_by_its_kind(workdir: Path, where, name, kind):
+    doc = minimal()
+    doc["target_group"] = {"app": {"targets": ["127.0.0.1:9000"], "health_check": {}}}
+    table = doc
+    for part in where:
+        table = table.setdefault(part, {}) if isinstance(part, str) else table[part]
+    value, message = _WRONG[kind]
+    table[name] = value
+    prefix = ".".join(p if isinstance(p, str) else f"[{p}]" for p in where).replace(".[", "[")
+    assert only_problem(workdir, doc) == Problem(str(workdir / "gateway.toml"), f"{prefix}.{name}",
+                                                 message)
+
+
+def test_mtls_is_read_as_the_enum(workdir: Path):
+    doc = full()
+    cfg = load_doc(workdir, doc)
+    assert cfg.listeners[0].mtls is config.MTLSMode.VERIFY and cfg.listeners[0].mtls.verifies
+    assert cfg.listeners[1].mtls is config.MTLSMode.PASSTHROUGH
+    assert not cfg.listeners[1].mtls.verifies
+    assert load_doc(workdir, minimal()).listeners[0].mtls is config.MTLSMode.OFF
+
+
+@pytest.mark.parametrize("cls,readers", [
+    (config.ListenerSpec, config._LISTENER_READERS),
+    (config.GatewaySpec, config._GATEWAY_READERS),
+    (config.Redirect, config._REDIRECT_READERS),
+    (config.FixedResponse, config._FIXED_RESPONSE_READERS),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_every_field_has_metadata_or_an_explicit_reader(cls, readers):
+    from gateway.spec import Kind, keys_of
+    fields = dict(keys_of(cls))
+    assert set(fields) == {f.name for f in dataclasses.fields(cls)}
+    for name, key in fields.items():
+        if key.kind is Kind.EXPLICIT:
+            assert name in readers, f"{cls.__name__}.{name} is EXPLICIT but has no reader"
+    assert set(readers) <= set(fields)
+
+
+def test_metadata_keys_are_bare_toml_keys():
+    # the walk writes `prefix.key` without quoting, which only a bare key allows
+    from gateway.spec import toml_keys
+    for cls in (config.GatewaySpec, config.AdminSpec, config.ListenerSpec, config.CertificateSpec,
+                config.RuleSpec, config.Redirect, config.ClientAllow, config.FixedResponse,
+                config.TrustStoreSpec, config.TargetGroupSpec, config.HealthCheckSpec,
+                config.UpstreamTLSSpec):
+        for key in toml_keys(cls):
+            assert config._BARE_KEY.fullmatch(key), (cls.__name__, key)
