@@ -492,7 +492,7 @@ class Connection:
         reader = self.reader
         if reader is _NO_READER:
             rt = self.rt
-            reader = self.reader = http1.RequestReader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
+            reader = self.reader = http1.request_reader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
         try:
             reader.feed(plain)
         except HTTPProtocolError as exc:
