@@ -379,6 +379,7 @@ _Explicit = Callable[["_Reader", dict[str, Any], str, dict[str, Any]], Any]
 _Step = tuple[str, str, Key, Any, "Callable[[_Reader, object, str, Key], Any] | None"]
 _PLANS: dict[type, tuple[_Step, ...]] = {}
 _STEPS: dict[type, dict[str, _Step]] = {}
+_NO_READERS: dict[str, _Explicit] = {}
 
 
 class _Reader:
@@ -399,7 +400,7 @@ class _Reader:
     # the generic reader: a table against a spec dataclass's field metadata
 
     def fields(self, cls: type, table: dict[str, Any], prefix: str,
-               readers: Mapping[str, _Explicit] = MappingProxyType({}),
+               readers: Mapping[str, _Explicit] = _NO_READERS,
                **given: Any) -> dict[str, Any]:
         """The values of every field of `cls` from `table`, in field order: those in `given` as
         they are, keyed fields by their metadata, the others by `readers[name](self, table,
@@ -407,22 +408,21 @@ class _Reader:
         handed out when there is no problem at all)."""
         values = given
         for name, toml, key, default, check in _PLANS[cls]:
-            if name in values:
-                continue
             read = readers.get(name)
             if read is not None:
                 values[name] = read(self, table, prefix, values)
             elif check is None:
-                if key.kind is Kind.EXPLICIT:
+                if key.kind is Kind.EXPLICIT and name not in values:
                     raise TypeError(f"{cls.__name__}.{name} has no reader")
-            elif toml in table:
+            elif toml not in table:
+                if default is not REQUIRED:
+                    values.setdefault(name, default)
+                elif name not in values:
+                    self.add(f"{prefix}.{toml}", "missing required key")
+                    values[name] = None
+            elif name not in values:
                 # metadata keys are bare TOML keys, so the path needs no quoting (_join)
                 values[name] = check(self, table[toml], f"{prefix}.{toml}", key)
-            elif default is REQUIRED:
-                self.add(f"{prefix}.{toml}", "missing required key")
-                values[name] = None
-            else:
-                values[name] = default
         return values
 
     def field(self, cls: type, table: dict[str, Any], prefix: str, name: str,
@@ -1456,14 +1456,14 @@ _CHECKS: dict[Kind, Callable[[_Reader, object, str, Key], Any]] = {
 }
 
 
-_GATEWAY_READERS: Mapping[str, _Explicit] = MappingProxyType({
+_GATEWAY_READERS: dict[str, _Explicit] = {
     "workers": lambda r, table, prefix, values: r.workers(table),
     "access_log": lambda r, table, prefix, values: r.log_target(table, "access_log", off_ok=True),
     "connection_log": lambda r, table, prefix, values: r.log_target(table, "connection_log",
                                                                     off_ok=True),
     "error_log": lambda r, table, prefix, values: r.log_target(table, "error_log", off_ok=False),
-})
-_LISTENER_READERS: Mapping[str, _Explicit] = MappingProxyType({
+}
+_LISTENER_READERS: dict[str, _Explicit] = {
     "name": _Reader.listener_name,
     "host": _Reader.listener_bind,
     "certificates": lambda r, table, prefix, values: r.certificates(table, prefix),
@@ -1474,15 +1474,15 @@ _LISTENER_READERS: Mapping[str, _Explicit] = MappingProxyType({
                                                       values["mtls"]),
     "strip_request_headers": lambda r, table, prefix, values: r.header_globs(
         table, "strip_request_headers", prefix),
-})
-_REDIRECT_READERS: Mapping[str, _Explicit] = MappingProxyType({
+}
+_REDIRECT_READERS: dict[str, _Explicit] = {
     "status": _Reader.redirect_status, "scheme": _Reader.redirect_scheme,
     "host": _Reader.redirect_host, "port": _Reader.redirect_port, "path": _Reader.redirect_path,
     "query": _Reader.redirect_query,
-})
-_FIXED_RESPONSE_READERS: Mapping[str, _Explicit] = MappingProxyType({
+}
+_FIXED_RESPONSE_READERS: dict[str, _Explicit] = {
     "content_type": _Reader.fixed_content_type, "body": _Reader.fixed_body,
-})
+}
 
 
 def _plan(cls: type) -> None:
