@@ -450,7 +450,7 @@ def test_every_backend_routes_the_forwarded_path_to_the_matched_rule(target, tab
     out = attempt(policy, target)
     if out is None:
         return
-    path = split_path(out)              # what the lead passes to routes.match, and what goes upstream
+    path = split_path(out)              # what the connection passes to routes.match, and what goes upstream
     matched = rule_of(table, path)
     for backend in SAFE_BACKENDS:
         assert rule_of(table, backend(path)) == matched, backend.__name__
