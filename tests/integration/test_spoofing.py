@@ -15,8 +15,8 @@ as its own key or appended to the gateway's value after a comma; the tests below
 environ holds only what the gateway set, in every mTLS mode, with and without a client certificate,
 with the native and the pure encoder.
 
-The wiring (``screen_request`` before routing, ``encode_request_head(..., policy)``) lives in
-gateway/proxy.py; these tests hold it to the contract of gateway.headers.
+The screening (``screen_request`` before routing, ``encode_request_head(..., policy)``) is done by
+the connection core (gateway/conn.py); these tests hold it to the contract of gateway.headers.
 """
 from __future__ import annotations
 
