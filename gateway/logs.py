@@ -115,9 +115,21 @@ class LogSink:
         self._fd = None
 
 
-def iso_now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+_stamp_second = -1          # the whole second _stamp_prefix was formatted for
+_stamp_prefix = ""
+
+
+def iso_now(_time=time.time) -> str:
+    """Now as ISO 8601 UTC with microseconds and a Z, for every log record. The date and time of
+    day change once a second, so they are formatted once a second (strftime is most of the cost of
+    a record's timestamp); the microseconds are added to each."""
+    global _stamp_second, _stamp_prefix
+    t = _time()
+    second = int(t)
+    if second != _stamp_second:
+        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamp_second = second
+    return f"{_stamp_prefix}.{int((t - second) * 1e6):06d}Z"
 
 
 def validity(identity) -> str:
