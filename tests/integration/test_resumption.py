@@ -382,18 +382,24 @@ def test_each_session_resumes_with_its_own_chain_on_either_worker(setup, version
     for name in ("A", "B"):
         reused, sessions[name], _, body = _get_on(ports[listener], ctxs[name], None, pids)
         assert not reused and _forwards(listener, body, chains[name][2]), (name, _identity(body))
-    # then resume each, alternating, until each has resumed on both workers (SO_REUSEPORT spreads
-    # connections by their ports); every resumption carries its own session's chain
+    # then resume each on each worker in turn: the workers share one accept queue, so with one of
+    # them stopped (SIGSTOP) the other takes the connection; every resumption carries its own
+    # session's chain, whichever worker did the full handshake
     seen = {"A": set(), "B": set()}
-    for _ in range(40):
-        for name in ("A", "B"):
-            reused, new, worker, body = _get_on(ports[listener], ctxs[name], sessions[name], pids)
-            assert reused, f"{name} did not resume"
-            assert _forwards(listener, body, chains[name][2]), (name, worker, _identity(body))
-            seen[name].add(worker)
-            sessions[name] = new    # TLS 1.3: the ticket the resumption issued, maybe by the other worker
-        if all(len(s) == 2 and None not in s for s in seen.values()):
-            break
+    for _ in range(2):
+        for stopped, serving in ((pids[0], pids[1]), (pids[1], pids[0])):
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                for name in ("A", "B"):
+                    reused, new, worker, body = _get_on(ports[listener], ctxs[name], sessions[name],
+                                                        pids)
+                    assert reused, f"{name} did not resume"
+                    assert worker == serving, (name, worker, serving)
+                    assert _forwards(listener, body, chains[name][2]), (name, worker, _identity(body))
+                    seen[name].add(worker)
+                    sessions[name] = new    # TLS 1.3: the ticket the resumption issued
+            finally:
+                os.kill(stopped, signal.SIGCONT)
     assert all(s == set(pids[:2]) for s in seen.values()), seen
 
 
