@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import headers as hdrs
-from . import http1, paths, trust
+from . import native as native_switch
+from . import paths
 from .config import Config, ListenerSpec
-from .errors import ConfigError, Problem
+from .errors import ConfigError, NativeUnavailable, Problem
 from .http1 import HTTPLimits
 from .logs import ErrorLog, LogSink
 from .metrics import NULL_OBSERVER, Observer
 from .routes import RouteTable
 from .tls import ListenerTLS
-from .tls import set_native as tls_set_native
 from .tls import fallback_reason as tls_fallback_reason
 from .trust import TrustStore
 from .upstream import TargetGroup
@@ -120,20 +120,20 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
     g = config.gateway
     errors = errors or ErrorLog(g.error_log, g.log_level)
     source = str(config.source or "<config>")
-    native = hdrs.set_native(g.native)
-    # before any TrustStore is built: a store keeps the implementation it was built with
-    trust_native = trust.set_native(g.native)
-    pump_native = tls_set_native(g.native)
-    reader_native = http1.set_native(g.native)
-    if not (trust_native == pump_native == reader_native == native):
-        native = (f"headers {native}, trust {trust_native}, tls pump {pump_native}, "
-                  f"request reader {reader_native}")
+    # which twin of each hot path this runtime gets, worked out without changing anything: it is
+    # handed to what is built here and applied only once everything validated (gateway.native)
+    try:
+        selection = native_switch.select(g.native)
+    except NativeUnavailable as exc:
+        raise ConfigError([Problem(source, "gateway.native", str(exc))]) from None
+    native = selection.describe()
     problems: list[Problem] = []
     stores: dict[str, TrustStore] = {}
     for name, spec in config.trust_stores.items():
         try:
             stores[name] = TrustStore.from_files(name, spec.ca_bundle, spec.crls, spec.deny_serials,
-                                                 generation, source)
+                                                 generation, source,
+                                                 selection.trust_implementation)
         except ConfigError as exc:
             problems.extend(exc.problems)
     groups = {}
@@ -183,13 +183,16 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
                 advertise_ca_names=spec.advertise_ca_names, min_version=spec.tls_min_version,
                 ciphers_tls12=spec.ciphers_tls12, session_tickets=spec.session_tickets,
                 session_timeout_s=spec.session_timeout_s,
-                max_chain_bytes=spec.max_client_cert_chain_bytes)
+                max_chain_bytes=spec.max_client_cert_chain_bytes,
+                message_callback=selection.message_callback,
+                trust_implementation=selection.trust_implementation)
         except Exception as exc:   # an OpenSSL refusal of a cipher string, a key, ...
             problems.append(Problem(source, f"listener[{i}]", f"TLS setup failed: {exc}"))
             continue
         listeners[spec.name] = _listener_runtime(spec, tls, ident, groups, access, conns, errors)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems)         # the selection in force stays as it was
+    native_switch.apply(selection)
     return Runtime(config, listeners, stores, groups, access, conns, errors, native, generation)
 
 

@@ -323,7 +323,8 @@ class ListenerTLS:
                  ignore_expiry: bool = False, advertise_ca_names: bool = False,
                  min_version: str = "1.2", ciphers_tls12: str = DEFAULT_CIPHERS_TLS12,
                  session_tickets: bool = True, session_timeout_s: int = 300,
-                 max_chain_bytes: int = 65536) -> None:
+                 max_chain_bytes: int = 65536, message_callback=None,
+                 trust_implementation=None) -> None:
         if mtls not in MODES:
             raise ValueError(f"mtls must be one of {MODES}")
         if mtls in ("verify", "optional") and store is None:
@@ -337,7 +338,8 @@ class ListenerTLS:
         self.max_chain_bytes = max_chain_bytes
         self.max_chain_depth = max_chain_depth
         # passthrough identities by chain key, and by session for resumptions
-        self.passthrough_cache = ChainCache() if mtls == "passthrough" else None
+        self.passthrough_cache = (ChainCache(implementation=trust_implementation)
+                                  if mtls == "passthrough" else None)
         # a client certificate may be asked for: its chain is kept with each session issued
         self.keeps_chains = mtls != "off"
         self.session_timeout_s = session_timeout_s
@@ -357,6 +359,8 @@ class ListenerTLS:
         self._exact: dict[str, SSL.Context] = {}
         self._wildcard: dict[str, SSL.Context] = {}
         self.certificate_names: dict[SSL.Context, tuple[str, ...]] = {}
+        # the message filter of the twin the runtime selected (gateway.native), else the one in force
+        self._message_callback = message_callback if message_callback is not None else _message_callback
         for cert_path, key_path, names in certificates:
             ctx = self._context(cert_path, key_path, sid, min_version, ciphers_tls12,
                                 session_tickets, session_timeout_s, advertise_ca_names)
@@ -371,7 +375,7 @@ class ListenerTLS:
         self.default_context = self._contexts[0]
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
-        self._callbacks = (_c_verify, _c_client_hello, _message_callback)
+        self._callbacks = (_c_verify, _c_client_hello, self._message_callback)
         # OpenSSL calls the servername callback of the context the SSL was made with (the
         # default one); it does the SNI switch and the check of a resumed session. Every context
         # of the listener has the same verify policy, so whatever the ClientHello says (or fails
@@ -403,7 +407,7 @@ class ListenerTLS:
         ctx.use_privatekey_file(str(key_path))
         ctx.check_privatekey()
         ctx.set_alpn_select_callback(_select_alpn)
-        _lib.SSL_CTX_set_msg_callback(ctx._context, _message_callback)
+        _lib.SSL_CTX_set_msg_callback(ctx._context, self._message_callback)
         ctx.set_session_id(sid)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
         ctx.set_timeout(timeout_s)

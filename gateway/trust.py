@@ -452,7 +452,8 @@ class TrustStore:
     @classmethod
     def from_files(cls, name: str, ca_bundle: Path, crls: tuple[Path, ...] = (),
                    deny_serials: frozenset[int] = frozenset(), generation: int = 0,
-                   source: str = "<config>") -> "TrustStore":
+                   source: str = "<config>",
+                   implementation: Implementation | None = None) -> "TrustStore":
         problems: list[Problem] = []
         cas: list[x509.Certificate] = []
         loaded_crls: list[x509.CertificateRevocationList] = []
@@ -468,7 +469,7 @@ class TrustStore:
         if problems:
             raise ConfigError(problems)
         try:
-            return cls(name, cas, loaded_crls, deny_serials, generation)
+            return cls(name, cas, loaded_crls, deny_serials, generation, implementation)
         except ValueError as exc:
             raise ConfigError([Problem(source, f"trust_store.{name}.crls", str(exc))]) from None
 

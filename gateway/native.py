@@ -1,0 +1,82 @@
+"""The one `native = "auto" | "on" | "off"` switch, for every extension at once.
+
+How this works: `select(mode)` works out, without changing anything, which twin of each hot path a
+runtime gets: the header encoder (gateway._headers_c), the trust store's data (gateway._trust_c),
+the TLS pump and its message filter (gateway._tls_c) and the HTTP/1.1 request reader
+(gateway._http1_c). `"on"` with an extension missing raises NativeUnavailable, naming it. The
+builder hands the selection to what it builds (trust stores take their implementation, TLS contexts
+their message callback) and calls `apply(selection)` only once the whole runtime validated: a
+configuration that fails to load, at start or on a reload, leaves the running selection as it was
+(ghostunnel's rule for reloads: build everything new, then swap).
+
+The modules keep their own `set_native` (the tests and benchmarks pick twins with it); this module
+is the only caller of them in the gateway's own start-up and reload path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import headers, http1, tls, trust
+from .errors import NativeUnavailable
+
+MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    mode: str
+    headers: bool       # True: the native twin
+    trust: bool
+    tls: bool
+    http1: bool
+
+    @property
+    def trust_implementation(self):
+        return trust.NATIVE if self.trust else trust.PYTHON
+
+    @property
+    def message_callback(self):
+        """The TLS message filter contexts built for this selection install."""
+        return tls.NATIVE_MESSAGE_CALLBACK if self.tls else tls._py_message_callback
+
+    def describe(self) -> str:
+        """One word when every hot path got the same twin, else each one."""
+        names = {"headers": self.headers, "trust": self.trust, "tls pump": self.tls,
+                 "request reader": self.http1}
+        if all(names.values()):
+            return "native"
+        if not any(names.values()):
+            return "python"
+        return ", ".join(f"{k} {'native' if v else 'python'}" for k, v in names.items())
+
+
+def select(mode: str) -> Selection:
+    """Which twin each hot path gets under `mode`; changes nothing. Raises NativeUnavailable for
+    "on" when an extension cannot be used (with why, for the TLS pump's self-test)."""
+    if mode not in MODES:
+        raise ValueError(f"native mode must be one of {MODES}, not {mode!r}")
+    have = {"headers": headers.NATIVE is not None, "trust": trust.NATIVE is not None,
+            "tls": tls.NATIVE_PUMP is not None, "http1": http1.NATIVE is not None}
+    if mode == "on":
+        missing = [name for name, ok in have.items() if not ok]
+        if missing:
+            why = f" ({tls.NATIVE_UNAVAILABLE})" if "tls" in missing and tls.NATIVE_UNAVAILABLE else ""
+            raise NativeUnavailable(
+                f"native = \"on\" but the native {', '.join(missing)} extension(s) cannot be used"
+                f"{why}; reinstall with `pip install -e .` to build them, or set native = \"auto\"")
+    want = mode != "off"
+    return Selection(mode, want and have["headers"], want and have["trust"], want and have["tls"],
+                     want and have["http1"])
+
+
+def apply(selection: Selection) -> None:
+    """Make `selection` the process's choice for everything built or connected from now on."""
+    for module, native in ((headers, selection.headers), (trust, selection.trust),
+                           (tls, selection.tls), (http1, selection.http1)):
+        module.set_native("on" if native else "off")
+
+
+def current() -> Selection:
+    """The selection in force (what each module's switch says now)."""
+    return Selection("current", headers.native_mode == "native", trust.native_mode == "native",
+                     tls.native_mode == "native", http1.native_mode == "native")

@@ -1,0 +1,80 @@
+"""The one native switch: worked out without side effects, applied only after a runtime validated,
+so a configuration that fails to load (at start or on a reload) leaves the running choice alone."""
+from __future__ import annotations
+
+import pytest
+
+from gateway import headers, http1, native, pki, tls, trust
+from gateway.config import loads
+from gateway.errors import ConfigError, NativeUnavailable
+from gateway.server import build_runtime
+
+
+@pytest.fixture
+def restore():
+    before = native.current()
+    yield
+    native.apply(before)
+
+
+def _config(d, native_mode: str, key: str = "server.key"):
+    return loads(f"""
+[gateway]
+native = "{native_mode}"
+access_log = "off"
+connection_log = "off"
+error_log = "-"
+
+[[listener]]
+name = "l"
+bind = "127.0.0.1:18443"     # not bound: build_runtime only builds
+certificates = [{{cert = "{d}/server.pem", key = "{d}/{key}"}}]
+mtls = "verify"
+trust_store = "main"
+
+[trust_store.main]
+ca_bundle = "{d}/ca-bundle.pem"
+""", base_dir=d)
+
+
+def test_select_changes_nothing(restore):
+    native.apply(native.select("off"))
+    chosen = native.select("auto")
+    assert chosen.headers == (headers.NATIVE is not None) and chosen.http1 == (http1.NATIVE is not None)
+    assert native.current() == native.Selection("current", False, False, False, False)
+    assert not any((chosen := native.select("off")).__getattribute__(f)
+                   for f in ("headers", "trust", "tls", "http1"))
+    assert chosen.describe() == "python"
+
+
+def test_on_names_what_is_missing(monkeypatch):
+    monkeypatch.setattr(http1, "NATIVE", None)
+    with pytest.raises(NativeUnavailable, match="http1"):
+        native.select("on")
+    assert native.select("auto").http1 is False
+
+
+def test_a_failed_build_leaves_the_selection_alone(tmp_path, restore):
+    pki.init_dir(tmp_path)
+    native.apply(native.select("off"))
+    # a configuration that loaded, whose key file is gone by the time the runtime is built (a
+    # reload racing an edit): the build fails, and with it the switch to "on"
+    cfg = _config(tmp_path, "on")
+    (tmp_path / "server.key").rename(tmp_path / "moved.key")
+    with pytest.raises(ConfigError):
+        build_runtime(cfg)
+    assert native.current().describe() == "python"      # unchanged by the failed build
+    assert headers.native_mode == trust.native_mode == tls.native_mode == http1.native_mode == "python"
+
+
+def test_a_good_build_applies_its_selection(tmp_path, restore):
+    pki.init_dir(tmp_path)
+    native.apply(native.select("off"))
+    runtime = build_runtime(_config(tmp_path, "auto"))
+    chosen = native.select("auto")
+    assert native.current() == native.Selection("current", chosen.headers, chosen.trust, chosen.tls,
+                                                chosen.http1)
+    assert runtime.native == chosen.describe()
+    # what it built got the selection too, not the one in force while it was built
+    store = runtime.trust_stores["main"]
+    assert store.impl is chosen.trust_implementation
