@@ -616,9 +616,10 @@ class Connection:
         limit = rt.spec.max_requests_per_connection
         if self.draining or (limit and self.requests >= limit):
             ex.keep_alive = False
-        if self._screened_out(ex, request, now):
+        host = _route_host(request.host)
+        if self._screened_out(ex, request, host, now):
             return
-        action = ex.action = rt.routes.match(_route_host(request.host), split_path(ex.forward_target),
+        action = ex.action = rt.routes.match(host, split_path(ex.forward_target),
                                              request.method, request.headers)
         if action.access is not None:
             refusal = self._refusal(action)
@@ -650,7 +651,8 @@ class Connection:
             self._after_answer(ex, action.response(location, ex.answer_keeps(),
                                                    request.http_version == b"1.0"), now)
 
-    def _screened_out(self, ex: Exchange, request: Request, now: float) -> bool:
+    def _screened_out(self, ex: Exchange, request: Request, route_host: bytes | None,
+                      now: float) -> bool:
         """What a request must pass before any rule sees it; True when it was refused (and
         answered). Header names a backend would fold into one the gateway sets (gateway.headers),
         the path the backend will act on (gateway.paths), and a Host that the certificate chosen by
@@ -668,8 +670,7 @@ class Connection:
             self._error("info", exc.reason, str(exc), listener=rt.spec.name, client=self.client,
                         target=request.target[:512].decode("latin-1"))
             return self._refuse(ex, exc.status, str(exc), exc.reason, now)
-        route_host = _route_host(request.host) if rt.sni_host_strict else None
-        if route_host is not None:
+        if rt.sni_host_strict and route_host is not None:
             host = route_host.lower().decode("latin-1")
             ev = self.done_event
             names = ev.certificate_names if type(ev) is HandshakeDone else ()

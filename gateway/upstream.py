@@ -122,19 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
         events: list = []
         try:
             reader.feed(data)
-            # _collect, inlined: this runs for every read of every response
-            while True:
-                event = reader.next_event()
-                if event is None:
-                    break
-                events.append(event)
-                kind = type(event)
-                if kind is EndOfMessage:
-                    if self.switching:
-                        self._switched(events)
-                    break
-                if kind is Response and event.status == 101:
-                    self.switching = True
+            self._collect(events)
         except UpstreamError as exc:
             events.append(UpstreamFailed(exc))
         owner.upstream_event(self, events)
