@@ -46,11 +46,12 @@ and an Exchange exists only while a request is in flight.
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 
 from . import headers as hdrs
 from . import http1, paths
-from .errors import HTTPProtocolError, UpstreamError
+from .errors import HTTPProtocolError, NativeUnavailable, UpstreamError
 from .exchange import (CONTINUE, UPGRADE_REFUSED, UPSTREAM_ERROR_BODIES, Exchange, UpstreamClosed,
                        UpstreamFailed)
 from .http1 import Data, EndOfMessage, Request, Response
@@ -60,7 +61,8 @@ from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed
 from .tls import _name_matches as name_matches
 
-__all__ = ["Actions", "Connection", "ConnState", "CLOSE", "ABORT", "READ_HIGH_WATER_BYTES"]
+__all__ = ["Actions", "Connection", "ConnectionCore", "ConnState", "STATE", "set_native",
+           "core_class", "CLOSE", "ABORT", "READ_HIGH_WATER_BYTES"]
 
 # Pause reading from the client when this much parsed-but-unsent request data is queued
 # (a pipelining client or a body arriving before the upstream connection is up).
@@ -125,15 +127,24 @@ class _NoRequestYet:
 _NO_READER = _NoRequestYet()
 
 
-class Connection:
-    """Serves one client connection of one listener (`rt`: the listener's runtime snapshot)."""
+# The state of a connection, one name each; `Connection` keeps it in slots, the native twin
+# (native/conn.pyx) in a C struct with the same names (tests/unit/test_conn.py holds them equal).
+STATE = ("rt", "acts", "client_ip", "client_port", "client_ip_b", "tls", "state", "reader",
+         "current", "held", "identity_lines", "done_event", "refusals", "requests",
+         "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
+         "conn_timer", "idle_deadline", "up_deadline", "tunnel_deadline", "connected_at",
+         "rx_at", "tx_at", "close_reason", "batch", "draining", "peer_done", "owner",
+         "armed")
 
-    __slots__ = ("rt", "acts", "client_ip", "client_port", "client_ip_b", "tls", "state", "reader",
-                 "current", "held", "identity_lines", "done_event", "refusals", "requests",
-                 "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
-                 "conn_timer", "idle_deadline", "up_deadline", "tunnel_deadline", "connected_at",
-                 "rx_at", "tx_at", "close_reason", "batch", "draining", "peer_done", "owner",
-                 "armed")
+
+class ConnectionCore:
+    """Serves one client connection of one listener (`rt`: the listener's runtime snapshot).
+
+    The behaviour, without a layout of its own: `Connection` adds the state as slots; the native
+    twin's class puts the C-struct core of native/conn.pyx first, whose `receive` and `_done`
+    serve the common arrival and defer to these methods for everything else."""
+
+    __slots__ = ()
 
     def __init__(self, rt, client_ip: str, client_port: int, now: float) -> None:
         self.rt = rt
@@ -402,6 +413,10 @@ class Connection:
         if state is _CLOSED or state is _CLOSING:
             return self.acts
         out, plain, events = self.tls.receive(data)
+        return self._received(out, plain, events, now)
+
+    def _received(self, out: bytes, plain: bytes, events: tuple, now: float) -> Actions:
+        """What one arrival decrypted to (the native twin hands over here what it does not serve)."""
         if out:
             self.acts.out.append(out)
         for event in events:        # usually none; in order: the plaintext came before a close
@@ -498,6 +513,10 @@ class Connection:
         except HTTPProtocolError as exc:
             self._protocol_error(exc, now)
             return
+        self._fed(now)
+
+    def _fed(self, now: float) -> None:
+        """The reader has this arrival's plaintext: serve what it makes of it."""
         self._process(now)
         if self.current is None:        # _header_started's own first test, hoisted: per arrival
             self._header_started(now)
@@ -1107,3 +1126,59 @@ def _route_host(host: bytes | None) -> bytes | None:
     slips past a host condition."""
     host = split_host(host)
     return host.rstrip(b".") or None if host is not None else None
+
+
+class Connection(ConnectionCore):
+    """The pure twin: the state in slots."""
+
+    __slots__ = STATE
+
+
+# --- twin selection ---------------------------------------------------------------------------------
+# native/conn.pyx builds gateway._conn_c: a C struct with every name of STATE and the common arrival
+# (a complete request answered by a fixed response, on a kept-alive connection) served without a
+# Python frame; everything else is these methods, over the same state. It is handed this module's
+# objects at load. tests/unit/test_conn.py runs on both classes and compares them call by call.
+
+def _load_native():
+    try:
+        c = importlib.import_module("gateway._conn_c")     # not `from gateway import`: a leaf
+        c.bind(handshake=ConnState.HANDSHAKE, open_=_OPEN, closing=_CLOSING, closed=_CLOSED,
+               no_reader=_NO_READER, request=Request, end_of_message=EndOfMessage, fixed=Fixed,
+               exchange=Exchange, protocol_error=HTTPProtocolError, headers=hdrs,
+               protected_tokens=hdrs._PROTECTED_TOKEN, general_receive=ConnectionCore.receive,
+               state=STATE)
+    except (ImportError, AttributeError):
+        # AttributeError: a stale build of the extension without these names.
+        return None
+
+    class NativeConnection(c.Core, ConnectionCore):
+        """The native twin: the state and the common arrival in C (gateway._conn_c)."""
+
+        __slots__ = ()
+
+    return NativeConnection
+
+
+NATIVE: type | None = _load_native()
+core_class: type = Connection       # what the shell makes for a new connection
+native_mode = "python"
+
+
+def set_native(mode: str) -> str:
+    """Pick the native or pure connection core: ``"auto"``, ``"on"`` or ``"off"``; returns the
+    choice. ``"on"`` without an importable extension raises NativeUnavailable."""
+    global core_class, native_mode
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
+    if mode == "on" and NATIVE is None:
+        raise NativeUnavailable("native = \"on\" but gateway._conn_c cannot be imported "
+                                "(reinstall with `pip install -e .` to build it)")
+    if mode != "off" and NATIVE is not None:
+        core_class, native_mode = NATIVE, "native"
+    else:
+        core_class, native_mode = Connection, "python"
+    return native_mode
+
+
+set_native("auto")

@@ -41,7 +41,7 @@ import enum
 import importlib
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserUpgrade,
                        HttpRequestParser, HttpResponseParser)
@@ -1281,7 +1281,9 @@ def _load_native():
         c.init(request=Request, data=Data, end_of_message=END_OF_MESSAGE, error=HTTPProtocolError,
                tokens=_tokens, llhttp_errors=_LLHTTP_ERRORS, refinements=_REFINE_REQUEST,
                no_tokens=_NO_TOKENS, max_chunk_line=MAX_CHUNK_LINE_BYTES,
-               default_limits=HTTPLimits())
+               default_limits=HTTPLimits(),
+               request_fields=tuple(f.name for f in fields(Request)),
+               data_field=fields(Data)[0].name)
         return c.RequestReader
     except (ImportError, AttributeError):
         # AttributeError: a stale build of the extension without these names.

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .conn import ABORT, CLOSE, Connection, ConnState
+from . import conn as _conn
+from .conn import ABORT, CLOSE, ConnState
 from .errors import UpstreamError
 
 __all__ = ["GatewayProtocol", "ConnState"]
@@ -51,7 +52,8 @@ class GatewayProtocol(asyncio.Protocol):
         self.rt = rt = runtime.listeners[self._listener_name]
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
-        self.core = core = Connection(rt, str(peer[0]), int(peer[1]), _monotonic())
+        # the twin chosen when this connection came (gateway.native): a reload never changes it
+        self.core = core = _conn.core_class(rt, str(peer[0]), int(peer[1]), _monotonic())
         core.owner = self
         self.timer = None
         rt.open_connections += 1

@@ -22,6 +22,7 @@ from libc.string cimport memcmp, memcpy
 
 cdef extern from "Python.h":
     int PyBytes_CheckExact(object o)
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
 # --- handed in by gateway.http1 -----------------------------------------------------------------
 
@@ -36,13 +37,23 @@ cdef object NO_TOKENS = None
 cdef object DEFAULT_LIMITS = None
 cdef Py_ssize_t MAX_CHUNK_LINE = 4096
 cdef bint _ready = False
+cdef tuple REQUEST_FIELDS = ()
+cdef object DATA_FIELD = "data"
+cdef object object_new = object.__new__
 
 
 def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinements, no_tokens,
-         max_chunk_line, default_limits):
-    """Called once by gateway.http1: the event and error classes and the tables both twins share."""
+         max_chunk_line, default_limits, request_fields, data_field):
+    """Called once by gateway.http1: the event and error classes and the tables both twins share.
+    `request_fields`: the Request's field names in order (its events are built field by field,
+    as `object.__setattr__` would, not through the frozen dataclass's __init__: a sixth of the
+    cost)."""
     global Request, Data, END_OF_MESSAGE, HTTPProtocolError, _tokens, LLHTTP_ERRORS, REFINE
-    global NO_TOKENS, MAX_CHUNK_LINE, DEFAULT_LIMITS, _ready
+    global NO_TOKENS, MAX_CHUNK_LINE, DEFAULT_LIMITS, _ready, REQUEST_FIELDS, DATA_FIELD
+    if len(request_fields) != 11:
+        raise AttributeError(f"Request has {len(request_fields)} fields, this build knows 11")
+    REQUEST_FIELDS = tuple(request_fields)
+    DATA_FIELD = data_field
     Request = request
     Data = data
     END_OF_MESSAGE = end_of_message
@@ -54,6 +65,21 @@ def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinem
     MAX_CHUNK_LINE = max_chunk_line
     DEFAULT_LIMITS = default_limits
     _ready = True
+
+
+cdef object _request_event(tuple values):
+    """Request(*values), built as its frozen dataclass's __init__ would leave it."""
+    obj = object_new(Request)
+    cdef Py_ssize_t i
+    for i in range(11):
+        PyObject_GenericSetAttr(obj, REQUEST_FIELDS[i], values[i])
+    return obj
+
+
+cdef object _data_event(bytes data):
+    obj = object_new(Data)
+    PyObject_GenericSetAttr(obj, DATA_FIELD, data)
+    return obj
 
 
 # --- byte classes (llhttp constants.ts) ------------------------------------------------------------
@@ -605,7 +631,7 @@ cdef class RequestReader:
         else:
             data = self._body_first
         self._body_first = None
-        self._push(Data(data), PyBytes_GET_SIZE(data))
+        self._push(_data_event(data), PyBytes_GET_SIZE(data))
 
     cdef int _complete(self) except -1:
         if self._body_first is not None:
@@ -1717,8 +1743,8 @@ cdef class RequestReader:
 
         self._keep_alive = keep_alive
         self._switch = upgrade is not None and self._hold_upgrades
-        self._push(Request(method, target, version, headers, keep_alive, length, chunked,
-                           expect_continue, upgrade, host, tokens), size)
+        self._push(_request_event((method, target, version, headers, keep_alive, length, chunked,
+                                   expect_continue, upgrade, host, tokens)), size)
         self._to(R_BODY)
         if chunked:
             self._framing = FR_CHUNKED

@@ -13,12 +13,26 @@ import ssl
 import pytest
 
 from gateway import config, server
-from gateway.conn import ABORT, CLOSE, Connection
+from gateway import conn as conn_mod
+from gateway.conn import ABORT, CLOSE, STATE, Connection
 from gateway.errors import UpstreamError
 from gateway.http1 import Data, EndOfMessage, Response
 from gateway.upstream import UpstreamClosed
 
 T0 = 1000.0
+
+needs_native_core = pytest.mark.skipif(
+    conn_mod.NATIVE is None, reason="gateway._conn_c is not built (run `python -m pip install -e .`)")
+CORES = [pytest.param(Connection, id="core-python"),
+         pytest.param(conn_mod.NATIVE, id="core-native", marks=needs_native_core)]
+
+
+@pytest.fixture(params=CORES, autouse=True)
+def core_class(request):
+    """Every test here runs on both twins of the core (the one `Peer` makes by default)."""
+    conn_mod.set_native("off" if request.param is Connection else "on")
+    yield request.param
+    conn_mod.set_native("auto")
 
 
 def _runtime(test_pki, **listener):
@@ -142,14 +156,14 @@ class FakeGroup:
 class Peer:
     """A TLS client and the shell's side of one core."""
 
-    def __init__(self, test_pki, rt, client="good") -> None:
+    def __init__(self, test_pki, rt, client="good", core=None) -> None:
         ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
         c = test_pki.clients[client]
         ctx.load_cert_chain(c.cert, c.key)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
         self.now = T0
-        self.core = Connection(rt, "192.0.2.7", 50123, self.now)
+        self.core = (core or conn_mod.core_class)(rt, "192.0.2.7", 50123, self.now)
         self.core.owner = self
         self.logs: list = []
         self.connects: list = []
@@ -240,8 +254,8 @@ def rt(test_pki):
     return _runtime(test_pki)
 
 
-def open_peer(test_pki, rt) -> Peer:
-    p = Peer(test_pki, rt)
+def open_peer(test_pki, rt, core=None) -> Peer:
+    p = Peer(test_pki, rt, core=core)
     p.handshake()
     assert p.core.state.name == "OPEN"
     return p
@@ -422,3 +436,76 @@ def test_drain_closes_an_idle_keep_alive_connection(test_pki, rt):
     p.send(GET)
     p.take(p.core.drain(p.now))
     assert p.closed == CLOSE and p.core.close_reason == "shutdown"
+
+
+# --- the native twin against the pure one -----------------------------------------------------------
+
+def test_the_native_core_has_the_pure_cores_state():
+    if conn_mod.NATIVE is None:
+        pytest.skip("gateway._conn_c is not built")
+    assert set(Connection.__slots__) == set(STATE)
+    assert all(hasattr(conn_mod.NATIVE, name) for name in STATE)
+    assert conn_mod.NATIVE.__slots__ == ()      # no second copy of any field
+
+
+# Arrivals that reach the native fast path and every way of leaving it: keep-alive and closing,
+# HTTP/1.0, HEAD, pipelining, partial heads, Connection options, forged header spellings, paths that
+# need normalising or are refused, a rule with a body, and a request over the per-connection limit.
+SESSIONS = [
+    [GET, GET, b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+    [b"GET /x HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: localhost\r\n\r\n", GET],
+    [b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"],
+    [GET + GET + b"GET /y?q=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+    [GET + b"GET / HTTP/1.1\r\nHo", b"st: localhost\r\n\r\n", GET],
+    [b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"],
+    [b"GET / HTTP/1.1\r\nHost: localhost\r\nX_Amzn_Mtls_Clientcert: forged\r\n\r\n", GET],
+    [b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: x-forwarded-for\r\n\r\n"],
+    [b"GET /a//b/./c/../d HTTP/1.1\r\nHost: localhost\r\n\r\n", GET],
+    [b"GET /a%2fb HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+    [b"GET /a%41b?x=%2f HTTP/1.1\r\nHost: LOCALHOST.:8443\r\n\r\n", GET],
+    [b"GET http://localhost/abs HTTP/1.1\r\nHost: localhost\r\n\r\n", GET],
+    [b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc", GET],
+    [b"GET / HTTP/1.1\r\nHost: [::1]:443\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"],
+    [b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n\r\n"],
+    [b"GET\x00 / HTTP/1.1\r\n\r\n"],
+    [GET] * 5,
+]
+
+
+def _comparable(entry):
+    kind = entry[0]
+    if kind == "error":
+        return entry[:4] + (tuple(sorted(entry[4].items())),)
+    record = dict(entry[1])
+    for key in ("time", "conn_trace_id", "tls_handshake_latency"):
+        record.pop(key, None)
+    return kind, tuple(sorted((k, repr(v)) for k, v in record.items()))
+
+
+def _run(test_pki, arrivals, core, **listener):
+    rt = _runtime(test_pki, **listener)
+    p = open_peer(test_pki, rt, core=core)
+    seen = []
+    for i, data in enumerate(arrivals):
+        p.now = T0 + 1 + i
+        p.tls.write(data)
+        p.pump()
+        state = {name: getattr(p.core, name) for name in (
+            "requests", "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
+            "conn_timer", "idle_deadline", "up_deadline", "close_reason", "draining", "peer_done",
+            "armed", "rx_at")}
+        seen.append((p.read(), p.core.state, p.closed, p.deadline, state,
+                     p.core.held is None, p.core.current is None))
+    return seen, [_comparable(e) for e in p.logs]
+
+
+@needs_native_core
+@pytest.mark.parametrize("arrivals", SESSIONS, ids=[str(i) for i in range(len(SESSIONS))])
+@pytest.mark.parametrize("listener", [{}, {"max_requests_per_connection": 2}], ids=["", "limit2"])
+def test_native_and_pure_cores_answer_alike(test_pki, arrivals, listener, core_class):
+    if core_class is not Connection:
+        pytest.skip("compares both twins itself")
+    pure = _run(test_pki, arrivals, Connection, **listener)
+    native = _run(test_pki, arrivals, conn_mod.NATIVE, **listener)
+    assert native == pure
+    assert any(out for out, *_ in pure[0])      # the session was answered at all

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import headers, http1, native, pki, tls, trust
+from gateway import conn, headers, http1, native, pki, tls, trust
 from gateway.config import loads
 from gateway.errors import ConfigError, NativeUnavailable
 from gateway.server import build_runtime
@@ -41,9 +41,9 @@ def test_select_changes_nothing(restore):
     native.apply(native.select("off"))
     chosen = native.select("auto")
     assert chosen.headers == (headers.NATIVE is not None) and chosen.http1 == (http1.NATIVE is not None)
-    assert native.current() == native.Selection("current", False, False, False, False)
+    assert native.current() == native.Selection("current", False, False, False, False, False)
     assert not any((chosen := native.select("off")).__getattribute__(f)
-                   for f in ("headers", "trust", "tls", "http1"))
+                   for f in ("headers", "trust", "tls", "http1", "conn"))
     assert chosen.describe() == "python"
 
 
@@ -64,7 +64,8 @@ def test_a_failed_build_leaves_the_selection_alone(tmp_path, restore):
     with pytest.raises(ConfigError):
         build_runtime(cfg)
     assert native.current().describe() == "python"      # unchanged by the failed build
-    assert headers.native_mode == trust.native_mode == tls.native_mode == http1.native_mode == "python"
+    assert headers.native_mode == trust.native_mode == tls.native_mode == http1.native_mode == \
+        conn.native_mode == "python"
 
 
 def test_a_good_build_applies_its_selection(tmp_path, restore):
@@ -73,7 +74,7 @@ def test_a_good_build_applies_its_selection(tmp_path, restore):
     runtime = build_runtime(_config(tmp_path, "auto"))
     chosen = native.select("auto")
     assert native.current() == native.Selection("current", chosen.headers, chosen.trust, chosen.tls,
-                                                chosen.http1)
+                                                chosen.http1, chosen.conn)
     assert runtime.native == chosen.describe()
     # what it built got the selection too, not the one in force while it was built
     store = runtime.trust_stores["main"]

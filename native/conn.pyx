@@ -1,0 +1,260 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Native twin of gateway.conn's connection core: its state in a C struct, its common arrival in C.
+
+How this works: `Core` holds every name of gateway.conn.STATE as a field (deadlines as doubles,
+flags as C ints, the rest as objects), so the pure core's methods, mixed in after it by
+gateway.conn (`NativeConnection(Core, ConnectionCore)`), read and write the same state as they do
+in the pure twin's slots. `Core` overrides two of them:
+
+* `receive`: the common arrival of a kept-alive connection, one complete request with no body
+  that the rules answer with a fixed response, is served here: TLS records in (the pump), the
+  request read (the reader's own `feed` / `next_event`), screened (header names, the path,
+  Connection options), matched, answered with the rule's prebuilt bytes, counted, logged, and the
+  idle deadline set, without a Python frame of the core's. Anything else, decided before any state
+  changes, goes to the pure methods at the point it would have reached them: the arrival's
+  decrypted bytes to `_received`, a request already taken from the reader as `held` to `_fed`
+  (the pure `_pump` takes `held` first).
+* `_done`: the end of every call (the response's one TLS write, the earliest deadline, the timer).
+
+gateway.conn hands over at load (`bind`) its state objects, event and action classes, and the
+header module (whose twin choice is read per request); nothing here imports gateway.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
+
+cdef object HANDSHAKE = None
+cdef object OPEN = None
+cdef object CLOSING = None
+cdef object CLOSED = None
+cdef object NO_READER = None
+cdef object Request = None
+cdef object EndOfMessage = None
+cdef object Fixed = None
+cdef object Exchange = None
+cdef object ProtocolError = None
+cdef object headers_module = None
+cdef dict protected_tokens = None
+cdef object general_receive = None
+
+# what gateway.paths' _NEEDS_WORK finds in a path: "%", ";", "\\", controls, space, DEL, non-ASCII
+cdef unsigned char PATH_WORK[256]
+
+
+def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
+         exchange, protocol_error, headers, protected_tokens, general_receive, state):
+    """Take gateway.conn's objects. `state`: the names the pure twin's slots have, checked here
+    against this struct's, so the two cannot drift."""
+    missing = [n for n in state if not hasattr(Core, n)]
+    if missing:
+        raise AttributeError(f"gateway._conn_c.Core lacks {missing}: a stale build")
+    _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed, exchange,
+          protocol_error, headers, protected_tokens, general_receive)
+
+
+cdef _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
+           exchange, protocol_error, headers, dict tokens, receive):
+    global HANDSHAKE, OPEN, CLOSING, CLOSED, NO_READER, Request, EndOfMessage, Fixed, Exchange
+    global ProtocolError, headers_module, protected_tokens, general_receive
+    HANDSHAKE, OPEN, CLOSING, CLOSED = handshake, open_, closing, closed
+    NO_READER = no_reader
+    Request = request
+    EndOfMessage = end_of_message
+    Fixed = fixed
+    Exchange = exchange
+    ProtocolError = protocol_error
+    headers_module = headers
+    protected_tokens = tokens
+    general_receive = receive
+    cdef int b
+    for b in range(256):
+        PATH_WORK[b] = b <= 0x20 or b >= 0x7F or b == 0x25 or b == 0x3B or b == 0x5C
+
+
+cdef inline bint _path_plain(bytes target):
+    """gateway.paths.normalize_target returns `target` itself: origin form, and before any "?"
+    nothing _NEEDS_WORK finds (no byte of PATH_WORK, no "/." and no "//")."""
+    cdef const unsigned char *t = <const unsigned char *>PyBytes_AS_STRING(target)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(target), i
+    cdef unsigned char c
+    if n == 0 or t[0] != 47:
+        return False
+    for i in range(n):
+        c = t[i]
+        if c == 63:         # "?": the query is not normalised
+            return True
+        if PATH_WORK[c]:
+            return False
+        if c == 47 and i + 1 < n and (t[i + 1] == 46 or t[i + 1] == 47):
+            return False
+    return True
+
+
+cdef inline object _path_of(bytes target):
+    """gateway.routes.split_path of an origin-form target: the path before "?"."""
+    cdef Py_ssize_t q = target.find(b"?")
+    return target if q < 0 else target[:q]
+
+
+cdef object _route_host(object host):
+    """gateway.conn._route_host: the Host without port and without a final dot, or None."""
+    cdef Py_ssize_t end
+    if not host:
+        return None
+    if host[0] == 91:       # "[": an IPv6 literal keeps its brackets
+        end = host.find(b"]")
+        if end > 0:
+            host = host[:end + 1]
+    elif b":" in host:
+        host = host.rsplit(b":", 1)[0]
+    host = host.rstrip(b".")
+    return host if host else None
+
+
+cdef class Core:
+    """The state of one client connection (every name of gateway.conn.STATE) and its common path."""
+
+    cdef public object rt, acts, client_ip, client_port, client_ip_b, tls, state, reader
+    cdef public object current, held, identity_lines, done_event, refusals
+    cdef public object close_reason, batch, owner
+    cdef public long requests
+    cdef public int conn_timer
+    cdef public bint read_paused, write_paused, header_deadline_armed, draining, peer_done
+    cdef public double conn_deadline, idle_deadline, up_deadline, tunnel_deadline
+    cdef public double connected_at, rx_at, tx_at, armed
+
+    def receive(self, data, double now):
+        """Bytes from the client (gateway.conn.ConnectionCore.receive's twin)."""
+        if (self.state is not OPEN or self.current is not None or self.held is not None
+                or self.reader is NO_READER or self.read_paused or self.write_paused
+                or self.draining or self.peer_done):
+            return general_receive(self, data, now)
+        out, plain, events = self.tls.receive(data)
+        if events or not plain:
+            return self._received(out, plain, events, now)
+        if out:
+            self.acts.out.append(out)
+        self.rx_at = now
+        reader = self.reader
+        try:
+            reader.feed(plain)
+        except ProtocolError as exc:
+            self._protocol_error(exc, now)
+            return self._done()
+        request = reader.next_event()
+        if request is None:
+            self._fed(now)
+            return self._done()
+        if not self._serve_fixed(request, now):
+            self.held = request     # the pure _pump takes it first
+            self._fed(now)
+        return self._done()
+
+    cdef bint _serve_fixed(self, request, double now) except -1:
+        """Serve `request` if it is the common case; False, having changed nothing, if not."""
+        if type(request) is not Request:
+            return False
+        if (request.chunked or request.content_length or request.upgrade is not None
+                or request.expect_continue):
+            return False
+        rt = self.rt
+        if rt.sni_host_strict:
+            return False
+        headers = request.headers
+        # screening (gateway.conn._screened_out): None for sure when every Connection option is a
+        # known harmless one and every name is standard; else the pure function decides
+        connection = request.connection
+        clean = True
+        if connection:
+            for token in connection:
+                if protected_tokens.get(token) is not False:
+                    clean = False
+                    break
+        if not clean or headers_module.first_nonstandard(headers) >= 0:
+            if headers_module.screen_request(rt.header_policy, headers, connection) is not None:
+                return False
+        target = request.target
+        if not _path_plain(target):
+            return False
+        method = request.method
+        action = rt.routes.match(_route_host(request.host), _path_of(target), method, headers)
+        if type(action) is not Fixed or action.access is not None:
+            return False
+
+        # gateway.conn._start, _after_answer and _finish for a fixed response, in their order
+        spec = rt.spec
+        self.requests += 1
+        self.header_deadline_armed = False
+        self.idle_deadline = 0.0
+        self.conn_deadline = 0.0
+        cdef bint keep = request.keep_alive
+        limit = spec.max_requests_per_connection
+        if limit and self.requests >= limit:
+            keep = False
+        if not keep:
+            payload = action.closing
+        elif request.http_version == b"1.0":
+            payload = action.head_only_10 if method == b"HEAD" else action.keep_alive_10
+        else:
+            payload = action.head_only if method == b"HEAD" else action.keep_alive
+        self.batch.append(payload)
+        if keep:
+            # the request's own EndOfMessage ends the exchange (a bodiless one comes at once)
+            end = self.reader.next_event()
+            if type(end) is not EndOfMessage:
+                raise RuntimeError(f"request reader: {end!r} after a request without a body")
+        status = action.status
+        rt.observer.request(spec.name, status, 0.0)     # now - started: started now
+        if rt.access_log.enabled:
+            ex = Exchange(request, now)
+            ex.keep_alive = keep
+            ex.action = action
+            ex.status = status
+            ex.body_queue = None
+            ex.bytes_out = len(payload)
+            ex.discard = keep
+            ex.request_done = True
+            self._log("access", ex.access_record(spec.name, self.client, self.done_event, now,
+                                                 False))
+        if not keep:
+            self._close("response_complete")
+            return True
+        self.idle_deadline = now + spec.idle_timeout_s
+        if self.held is not None or self.reader.buffered_bytes > 0:
+            # pipelined: what follows is the pure core's, from where its _finish goes on
+            self._process(now)
+            self._header_started(now)
+            self._process(now)
+            if self.current is None:
+                self._header_started(now)
+        return True
+
+    def _done(self):
+        """The end of every call (gateway.conn.ConnectionCore._done's twin)."""
+        acts = self.acts
+        batch = self.batch
+        cdef Py_ssize_t n = PyList_GET_SIZE(batch)
+        if n:
+            state = self.state
+            if state is CLOSING or state is CLOSED:
+                del batch[:]
+            else:
+                data = batch[0] if n == 1 else b"".join(batch)
+                del batch[:]
+                out = self.tls.send(data)
+                if out:
+                    acts.out.append(out)
+        cdef double d = self.conn_deadline, o = self.idle_deadline
+        if o and (not d or o < d):
+            d = o
+        o = self.up_deadline
+        if o and (not d or o < d):
+            d = o
+        o = self.tunnel_deadline
+        if o and (not d or o < d):
+            d = o
+        acts.deadline = d
+        if d and (d < self.armed or not self.armed):
+            self.armed = d
+            acts.rearm = d
+            acts.more = True
+        return acts
