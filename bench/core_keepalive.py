@@ -1,0 +1,145 @@
+"""One keep-alive request through the gateway's shell and core, in process: native core vs pure.
+
+How this works: a `verify` listener answering a fixed response, one `GatewayProtocol` in this
+process over a memory transport, a real TLS client (Python's ssl over memory BIOs) that has done
+its handshake; each request is one TLS record in and one out. Only the server's side is timed
+(`data_received`, perf_counter around it). `--core` picks the connection core's twin, every other
+hot path stays native. With `--count N` it serves N requests and prints nothing, for counting
+instructions with valgrind (the difference of two counts, machine noise aside):
+
+    python -m bench.core_keepalive [--core native|python] [--rounds 7] [--requests 20000]
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python -m bench.core_keepalive --count N --pki DIR
+
+(`--pki DIR` keeps the generated certificates in DIR and reuses them, so that two counts differ by
+the requests only.)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import ssl
+import tempfile
+import time
+from pathlib import Path
+
+from . import certs
+from .proxy_keepalive import _MemoryTransport
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n"
+
+
+def _config(pki: certs.BenchPKI) -> str:
+    return f"""
+[gateway]
+workers = 1
+access_log = "off"
+connection_log = "off"
+log_level = "warning"
+
+[[listener]]
+name = "bench"
+bind = "127.0.0.1:1"
+certificates = [{{cert = "{pki.server_certs['ecdsa']}", key = "{pki.server_keys['ecdsa']}"}}]
+mtls = "verify"
+trust_store = "bench"
+header_style = "alb"
+max_requests_per_connection = 0
+
+[[listener.rule]]
+action = "fixed-response"
+fixed_response = {{status = 200, content_type = "text/plain", body = "ok"}}
+
+[trust_store.bench]
+ca_bundle = "{pki.ca_bundle}"
+"""
+
+
+def _pki(workdir: Path, keep: Path | None) -> certs.BenchPKI:
+    import pickle
+
+    if keep is None:
+        return certs.make(workdir / "pki")
+    saved = keep / "pki.pickle"
+    if saved.exists():
+        return pickle.loads(saved.read_bytes())
+    pki = certs.make(keep)
+    saved.write_bytes(pickle.dumps(pki))
+    return pki
+
+
+def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
+        keep: Path | None = None) -> list[float]:
+    import uvloop
+
+    from gateway import config
+    from gateway import conn as conn_mod
+    from gateway.proxy import GatewayProtocol
+    from gateway.server import build_runtime
+
+    pki = _pki(workdir, keep)
+    runtime = build_runtime(config.loads(_config(pki)))
+    conn_mod.set_native("on" if core == "native" else "off")
+
+    async def main() -> list[float]:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(pki.root)
+        ctx.load_cert_chain(pki.client_cert, pki.client_key)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        proto = GatewayProtocol(lambda: runtime, "bench")
+        proto.connection_made(_MemoryTransport(incoming.write))
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                proto.data_received(outgoing.read())
+        if outgoing.pending:
+            proto.data_received(outgoing.read())
+        clock = time.perf_counter
+
+        def one() -> float:
+            client.write(REQUEST)
+            record = outgoing.read()
+            started = clock()
+            proto.data_received(record)
+            spent = clock() - started
+            if not client.read(65536).startswith(b"HTTP/1.1 200"):
+                raise RuntimeError("the gateway did not answer 200")
+            return spent
+
+        if count:
+            for _ in range(count):
+                one()
+            return []
+        for _ in range(2000):
+            one()
+        return [sum(one() for _ in range(requests)) / requests * 1e6 for _ in range(rounds)]
+
+    return uvloop.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.core_keepalive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--core", choices=("native", "python"), default="native")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--pki", type=Path, default=None)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-core-bench-"))
+    try:
+        rounds = run(args.core, args.rounds, args.requests, args.count, workdir, args.pki)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if rounds:
+        print(f"core {args.core}: {min(rounds):.2f} us per request in data_received (fastest of "
+              f"{len(rounds)} rounds of {args.requests}: {', '.join(f'{r:.2f}' for r in rounds)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
