@@ -21,6 +21,7 @@ header module (whose twin choice is read per request); nothing here imports gate
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
+from libc.string cimport memchr
 
 cdef object HANDSHAKE = None
 cdef object OPEN = None
@@ -95,7 +96,7 @@ cdef inline object _path_of(bytes target):
     return target if q < 0 else target[:q]
 
 
-cdef object _route_host(object host):
+cdef object _route_host(bytes host):
     """gateway.conn._route_host: the Host without port and without a final dot, or None."""
     cdef Py_ssize_t end
     if not host:
@@ -104,7 +105,7 @@ cdef object _route_host(object host):
         end = host.find(b"]")
         if end > 0:
             host = host[:end + 1]
-    elif b":" in host:
+    elif memchr(PyBytes_AS_STRING(host), 58, PyBytes_GET_SIZE(host)) != NULL:     # ":"
         host = host.rsplit(b":", 1)[0]
     host = host.rstrip(b".")
     return host if host else None
