@@ -58,7 +58,8 @@ from .http1 import Data, EndOfMessage, Request, Response
 from .identity import serial_hex
 from .logs import iso_now, validity
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
-from .tls import HandshakeDone, HandshakeFailed, PeerClosed
+from . import tls as tls_mod
+from .tls import HandshakeDone, HandshakeFailed, PeerClosed, TLSState
 from .tls import _name_matches as name_matches
 
 __all__ = ["Actions", "Connection", "ConnectionCore", "ConnState", "STATE", "set_native",
@@ -1147,7 +1148,8 @@ def _load_native():
                no_reader=_NO_READER, request=Request, end_of_message=EndOfMessage, fixed=Fixed,
                exchange=Exchange, protocol_error=HTTPProtocolError, headers=hdrs,
                protected_tokens=hdrs._PROTECTED_TOKEN, general_receive=ConnectionCore.receive,
-               state=STATE)
+               state=STATE, tls_open=TLSState.OPEN, tls_failed=TLSState.FAILED,
+               pump_codes=(tls_mod.WANT, tls_mod.FAILED))
     except (ImportError, AttributeError):
         # AttributeError: a stale build of the extension without these names.
         return None

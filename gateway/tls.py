@@ -57,7 +57,8 @@ REQUIRED_BINDINGS = (
     "BIO_free", "BIO_get_mem_data", "BIO_new", "BIO_read", "BIO_s_mem", "BIO_write",
     "ERR_clear_error", "SSL_CTX_set_msg_callback", "SSL_CTX_set_tlsext_servername_callback",
     "SSL_CTX_set_verify", "SSL_SESSION_get_master_key", "SSL_do_handshake", "SSL_get_error",
-    "SSL_get_ex_data_X509_STORE_CTX_idx", "SSL_get_session", "SSL_read", "SSL_session_reused",
+    "SSL_get_ex_data_X509_STORE_CTX_idx", "SSL_get_session", "SSL_pending", "SSL_read",
+    "SSL_session_reused",
     "SSL_set_bio", "SSL_shutdown", "SSL_write", "X509_STORE_CTX_get_current_cert",
     "X509_STORE_CTX_get_error_depth", "X509_STORE_CTX_get_ex_data", "X509_STORE_CTX_set_error",
     "X509_V_ERR_CERT_CHAIN_TOO_LONG", "X509_V_ERR_CERT_HAS_EXPIRED", "X509_V_ERR_CERT_REJECTED",
@@ -502,7 +503,7 @@ _SSL_ERROR_SYSCALL = 5
 _SSL_ERROR_ZERO_RETURN = 6
 _PUMP_FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
                    "SSL_get_error", "ERR_clear_error", "BIO_new", "BIO_s_mem", "SSL_set_bio",
-                   "BIO_get_mem_data", "BIO_free")
+                   "BIO_get_mem_data", "BIO_free", "SSL_pending")
 
 
 def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
@@ -623,6 +624,10 @@ class PyPump:
             r = _lib.SSL_read(ssl, buf, _CHUNK)
             if r > 0:
                 parts.append(_ffi.buffer(buf, r)[:])
+                if _lib.BIO_get_mem_data(self._rbio, _MEM_DATA) <= 0 and _lib.SSL_pending(ssl) <= 0:
+                    # nothing left to read: the SSL_read that would only say want-read is not made
+                    code = WANT
+                    break
                 continue
             e = _lib.SSL_get_error(ssl, r)
             if e == _SSL_ERROR_WANT_READ:

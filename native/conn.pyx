@@ -36,18 +36,29 @@ cdef object ProtocolError = None
 cdef object headers_module = None
 cdef dict protected_tokens = None
 cdef object general_receive = None
+cdef object TLS_OPEN = None         # gateway.tls.TLSState.OPEN
+cdef object TLS_FAILED = None
+cdef enum:
+    PUMP_WANT = 0                   # gateway.tls.WANT: what a pump's read and write return
+    PUMP_FAILED = 3                 # gateway.tls.FAILED
 
 # what gateway.paths' _NEEDS_WORK finds in a path: "%", ";", "\\", controls, space, DEL, non-ASCII
 cdef unsigned char PATH_WORK[256]
 
 
 def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
-         exchange, protocol_error, headers, protected_tokens, general_receive, state):
+         exchange, protocol_error, headers, protected_tokens, general_receive, state, tls_open,
+         tls_failed, pump_codes):
     """Take gateway.conn's objects. `state`: the names the pure twin's slots have, checked here
-    against this struct's, so the two cannot drift."""
+    against this struct's, so the two cannot drift; `pump_codes`: gateway.tls's (WANT, FAILED),
+    checked against this module's."""
+    global TLS_OPEN, TLS_FAILED
     missing = [n for n in state if not hasattr(Core, n)]
     if missing:
         raise AttributeError(f"gateway._conn_c.Core lacks {missing}: a stale build")
+    if tuple(pump_codes) != (PUMP_WANT, PUMP_FAILED):
+        raise AttributeError(f"gateway._conn_c: pump codes {pump_codes} are not its own")
+    TLS_OPEN, TLS_FAILED = tls_open, tls_failed
     _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed, exchange,
           protocol_error, headers, protected_tokens, general_receive)
 
@@ -129,9 +140,15 @@ cdef class Core:
                 or self.reader is NO_READER or self.read_paused or self.write_paused
                 or self.draining or self.peer_done):
             return general_receive(self, data, now)
-        out, plain, events = self.tls.receive(data)
-        if events or not plain:
-            return self._received(out, plain, events, now)
+        # gateway.tls.TLSConnection.receive of an open connection, its pump called from here
+        tls = self.tls
+        if tls.state is not TLS_OPEN or tls._renegotiating:
+            return general_receive(self, data, now)
+        code, plain, out = tls._pump.read(data)
+        if code != PUMP_WANT or tls._renegotiating:
+            return self._received(out, plain, (tls._read_ended(code),), now)
+        if not plain:
+            return self._received(out, plain, (), now)
         if out:
             self.acts.out.append(out)
         self.rx_at = now
@@ -241,7 +258,15 @@ cdef class Core:
             else:
                 data = batch[0] if n == 1 else b"".join(batch)
                 del batch[:]
-                out = self.tls.send(data)
+                tls = self.tls
+                if tls.state is TLS_OPEN:
+                    # gateway.tls.TLSConnection.send of an open connection
+                    code, out = tls._pump.write(data)
+                    if code == PUMP_FAILED:
+                        tls._to(TLS_FAILED)
+                        out = b""
+                else:
+                    out = tls.send(data)
                 if out:
                     acts.out.append(out)
         cdef double d = self.conn_deadline, o = self.idle_deadline

@@ -26,6 +26,7 @@ ctypedef void *(*method_fn)() noexcept
 ctypedef void (*set_bio_fn)(void *ssl, void *rbio, void *wbio) noexcept
 ctypedef long (*mem_data_fn)(void *bio, char **data) noexcept
 ctypedef int (*bio_free_fn)(void *bio) noexcept
+ctypedef int (*pending_fn)(const void *ssl) noexcept
 
 cdef ssl_fn c_do_handshake = NULL
 cdef ssl_fn c_shutdown = NULL
@@ -40,6 +41,7 @@ cdef method_fn c_bio_s_mem = NULL
 cdef set_bio_fn c_set_bio = NULL
 cdef mem_data_fn c_mem_data = NULL
 cdef bio_free_fn c_bio_free = NULL
+cdef pending_fn c_ssl_pending = NULL
 cdef object error_factory = None
 cdef object renewed_hook = None
 
@@ -65,7 +67,7 @@ cdef enum:
 
 FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
              "SSL_get_error", "ERR_clear_error", "BIO_new", "BIO_s_mem", "SSL_set_bio",
-             "BIO_get_mem_data", "BIO_free")
+             "BIO_get_mem_data", "BIO_free", "SSL_pending")
 
 
 def bind(dict addresses, factory, renewed):
@@ -73,7 +75,7 @@ def bind(dict addresses, factory, renewed):
     told of new BIOs (so the pyOpenSSL Connection never holds a freed pointer)."""
     global c_do_handshake, c_shutdown, c_ssl_read, c_ssl_write, c_bio_read, c_bio_write
     global c_get_error, c_clear_error, error_factory, renewed_hook
-    global c_bio_new, c_bio_s_mem, c_set_bio, c_mem_data, c_bio_free
+    global c_bio_new, c_bio_s_mem, c_set_bio, c_mem_data, c_bio_free, c_ssl_pending
     for name in FUNCTIONS:
         if not addresses.get(name):
             raise ValueError(f"no address for {name}")
@@ -90,6 +92,7 @@ def bind(dict addresses, factory, renewed):
     c_set_bio = <set_bio_fn><uintptr_t>addresses["SSL_set_bio"]
     c_mem_data = <mem_data_fn><uintptr_t>addresses["BIO_get_mem_data"]
     c_bio_free = <bio_free_fn><uintptr_t>addresses["BIO_free"]
+    c_ssl_pending = <pending_fn><uintptr_t>addresses["SSL_pending"]
     error_factory = factory
     renewed_hook = renewed
 
@@ -243,8 +246,10 @@ cdef class Pump:
 
     def read(self, bytes data):
         """Feed `data`, read all the plaintext it completes; returns (WANT | CLOSED | FAILED,
-        plaintext, records to send)."""
+        plaintext, records to send). Once a record was read and neither the BIO nor OpenSSL holds
+        anything more, the SSL_read that would only say want-read is not made."""
         cdef char buf[CHUNK]
+        cdef char *left = NULL
         cdef int used = 0, r, e, code = WANT
         cdef list parts = None
         if PyBytes_GET_SIZE(data):
@@ -259,6 +264,8 @@ cdef class Pump:
                         parts = []
                     parts.append(PyBytes_FromStringAndSize(buf, used))
                     used = 0
+                if c_mem_data(self.rbio, &left) <= 0 and c_ssl_pending(self.ssl) <= 0:
+                    break       # code is WANT
                 continue
             e = c_get_error(self.ssl, r)
             if e == E_WANT_READ:
