@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=997, help="samples per second")
     parser.add_argument("--clients", type=int, default=4, help="s_time processes or ab -c")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="also keep py-spy's collapsed stacks in this file")
     args = parser.parse_args(argv)
     pyspy = shutil.which("py-spy")
     if pyspy is None:
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"py-spy failed: {spy.stderr.strip()[-500:]}", file=sys.stderr)
                 return 1
             stages = parse_raw(raw.read_text())
+            if args.raw is not None:
+                shutil.copyfile(raw, args.raw)
         finally:
             for c in clients:
                 if c.poll() is None:

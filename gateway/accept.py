@@ -22,6 +22,7 @@ import socket
 
 ACCEPT_BATCH = 64           # accept() calls per readiness event, so one busy listener cannot hog the loop
 ACCEPT_RETRY_S = 1.0        # after EMFILE/ENFILE/ENOBUFS/ENOMEM: try again this much later
+_SOCK_STREAM = int(socket.SOCK_STREAM)
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
@@ -57,6 +58,9 @@ class Acceptor:
         self.closed = False
         self._retry: asyncio.TimerHandle | None = None
         self._fd = sock.fileno()
+        # plain ints for the accepted sockets' constructor: the socket's `family` and `type`
+        # properties build enums on every read
+        self._family = int(sock.family)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -100,7 +104,10 @@ class Acceptor:
                                       f"accepting more for now", listener=self.name)
                 return
             try:
-                conn, _ = sock.accept()
+                # _accept(), not accept(): the fd alone, and one socket object made from plain ints
+                # (accept() reads the listener's family and type as enums for every connection).
+                # No setblocking(): libuv's uv_tcp_open makes the descriptor non-blocking itself.
+                fd, _ = sock._accept()
             except (BlockingIOError, InterruptedError):
                 return      # another worker took it, or nothing left
             except ConnectionAbortedError:
@@ -114,7 +121,7 @@ class Acceptor:
                     self._retry = self.loop.call_later(ACCEPT_RETRY_S, self._after_retry)
                     return
                 continue
-            conn.setblocking(False)
+            conn = socket.socket(self._family, _SOCK_STREAM, 0, fd)
             self.active += 1
             self.loop.create_task(self._admit(conn, _Slot(self)))
 
