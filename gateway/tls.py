@@ -64,6 +64,10 @@ REQUIRED_BINDINGS = (
     "X509_V_ERR_CERT_CHAIN_TOO_LONG", "X509_V_ERR_CERT_HAS_EXPIRED", "X509_V_ERR_CERT_REJECTED",
     "X509_V_ERR_CERT_REVOKED", "X509_V_ERR_INVALID_PURPOSE",
     "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "X509_up_ref",
+    "SSL_CTX_set_alpn_select_cb", "SSL_get0_alpn_selected", "SSL_get_servername",
+    "TLSEXT_NAMETYPE_host_name", "SSL_get_peer_certificate", "SSL_get_peer_cert_chain",
+    "sk_X509_num", "sk_X509_value", "SSL_get_version", "SSL_get_current_cipher",
+    "SSL_CIPHER_get_name", "SSL_set_SSL_CTX",
 )
 
 
@@ -204,10 +208,74 @@ _x509_up_ref = _lib.X509_up_ref
 _X509_from_ptr = crypto.X509._from_raw_x509_ptr
 
 
+# -- facts of one SSL, read through the bindings (both twins: a native connection has no pyOpenSSL
+# Connection to ask, and these are what its methods do) ------------------------------------------
+_NAMETYPE_HOST = _lib.TLSEXT_NAMETYPE_host_name
+_ALPN_OUT = _ffi.new("const unsigned char **")
+_ALPN_LEN = _ffi.new("unsigned int *")
+
+
+def _servername(ssl) -> bytes | None:
+    name = _lib.SSL_get_servername(ssl, _NAMETYPE_HOST)
+    return _ffi.string(name) if name != _ffi.NULL else None
+
+
+def _peer_leaf_der(ssl) -> bytes | None:
+    """The DER of the peer's certificate (SSL_get_peer_certificate: a reference of our own,
+    which the X509 wrapper frees), or None."""
+    x = _lib.SSL_get_peer_certificate(ssl)
+    if x == _ffi.NULL:
+        return None
+    return _dump(_ASN1, _X509_from_ptr(x))
+
+
+def _peer_chain_ders(ssl) -> tuple[bytes, ...] | None:
+    """SSL_get_peer_cert_chain as DER (on a server: without the leaf), or None without one."""
+    stack = _lib.SSL_get_peer_cert_chain(ssl)
+    if stack == _ffi.NULL:
+        return None
+    out = []
+    for i in range(_lib.sk_X509_num(stack)):
+        x = _lib.sk_X509_value(stack, i)
+        _x509_up_ref(x)
+        out.append(_dump(_ASN1, _X509_from_ptr(x)))
+    return tuple(out)
+
+
+def _version_name(ssl) -> str:
+    return _ffi.string(_lib.SSL_get_version(ssl)).decode("ascii")
+
+
+def _cipher_name(ssl) -> str:
+    cipher = _lib.SSL_get_current_cipher(ssl)
+    return _ffi.string(_lib.SSL_CIPHER_get_name(cipher)).decode("ascii") if cipher != _ffi.NULL else ""
+
+
+def _alpn_selected(ssl) -> bytes:
+    _lib.SSL_get0_alpn_selected(ssl, _ALPN_OUT, _ALPN_LEN)
+    n = _ALPN_LEN[0]
+    return _ffi.buffer(_ALPN_OUT[0], n)[:] if n else b""
+
+
 def _current_cert_der(store) -> bytes:
     x = _store_cert(store)
     _x509_up_ref(x)
     return _dump(_ASN1, _X509_from_ptr(x))
+
+
+_reverse_get = _Connection._reverse_mapping.get
+_native_owner = None        # gateway._tls_c.owner_of once the native pump is bound (_load_native)
+
+
+def _owner(ssl) -> "TLSConnection | None":
+    """The TLSConnection of an SSL (a cffi `SSL *`): one the native pump made (no pyOpenSSL
+    Connection: gateway._tls_c's registry), else a pyOpenSSL Connection's app data."""
+    if _native_owner is not None:
+        tc = _native_owner(int(_ffi.cast("uintptr_t", ssl)))
+        if tc is not None:
+            return tc
+    conn = _reverse_get(ssl)
+    return conn._app_data if conn is not None else None
 
 
 def _keep_callback_error(ssl, where: str, exc: BaseException) -> None:
@@ -215,9 +283,7 @@ def _keep_callback_error(ssl, where: str, exc: BaseException) -> None:
     outcome names it (httptools keeps `_last_error` for the same reason): an exception may not
     cross the C boundary, but it must not vanish either."""
     try:
-        tc = _Connection._reverse_mapping[ssl]._app_data
-        if tc._callback_error is None:
-            tc._callback_error = f"{where} callback: {type(exc).__name__}: {exc}"[:400]
+        _owner(ssl)._keep_error(where, exc)
     except BaseException:   # noqa: BLE001 - the connection is gone or not ours: nothing to keep
         pass
 
@@ -230,8 +296,7 @@ def _c_verify(ok: int, store) -> int:
     the X509_V_ERR_* whose alert fits the verify status (REFUSAL_ALERTS). Nothing may cross the C
     boundary: any exception is a refusal (internal_error)."""
     try:
-        tc = _Connection._reverse_mapping[_store_ssl(store, _STORE_SSL_IDX)]._app_data
-        refused = tc._on_verify(store, _store_depth(store), ok)
+        refused = _owner(_store_ssl(store, _STORE_SSL_IDX))._on_verify(store, _store_depth(store), ok)
         if refused is None:
             # accepted at the gateway's level: OpenSSL's own complaint (its store is empty) must not
             # linger as the connection's verify result (pyOpenSSL's wrapper does the same)
@@ -256,8 +321,7 @@ def _c_client_hello(ssl, alert, arg) -> int:
     binder checked) and that session's peer certificate is readable. Returning ALERT_FATAL with
     *alert set sends that alert before the ServerHello. Any exception refuses (internal_error)."""
     try:
-        conn = _Connection._reverse_mapping[ssl]
-        return conn._app_data._on_client_hello(conn, alert)
+        return _owner(ssl)._on_client_hello(alert)
     except BaseException as exc:   # noqa: BLE001 - fail closed
         try:
             alert[0] = ALERT_INTERNAL_ERROR
@@ -376,7 +440,12 @@ class ListenerTLS:
         self.default_context = self._contexts[0]
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
-        self._callbacks = (_c_verify, _c_client_hello, self._message_callback)
+        self._callbacks = (_c_verify, _c_client_hello, _c_select_alpn, self._message_callback)
+        # connections of this listener get an SSL of their own, without a pyOpenSSL Connection,
+        # when the native pump can make one and these contexts carry the native message filter
+        # (which finds such connections by the SSL's address)
+        self._native_setup = (NATIVE_SERVER is not None
+                              and self._message_callback is NATIVE_MESSAGE_CALLBACK)
         # OpenSSL calls the servername callback of the context the SSL was made with (the
         # default one); it does the SNI switch and the check of a resumed session. Every context
         # of the listener has the same verify policy, so whatever the ClientHello says (or fails
@@ -407,7 +476,9 @@ class ListenerTLS:
         ctx.use_certificate_chain_file(str(cert_path))
         ctx.use_privatekey_file(str(key_path))
         ctx.check_privatekey()
-        ctx.set_alpn_select_callback(_select_alpn)
+        # our own ALPN callback, not pyOpenSSL's wrapper (which finds the pyOpenSSL Connection of
+        # the SSL, and the native twin makes none)
+        _lib.SSL_CTX_set_alpn_select_cb(ctx._context, _c_select_alpn, _ffi.NULL)
         _lib.SSL_CTX_set_msg_callback(ctx._context, self._message_callback)
         ctx.set_session_id(sid)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
@@ -430,12 +501,12 @@ class ListenerTLS:
                                             for ca in self.store.cas])
         return ctx
 
-    def _on_sni(self, conn: SSL.Connection) -> None:
+    def _on_sni(self, tc: "TLSConnection") -> None:
         """Switch to the certificate the client's SNI names (an unknown or absent name: the
         default one). Called from the servername callback, which catches what this raises."""
         if len(self._contexts) == 1:
             return
-        raw = conn.get_servername()
+        raw = _servername(tc._ssl)
         if not raw:
             return
         name = raw.decode("ascii", "replace").lower().rstrip(".")
@@ -443,15 +514,46 @@ class ListenerTLS:
         if ctx is None:
             ctx = self._wildcard.get(name.partition(".")[2])
         if ctx is not None and ctx is not self.default_context:
-            conn.set_context(ctx)
+            tc._set_context(ctx)
 
     def connection(self) -> "TLSConnection":
         return TLSConnection(self)
 
 
-def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
-    # Only http/1.1 is spoken; never pick h2 just because the client offers it.
-    return _ALPN_HTTP11 if _ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+_SSL_TLSEXT_ERR_NOACK = 3
+
+
+def select_alpn(offered: bytes) -> int:
+    """The offset in `offered` (the ClientHello's ALPN list: length-prefixed names, RFC 7301 3.1)
+    of the protocol chosen, or -1 for none. Only http/1.1 is spoken; never pick h2 just because the
+    client offers it."""
+    i, n = 0, len(offered)
+    while i < n:
+        size = offered[i]
+        end = i + 1 + size
+        if end > n:
+            return -1       # a malformed list (OpenSSL checks it first): nothing is chosen
+        if offered[i + 1:end] == _ALPN_HTTP11:
+            return i + 1
+        i = end
+    return -1
+
+
+@_ffi.callback("int(SSL *, const unsigned char **, unsigned char *, const unsigned char *, "
+               "unsigned int, void *)")
+def _c_select_alpn(ssl, out, outlen, inp, inlen, arg) -> int:
+    """OpenSSL's ALPN select callback: point at http/1.1 in the client's own list, or carry on
+    without ALPN (NOACK), as pyOpenSSL's NO_OVERLAPPING_PROTOCOLS does. Stateless: no connection
+    is looked up. An exception answers NOACK."""
+    try:
+        at = select_alpn(_ffi.buffer(inp, inlen)[:])
+        if at < 0:
+            return _SSL_TLSEXT_ERR_NOACK
+        out[0] = inp + at
+        outlen[0] = len(_ALPN_HTTP11)
+        return _SSL_TLSEXT_ERR_OK
+    except BaseException:   # noqa: BLE001 - nothing crosses the C boundary
+        return _SSL_TLSEXT_ERR_NOACK
 
 
 # -- the message callback ----------------------------------------------------------------------------
@@ -506,10 +608,12 @@ _PUMP_FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", 
                    "BIO_get_mem_data", "BIO_free", "SSL_pending")
 
 
-def _tls_error(conn: SSL.Connection, code: int) -> SSL.Error:
+def _tls_error(conn: SSL.Connection | None, code: int) -> SSL.Error:
     """The exception pyOpenSSL would raise for SSL_get_error() == `code`: a problem recorded by one
-    of pyOpenSSL's callback helpers first, else OpenSSL's error queue, which this consumes."""
-    ctx = conn.get_context()
+    of pyOpenSSL's callback helpers first (a pyOpenSSL Connection's context may have them; the
+    gateway's own contexts install none), else OpenSSL's error queue, which this consumes. `conn`
+    is None for a connection the native pump made itself."""
+    ctx = conn.get_context() if conn is not None else None
     for name in ("_verify_helper", "_alpn_select_helper", "_ocsp_helper"):
         helper = getattr(ctx, name, None)
         if helper is not None:
@@ -691,6 +795,13 @@ def _load_native():
     addresses = {n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n))) for n in _PUMP_FUNCTIONS}
     _tls_c.bind(addresses, _tls_error, _bios_renewed)
     cast, Pump = _ffi.cast, _tls_c.Pump
+    global NATIVE_SERVER, _native_owner
+    server_functions = getattr(_tls_c, "SERVER_FUNCTIONS", None)
+    if server_functions is not None and not missing_bindings(_openssl.lib, server_functions):
+        _tls_c.bind_server({n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n)))
+                            for n in server_functions}, _lib.SSL_MODE_AUTO_RETRY)
+        NATIVE_SERVER = _tls_c.server
+        _native_owner = _tls_c.owner_of
 
     def native_pump(conn: SSL.Connection):
         return Pump(conn, int(cast("uintptr_t", conn._ssl)), int(cast("uintptr_t", conn._into_ssl)),
@@ -706,6 +817,9 @@ def _load_native():
 
 
 NATIVE_MESSAGE_CALLBACK = None
+# gateway._tls_c.server: a connection's SSL made without a pyOpenSSL Connection (None: an old build,
+# or bindings without SSL_new & co.: connections then get a pyOpenSSL Connection and the native pump)
+NATIVE_SERVER = None
 NATIVE_UNAVAILABLE: str | None = None      # why the native pump is not there, when it is not
 NATIVE_PUMP = _load_native()
 _make_pump = _py_pump
@@ -746,17 +860,28 @@ set_native("auto")
 class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
-    __slots__ = ("_tls", "_conn", "_pump", "state", "_chain", "_decision", "_verdict", "_called",
-                 "started", "handshake_s", "identity", "_resumed", "_renegotiating", "_cert_bytes",
-                 "_hello_seen", "_sessions", "_resumed_session", "_callback_error")
+    __slots__ = ("_tls", "_conn", "_ssl", "_ctx", "_pump", "state", "_chain", "_decision",
+                 "_verdict", "_called", "started", "handshake_s", "identity", "_resumed",
+                 "_renegotiating", "_cert_bytes", "_hello_seen", "_sessions", "_resumed_session",
+                 "_callback_error", "__weakref__")
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
-        conn = SSL.Connection(tls.default_context, None)
-        conn.set_accept_state()
-        conn.set_app_data(self)
-        self._conn = conn
-        self._pump = _make_pump(conn)
+        self._ctx = tls.default_context
+        if tls._native_setup and _make_pump is NATIVE_PUMP:
+            # the native twin: the SSL and its BIOs made in one call, owned by the pump, found by
+            # OpenSSL's callbacks through the pump's registry (weakly: see gateway._tls_c.server)
+            pump = NATIVE_SERVER(int(_ffi.cast("uintptr_t", self._ctx._context)), self)
+            self._conn = None
+            self._ssl = _ffi.cast("SSL *", pump.ssl_address)
+        else:
+            conn = SSL.Connection(self._ctx, None)
+            conn.set_accept_state()
+            conn.set_app_data(self)
+            self._conn = conn
+            self._ssl = conn._ssl
+            pump = _make_pump(conn)
+        self._pump = pump
         self.state = TLSState.HANDSHAKING
         self._chain: list[bytes] = []
         self._decision: bool | None = None
@@ -772,6 +897,18 @@ class TLSConnection:
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity: Identity | None = None
+
+    def _keep_error(self, where: str, exc: BaseException) -> None:
+        if self._callback_error is None:
+            self._callback_error = f"{where} callback: {type(exc).__name__}: {exc}"[:400]
+
+    def _set_context(self, ctx: SSL.Context) -> None:
+        """The SNI switch to another of the listener's certificates."""
+        if self._conn is not None:
+            self._conn.set_context(ctx)
+        else:
+            _lib.SSL_set_SSL_CTX(self._ssl, ctx._context)
+        self._ctx = ctx
 
     def _to(self, new: TLSState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -851,33 +988,34 @@ class TLSConnection:
             self._note_session()
 
     def _note_session(self) -> None:
-        d = _session_digest(self._conn._ssl)
+        d = _session_digest(self._ssl)
         if d is not None and d != self._resumed_session and d not in self._sessions:
             self._sessions.append(d)
 
     # -- the servername callback -------------------------------------------------------------------
-    def _on_client_hello(self, conn: SSL.Connection, alert) -> int:
+    def _on_client_hello(self, alert) -> int:
         """Every ClientHello: the SNI switch, then, when a session resumes, the verdict on it. A
         resumed session whose client is no longer admitted (revoked since, expired, its CA gone) is
         refused here, with the alert of its status, before the ServerHello: the client never gets
         to send a request, nor a fresh ticket."""
         tls = self._tls
+        ssl = self._ssl
         self._hello_seen = True
-        tls._on_sni(conn)
-        if not _session_reused(conn._ssl):
+        tls._on_sni(self)
+        if not _session_reused(ssl):
             return _SSL_TLSEXT_ERR_OK
         self._resumed = True
         if tls.keeps_chains:
             # the resumed session is s->session now; in TLS 1.3 it is replaced by the new ticket's
             # before the handshake ends, so its key is read here
-            self._resumed_session = _session_digest(conn._ssl)
+            self._resumed_session = _session_digest(ssl)
         if tls.verifier is None:
             return _SSL_TLSEXT_ERR_OK
-        leaf = conn.get_peer_certificate()
+        leaf = _peer_leaf_der(ssl)
         if leaf is None:
             # a session of an optional-mode client that sent no certificate: nothing to re-check
             return _SSL_TLSEXT_ERR_OK
-        verdict = self._resumed_verdict(_dump(_ASN1, leaf))
+        verdict = self._resumed_verdict(leaf)
         self._verdict = verdict
         if verdict.ok:
             return _SSL_TLSEXT_ERR_OK
@@ -979,10 +1117,10 @@ class TLSConnection:
         return HandshakeFailed(VerifyStatus.UNMAPPED, "tls_error", detail)
 
     def _handshake_done(self) -> HandshakeDone | HandshakeFailed:
-        conn = self._conn
+        ssl = self._ssl
         tls = self._tls
         self.handshake_s = time.monotonic() - self.started
-        resumed = bool(_session_reused(conn._ssl)) if _session_reused is not None else False
+        resumed = bool(_session_reused(ssl))
         if tls.keeps_chains and not resumed and not self._sessions:
             # a TLS 1.2 session without a ticket (session id cache) has no NewSessionTicket; a
             # resumed TLS 1.2 session keeps its key, a resumed TLS 1.3 one noted its new ticket
@@ -999,12 +1137,12 @@ class TLSConnection:
                     return HandshakeFailed(verdict.status, "client_cert_refused", verdict.detail,
                                            verdict.identity)
             elif verdict is None:
-                leaf = conn.get_peer_certificate()
+                leaf = _peer_leaf_der(ssl)
                 if leaf is not None:
                     # A resumed session the servername callback did not judge (it always does:
                     # this is the fail-closed net). Find the identity proved at the full
                     # handshake and check revocation again, now.
-                    verdict = self._resumed_verdict(_dump(_ASN1, leaf))
+                    verdict = self._resumed_verdict(leaf)
                     if not verdict.ok:
                         return HandshakeFailed(verdict.status, "resumed_client_refused",
                                                verdict.detail, verdict.identity, True)
@@ -1015,14 +1153,13 @@ class TLSConnection:
             elif tls.mtls == "verify":
                 return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", "no certificate")
         elif tls.passthrough_cache is not None:
-            identity = self._passthrough_identity(conn)
+            identity = self._passthrough_identity(ssl)
             status = VerifyStatus.NOT_VERIFIED if identity is not None else None
         self.identity = identity
-        name = conn.get_servername()
-        return HandshakeDone(identity, status, resumed,
-                             conn.get_protocol_version_name(), conn.get_cipher_name() or "",
+        name = _servername(ssl)
+        return HandshakeDone(identity, status, resumed, _version_name(ssl), _cipher_name(ssl),
                              name.decode("ascii", "replace") if name else None,
-                             tls.certificate_names.get(conn.get_context(), ()))
+                             tls.certificate_names.get(self._ctx, ()))
 
     def _keep(self, verdict: Verdict, cache: ChainCache) -> None:
         """Keep the chain this connection was admitted with under every session it issued: in this
@@ -1071,19 +1208,18 @@ class TLSConnection:
             verifier.cache.put_session(self._resumed_session, verdict, now + self._tls.session_timeout_s)
         return verdict
 
-    def _passthrough_identity(self, conn: SSL.Connection) -> Identity | None:
+    def _passthrough_identity(self, ssl) -> Identity | None:
         cache = self._tls.passthrough_cache
         now = time.time()
-        leaf = conn.get_peer_certificate()
-        if leaf is None:
+        leaf_der = _peer_leaf_der(ssl)
+        if leaf_der is None:
             return None
-        leaf_der = _dump(_ASN1, leaf)
-        chain = conn.get_peer_cert_chain()
+        chain = _peer_chain_ders(ssl)
         if chain or self._called:
             # A full handshake (the verify callback ran): the presented chain, which on the server
             # side does not include the leaf (SSL_get_peer_cert_chain(3)) and is empty when the
             # client sent its leaf alone. Only a resumed session has no chain to read.
-            ders = tuple(_dump(_ASN1, c) for c in chain or ())
+            ders = chain or ()
             if not ders or ders[0] != leaf_der:
                 ders = (leaf_der,) + ders
         else:
@@ -1108,7 +1244,7 @@ class TLSConnection:
     # -- facts for logs ----------------------------------------------------------------------------
     @property
     def alpn(self) -> bytes | None:
-        return self._conn.get_alpn_proto_negotiated() or None
+        return _alpn_selected(self._ssl) or None
 
 
 def _describe(exc: Exception) -> str:

@@ -15,6 +15,7 @@ callbacks from inside SSL_do_handshake, exactly as it does when pyOpenSSL drives
 gateway/tls.py holds the pure twin (`PyPump`) and the unit suite runs the TLS tests on both.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.weakref cimport PyWeakref_NewRef
 from libc.stdint cimport uintptr_t
 
 ctypedef int (*ssl_fn)(void *ssl) noexcept
@@ -27,6 +28,10 @@ ctypedef void (*set_bio_fn)(void *ssl, void *rbio, void *wbio) noexcept
 ctypedef long (*mem_data_fn)(void *bio, char **data) noexcept
 ctypedef int (*bio_free_fn)(void *bio) noexcept
 ctypedef int (*pending_fn)(const void *ssl) noexcept
+ctypedef void *(*ssl_new_fn)(void *ctx) noexcept
+ctypedef void (*ssl_free_fn)(void *ssl) noexcept
+ctypedef void (*accept_state_fn)(void *ssl) noexcept
+ctypedef long (*set_mode_fn)(void *ssl, long mode) noexcept
 
 cdef ssl_fn c_do_handshake = NULL
 cdef ssl_fn c_shutdown = NULL
@@ -42,7 +47,13 @@ cdef set_bio_fn c_set_bio = NULL
 cdef mem_data_fn c_mem_data = NULL
 cdef bio_free_fn c_bio_free = NULL
 cdef pending_fn c_ssl_pending = NULL
+cdef ssl_new_fn c_ssl_new = NULL
+cdef ssl_free_fn c_ssl_free = NULL
+cdef accept_state_fn c_set_accept_state = NULL
+cdef set_mode_fn c_set_mode = NULL
+cdef long auto_retry = 0
 cdef object error_factory = None
+cdef dict _owners = {}          # SSL address -> weak reference to its owner (see server())
 cdef object renewed_hook = None
 
 # SSL_get_error(3) codes
@@ -68,6 +79,8 @@ cdef enum:
 FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_read", "BIO_write",
              "SSL_get_error", "ERR_clear_error", "BIO_new", "BIO_s_mem", "SSL_set_bio",
              "BIO_get_mem_data", "BIO_free", "SSL_pending")
+# what `server()` needs besides: a connection's own SSL, made from a pyOpenSSL-built context
+SERVER_FUNCTIONS = ("SSL_new", "SSL_free", "SSL_set_accept_state", "SSL_set_mode")
 
 
 def bind(dict addresses, factory, renewed):
@@ -97,6 +110,19 @@ def bind(dict addresses, factory, renewed):
     renewed_hook = renewed
 
 
+def bind_server(dict addresses, long mode_auto_retry):
+    """Take the entry points `server()` needs (SERVER_FUNCTIONS) and SSL_MODE_AUTO_RETRY."""
+    global c_ssl_new, c_ssl_free, c_set_accept_state, c_set_mode, auto_retry
+    for name in SERVER_FUNCTIONS:
+        if not addresses.get(name):
+            raise ValueError(f"no address for {name}")
+    c_ssl_new = <ssl_new_fn><uintptr_t>addresses["SSL_new"]
+    c_ssl_free = <ssl_free_fn><uintptr_t>addresses["SSL_free"]
+    c_set_accept_state = <accept_state_fn><uintptr_t>addresses["SSL_set_accept_state"]
+    c_set_mode = <set_mode_fn><uintptr_t>addresses["SSL_set_mode"]
+    auto_retry = mode_auto_retry
+
+
 def bound():
     return c_do_handshake != NULL
 
@@ -117,10 +143,23 @@ cdef enum:
 
 
 cdef void _dispatch(uintptr_t ssl, int write_p, int msg_type, size_t length) noexcept with gil:
+    owner = None
     try:
-        message_handler(ssl, write_p, msg_type, length)
-    except BaseException:       # nothing crosses the C boundary
-        pass
+        ref = _owners.get(ssl)
+        if ref is None:
+            # an SSL of a pyOpenSSL Connection: the handler finds its owner
+            if message_handler is not None:
+                message_handler(ssl, write_p, msg_type, length)
+            return
+        owner = ref()
+        if owner is not None:
+            owner._on_message(write_p, msg_type, length)
+    except BaseException as exc:       # nothing crosses the C boundary, but it is kept
+        if owner is not None:
+            try:
+                owner._keep_error("message", exc)
+            except BaseException:
+                pass
 
 
 cdef void _on_message(int write_p, int version, int content_type, const void *buf, size_t length,
@@ -134,8 +173,7 @@ cdef void _on_message(int write_p, int version, int content_type, const void *bu
             return
     elif t != MT_CLIENT_HELLO and t != MT_CERTIFICATE:
         return
-    if message_handler is not None:
-        _dispatch(<uintptr_t>ssl, write_p, t, length)
+    _dispatch(<uintptr_t>ssl, write_p, t, length)
 
 
 def message_callback(handler):
@@ -146,12 +184,60 @@ def message_callback(handler):
     return <uintptr_t>&_on_message
 
 
+# -- connections without a pyOpenSSL Connection -------------------------------------------------
+# `server(ctx, owner)` makes the SSL of one client connection from a pyOpenSSL-built context, with
+# its memory BIOs, in one call: what `SSL.Connection(ctx, None)` plus `set_accept_state()` do, minus
+# its Python bookkeeping (a WeakValueDictionary entry, cffi gc wrappers, helper references). The
+# Pump then owns the SSL and frees it when it goes. OpenSSL's callbacks find the connection's
+# owner (gateway.tls.TLSConnection) by the SSL's address in `_owners`, which holds a weak
+# reference: the entry lives exactly as long as the Pump, which removes it before it frees the
+# SSL, so an address OpenSSL reuses can never find a dead connection's owner.
+def owner_of(uintptr_t ssl):
+    """The owner registered for this SSL address by `server()`, or None."""
+    ref = _owners.get(ssl)
+    return ref() if ref is not None else None
+
+
+def registered():
+    """How many SSLs made by `server()` are alive (a test's leak check)."""
+    return len(_owners)
+
+
+def server(uintptr_t ctx, owner):
+    """A Pump owning a new server-side SSL made from `ctx` (an SSL_CTX address), registered
+    under `owner` (weakly) for OpenSSL's callbacks."""
+    cdef void *ssl
+    cdef void *r
+    cdef void *w
+    cdef Pump pump
+    if c_ssl_new == NULL or c_do_handshake == NULL:
+        raise RuntimeError("gateway._tls_c is not bound to OpenSSL")
+    ssl = c_ssl_new(<void *>ctx)
+    if ssl == NULL:
+        raise MemoryError("SSL_new failed")
+    c_set_mode(ssl, auto_retry)
+    r = c_bio_new(c_bio_s_mem())
+    w = c_bio_new(c_bio_s_mem()) if r != NULL else NULL
+    if w == NULL:
+        if r != NULL:
+            c_bio_free(r)
+        c_ssl_free(ssl)
+        raise MemoryError("BIO_new failed")
+    c_set_bio(ssl, r, w)            # the SSL owns both BIOs from here
+    c_set_accept_state(ssl)
+    pump = Pump.__new__(Pump, None, <uintptr_t>ssl, <uintptr_t>r, <uintptr_t>w)
+    pump.owns = 1
+    _owners[<uintptr_t>ssl] = PyWeakref_NewRef(owner, None)
+    return pump
+
+
 cdef class Pump:
     """The pump of one server connection; see gateway.tls.PyPump for the contract."""
     cdef void *ssl
     cdef void *rbio         # network -> OpenSSL
     cdef void *wbio         # OpenSSL -> network
-    cdef object owner       # the pyOpenSSL Connection that owns ssl and both BIOs
+    cdef object owner       # the pyOpenSSL Connection that owns ssl and both BIOs, or None
+    cdef int owns           # made by server(): this Pump owns the SSL (and so both BIOs)
     cdef public object error
 
     def __cinit__(self, owner, uintptr_t ssl, uintptr_t rbio, uintptr_t wbio):
@@ -163,7 +249,19 @@ cdef class Pump:
         self.ssl = <void *>ssl
         self.rbio = <void *>rbio
         self.wbio = <void *>wbio
+        self.owns = 0
         self.error = None
+
+    def __dealloc__(self):
+        if self.owns and self.ssl != NULL:
+            if _owners is not None:
+                _owners.pop(<uintptr_t>self.ssl, None)
+            c_ssl_free(self.ssl)
+            self.ssl = NULL
+
+    @property
+    def ssl_address(self):
+        return <uintptr_t>self.ssl
 
     cdef int _feed(self, bytes data) except -1:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -222,7 +320,8 @@ cdef class Pump:
         c_set_bio(self.ssl, r, w)
         self.rbio = r
         self.wbio = w
-        renewed_hook(self.owner, <uintptr_t>r, <uintptr_t>w)
+        if self.owner is not None:
+            renewed_hook(self.owner, <uintptr_t>r, <uintptr_t>w)
         return True
 
     cdef int _fail(self, int code) except -1:

@@ -215,7 +215,7 @@ def test_an_exception_in_the_verifier_refuses_with_internal_error(files, ca, tmp
 def test_an_exception_in_the_servername_callback_is_kept_for_the_log(files, ca, tmp_path, monkeypatch):
     _, inter, _ = ca
 
-    def boom(self, conn, alert):
+    def boom(self, alert):
         raise KeyError("sni table")
     monkeypatch.setattr(gtls.TLSConnection, "_on_client_hello", boom)
     _, _, events, plain, err = handshake(_listener(files, ca),

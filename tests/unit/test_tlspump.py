@@ -268,14 +268,22 @@ def test_renewed_bios_carry_pending_bytes_and_the_connection_follows(files, twin
     _use(twin)
     server, client, inc, out = _established(files)
     pump, conn = server._pump, server._conn
-    before = (conn._into_ssl, conn._from_ssl)
-    assert pump.renew()
-    assert (conn._into_ssl, conn._from_ssl) != before
-    client.write(b"pending across a renewal")
-    conn.bio_write(out.read())          # pending in the read BIO, not yet seen by OpenSSL
-    assert pump.renew()
-    _, plain, _ = server.receive(b"")
-    assert plain == b"pending across a renewal"
+    if conn is not None:
+        before = (conn._into_ssl, conn._from_ssl)
+        assert pump.renew()
+        assert (conn._into_ssl, conn._from_ssl) != before
+        client.write(b"pending across a renewal")
+        conn.bio_write(out.read())          # pending in the read BIO, not yet seen by OpenSSL
+        assert pump.renew()
+        _, plain, _ = server.receive(b"")
+        assert plain == b"pending across a renewal"
+    else:
+        # the native twin's own SSL (no pyOpenSSL Connection to follow): renewing between two
+        # records keeps the connection whole
+        assert pump.renew()
+        client.write(b"after a renewal")
+        _, plain, _ = server.receive(out.read())
+        assert plain == b"after a renewal"
     big = bytes(range(256)) * 1024      # 256 KB each way: both calls renew on their own
     client.write(big)
     got = b""
@@ -305,3 +313,71 @@ def test_bindings_self_test():
     finally:
         tls._PUMP_FUNCTIONS, tls.NATIVE_UNAVAILABLE, tls.NATIVE_MESSAGE_CALLBACK = saved
         tls.NATIVE_PUMP = tls._load_native() if tls.NATIVE_PUMP is not None else None
+
+
+def _handshake_with_alpn(files, protocols):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files / "root.pem")
+    ctx.set_alpn_protocols(protocols)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    server = _listener(files).connection()
+    events = []
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            back, _, evs = server.receive(out.read())
+            events.extend(evs)
+            inc.write(back)
+    back, _, evs = server.receive(out.read())      # the client's Finished
+    events.extend(evs)
+    return client, server, events
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("offered,chosen", [(["h2", "http/1.1"], "http/1.1"), (["http/1.1"], "http/1.1"),
+                                            (["h2"], None), (["spdy/3", "http/1.0"], None)])
+def test_alpn_answers_http11_and_never_h2(files, twin, offered, chosen):
+    """The gateway's own ALPN callback (both twins): http/1.1 when offered, otherwise the handshake
+    goes on without ALPN (RFC 7301 3.2 allows it; pyOpenSSL's NO_OVERLAPPING_PROTOCOLS did the
+    same), never a protocol the gateway does not speak."""
+    _use(twin)
+    client, server, events = _handshake_with_alpn(files, offered)
+    assert [type(e).__name__ for e in events] == ["HandshakeDone"]
+    assert client.selected_alpn_protocol() == chosen
+    assert server.alpn == (chosen.encode() if chosen else None)
+
+
+def test_select_alpn_reads_the_length_prefixed_list():
+    assert tls.select_alpn(b"\x02h2\x08http/1.1") == 4
+    assert tls.select_alpn(b"\x08http/1.1") == 1
+    assert tls.select_alpn(b"\x02h2") == -1
+    assert tls.select_alpn(b"") == -1
+    # a name that merely contains or prefixes http/1.1 is not it
+    assert tls.select_alpn(b"\x09http/1.10\x05http/") == -1
+    # a length running past the end (OpenSSL validates the list first; this must still not match)
+    assert tls.select_alpn(b"\x20http/1.1") == -1
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_connection_setup_of_each_twin_and_no_registry_leak(files, twin):
+    """The native twin makes each connection's SSL itself (no pyOpenSSL Connection), registered
+    for OpenSSL's callbacks only as long as the connection lives; the pure twin keeps pyOpenSSL's
+    Connection."""
+    _use(twin)
+    if twin == "native":
+        from gateway import _tls_c
+    before = _tls_c.registered() if twin == "native" else 0
+    servers = [_established(files)[0] for _ in range(20)]
+    if twin == "native":
+        assert all(s._conn is None for s in servers)
+        assert _tls_c.registered() == before + 20
+        assert all(tls._owner(s._ssl) is s for s in servers)
+    else:
+        assert all(isinstance(s._conn, SSL.Connection) for s in servers)
+        assert all(tls._owner(s._ssl) is s for s in servers)
+    del servers
+    if twin == "native":
+        assert _tls_c.registered() == before
