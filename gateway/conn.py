@@ -507,14 +507,19 @@ class ConnectionCore:
             return
         reader = self.reader
         if reader is _NO_READER:
-            rt = self.rt
-            reader = self.reader = http1.request_reader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
+            reader = self._new_reader()
         try:
             reader.feed(plain)
         except HTTPProtocolError as exc:
             self._protocol_error(exc, now)
             return
         self._fed(now)
+
+    def _new_reader(self):
+        """The connection's request reader, made when its first plaintext arrives."""
+        rt = self.rt
+        reader = self.reader = http1.request_reader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
+        return reader
 
     def _fed(self, now: float) -> None:
         """The reader has this arrival's plaintext: serve what it makes of it."""
@@ -1149,9 +1154,9 @@ def _load_native():
                exchange=Exchange, protocol_error=HTTPProtocolError, headers=hdrs,
                protected_tokens=hdrs._PROTECTED_TOKEN, general_receive=ConnectionCore.receive,
                state=STATE, tls_open=TLSState.OPEN, tls_failed=TLSState.FAILED,
-               pump_codes=(tls_mod.WANT, tls_mod.FAILED))
-    except (ImportError, AttributeError):
-        # AttributeError: a stale build of the extension without these names.
+               pump_codes=(tls_mod.WANT, tls_mod.FAILED), handshake_done=HandshakeDone)
+    except (ImportError, AttributeError, TypeError):
+        # AttributeError, TypeError: a stale build of the extension without these names.
         return None
 
     class NativeConnection(c.Core, ConnectionCore):

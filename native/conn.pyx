@@ -36,6 +36,7 @@ cdef object ProtocolError = None
 cdef object headers_module = None
 cdef dict protected_tokens = None
 cdef object general_receive = None
+cdef object HandshakeDone = None
 cdef object TLS_OPEN = None         # gateway.tls.TLSState.OPEN
 cdef object TLS_FAILED = None
 cdef enum:
@@ -48,17 +49,18 @@ cdef unsigned char PATH_WORK[256]
 
 def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
          exchange, protocol_error, headers, protected_tokens, general_receive, state, tls_open,
-         tls_failed, pump_codes):
+         tls_failed, pump_codes, handshake_done):
     """Take gateway.conn's objects. `state`: the names the pure twin's slots have, checked here
     against this struct's, so the two cannot drift; `pump_codes`: gateway.tls's (WANT, FAILED),
     checked against this module's."""
-    global TLS_OPEN, TLS_FAILED
+    global TLS_OPEN, TLS_FAILED, HandshakeDone
     missing = [n for n in state if not hasattr(Core, n)]
     if missing:
         raise AttributeError(f"gateway._conn_c.Core lacks {missing}: a stale build")
     if tuple(pump_codes) != (PUMP_WANT, PUMP_FAILED):
         raise AttributeError(f"gateway._conn_c: pump codes {pump_codes} are not its own")
     TLS_OPEN, TLS_FAILED = tls_open, tls_failed
+    HandshakeDone = handshake_done
     _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed, exchange,
           protocol_error, headers, protected_tokens, general_receive)
 
@@ -136,9 +138,11 @@ cdef class Core:
 
     def receive(self, data, double now):
         """Bytes from the client (gateway.conn.ConnectionCore.receive's twin)."""
-        if (self.state is not OPEN or self.current is not None or self.held is not None
-                or self.reader is NO_READER or self.read_paused or self.write_paused
-                or self.draining or self.peer_done):
+        state = self.state
+        if state is HANDSHAKE:
+            return self._handshake_arrival(data, now)
+        if (state is not OPEN or self.current is not None or self.held is not None
+                or self.read_paused or self.write_paused or self.draining or self.peer_done):
             return general_receive(self, data, now)
         # gateway.tls.TLSConnection.receive of an open connection, its pump called from here
         tls = self.tls
@@ -152,20 +156,48 @@ cdef class Core:
         if out:
             self.acts.out.append(out)
         self.rx_at = now
+        self._serve_plain(plain, now)
+        return self._done()
+
+    cdef object _handshake_arrival(self, data, double now):
+        """The arrival that completes the handshake usually carries the first request too (a
+        client writes its Finished and its request back to back): the handshake's event goes to
+        the pure `_on_handshake`, and the request is served here when it is the common case,
+        exactly as `_received` would have fed it."""
+        out, plain, events = self.tls.receive(data)
+        if (not plain or len(events) != 1 or type(events[0]) is not HandshakeDone
+                or self.current is not None or self.held is not None or self.read_paused
+                or self.write_paused or self.draining or self.peer_done):
+            return self._received(out, plain, events, now)
+        if out:
+            self.acts.out.append(out)
+        self._on_handshake(events[0], now)
+        self.rx_at = now
+        if self.state is OPEN:
+            self._serve_plain(plain, now)
+        else:
+            self._feed(plain, now)
+        return self._done()
+
+    cdef int _serve_plain(self, plain, double now) except -1:
+        """One arrival's plaintext on an open connection with nothing in flight: the common
+        request served here, anything else handed to the pure methods where `_feed` would."""
         reader = self.reader
+        if reader is NO_READER:
+            reader = self._new_reader()      # the connection's first request (the pure _feed's)
         try:
             reader.feed(plain)
         except ProtocolError as exc:
             self._protocol_error(exc, now)
-            return self._done()
+            return 0
         request = reader.next_event()
         if request is None:
             self._fed(now)
-            return self._done()
+            return 0
         if not self._serve_fixed(request, now):
             self.held = request     # the pure _pump takes it first
             self._fed(now)
-        return self._done()
+        return 0
 
     cdef bint _serve_fixed(self, request, double now) except -1:
         """Serve `request` if it is the common case; False, having changed nothing, if not."""
@@ -244,6 +276,10 @@ cdef class Core:
             self._process(now)
             if self.current is None:
                 self._header_started(now)
+        elif not self.reader.idle:
+            # the start of another head behind this request, already inside the reader (the pure
+            # _fed's last step): its deadline starts now
+            self._header_started(now)
         return True
 
     def _done(self):

@@ -457,6 +457,9 @@ SESSIONS = [
     [b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"],
     [GET + GET + b"GET /y?q=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"],
     [GET + b"GET / HTTP/1.1\r\nHo", b"st: localhost\r\n\r\n", GET],
+    # a served request with the start of the next head behind it, on a kept-alive connection:
+    # the partial head gets the header deadline, not the idle one
+    [GET, GET + b"GET / HTTP/1.1\r\nHo", b"st: localhost\r\n\r\n"],
     [b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"],
     [b"GET / HTTP/1.1\r\nHost: localhost\r\nX_Amzn_Mtls_Clientcert: forged\r\n\r\n", GET],
     [b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: x-forwarded-for\r\n\r\n"],
@@ -497,6 +500,43 @@ def _run(test_pki, arrivals, core, **listener):
         seen.append((p.read(), p.core.state, p.closed, p.deadline, state,
                      p.core.held is None, p.core.current is None))
     return seen, [_comparable(e) for e in p.logs]
+
+
+def _run_riding(test_pki, arrivals, core, **listener):
+    """`_run`, but the first arrival travels with the client's Finished (TLS 1.3: a client writes
+    its Finished and its first request back to back), so the handshake completes in the same
+    receive that carries the request."""
+    rt = _runtime(test_pki, **listener)
+    p = Peer(test_pki, rt, core=core)
+    for _ in range(10):
+        try:
+            p.tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            p.pump()
+    assert p.core.state.name == "HANDSHAKE"
+    seen = []
+    for i, data in enumerate(arrivals):
+        p.now = T0 + 1 + i
+        p.tls.write(data)
+        p.pump()
+        state = {name: getattr(p.core, name) for name in (
+            "requests", "header_deadline_armed", "conn_deadline", "idle_deadline", "close_reason",
+            "armed", "rx_at")}
+        seen.append((p.read(), p.core.state, p.closed, p.deadline, state,
+                     p.core.held is None, p.core.current is None))
+    return seen, [_comparable(e) for e in p.logs]
+
+
+@needs_native_core
+@pytest.mark.parametrize("arrivals", SESSIONS, ids=[str(i) for i in range(len(SESSIONS))])
+def test_native_and_pure_cores_answer_alike_when_the_request_rides_with_the_finished(
+        test_pki, arrivals):
+    pure = _run_riding(test_pki, arrivals, Connection)
+    native = _run_riding(test_pki, arrivals, conn_mod.NATIVE)
+    assert native == pure
+    assert any(out for out, *_ in pure[0])
+    assert pure[0][0][4]["requests"] >= 1 or pure[0][0][2]     # served, or refused and closed
 
 
 @needs_native_core
