@@ -16,6 +16,9 @@ gateway/tls.py holds the pure twin (`PyPump`) and the unit suite runs the TLS te
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.weakref cimport PyWeakref_NewRef
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_READ
+from libc.string cimport memset
 from libc.stdint cimport uintptr_t
 
 ctypedef int (*ssl_fn)(void *ssl) noexcept
@@ -32,6 +35,10 @@ ctypedef void *(*ssl_new_fn)(void *ctx) noexcept
 ctypedef void (*ssl_free_fn)(void *ssl) noexcept
 ctypedef void (*accept_state_fn)(void *ssl) noexcept
 ctypedef long (*set_mode_fn)(void *ssl, long mode) noexcept
+ctypedef void *(*get_ptr_fn)(const void *obj) noexcept
+ctypedef void (*x509_free_fn)(void *x509) noexcept
+ctypedef int (*i2d_bio_fn)(void *bio, void *x509) noexcept
+ctypedef size_t (*master_key_fn)(const void *sess, unsigned char *out, size_t n) noexcept
 
 cdef ssl_fn c_do_handshake = NULL
 cdef ssl_fn c_shutdown = NULL
@@ -52,6 +59,14 @@ cdef ssl_free_fn c_ssl_free = NULL
 cdef accept_state_fn c_set_accept_state = NULL
 cdef set_mode_fn c_set_mode = NULL
 cdef long auto_retry = 0
+cdef get_ptr_fn c_peer_certificate = NULL       # SSL_get_peer_certificate (a reference of ours)
+cdef x509_free_fn c_x509_free = NULL
+cdef i2d_bio_fn c_i2d_x509_bio = NULL
+cdef get_ptr_fn c_get_session = NULL
+cdef master_key_fn c_master_key = NULL
+cdef get_ptr_fn c_store_current_cert = NULL
+cdef object sha256 = None
+cdef unsigned char KEY_BUF[64]          # a session's secret passes through here, wiped after use
 cdef object error_factory = None
 cdef dict _owners = {}          # SSL address -> weak reference to its owner (see server())
 cdef object renewed_hook = None
@@ -80,7 +95,9 @@ FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_r
              "SSL_get_error", "ERR_clear_error", "BIO_new", "BIO_s_mem", "SSL_set_bio",
              "BIO_get_mem_data", "BIO_free", "SSL_pending")
 # what `server()` needs besides: a connection's own SSL, made from a pyOpenSSL-built context
-SERVER_FUNCTIONS = ("SSL_new", "SSL_free", "SSL_set_accept_state", "SSL_set_mode")
+SERVER_FUNCTIONS = ("SSL_new", "SSL_free", "SSL_set_accept_state", "SSL_set_mode",
+                    "SSL_get_peer_certificate", "X509_free", "i2d_X509_bio", "SSL_get_session",
+                    "SSL_SESSION_get_master_key", "X509_STORE_CTX_get_current_cert")
 
 
 def bind(dict addresses, factory, renewed):
@@ -110,9 +127,12 @@ def bind(dict addresses, factory, renewed):
     renewed_hook = renewed
 
 
-def bind_server(dict addresses, long mode_auto_retry):
-    """Take the entry points `server()` needs (SERVER_FUNCTIONS) and SSL_MODE_AUTO_RETRY."""
-    global c_ssl_new, c_ssl_free, c_set_accept_state, c_set_mode, auto_retry
+def bind_server(dict addresses, long mode_auto_retry, hash_factory):
+    """Take the entry points `server()` and the handshake's readers need (SERVER_FUNCTIONS),
+    SSL_MODE_AUTO_RETRY and hashlib's sha256 (for `session_digest`)."""
+    global c_ssl_new, c_ssl_free, c_set_accept_state, c_set_mode, auto_retry, sha256
+    global c_peer_certificate, c_x509_free, c_i2d_x509_bio, c_get_session, c_master_key
+    global c_store_current_cert
     for name in SERVER_FUNCTIONS:
         if not addresses.get(name):
             raise ValueError(f"no address for {name}")
@@ -120,7 +140,75 @@ def bind_server(dict addresses, long mode_auto_retry):
     c_ssl_free = <ssl_free_fn><uintptr_t>addresses["SSL_free"]
     c_set_accept_state = <accept_state_fn><uintptr_t>addresses["SSL_set_accept_state"]
     c_set_mode = <set_mode_fn><uintptr_t>addresses["SSL_set_mode"]
+    c_peer_certificate = <get_ptr_fn><uintptr_t>addresses["SSL_get_peer_certificate"]
+    c_x509_free = <x509_free_fn><uintptr_t>addresses["X509_free"]
+    c_i2d_x509_bio = <i2d_bio_fn><uintptr_t>addresses["i2d_X509_bio"]
+    c_get_session = <get_ptr_fn><uintptr_t>addresses["SSL_get_session"]
+    c_master_key = <master_key_fn><uintptr_t>addresses["SSL_SESSION_get_master_key"]
+    c_store_current_cert = <get_ptr_fn><uintptr_t>addresses["X509_STORE_CTX_get_current_cert"]
     auto_retry = mode_auto_retry
+    sha256 = hash_factory
+
+
+# -- what a handshake reads of its certificates and sessions (gateway.tls's pure readers' twins) ---
+cdef object _der(void *x509):
+    """The DER of a certificate, through a memory BIO (what pyOpenSSL's dump_certificate does)."""
+    cdef void *bio = c_bio_new(c_bio_s_mem())
+    cdef char *p = NULL
+    cdef long n
+    if bio == NULL:
+        raise MemoryError("BIO_new failed")
+    try:
+        if c_i2d_x509_bio(bio, x509) <= 0:
+            raise ValueError("i2d_X509_bio failed")
+        n = c_mem_data(bio, &p)
+        return PyBytes_FromStringAndSize(p, n) if n > 0 else b""
+    finally:
+        c_bio_free(bio)
+
+
+def peer_leaf_der(uintptr_t ssl):
+    """gateway.tls._peer_leaf_der's twin: the DER of the peer's certificate, or None."""
+    cdef void *x = c_peer_certificate(<void *>ssl)
+    if x == NULL:
+        return None
+    try:
+        return _der(x)
+    finally:
+        c_x509_free(x)
+
+
+def store_cert_der(uintptr_t store):
+    """gateway.tls._current_cert_der's twin: the DER of the verify callback's current certificate."""
+    cdef void *x = c_store_current_cert(<void *>store)
+    if x == NULL:
+        raise ValueError("no current certificate")
+    return _der(x)
+
+
+def session_digest(uintptr_t ssl, bytes label):
+    """gateway.tls._session_digest's twin: SHA-256 over `label` and the current session's secret
+    (None without a session or key). The key is only ever in KEY_BUF, seen by the hash through a
+    memoryview, and wiped before this returns."""
+    cdef const void *sess = c_get_session(<void *>ssl)
+    cdef size_t n
+    if sess == NULL:
+        return None
+    n = c_master_key(sess, KEY_BUF, 64)
+    if n == 0:
+        return None
+    if n > 64:
+        n = 64
+    try:
+        h = sha256(label)
+        view = PyMemoryView_FromMemory(<char *>KEY_BUF, <Py_ssize_t>n, PyBUF_READ)
+        try:
+            h.update(view)
+        finally:
+            view.release()
+        return h.digest()
+    finally:
+        memset(KEY_BUF, 0, 64)
 
 
 def bound():

@@ -848,3 +848,25 @@ def test_chain_store_sweeps_expired_sessions(files, ca, tmp_path):
     before = len(os.listdir(tmp_path))
     assert before > 3 and store.sweep(now) == before - 3 and len(os.listdir(tmp_path)) == 3
     assert store.get("../" + "c" * 61) is None and store.get("a" * 64) is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_native_readers_match_the_pure_ones(files, ca, tmp_path, version):
+    """What a handshake reads of an SSL (the peer's leaf, a session's digest) comes out the same
+    from the native readers (used by connections the native pump made) as from the pure ones."""
+    if gtls.NATIVE_SERVER is None:
+        pytest.skip("the native connection setup is not built")
+    from gateway import _tls_c
+    _, inter, _ = ca
+    client = pki.make_client(inter, "reader")
+    server, _, events, _, err = handshake(_listener(files, ca, mode="passthrough"),
+                                          _client_ctx(files, tmp_path, client, version=version))
+    assert err is None and isinstance(events[0], HandshakeDone)
+    addr = int(gtls._ffi.cast("uintptr_t", server._ssl))
+    leaf = gtls._peer_leaf_der(server._ssl)
+    from cryptography.hazmat.primitives import serialization
+    assert leaf == client.cert.public_bytes(serialization.Encoding.DER)
+    assert _tls_c.peer_leaf_der(addr) == leaf
+    digest = gtls._session_digest(server._ssl)
+    assert digest is not None and len(digest) == 32
+    assert _tls_c.session_digest(addr, gtls._SESSION_LABEL) == digest
