@@ -2,13 +2,14 @@
 
 How this works: the protocol holds references only: the transport, the listener's runtime (taken
 once in `connection_made`, so a reload never changes a live connection), the sans-IO
-`Connection` core and one timer handle. Every asyncio callback becomes one call into the core
+`Connection` core and its one deadline, armed on the listener runtime's wheel (gateway.wheel:
+one loop timer for all of its connections). Every asyncio callback becomes one call into the core
 with the monotonic time, and the core's `Actions` are carried out in order: the TLS bytes written
 (one write), the log records handed to their sinks, upstream connections opened (a task per
 connect, reporting back to the core), reading paused or resumed, the transport closed or reset,
-and the one timer moved when the core asks (`rearm`: its earliest deadline is earlier than the
-time armed; a later one is handled when the timer fires: the core then asks for the time it
-has). Upstream connections (gateway.upstream) report to this protocol as their owner; it passes
+and the one deadline moved when the core asks (`rearm`: its earliest deadline is earlier than the
+one armed; a later one is handled when the wheel wakes the connection: the core then asks for
+the time it has). Upstream connections (gateway.upstream) report to this protocol as their owner; it passes
 their events on.
 
 Re-entry: a write may call back into the protocol (`pause_writing` from inside
@@ -24,6 +25,7 @@ import time
 from . import conn as _conn
 from .conn import ABORT, CLOSE, ConnState
 from .errors import UpstreamError
+from .wheel import Wheel
 
 __all__ = ["GatewayProtocol", "ConnState"]
 
@@ -37,7 +39,7 @@ class GatewayProtocol(asyncio.Protocol):
     # Slots, not a __dict__: an idle connection is mostly this object, its core, its TLS state and
     # its transport (bench/flood.py measures what it costs).
     __slots__ = ("_runtime_ref", "_listener_name", "slot_release", "loop", "rt", "transport",
-                 "core", "timer")
+                 "core", "timer", "wheel")
 
     def __init__(self, runtime_ref, listener_name: str) -> None:
         self._runtime_ref = runtime_ref
@@ -47,9 +49,13 @@ class GatewayProtocol(asyncio.Protocol):
 
     # -- the transport's callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         runtime = self._runtime_ref()
         self.rt = rt = runtime.listeners[self._listener_name]
+        wheel = rt.wheel
+        if wheel is None or wheel.loop is not loop:
+            wheel = rt.wheel = Wheel(loop)
+        self.wheel = wheel
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         # the twin chosen when this connection came (gateway.native): a reload never changes it
@@ -177,10 +183,8 @@ class GatewayProtocol(asyncio.Protocol):
         rearm = acts.rearm
         if rearm:
             acts.rearm = 0.0
-            timer = self.timer
-            if timer is not None:
-                timer.cancel()
-            self.timer = self.loop.call_later(max(0.0, rearm - _monotonic()), self._on_timer)
+            # the slot armed; whatever was armed before lapses (gateway.wheel)
+            self.timer = self.wheel.arm(self, rearm)
 
     def _logs(self, acts) -> None:
         logs = acts.logs
@@ -198,11 +202,8 @@ class GatewayProtocol(asyncio.Protocol):
                 rt.errors.log(entry[1], entry[2], entry[3], **entry[4])
 
     def _on_timer(self) -> None:
-        self.timer = None
+        """The wheel's wake-up (it has set `timer` to None): the core checks what is due."""
         self._apply(self.core.timeout(_monotonic()))
 
     def _cancel_timer(self) -> None:
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        self.timer = None       # the wheel skips a lapsed entry when its slot comes

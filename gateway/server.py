@@ -67,6 +67,8 @@ class ListenerRuntime:
     sni_host_strict: bool = False
     open_connections: int = 0
     protocols: set = field(default_factory=set)
+    # the connections' deadlines on one loop timer (gateway.wheel), made by the first connection
+    wheel: object = None
 
 
 @dataclass(eq=False)

@@ -25,7 +25,7 @@ LAYER = {
     "trust": 4, "headers": 4, "http1": 4, "http2": 4, "routes": 4, "paths": 4, "sessions": 4,
     "logs": 4, "metrics": 4, "systemd": 4,
     "tls": 5,
-    "conn": 6, "exchange": 6, "upstream": 6, "health": 6,
+    "conn": 6, "exchange": 6, "upstream": 6, "health": 6, "wheel": 6,
     "accept": 7, "proxy": 7, "native": 7,
     "admin": 8, "server": 8,
     "pki": 9, "echo": 9, "testing": 9,
