@@ -2,13 +2,14 @@
 
     python -m bench.instructions [--peers gateway,nginx] [--root ROOT] [--modes off,passthrough,verify]
                                  [--ops full,resumed,keepalive] [--count 100] [--tls 1.3]
+                                 [--key ecdsa|rsa]
 
 How this works: CPU time on a shared machine moved by 50% between identical runs, so this counts
-instructions instead. Each peer (the harness's configuration, bench.peers: one worker, ECDSA
-P-256, the same fixed answer) runs under `valgrind --tool=callgrind` (nginx with the valgrind of
-its own root: `chroot ROOT apt-get install valgrind`, and valgrind needs /proc there: `mount -t
-proc proc ROOT/proc`). A client in this process (Python's ssl)
-makes a few operations to warm up; `callgrind_control -z` zeroes the worker's counters, the client
+instructions instead. Each peer (the harness's configuration, bench.peers: one worker, an ECDSA
+P-256 or RSA-2048 server key, the same fixed answer) runs under `valgrind --tool=callgrind`
+(nginx with the valgrind of its own root: `chroot ROOT apt-get install valgrind`, and valgrind
+needs /proc there: `mount -t proc proc ROOT/proc`). A client in this process (Python's ssl) makes
+a few operations to warm up; `callgrind_control -z` zeroes the worker's counters, the client
 makes `--count` operations, `callgrind_control -d` dumps them, and the worker's instructions are
 divided by the count:
 
@@ -142,8 +143,8 @@ def _worker(pid: int) -> int:
 
 
 def measure(spec, pki, workdir: Path, modes: list[str], ops: list[str], count: int,
-            tls: str) -> dict[tuple[str, str], float]:
-    endpoints = [(m, "ecdsa") for m in modes]
+            tls: str, key: str = "ecdsa") -> dict[tuple[str, str], float]:
+    endpoints = [(m, key) for m in modes]
     peer = peers.Peer(spec, pki, endpoints, workers=1, server_cpus=(0,), crl=False,
                       workdir=workdir / spec.name.replace("@", "-"))
     if spec.kind == "nginx" and "user nobody nogroup;" in peer.config_text:
@@ -170,7 +171,7 @@ def measure(spec, pki, workdir: Path, modes: list[str], ops: list[str], count: i
         for mode in modes:
             ctx = _client_context(pki, mode, tls)
             for op in ops:
-                client = Client(ctx, peer.port(mode, "ecdsa"))
+                client = Client(ctx, peer.port(mode, key))
                 step = {"full": lambda: client.connection(False),
                         "resumed": lambda: client.connection(True),
                         "keepalive": client.request}[op]
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", default="full,resumed,keepalive")
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--tls", choices=("1.2", "1.3"), default="1.3")
+    p.add_argument("--key", choices=peers.KEYS, default="ecdsa", help="the servers' key type")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -227,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(spec, peers.Missing):
                 print(f"  {name}: {spec.reason}", file=sys.stderr)
                 continue
-            table[spec.name] = measure(spec, pki, workdir, modes, ops, args.count, args.tls)
+            table[spec.name] = measure(spec, pki, workdir, modes, ops, args.count, args.tls,
+                                       args.key)
         names = list(table)
-        print(f"\n| operation (TLS {args.tls}, ECDSA) | " + " | ".join(names)
+        print(f"\n| operation (TLS {args.tls}, {args.key.upper()}) | " + " | ".join(names)
               + (f" | ratio {names[0]} / {names[1]} |" if len(names) == 2 else " |"))
         print("|---|" + "---:|" * (len(names) + (1 if len(names) == 2 else 0)))
         for mode in modes:

@@ -12,6 +12,13 @@ import pytest
 
 from gateway import pki
 
+# MTLS_GATEWAY_TEST_NATIVE=on|off|auto: the twins this process starts with (the integration
+# suite's gateways take the same setting, tests/integration/conftest.py); tests that pick a twin
+# themselves still do
+if os.environ.get("MTLS_GATEWAY_TEST_NATIVE"):
+    from gateway import native as _native
+    _native.apply(_native.select(os.environ["MTLS_GATEWAY_TEST_NATIVE"]))
+
 
 @dataclass
 class Client:

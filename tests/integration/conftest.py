@@ -1,6 +1,8 @@
 """Real processes on 127.0.0.1: the gateway (`python -m gateway run`), backends, real clients."""
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -111,6 +113,18 @@ class Gateway:
         return self.proc.returncode
 
 
+# MTLS_GATEWAY_TEST_NATIVE=on|off|auto runs every gateway the tests start with that `native`
+# setting, unless the test chose its own: the whole suite once per twin (CI runs both)
+NATIVE_OVERRIDE = os.environ.get("MTLS_GATEWAY_TEST_NATIVE", "")
+
+
+def native_setting(gateway_toml: str) -> str:
+    """The `[gateway]` line that applies NATIVE_OVERRIDE, or "" (unset, or the test sets one)."""
+    if not NATIVE_OVERRIDE or re.search(r"(?m)^\s*native\s*=", gateway_toml):
+        return ""
+    return f'native = "{NATIVE_OVERRIDE}"\n'
+
+
 @pytest.fixture
 def gateway_factory(tmp_path):
     started: list[Gateway] = []
@@ -123,7 +137,7 @@ def gateway_factory(tmp_path):
         d.mkdir()
         access, conns, errs = d / "access.log", d / "connection.log", d / "error.log"
         text = (f'[gateway]\naccess_log = "{access}"\nconnection_log = "{conns}"\n'
-                f'error_log = "{errs}"\nlog_level = "debug"\n{gateway}\n'
+                f'error_log = "{errs}"\nlog_level = "debug"\n{gateway}\n{native_setting(gateway)}'
                 + listeners.format(**{f"port_{n}": p for n, p in ports.items()}) + "\n" + extra)
         config = d / "gateway.toml"
         config.write_text(text)

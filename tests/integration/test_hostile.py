@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from gateway import pki
 
-from .conftest import free_port, tls_get, wait_port
+from .conftest import free_port, native_setting, tls_get, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ access_log = "off"
 connection_log = "{d}/connection.log"
 error_log = "{errors}"
 log_level = "debug"
-
+{native_setting("")}
 [[listener]]
 name = "verify"
 bind = "127.0.0.1:{ports['verify']}"

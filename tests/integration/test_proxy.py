@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Gateway, free_port, start_echo, wait_port
+from .conftest import Gateway, free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ class _Starter:
         access, conns, errs = d / "access.log", d / "connection.log", d / "error.log"
         text = (f'[gateway]\nworkers = {workers}\naccess_log = "{access}"\n'
                 f'connection_log = "{conns}"\nerror_log = "{errs}"\nlog_level = "debug"\n'
-                f'drain_timeout_s = 5\n{gateway_extra}\n'
+                f'drain_timeout_s = 5\n{gateway_extra}\n{native_setting(gateway_extra)}'
                 + body.replace("{pki}", str(self.pki.dir)).replace("{port}", str(port)))
         config = d / "gateway.toml"
         config.write_text(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, start_echo, wait_port
+from .conftest import free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ access_log = "{d}/access.log"
 connection_log = "{d}/connection.log"
 error_log = "{d}/error.log"
 {extra}
-
+{native_setting(extra)}
 [[listener]]
 name = "verify"
 bind = "127.0.0.1:{ports['verify']}"

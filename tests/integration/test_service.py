@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, start_echo, wait_port
+from .conftest import free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ connection_log = "{d}/connection.log"
 error_log = "{d}/error.log"
 drain_timeout_s = 20
 {extra}
+{native_setting(extra)}
 
 [[listener]]
 name = "svc"
