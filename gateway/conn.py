@@ -1154,7 +1154,8 @@ def _load_native():
                exchange=Exchange, protocol_error=HTTPProtocolError, headers=hdrs,
                protected_tokens=hdrs._PROTECTED_TOKEN, general_receive=ConnectionCore.receive,
                state=STATE, tls_open=TLSState.OPEN, tls_failed=TLSState.FAILED,
-               pump_codes=(tls_mod.WANT, tls_mod.FAILED), handshake_done=HandshakeDone)
+               pump_codes=(tls_mod.WANT, tls_mod.FAILED), handshake_done=HandshakeDone,
+               actions=Actions, timer_handshake=_HANDSHAKE)
     except (ImportError, AttributeError, TypeError):
         # AttributeError, TypeError: a stale build of the extension without these names.
         return None

@@ -37,6 +37,8 @@ cdef object headers_module = None
 cdef dict protected_tokens = None
 cdef object general_receive = None
 cdef object HandshakeDone = None
+cdef object Actions = None
+cdef int TIMER_HANDSHAKE = 0        # gateway.conn._HANDSHAKE: which deadline conn_deadline is
 cdef object TLS_OPEN = None         # gateway.tls.TLSState.OPEN
 cdef object TLS_FAILED = None
 cdef enum:
@@ -49,11 +51,11 @@ cdef unsigned char PATH_WORK[256]
 
 def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
          exchange, protocol_error, headers, protected_tokens, general_receive, state, tls_open,
-         tls_failed, pump_codes, handshake_done):
+         tls_failed, pump_codes, handshake_done, actions, timer_handshake):
     """Take gateway.conn's objects. `state`: the names the pure twin's slots have, checked here
     against this struct's, so the two cannot drift; `pump_codes`: gateway.tls's (WANT, FAILED),
     checked against this module's."""
-    global TLS_OPEN, TLS_FAILED, HandshakeDone
+    global TLS_OPEN, TLS_FAILED, HandshakeDone, Actions, TIMER_HANDSHAKE
     missing = [n for n in state if not hasattr(Core, n)]
     if missing:
         raise AttributeError(f"gateway._conn_c.Core lacks {missing}: a stale build")
@@ -61,6 +63,8 @@ def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_messag
         raise AttributeError(f"gateway._conn_c: pump codes {pump_codes} are not its own")
     TLS_OPEN, TLS_FAILED = tls_open, tls_failed
     HandshakeDone = handshake_done
+    Actions = actions
+    TIMER_HANDSHAKE = timer_handshake
     _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed, exchange,
           protocol_error, headers, protected_tokens, general_receive)
 
@@ -135,6 +139,42 @@ cdef class Core:
     cdef public bint read_paused, write_paused, header_deadline_armed, draining, peer_done
     cdef public double conn_deadline, idle_deadline, up_deadline, tunnel_deadline
     cdef public double connected_at, rx_at, tx_at, armed
+
+    def __init__(self, rt, client_ip, client_port, double now):
+        """gateway.conn.ConnectionCore.__init__'s twin: the same fields, set in the struct (a test
+        holds the two starts equal)."""
+        self.rt = rt
+        self.acts = Actions()
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.client_ip_b = client_ip.encode()
+        self.tls = rt.tls.connection()
+        self.state = HANDSHAKE
+        self.reader = NO_READER
+        self.current = None
+        self.held = None
+        self.identity_lines = b""
+        self.done_event = None
+        self.refusals = None
+        self.requests = 0
+        self.read_paused = False
+        self.write_paused = False
+        self.header_deadline_armed = False
+        self.conn_deadline = now + rt.spec.handshake_timeout_s
+        self.conn_timer = TIMER_HANDSHAKE
+        self.idle_deadline = 0.0
+        self.up_deadline = 0.0
+        self.tunnel_deadline = 0.0
+        self.connected_at = now
+        self.rx_at = 0.0
+        self.tx_at = 0.0
+        self.close_reason = ""
+        self.batch = []
+        self.draining = False
+        self.peer_done = False
+        self.owner = None
+        self.armed = 0.0
+        self._done()
 
     def receive(self, data, double now):
         """Bytes from the client (gateway.conn.ConnectionCore.receive's twin)."""

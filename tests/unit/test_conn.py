@@ -440,6 +440,27 @@ def test_drain_closes_an_idle_keep_alive_connection(test_pki, rt):
 
 # --- the native twin against the pure one -----------------------------------------------------------
 
+def test_the_native_core_starts_as_the_pure_one(test_pki):
+    """The native __init__ sets every field of STATE as the pure one does."""
+    if conn_mod.NATIVE is None:
+        pytest.skip("gateway._conn_c is not built")
+    rt = _runtime(test_pki)
+    pure, native = Connection(rt, "192.0.2.7", 4433, T0), conn_mod.NATIVE(rt, "192.0.2.7", 4433, T0)
+
+    def start(core):
+        out = {}
+        for name in STATE:
+            value = getattr(core, name)
+            if name == "tls":
+                value = (type(value).__name__, value.state)
+            elif name == "acts":
+                value = tuple(getattr(value, a) for a in type(value).__slots__)
+            out[name] = value
+        return out
+    assert start(native) == start(pure)
+    assert start(pure)["conn_deadline"] == T0 + rt.spec.handshake_timeout_s
+
+
 def test_the_native_core_has_the_pure_cores_state():
     if conn_mod.NATIVE is None:
         pytest.skip("gateway._conn_c is not built")
