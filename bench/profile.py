@@ -49,7 +49,7 @@ _MODULE_STAGES = (
     ("gateway/trust.py", "TLS glue"), ("_trust_c", "TLS glue"), ("OpenSSL/", "TLS glue"),
     ("gateway/http1.py", "HTTP/1.1 parse"), ("httptools", "HTTP/1.1 parse"), ("_http1_c", "HTTP/1.1 parse"),
     ("gateway/conn.py", "connection core"), ("gateway/proxy.py", "connection core"),
-    ("gateway/exchange.py", "connection core"),
+    ("gateway/exchange.py", "connection core"), ("gateway/wheel.py", "connection core"),
     ("gateway/headers.py", "screening and routing"), ("_headers_c", "screening and routing"),
     ("gateway/paths.py", "screening and routing"), ("gateway/routes.py", "screening and routing"),
     ("gateway/logs.py", "logs"), ("orjson", "logs"),

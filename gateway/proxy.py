@@ -92,6 +92,7 @@ class GatewayProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         core = self.core
         if core.state is _CLOSED:
+            self._cancel_timer()
             return
         rt = self.rt
         rt.open_connections -= 1
@@ -183,8 +184,7 @@ class GatewayProtocol(asyncio.Protocol):
         rearm = acts.rearm
         if rearm:
             acts.rearm = 0.0
-            # the slot armed; whatever was armed before lapses (gateway.wheel)
-            self.timer = self.wheel.arm(self, rearm)
+            self.wheel.arm(self, rearm)     # instead of what was armed before (gateway.wheel)
 
     def _logs(self, acts) -> None:
         logs = acts.logs
@@ -206,4 +206,5 @@ class GatewayProtocol(asyncio.Protocol):
         self._apply(self.core.timeout(_monotonic()))
 
     def _cancel_timer(self) -> None:
-        self.timer = None       # the wheel skips a lapsed entry when its slot comes
+        if self.timer is not None:
+            self.wheel.disarm(self)     # the wheel lets go of this connection

@@ -6,10 +6,10 @@ made, scheduled in libuv and cancelled for every connection, several times over 
 puts the connection in the list of the slot its deadline falls in (slots of `TICK_S`) and the
 wheel keeps one loop timer, at the earliest slot that holds anyone. When it fires, every
 connection in the slots now due is told (`owner._on_timer()`: its core then checks what is due
-against the clock) unless it was armed again or disarmed since: arming or disarming only changes
-the owner's own `timer` attribute, and an entry whose slot no longer matches it is skipped when
-its slot comes (nothing is searched or removed). A deadline is never early and at most one tick
-late; the core's own deadlines are what decide, the wheel only wakes it. nginx keeps its timers
+against the clock). A slot is a dict of its owners, so arming again (the owner leaves its old
+slot) and disarming (a connection that ends) are one dict removal each: the wheel never holds a
+connection that is gone, which would keep its TLS state alive until the slot came. A deadline is
+never early and at most one tick (and LATE_S) late; the core's own deadlines are what decide, the wheel only wakes it. nginx keeps its timers
 in one red-black tree per worker for the same reason; the coarse slots make arming an append.
 
 One wheel per listener runtime and event loop (gateway.proxy makes it on the first connection):
@@ -21,6 +21,10 @@ import heapq
 import time
 
 TICK_S = 0.05           # the granularity of every connection deadline: at most this late
+# The loop's clock moves in whole milliseconds (libuv), so its timer may run up to 1 ms before the
+# monotonic time asked for: the wheel's timer is set this much later, and never sooner than this,
+# so an early wake-up finds its slot due, or waits again, instead of spinning the loop.
+LATE_S = 0.002
 
 _monotonic = time.monotonic
 _push, _pop = heapq.heappush, heapq.heappop
@@ -34,31 +38,49 @@ class Wheel:
 
     def __init__(self, loop) -> None:
         self.loop = loop
-        self._slots: dict[int, list] = {}   # slot -> owners armed for it (some perhaps no longer)
+        self._slots: dict[int, dict] = {}   # slot -> its owners (a dict: ordered, O(1) removal)
         self._heap: list[int] = []          # the slots of _slots, earliest first
         self._handle = None                 # the one loop timer
         self._at = 0                        # the slot it is set for (0: none)
 
-    def arm(self, owner, when: float) -> int:
-        """Wake `owner` at monotonic time `when` (or up to one tick after); returns the slot, for
-        the owner's `timer`. The owner's earlier arming, if any, lapses by that assignment."""
+    def arm(self, owner, when: float) -> None:
+        """Wake `owner` at monotonic time `when` (or up to one tick after), instead of whenever it
+        was armed for before; sets the owner's `timer` to the slot."""
         slot = int(when / TICK_S) + 1
+        old = owner.timer
+        if old is not None:
+            if old == slot:
+                return
+            self._leave(owner, old)
+        owner.timer = slot
         bucket = self._slots.get(slot)
         if bucket is None:
-            self._slots[slot] = [owner]
+            self._slots[slot] = {owner: None}
             _push(self._heap, slot)
             if not self._at or slot < self._at:
                 self._set(slot)
         else:
-            bucket.append(owner)
-        return slot
+            bucket[owner] = None
+
+    def disarm(self, owner) -> None:
+        """`owner` needs no wake-up any more (its connection ended, or has no deadline)."""
+        old = owner.timer
+        if old is not None:
+            owner.timer = None
+            self._leave(owner, old)
+
+    def _leave(self, owner, slot: int) -> None:
+        bucket = self._slots.get(slot)
+        if bucket is not None:
+            bucket.pop(owner, None)     # an emptied slot stays until it comes: its heap entry too
 
     def _set(self, slot: int) -> None:
         handle = self._handle
         if handle is not None:
             handle.cancel()
         self._at = slot
-        self._handle = self.loop.call_later(max(0.0, slot * TICK_S - _monotonic()), self._fire)
+        delay = slot * TICK_S - _monotonic() + LATE_S
+        self._handle = self.loop.call_later(delay if delay > LATE_S else LATE_S, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
@@ -69,7 +91,7 @@ class Wheel:
             slot = _pop(heap)
             for owner in slots.pop(slot):
                 if owner.timer != slot:
-                    continue        # armed again, or disarmed, since
+                    continue        # (cannot happen: arming again and disarming leave the slot)
                 owner.timer = None
                 try:
                     owner._on_timer()

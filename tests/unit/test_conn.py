@@ -506,29 +506,34 @@ def _comparable(entry):
     return kind, tuple(sorted((k, repr(v)) for k, v in record.items()))
 
 
-def _run(test_pki, arrivals, core, **listener):
-    rt = _runtime(test_pki, **listener)
-    p = open_peer(test_pki, rt, core=core)
+_COMPARED = ("requests", "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
+             "conn_timer", "idle_deadline", "up_deadline", "close_reason", "draining", "peer_done",
+             "armed", "rx_at")
+
+
+def _play(p, arrivals):
+    """Each arrival written by the client and pumped in; what the client read, the state and the
+    deadlines after each, and the logs."""
     seen = []
     for i, data in enumerate(arrivals):
         p.now = T0 + 1 + i
         p.tls.write(data)
         p.pump()
-        state = {name: getattr(p.core, name) for name in (
-            "requests", "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
-            "conn_timer", "idle_deadline", "up_deadline", "close_reason", "draining", "peer_done",
-            "armed", "rx_at")}
+        state = {name: getattr(p.core, name) for name in _COMPARED}
         seen.append((p.read(), p.core.state, p.closed, p.deadline, state,
                      p.core.held is None, p.core.current is None))
     return seen, [_comparable(e) for e in p.logs]
+
+
+def _run(test_pki, arrivals, core, **listener):
+    return _play(open_peer(test_pki, _runtime(test_pki, **listener), core=core), arrivals)
 
 
 def _run_riding(test_pki, arrivals, core, **listener):
     """`_run`, but the first arrival travels with the client's Finished (TLS 1.3: a client writes
     its Finished and its first request back to back), so the handshake completes in the same
     receive that carries the request."""
-    rt = _runtime(test_pki, **listener)
-    p = Peer(test_pki, rt, core=core)
+    p = Peer(test_pki, _runtime(test_pki, **listener), core=core)
     for _ in range(10):
         try:
             p.tls.do_handshake()
@@ -536,17 +541,7 @@ def _run_riding(test_pki, arrivals, core, **listener):
         except ssl.SSLWantReadError:
             p.pump()
     assert p.core.state.name == "HANDSHAKE"
-    seen = []
-    for i, data in enumerate(arrivals):
-        p.now = T0 + 1 + i
-        p.tls.write(data)
-        p.pump()
-        state = {name: getattr(p.core, name) for name in (
-            "requests", "header_deadline_armed", "conn_deadline", "idle_deadline", "close_reason",
-            "armed", "rx_at")}
-        seen.append((p.read(), p.core.state, p.closed, p.deadline, state,
-                     p.core.held is None, p.core.current is None))
-    return seen, [_comparable(e) for e in p.logs]
+    return _play(p, arrivals)
 
 
 @needs_native_core

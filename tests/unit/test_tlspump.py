@@ -47,11 +47,13 @@ def _listener(files) -> ListenerTLS:
     return ListenerTLS(name="p", certificates=[(files / "server.pem", files / "server.key", ("localhost",))])
 
 
-def _client(files, version=None):
+def _client(files, version=None, alpn=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(files / "root.pem")
     if version is not None:
         ctx.minimum_version = ctx.maximum_version = version
+    if alpn is not None:
+        ctx.set_alpn_protocols(alpn)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     return ctx.wrap_bio(inc, out, server_hostname="localhost"), inc, out
 
@@ -69,18 +71,22 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
-def _established(files):
-    """A server connection and its client, handshake done and the tickets delivered."""
-    client, inc, out = _client(files)
+def _established(files, alpn=None, events=None):
+    """A server connection and its client, handshake done and the tickets delivered (the server's
+    events of the handshake appended to `events`, if given)."""
+    client, inc, out = _client(files, alpn=alpn)
     server = _listener(files).connection()
+    seen = events if events is not None else []
     for _ in range(10):
         try:
             client.do_handshake()
             break
         except ssl.SSLWantReadError:
-            reply, _, _ = server.receive(out.read())
+            reply, _, evs = server.receive(out.read())
+            seen.extend(evs)
             inc.write(reply)
-    reply, _, _ = server.receive(out.read())
+    reply, _, evs = server.receive(out.read())
+    seen.extend(evs)
     inc.write(reply)                    # TLS 1.3 tickets
     return server, client, inc, out
 
@@ -315,27 +321,6 @@ def test_bindings_self_test():
         tls.NATIVE_PUMP = tls._load_native() if tls.NATIVE_PUMP is not None else None
 
 
-def _handshake_with_alpn(files, protocols):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(files / "root.pem")
-    ctx.set_alpn_protocols(protocols)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = ctx.wrap_bio(inc, out, server_hostname="localhost")
-    server = _listener(files).connection()
-    events = []
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            back, _, evs = server.receive(out.read())
-            events.extend(evs)
-            inc.write(back)
-    back, _, evs = server.receive(out.read())      # the client's Finished
-    events.extend(evs)
-    return client, server, events
-
-
 @pytest.mark.parametrize("twin", TWINS)
 @pytest.mark.parametrize("offered,chosen", [(["h2", "http/1.1"], "http/1.1"), (["http/1.1"], "http/1.1"),
                                             (["h2"], None), (["spdy/3", "http/1.0"], None)])
@@ -344,7 +329,8 @@ def test_alpn_answers_http11_and_never_h2(files, twin, offered, chosen):
     goes on without ALPN (RFC 7301 3.2 allows it; pyOpenSSL's NO_OVERLAPPING_PROTOCOLS did the
     same), never a protocol the gateway does not speak."""
     _use(twin)
-    client, server, events = _handshake_with_alpn(files, offered)
+    events = []
+    server, client, _, _ = _established(files, alpn=offered, events=events)
     assert [type(e).__name__ for e in events] == ["HandshakeDone"]
     assert client.selected_alpn_protocol() == chosen
     assert server.alpn == (chosen.encode() if chosen else None)

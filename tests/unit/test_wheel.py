@@ -4,17 +4,21 @@ from __future__ import annotations
 import pytest
 
 from gateway import wheel as wheel_mod
-from gateway.wheel import TICK_S, Wheel
+from gateway.wheel import LATE_S, TICK_S, Wheel
 
 
 class FakeLoop:
     def __init__(self, clock) -> None:
         self.clock = clock
         self.timers: list[list] = []        # [due, fn, cancelled]
+        self.calls = 0
         self.errors: list[dict] = []
 
+    early = 0.0         # how much sooner than asked a timer runs (a clock in whole milliseconds)
+
     def call_later(self, delay, fn):
-        entry = [self.clock.now + delay, fn, False]
+        self.calls += 1
+        entry = [self.clock.now + delay - self.early, fn, False]
         self.timers.append(entry)
 
         class Handle:
@@ -72,13 +76,13 @@ def test_deadlines_fire_once_never_early_and_at_most_a_tick_late(setup):
     owners = {}
     for name, at in (("a", 1001.0), ("b", 1000.3), ("c", 1005.02), ("d", 1000.3)):
         o = owners[name] = Owner(name, log, clock)
-        o.timer = w.arm(o, at)
+        w.arm(o, at)
     assert len(loop.pending()) == 1             # one loop timer, whatever the number of owners
     loop.run_until(1010.0)
     assert [n for n, _ in log] == ["b", "d", "a", "c"]
     wanted = {"a": 1001.0, "b": 1000.3, "c": 1005.02, "d": 1000.3}
     for name, t in log:
-        assert wanted[name] <= t <= wanted[name] + TICK_S + 1e-9
+        assert wanted[name] <= t <= wanted[name] + TICK_S + LATE_S + 1e-9
     assert all(o.timer is None for o in owners.values())
     assert len(w) == 0 and not loop.pending()
 
@@ -86,12 +90,12 @@ def test_deadlines_fire_once_never_early_and_at_most_a_tick_late(setup):
 def test_rearming_and_disarming_make_the_old_entry_lapse(setup):
     clock, loop, w, log = setup
     early, late, gone = Owner("early", log, clock), Owner("late", log, clock), Owner("gone", log, clock)
-    late.timer = w.arm(late, 1009.0)
-    late.timer = w.arm(late, 1002.0)            # earlier: the 1009 entry lapses
-    early.timer = w.arm(early, 1001.0)
-    early.timer = w.arm(early, 1003.0)          # later: the 1001 entry lapses
-    gone.timer = w.arm(gone, 1001.5)
-    gone.timer = None                           # disarmed
+    w.arm(late, 1009.0)
+    w.arm(late, 1002.0)            # earlier: the 1009 entry lapses
+    w.arm(early, 1001.0)
+    w.arm(early, 1003.0)          # later: the 1001 entry lapses
+    w.arm(gone, 1001.5)
+    w.disarm(gone)
     loop.run_until(1020.0)
     assert [n for n, _ in log] == ["late", "early"]
     assert log[0][1] >= 1002.0 and log[1][1] >= 1003.0
@@ -100,9 +104,9 @@ def test_rearming_and_disarming_make_the_old_entry_lapse(setup):
 def test_the_loop_timer_follows_the_earliest_slot(setup):
     clock, loop, w, log = setup
     o1, o2 = Owner("1", log, clock), Owner("2", log, clock)
-    o1.timer = w.arm(o1, 1030.0)
+    w.arm(o1, 1030.0)
     (first,) = loop.pending()
-    o2.timer = w.arm(o2, 1001.0)
+    w.arm(o2, 1001.0)
     (second,) = loop.pending()                  # the later timer was cancelled, not added to
     assert second[0] < first[0] and second[0] >= 1001.0
     loop.run_until(1001.0 + 2 * TICK_S)
@@ -114,8 +118,8 @@ def test_the_loop_timer_follows_the_earliest_slot(setup):
 def test_an_owner_that_raises_does_not_stop_the_others(setup):
     clock, loop, w, log = setup
     bad, good = Owner("bad", log, clock, fail=True), Owner("good", log, clock)
-    bad.timer = w.arm(bad, 1001.0)
-    good.timer = w.arm(good, 1001.0)
+    w.arm(bad, 1001.0)
+    w.arm(good, 1001.0)
     loop.run_until(1002.0)
     assert [n for n, _ in log] == ["bad", "good"]
     assert len(loop.errors) == 1 and isinstance(loop.errors[0]["exception"], RuntimeError)
@@ -129,10 +133,49 @@ def test_an_owner_rearming_from_its_handler(setup):
         def _on_timer(self) -> None:
             super()._on_timer()
             if len(self.log) < 3:
-                self.timer = w.arm(self, self.clock.now + 1.0)
+                w.arm(self, self.clock.now + 1.0)
     o = Again("again", log, clock)
-    o.timer = w.arm(o, 1001.0)
+    w.arm(o, 1001.0)
     loop.run_until(1010.0)
     assert len(log) == 3
     assert log[1][1] >= log[0][1] + 1.0 and log[2][1] >= log[1][1] + 1.0
     assert not loop.pending()
+
+
+def test_a_timer_that_runs_early_does_not_spin_the_loop(setup):
+    """libuv's clock has millisecond steps: its timer may run up to 1 ms before the time asked.
+    The wheel then waits again at least LATE_S, and its slot is due by then: a few wake-ups, not a
+    loop spinning until the monotonic clock catches up."""
+    clock, loop, w, log = setup
+    loop.early = 0.001
+    owners = [Owner(str(i), log, clock) for i in range(3)]
+    for i, o in enumerate(owners):
+        w.arm(o, 1000.5 + i)
+    loop.run_until(1010.0)
+    assert [n for n, _ in log] == ["0", "1", "2"]
+    assert all(t >= 1000.5 + i for i, (_, t) in enumerate(log))
+    assert loop.calls <= 2 * len(owners)
+
+
+def test_the_wheel_lets_go_of_a_disarmed_or_moved_owner(setup):
+    """A connection that ends is disarmed and the wheel holds no reference to it: nothing of a
+    closed connection (its TLS state) is kept until its slot comes."""
+    import gc
+    import weakref
+    clock, loop, w, log = setup
+    owners = [Owner(str(i), log, clock) for i in range(50)]
+    for o in owners:
+        w.arm(o, 1010.0)
+    for o in owners[:25]:
+        w.arm(o, 1005.0)            # moved: left the 1010 slot
+    assert len(w) == 50
+    refs = [weakref.ref(o) for o in owners]
+    for o in owners:
+        w.disarm(o)
+        assert o.timer is None
+    assert len(w) == 0
+    del owners, o
+    gc.collect()
+    assert all(r() is None for r in refs)
+    loop.run_until(1020.0)
+    assert log == []
