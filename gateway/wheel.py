@@ -34,7 +34,7 @@ class Wheel:
     """The deadlines of the connections of one loop. An owner has a `timer` attribute (the slot
     it is armed for, or None) and an `_on_timer()` method."""
 
-    __slots__ = ("loop", "_slots", "_heap", "_handle", "_at")
+    __slots__ = ("loop", "_slots", "_heap", "_handle", "_at", "_fired")
 
     def __init__(self, loop) -> None:
         self.loop = loop
@@ -42,11 +42,16 @@ class Wheel:
         self._heap: list[int] = []          # the slots of _slots, earliest first
         self._handle = None                 # the one loop timer
         self._at = 0                        # the slot it is set for (0: none)
+        self._fired = 0                     # the last slot that fired: none reopens after
 
     def arm(self, owner, when: float) -> None:
         """Wake `owner` at monotonic time `when` (or up to one tick after), instead of whenever it
         was armed for before; sets the owner's `timer` to the slot."""
         slot = int(when / TICK_S) + 1
+        if slot <= self._fired:
+            # a deadline already past (armed from a wake-up, say): the next slot, never one that
+            # has fired, so a wake-up cannot re-arm itself into the same pass
+            slot = self._fired + 1
         old = owner.timer
         if old is not None:
             if old == slot:
@@ -89,6 +94,7 @@ class Wheel:
         now = _monotonic()
         while heap and heap[0] * TICK_S <= now:
             slot = _pop(heap)
+            self._fired = slot
             for owner in slots.pop(slot):
                 if owner.timer != slot:
                     continue        # (cannot happen: arming again and disarming leave the slot)

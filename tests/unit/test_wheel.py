@@ -179,3 +179,22 @@ def test_the_wheel_lets_go_of_a_disarmed_or_moved_owner(setup):
     assert all(r() is None for r in refs)
     loop.run_until(1020.0)
     assert log == []
+
+
+def test_a_wake_up_that_arms_a_past_deadline_waits_for_the_next_slot(setup):
+    """An owner whose handler arms a time already past is woken at the next slot, not again in
+    the same pass (which would loop for as long as it kept doing so)."""
+    clock, loop, w, log = setup
+
+    class Past(Owner):
+        def _on_timer(self) -> None:
+            super()._on_timer()
+            if len(self.log) < 4:
+                w.arm(self, self.clock.now - 5.0)
+    o = Past("past", log, clock)
+    w.arm(o, 1001.0)
+    loop.run_until(1001.1)
+    assert len(log) == 1                # one wake-up per pass
+    loop.run_until(1002.0)
+    assert len(log) == 4
+    assert all(b[1] - a[1] >= TICK_S - 1e-9 for a, b in zip(log, log[1:]))
