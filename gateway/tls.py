@@ -350,7 +350,7 @@ _SESSION_LABEL = b"mtls-gateway session chain v1\0"
 _sha256 = hashlib.sha256
 
 
-def _session_digest(ssl) -> bytes | None:
+def _session_digest(ssl, label: bytes = _SESSION_LABEL) -> bytes | None:
     """SHA-256 over a label and the current session's secret (None without a session or key).
     The key passes through one static buffer, wiped after use, and never becomes a Python object."""
     sess = _get_session(ssl)
@@ -359,7 +359,7 @@ def _session_digest(ssl) -> bytes | None:
     n = _session_master_key(sess, _KEY_BUF, _KEY_MAX)
     if n <= 0:
         return None
-    h = _sha256(_SESSION_LABEL)
+    h = _sha256(label)
     h.update(_ffi.buffer(_KEY_BUF, n))
     _ffi.memmove(_KEY_BUF, _KEY_ZERO, n)
     return h.digest()
@@ -766,6 +766,16 @@ class PyPump:
             _lib.ERR_clear_error()
         return self._drain()
 
+    # what the handshake reads of this SSL (the native Pump has the same three)
+    def leaf_der(self) -> bytes | None:
+        return _peer_leaf_der(self._ssl)
+
+    def session_digest(self, label: bytes) -> bytes | None:
+        return _session_digest(self._ssl, label)
+
+    def store_cert_der(self, store: int) -> bytes:
+        return _current_cert_der(_ffi.cast("X509_STORE_CTX *", store))
+
 
 def _py_pump(conn: SSL.Connection) -> PyPump:
     return PyPump(conn)
@@ -797,14 +807,18 @@ def _load_native():
     cast, Pump = _ffi.cast, _tls_c.Pump
     global NATIVE_SERVER, _native_owner
     server_functions = getattr(_tls_c, "SERVER_FUNCTIONS", None)
-    if server_functions is not None and not missing_bindings(_openssl.lib, server_functions):
-        _tls_c.bind_server({n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n)))
-                            for n in server_functions}, _lib.SSL_MODE_AUTO_RETRY, hashlib.sha256)
-        NATIVE_SERVER = _tls_c.server
-        _native_owner = _tls_c.owner_of
-        global _c_leaf_der, _c_store_der, _c_session_digest
-        _c_leaf_der, _c_store_der = _tls_c.peer_leaf_der, _tls_c.store_cert_der
-        _c_session_digest = _tls_c.session_digest
+    if server_functions is None:
+        NATIVE_UNAVAILABLE = "gateway._tls_c is an old build without server()"
+        return None     # its pump lacks the handshake's readers
+    missing = missing_bindings(_openssl.lib, server_functions)
+    if missing:
+        NATIVE_UNAVAILABLE = (f"cryptography {_cryptography_version()} no longer exposes "
+                              f"{', '.join(missing)}")
+        return None
+    _tls_c.bind_server({n: int(_ffi.cast("uintptr_t", _ffi.addressof(_openssl.lib, n)))
+                        for n in server_functions}, _lib.SSL_MODE_AUTO_RETRY, hashlib.sha256)
+    NATIVE_SERVER = _tls_c.server
+    _native_owner = _tls_c.owner_of
 
     def native_pump(conn: SSL.Connection):
         return Pump(conn, int(cast("uintptr_t", conn._ssl)), int(cast("uintptr_t", conn._into_ssl)),
@@ -823,8 +837,6 @@ NATIVE_MESSAGE_CALLBACK = None
 # gateway._tls_c.server: a connection's SSL made without a pyOpenSSL Connection (None: an old build,
 # or bindings without SSL_new & co.: connections then get a pyOpenSSL Connection and the native pump)
 NATIVE_SERVER = None
-# its readers of a handshake's certificates and session secret (used by the connections it makes)
-_c_leaf_der = _c_store_der = _c_session_digest = None
 NATIVE_UNAVAILABLE: str | None = None      # why the native pump is not there, when it is not
 NATIVE_PUMP = _load_native()
 _make_pump = _py_pump
@@ -865,7 +877,7 @@ set_native("auto")
 class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
-    __slots__ = ("_tls", "_conn", "_ssl", "_ssl_addr", "_ctx", "_pump", "state", "_chain", "_decision",
+    __slots__ = ("_tls", "_conn", "_ssl", "_ctx", "_pump", "state", "_chain", "_decision",
                  "_verdict", "_called", "started", "handshake_s", "identity", "_resumed",
                  "_renegotiating", "_cert_bytes", "_hello_seen", "_sessions", "_resumed_session",
                  "_callback_error", "__weakref__")
@@ -878,15 +890,13 @@ class TLSConnection:
             # OpenSSL's callbacks through the pump's registry (weakly: see gateway._tls_c.server)
             pump = NATIVE_SERVER(int(_ffi.cast("uintptr_t", self._ctx._context)), self)
             self._conn = None
-            self._ssl_addr = pump.ssl_address
-            self._ssl = _ffi.cast("SSL *", self._ssl_addr)
+            self._ssl = _ffi.cast("SSL *", pump.ssl_address)
         else:
             conn = SSL.Connection(self._ctx, None)
             conn.set_accept_state()
             conn.set_app_data(self)
             self._conn = conn
             self._ssl = conn._ssl
-            self._ssl_addr = 0
             pump = _make_pump(conn)
         self._pump = pump
         self.state = TLSState.HANDSHAKING
@@ -943,8 +953,7 @@ class TLSConnection:
             chain.extend([b""] * (depth + 1 - len(chain)))
         if not chain[depth]:
             # the top of an unanchored chain only ever gets an error call, so record on every call
-            chain[depth] = (_current_cert_der(store) if self._conn is not None
-                            else _c_store_der(int(_ffi.cast("uintptr_t", store))))
+            chain[depth] = self._pump.store_cert_der(int(_ffi.cast("uintptr_t", store)))
         if depth != 0 or not ok:
             # OpenSSL's opinion (its store is empty, so it always complains) is not the verdict.
             # The verdict comes at the final call, depth 0 with preverify ok: by then OpenSSL has
@@ -996,8 +1005,7 @@ class TLSConnection:
             self._note_session()
 
     def _note_session(self) -> None:
-        d = (_session_digest(self._ssl) if self._conn is not None
-             else _c_session_digest(self._ssl_addr, _SESSION_LABEL))
+        d = self._pump.session_digest(_SESSION_LABEL)
         if d is not None and d != self._resumed_session and d not in self._sessions:
             self._sessions.append(d)
 
@@ -1017,11 +1025,10 @@ class TLSConnection:
         if tls.keeps_chains:
             # the resumed session is s->session now; in TLS 1.3 it is replaced by the new ticket's
             # before the handshake ends, so its key is read here
-            self._resumed_session = (_session_digest(ssl) if self._conn is not None
-                                     else _c_session_digest(self._ssl_addr, _SESSION_LABEL))
+            self._resumed_session = self._pump.session_digest(_SESSION_LABEL)
         if tls.verifier is None:
             return _SSL_TLSEXT_ERR_OK
-        leaf = _peer_leaf_der(ssl) if self._conn is not None else _c_leaf_der(self._ssl_addr)
+        leaf = self._pump.leaf_der()
         if leaf is None:
             # a session of an optional-mode client that sent no certificate: nothing to re-check
             return _SSL_TLSEXT_ERR_OK
@@ -1147,7 +1154,7 @@ class TLSConnection:
                     return HandshakeFailed(verdict.status, "client_cert_refused", verdict.detail,
                                            verdict.identity)
             elif verdict is None:
-                leaf = _peer_leaf_der(ssl) if self._conn is not None else _c_leaf_der(self._ssl_addr)
+                leaf = self._pump.leaf_der()
                 if leaf is not None:
                     # A resumed session the servername callback did not judge (it always does:
                     # this is the fail-closed net). Find the identity proved at the full
@@ -1221,7 +1228,7 @@ class TLSConnection:
     def _passthrough_identity(self, ssl) -> Identity | None:
         cache = self._tls.passthrough_cache
         now = time.time()
-        leaf_der = _peer_leaf_der(ssl) if self._conn is not None else _c_leaf_der(self._ssl_addr)
+        leaf_der = self._pump.leaf_der()
         if leaf_der is None:
             return None
         chain = _peer_chain_ders(ssl)

@@ -351,6 +351,25 @@ cdef class Pump:
     def ssl_address(self):
         return <uintptr_t>self.ssl
 
+    # what the handshake reads of this SSL (gateway.tls.PyPump's methods are the pure twins)
+    def leaf_der(self):
+        """The DER of the peer's certificate, or None."""
+        if c_peer_certificate == NULL:
+            raise RuntimeError("gateway._tls_c: bind_server was not called")
+        return peer_leaf_der(<uintptr_t>self.ssl)
+
+    def session_digest(self, bytes label):
+        """SHA-256 over `label` and the current session's secret, or None."""
+        if c_get_session == NULL:
+            raise RuntimeError("gateway._tls_c: bind_server was not called")
+        return session_digest(<uintptr_t>self.ssl, label)
+
+    def store_cert_der(self, uintptr_t store):
+        """The DER of the verify callback's current certificate (`store`: its X509_STORE_CTX)."""
+        if c_store_current_cert == NULL:
+            raise RuntimeError("gateway._tls_c: bind_server was not called")
+        return store_cert_der(store)
+
     cdef int _feed(self, bytes data) except -1:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef char *p = PyBytes_AS_STRING(data)
