@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import certs
-from .core_keepalive import _pki
+from .core_keepalive import _pki, measure
 from .proxy_keepalive import _MemoryTransport
 
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
@@ -127,14 +127,8 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
             spent += clock() - started
             return spent
 
-        one()
-        if count:
-            for _ in range(count):
-                one()
-            return []
-        for _ in range(200):
-            one()
-        return [sum(one() for _ in range(connections)) / connections * 1e6 for _ in range(rounds)]
+        one()       # the first connection: the session later ones resume
+        return measure(one, count, 200, connections, rounds)
 
     return uvloop.run(main())
 

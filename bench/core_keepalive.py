@@ -69,6 +69,18 @@ def _pki(workdir: Path, keep: Path | None) -> certs.BenchPKI:
     return pki
 
 
+def measure(one, count: int, warmup: int, n: int, rounds: int) -> list[float]:
+    """`count` calls of `one` and nothing back (for valgrind); else `warmup` calls, then `rounds`
+    means of `n` calls, in microseconds (`one` returns the seconds it timed)."""
+    if count:
+        for _ in range(count):
+            one()
+        return []
+    for _ in range(warmup):
+        one()
+    return [sum(one() for _ in range(n)) / n * 1e6 for _ in range(rounds)]
+
+
 def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
         keep: Path | None = None) -> list[float]:
     import uvloop
@@ -110,13 +122,7 @@ def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
                 raise RuntimeError("the gateway did not answer 200")
             return spent
 
-        if count:
-            for _ in range(count):
-                one()
-            return []
-        for _ in range(2000):
-            one()
-        return [sum(one() for _ in range(requests)) / requests * 1e6 for _ in range(rounds)]
+        return measure(one, count, 2000, requests, rounds)
 
     return uvloop.run(main())
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -38,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs, peers
+from . import certs, load, peers
 
 SNI = "localhost"
 WARMUP = 5
@@ -46,29 +45,25 @@ START_TIMEOUT_S = 180.0         # Python and its imports under valgrind take a w
 
 
 def _client_context(pki: certs.BenchPKI, mode: str, tls: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(pki.root)
-    if mode != "off":
-        ctx.load_cert_chain(pki.client_cert, pki.client_key)
-    version = ssl.TLSVersion.TLSv1_3 if tls == "1.3" else ssl.TLSVersion.TLSv1_2
-    ctx.minimum_version = ctx.maximum_version = version
-    return ctx
+    """bench.load's client context; the client's certificate in every mode but `off`."""
+    cert = (str(pki.client_cert), str(pki.client_key)) if mode != "off" else (None, None)
+    return load._client_context(tls, *cert, str(pki.root))
 
 
 def _read_answer(s: ssl.SSLSocket) -> bytes:
+    """One whole answer (head and Content-Length body); its head."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = s.recv(65536)
         if not chunk:
-            break
+            raise ConnectionError("closed before an answer")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-    want = int(m.group(1)) if m else 0
+    want = load._content_length(head)
     while len(body) < want:
         chunk = s.recv(65536)
         if not chunk:
-            break
+            raise ConnectionError("closed in the middle of an answer")
         body += chunk
     if not head.startswith(b"HTTP/1."):
         raise RuntimeError(f"not an HTTP answer: {data[:60]!r}")
@@ -97,9 +92,8 @@ class Client:
 
     def request(self) -> None:
         if self.kept is None:
-            raw = socket.create_connection(("127.0.0.1", self.port), timeout=120)
-            self.kept = self.ctx.wrap_socket(raw, server_hostname=SNI)
-        self.kept.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.kept = load._connect(self.ctx, self.port)
+        self.kept.sendall(load._KEEPALIVE_REQUEST)
         _read_answer(self.kept)
 
     def close(self) -> None:
