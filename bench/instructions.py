@@ -2,7 +2,7 @@
 
     python -m bench.instructions [--peers gateway,nginx] [--root ROOT] [--modes off,passthrough,verify]
                                  [--ops full,resumed,keepalive] [--count 100] [--tls 1.3]
-                                 [--key ecdsa|rsa]
+                                 [--key ecdsa|rsa] [--keep DIR]
 
 How this works: CPU time on a shared machine moved by 50% between identical runs, so this counts
 instructions instead. Each peer (the harness's configuration, bench.peers: one worker, an ECDSA
@@ -137,7 +137,7 @@ def _worker(pid: int) -> int:
 
 
 def measure(spec, pki, workdir: Path, modes: list[str], ops: list[str], count: int,
-            tls: str, key: str = "ecdsa") -> dict[tuple[str, str], float]:
+            tls: str, key: str = "ecdsa", keep: Path | None = None) -> dict[tuple[str, str], float]:
     endpoints = [(m, key) for m in modes]
     peer = peers.Peer(spec, pki, endpoints, workers=1, server_cpus=(0,), crl=False,
                       workdir=workdir / spec.name.replace("@", "-"))
@@ -185,7 +185,11 @@ def measure(spec, pki, workdir: Path, modes: list[str], ops: list[str], count: i
                 if not new:
                     raise RuntimeError("callgrind wrote no dump")
                 time.sleep(0.5)     # let the dump finish
-                results[(mode, op)] = _totals(max(new, key=lambda p: p.stat().st_mtime)) / count
+                dump = max(new, key=lambda p: p.stat().st_mtime)
+                results[(mode, op)] = _totals(dump) / count
+                if keep is not None:
+                    keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(dump, keep / f"{spec.name.replace('@', '-')}.{mode}.{op}.callgrind")
                 print(f"  {spec.name:14} {mode:11} {op:9} {results[(mode, op)]:12,.0f} instructions",
                       flush=True)
     finally:
@@ -203,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--tls", choices=("1.2", "1.3"), default="1.3")
     p.add_argument("--key", choices=peers.KEYS, default="ecdsa", help="the servers' key type")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="copy each counted dump here (PEER.MODE.OP.callgrind, for callgrind_annotate)")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: {spec.reason}", file=sys.stderr)
                 continue
             table[spec.name] = measure(spec, pki, workdir, modes, ops, args.count, args.tls,
-                                       args.key)
+                                       args.key, args.keep)
         names = list(table)
         print(f"\n| operation (TLS {args.tls}, {args.key.upper()}) | " + " | ".join(names)
               + (f" | ratio {names[0]} / {names[1]} |" if len(names) == 2 else " |"))

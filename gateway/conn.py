@@ -57,6 +57,7 @@ from .exchange import (CONTINUE, UPGRADE_REFUSED, UPSTREAM_ERROR_BODIES, Exchang
 from .http1 import Data, EndOfMessage, Request, Response
 from .identity import serial_hex
 from .logs import iso_now, validity
+from .metrics import NULL_OBSERVER
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from . import tls as tls_mod
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed, TLSState
@@ -1155,7 +1156,7 @@ def _load_native():
                protected_tokens=hdrs._PROTECTED_TOKEN, general_receive=ConnectionCore.receive,
                state=STATE, tls_open=TLSState.OPEN, tls_failed=TLSState.FAILED,
                pump_codes=(tls_mod.WANT, tls_mod.FAILED), handshake_done=HandshakeDone,
-               actions=Actions, timer_handshake=_HANDSHAKE)
+               actions=Actions, timer_handshake=_HANDSHAKE, null_observer=NULL_OBSERVER)
     except (ImportError, AttributeError, TypeError):
         # AttributeError, TypeError: a stale build of the extension without these names.
         return None

@@ -45,22 +45,20 @@ def alb_connection_line(record: dict) -> bytes:
 
 
 class LogSink:
-    __slots__ = ("dest", "_fd", "_own", "_buf", "_size", "_scheduled", "_loop", "_format")
+    # `enabled`: whether records are written at all (a plain slot, read per request)
+    __slots__ = ("dest", "_fd", "_own", "_buf", "_size", "_scheduled", "_loop", "_format", "enabled")
 
     def __init__(self, dest: str = "-", format: str = "json") -> None:
         self.dest = dest
         self._format = alb_connection_line if format == "alb" else None
         self._fd: int | None = None
+        self.enabled = False
         self._own = False
         self._buf: list[bytes] = []
         self._size = 0
         self._scheduled = False
         self._loop = None
         self.reopen()
-
-    @property
-    def enabled(self) -> bool:
-        return self._fd is not None
 
     def reopen(self) -> None:
         self.flush()
@@ -74,6 +72,7 @@ class LogSink:
         else:
             self._fd = os.open(self.dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             self._own = True
+        self.enabled = self._fd is not None
 
     def attach(self, loop) -> None:
         """Flush on the next turn of this loop instead of at every line."""
@@ -113,6 +112,7 @@ class LogSink:
         if self._own and self._fd is not None:
             os.close(self._fd)
         self._fd = None
+        self.enabled = False
 
 
 _stamp_second = -1          # the whole second _stamp_prefix was formatted for

@@ -62,9 +62,14 @@ class PrometheusObserver(Observer):
     second and before answering a scrape, so /metrics (any worker aggregates all of them) lags by
     at most a second. Histogram buckets are added through the child's per-bucket values, the very
     ones `Histogram.observe` increments; a unit test holds the result equal to `observe()`'s, so a
-    prometheus-client that changes them fails loudly."""
+    prometheus-client that changes them fails loudly.
 
-    __slots__ = ("_m", "_children", "_counts", "_hists", "_bounds", "_gauge_deltas", "_gauge_sets")
+    The native connection core counts the fixed answers it serves in C arrays of its own
+    (gateway._conn_c.Listener, one per listener runtime), attached here by `attach_counts`;
+    `flush()` drains them first, as if each had been a `request(listener, status, 0.0)`."""
+
+    __slots__ = ("_m", "_children", "_counts", "_hists", "_bounds", "_gauge_deltas", "_gauge_sets",
+                 "_sources")
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
@@ -73,6 +78,7 @@ class PrometheusObserver(Observer):
         self._hists: dict[tuple, list] = {}             # (metric, labels) -> [sum, n per bucket...]
         self._gauge_deltas: dict[tuple, int] = {}       # livesum gauges: net inc/dec
         self._gauge_sets: dict[tuple, float] = {}       # last value set
+        self._sources: list = []                        # native counters (attach_counts)
         self._m = {
             "handshakes": Counter("mtls_gateway_handshakes_total", "TLS handshakes",
                                   ["listener", "mode", "result", "verify_status", "resumed"]),
@@ -160,9 +166,32 @@ class PrometheusObserver(Observer):
         if misses:
             self._count(("cache", (trust_store, "miss")), misses)
 
+    def attach_counts(self, source) -> None:
+        """`source` counts fixed answers by status for one listener (`source.name`); its
+        `take_counts()` returns [(status, n)] and starts again from zero."""
+        self._sources.append(source)
+
     # -- off the hot path --------------------------------------------------------------------------
+    def _drain_sources(self) -> None:
+        if not self._sources:
+            return
+        zero = 1 + bisect_left(self._bounds["request_seconds"], 0.0)
+        for source in self._sources:
+            counted = source.take_counts()
+            if not counted:
+                continue
+            labels = (source.name,)
+            key = ("request_seconds", labels)
+            hist = self._hists.get(key)
+            if hist is None:
+                hist = self._hists[key] = [0.0] + [0] * len(self._bounds["request_seconds"])
+            for status, n in counted:
+                self._count(("requests", (source.name, str(status))), n)
+                hist[zero] += n
+
     def flush(self) -> None:
         """Move what accumulated into prometheus-client's values (this worker's files)."""
+        self._drain_sources()
         counts, self._counts = self._counts, {}
         for (metric, labels), n in counts.items():
             self._child(metric, labels).inc(n)

@@ -188,7 +188,7 @@ class RedirectAction:
 class RouteTable:
     """Compiled rules of one listener."""
 
-    __slots__ = ("_rules", "upgrades")
+    __slots__ = ("_rules", "upgrades", "unconditional", "reads_headers")
 
     def __init__(self, rules) -> None:
         compiled = []
@@ -216,6 +216,12 @@ class RouteTable:
             compiled.append((host, path, methods or None, headers or None, action))
         self._rules = tuple(compiled)
         self.upgrades = upgrades        # some rule lets a protocol upgrade through
+        # what `match` returns whatever the request, when the first rule has no condition
+        first = compiled[0] if compiled else None
+        self.unconditional = (first[4] if first is not None and first[:4] == (None,) * 4
+                              else None)
+        # whether a decision may depend on more than host, path and method
+        self.reads_headers = any(rule[3] is not None for rule in compiled)
 
     def match(self, host: bytes | None, path: bytes, method: bytes = b"GET",
               headers: list[tuple[bytes, bytes]] = ()) -> Forward | Fixed | RedirectAction:

@@ -69,6 +69,9 @@ class ListenerRuntime:
     protocols: set = field(default_factory=set)
     # the connections' deadlines on one loop timer (gateway.wheel), made by the first connection
     wheel: object = None
+    # what the native core reads of this runtime as C fields (gateway._conn_c.Listener), made by
+    # its first connection: the fields above are fixed from then on
+    native: object = None
 
 
 @dataclass(eq=False)

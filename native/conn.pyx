@@ -21,7 +21,9 @@ header module (whose twin choice is read per request); nothing here imports gate
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
-from libc.string cimport memchr
+from libc.string cimport memchr, memset
+
+include "slots.pxi"
 
 cdef object HANDSHAKE = None
 cdef object OPEN = None
@@ -41,6 +43,13 @@ cdef object Actions = None
 cdef int TIMER_HANDSHAKE = 0        # gateway.conn._HANDSHAKE: which deadline conn_deadline is
 cdef object TLS_OPEN = None         # gateway.tls.TLSState.OPEN
 cdef object TLS_FAILED = None
+cdef object NULL_OBSERVER = None    # gateway.metrics.NULL_OBSERVER: counts nothing
+# the Request's fields the common path reads, by slot offset (slots.pxi); set by bind
+cdef Py_ssize_t RQ_METHOD, RQ_TARGET, RQ_VERSION, RQ_HEADERS, RQ_KEEP_ALIVE, RQ_LENGTH
+cdef Py_ssize_t RQ_CHUNKED, RQ_EXPECT, RQ_UPGRADE, RQ_HOST, RQ_CONNECTION
+cdef enum:
+    MEMO_MAX = 256                  # a listener's remembered route decisions, at most
+    STATUS_MAX = 600                # fixed answers are counted by status, 100-599
 cdef enum:
     PUMP_WANT = 0                   # gateway.tls.WANT: what a pump's read and write return
     PUMP_FAILED = 3                 # gateway.tls.FAILED
@@ -51,11 +60,11 @@ cdef unsigned char PATH_WORK[256]
 
 def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
          exchange, protocol_error, headers, protected_tokens, general_receive, state, tls_open,
-         tls_failed, pump_codes, handshake_done, actions, timer_handshake):
+         tls_failed, pump_codes, handshake_done, actions, timer_handshake, null_observer):
     """Take gateway.conn's objects. `state`: the names the pure twin's slots have, checked here
     against this struct's, so the two cannot drift; `pump_codes`: gateway.tls's (WANT, FAILED),
     checked against this module's."""
-    global TLS_OPEN, TLS_FAILED, HandshakeDone, Actions, TIMER_HANDSHAKE
+    global TLS_OPEN, TLS_FAILED, HandshakeDone, Actions, TIMER_HANDSHAKE, NULL_OBSERVER
     missing = [n for n in state if not hasattr(Core, n)]
     if missing:
         raise AttributeError(f"gateway._conn_c.Core lacks {missing}: a stale build")
@@ -65,6 +74,7 @@ def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_messag
     HandshakeDone = handshake_done
     Actions = actions
     TIMER_HANDSHAKE = timer_handshake
+    NULL_OBSERVER = null_observer
     _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed, exchange,
           protocol_error, headers, protected_tokens, general_receive)
 
@@ -73,6 +83,19 @@ cdef _bind(handshake, open_, closing, closed, no_reader, request, end_of_message
            exchange, protocol_error, headers, dict tokens, receive):
     global HANDSHAKE, OPEN, CLOSING, CLOSED, NO_READER, Request, EndOfMessage, Fixed, Exchange
     global ProtocolError, headers_module, protected_tokens, general_receive
+    global RQ_METHOD, RQ_TARGET, RQ_VERSION, RQ_HEADERS, RQ_KEEP_ALIVE, RQ_LENGTH
+    global RQ_CHUNKED, RQ_EXPECT, RQ_UPGRADE, RQ_HOST, RQ_CONNECTION
+    RQ_METHOD = _slot_offset(request, "method")
+    RQ_TARGET = _slot_offset(request, "target")
+    RQ_VERSION = _slot_offset(request, "http_version")
+    RQ_HEADERS = _slot_offset(request, "headers")
+    RQ_KEEP_ALIVE = _slot_offset(request, "keep_alive")
+    RQ_LENGTH = _slot_offset(request, "content_length")
+    RQ_CHUNKED = _slot_offset(request, "chunked")
+    RQ_EXPECT = _slot_offset(request, "expect_continue")
+    RQ_UPGRADE = _slot_offset(request, "upgrade")
+    RQ_HOST = _slot_offset(request, "host")
+    RQ_CONNECTION = _slot_offset(request, "connection")
     HANDSHAKE, OPEN, CLOSING, CLOSED = handshake, open_, closing, closed
     NO_READER = no_reader
     Request = request
@@ -128,6 +151,92 @@ cdef object _route_host(bytes host):
     return host if host else None
 
 
+cdef class Listener:
+    """What the common path reads of a listener runtime, as C fields.
+
+    Made by the runtime's first connection (`listener_of`) and kept in the runtime's `native`
+    field: a runtime's spec, rules, header policy, observer and log sinks are fixed once it
+    serves (a reload builds a new runtime). Besides the constants it keeps two things of its own:
+    the route decisions already taken, when no rule reads a header (the decision is then a pure
+    function of host, path and method; at most MEMO_MAX, forgotten all at once when full), and the
+    count of fixed answers by status for an observer that drains them (`take_counts`, at its flush)
+    instead of a Python call per request."""
+
+    cdef readonly object rt, name, routes, header_policy, observer, access_log
+    cdef readonly bint sni_host_strict, counting
+    cdef readonly long max_requests
+    cdef readonly double idle_timeout
+    cdef object unconditional               # the first rule's action when it has no condition
+    cdef dict memo                          # (host, path, method) -> action; None: rules read headers
+    cdef long long counts[STATUS_MAX]
+    cdef object __weakref__
+
+    def __init__(self, rt):
+        spec = rt.spec
+        self.rt = rt
+        self.name = spec.name
+        self.routes = rt.routes
+        self.header_policy = rt.header_policy
+        self.observer = rt.observer
+        self.access_log = rt.access_log
+        self.sni_host_strict = bool(rt.sni_host_strict)
+        self.max_requests = spec.max_requests_per_connection
+        self.idle_timeout = spec.idle_timeout_s
+        self.unconditional = getattr(self.routes, "unconditional", None)
+        self.memo = None if getattr(self.routes, "reads_headers", True) else {}
+        memset(self.counts, 0, sizeof(self.counts))
+        self.counting = False
+        attach = getattr(self.observer, "attach_counts", None)
+        if attach is not None:
+            attach(self)
+            self.counting = True
+
+    def take_counts(self):
+        """[(status, n)] of the fixed answers counted since the last call, and zero again."""
+        cdef int i
+        out = []
+        for i in range(STATUS_MAX):
+            if self.counts[i]:
+                out.append((i, self.counts[i]))
+                self.counts[i] = 0
+        return out
+
+    cdef object route(self, request, bytes target, bytes method):
+        """gateway.routes.RouteTable.match for this request, remembered when it may be."""
+        action = self.unconditional
+        if action is not None:
+            return action
+        host = _route_host(slot_get(request, RQ_HOST))
+        path = _path_of(target)
+        memo = self.memo
+        if memo is None:
+            return self.routes.match(host, path, method, slot_get(request, RQ_HEADERS))
+        key = (host, path, method)
+        action = memo.get(key)
+        if action is None:
+            action = self.routes.match(host, path, method, ())
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[key] = action
+        return action
+
+    cdef int request_done(self, int status) except -1:
+        """The observer's request(listener, status, 0.0) of a fixed answer."""
+        if self.counting and 0 <= status < STATUS_MAX:
+            self.counts[status] += 1
+        elif self.observer is not NULL_OBSERVER:
+            self.observer.request(self.name, status, 0.0)
+        return 0
+
+
+cdef Listener listener_of(rt):
+    lc = rt.native
+    if lc is None or (<Listener>lc).rt is not rt:
+        lc = Listener(rt)
+        rt.native = lc
+    return <Listener>lc
+
+
 cdef class Core:
     """The state of one client connection (every name of gateway.conn.STATE) and its common path."""
 
@@ -139,11 +248,13 @@ cdef class Core:
     cdef public bint read_paused, write_paused, header_deadline_armed, draining, peer_done
     cdef public double conn_deadline, idle_deadline, up_deadline, tunnel_deadline
     cdef public double connected_at, rx_at, tx_at, armed
+    cdef readonly Listener lc        # the runtime's constants (not part of gateway.conn.STATE)
 
     def __init__(self, rt, client_ip, client_port, double now):
         """gateway.conn.ConnectionCore.__init__'s twin: the same fields, set in the struct (a test
         holds the two starts equal)."""
         self.rt = rt
+        self.lc = listener_of(rt)
         self.acts = Actions()
         self.client_ip = client_ip
         self.client_port = client_port
@@ -243,16 +354,17 @@ cdef class Core:
         """Serve `request` if it is the common case; False, having changed nothing, if not."""
         if type(request) is not Request:
             return False
-        if (request.chunked or request.content_length or request.upgrade is not None
-                or request.expect_continue):
+        # the fields by slot (slots.pxi): the reader set them all, and Request is exactly its type
+        if (slot_get(request, RQ_CHUNKED) or slot_get(request, RQ_LENGTH)
+                or slot_get(request, RQ_UPGRADE) is not None or slot_get(request, RQ_EXPECT)):
             return False
-        rt = self.rt
-        if rt.sni_host_strict:
+        lc = self.lc
+        if lc.sni_host_strict:
             return False
-        headers = request.headers
+        headers = slot_get(request, RQ_HEADERS)
         # screening (gateway.conn._screened_out): None for sure when every Connection option is a
         # known harmless one and every name is standard; else the pure function decides
-        connection = request.connection
+        connection = slot_get(request, RQ_CONNECTION)
         clean = True
         if connection:
             for token in connection:
@@ -260,29 +372,27 @@ cdef class Core:
                     clean = False
                     break
         if not clean or headers_module.first_nonstandard(headers) >= 0:
-            if headers_module.screen_request(rt.header_policy, headers, connection) is not None:
+            if headers_module.screen_request(lc.header_policy, headers, connection) is not None:
                 return False
-        target = request.target
-        if not _path_plain(target):
+        target = slot_get(request, RQ_TARGET)
+        if type(target) is not bytes or not _path_plain(target):
             return False
-        method = request.method
-        action = rt.routes.match(_route_host(request.host), _path_of(target), method, headers)
+        method = slot_get(request, RQ_METHOD)
+        action = lc.route(request, target, method)
         if type(action) is not Fixed or action.access is not None:
             return False
 
         # gateway.conn._start, _after_answer and _finish for a fixed response, in their order
-        spec = rt.spec
         self.requests += 1
         self.header_deadline_armed = False
         self.idle_deadline = 0.0
         self.conn_deadline = 0.0
-        cdef bint keep = request.keep_alive
-        limit = spec.max_requests_per_connection
-        if limit and self.requests >= limit:
+        cdef bint keep = slot_get(request, RQ_KEEP_ALIVE)
+        if lc.max_requests and self.requests >= lc.max_requests:
             keep = False
         if not keep:
             payload = action.closing
-        elif request.http_version == b"1.0":
+        elif slot_get(request, RQ_VERSION) == b"1.0":
             payload = action.head_only_10 if method == b"HEAD" else action.keep_alive_10
         else:
             payload = action.head_only if method == b"HEAD" else action.keep_alive
@@ -293,8 +403,8 @@ cdef class Core:
             if type(end) is not EndOfMessage:
                 raise RuntimeError(f"request reader: {end!r} after a request without a body")
         status = action.status
-        rt.observer.request(spec.name, status, 0.0)     # now - started: started now
-        if rt.access_log.enabled:
+        lc.request_done(status)         # the observer's request(name, status, now - started: 0)
+        if lc.access_log.enabled:
             ex = Exchange(request, now)
             ex.keep_alive = keep
             ex.action = action
@@ -303,12 +413,12 @@ cdef class Core:
             ex.bytes_out = len(payload)
             ex.discard = keep
             ex.request_done = True
-            self._log("access", ex.access_record(spec.name, self.client, self.done_event, now,
+            self._log("access", ex.access_record(lc.name, self.client, self.done_event, now,
                                                  False))
         if not keep:
             self._close("response_complete")
             return True
-        self.idle_deadline = now + spec.idle_timeout_s
+        self.idle_deadline = now + lc.idle_timeout
         if self.held is not None or self.reader.buffered_bytes > 0:
             # pipelined: what follows is the pure core's, from where its _finish goes on
             self._process(now)

@@ -22,7 +22,8 @@ from libc.string cimport memcmp, memcpy
 
 cdef extern from "Python.h":
     int PyBytes_CheckExact(object o)
-    int PyObject_GenericSetAttr(object o, object name, object value) except -1
+
+include "slots.pxi"
 
 # --- handed in by gateway.http1 -----------------------------------------------------------------
 
@@ -37,23 +38,27 @@ cdef object NO_TOKENS = None
 cdef object DEFAULT_LIMITS = None
 cdef Py_ssize_t MAX_CHUNK_LINE = 4096
 cdef bint _ready = False
-cdef tuple REQUEST_FIELDS = ()
-cdef object DATA_FIELD = "data"
+cdef Py_ssize_t REQUEST_AT[11]         # each Request field's slot offset, in field order
+cdef Py_ssize_t DATA_AT = 0
 cdef object object_new = object.__new__
+cdef bint REQUEST_PLAIN = False         # Request and Data made by new_instance (slots.pxi)
 
 
 def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinements, no_tokens,
          max_chunk_line, default_limits, request_fields, data_field):
     """Called once by gateway.http1: the event and error classes and the tables both twins share.
-    `request_fields`: the Request's field names in order (its events are built field by field,
-    as `object.__setattr__` would, not through the frozen dataclass's __init__: a sixth of the
-    cost)."""
+    `request_fields`: the Request's field names in order (its events are built slot by slot,
+    as `object.__setattr__` would leave them, not through the frozen dataclass's __init__: a sixth
+    of the cost; slots.pxi)."""
     global Request, Data, END_OF_MESSAGE, HTTPProtocolError, _tokens, LLHTTP_ERRORS, REFINE
-    global NO_TOKENS, MAX_CHUNK_LINE, DEFAULT_LIMITS, _ready, REQUEST_FIELDS, DATA_FIELD
+    global NO_TOKENS, MAX_CHUNK_LINE, DEFAULT_LIMITS, _ready, DATA_AT, REQUEST_PLAIN
     if len(request_fields) != 11:
         raise AttributeError(f"Request has {len(request_fields)} fields, this build knows 11")
-    REQUEST_FIELDS = tuple(request_fields)
-    DATA_FIELD = data_field
+    cdef Py_ssize_t i
+    for i in range(11):
+        REQUEST_AT[i] = _slot_offset(request, request_fields[i])
+    DATA_AT = _slot_offset(data, data_field)
+    REQUEST_PLAIN = plain_alloc(request) and plain_alloc(data)
     Request = request
     Data = data
     END_OF_MESSAGE = end_of_message
@@ -67,18 +72,27 @@ def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinem
     _ready = True
 
 
-cdef object _request_event(tuple values):
-    """Request(*values), built as its frozen dataclass's __init__ would leave it."""
-    obj = object_new(Request)
-    cdef Py_ssize_t i
-    for i in range(11):
-        PyObject_GenericSetAttr(obj, REQUEST_FIELDS[i], values[i])
+cdef object _request_event(method, target, version, headers, keep_alive, length, chunked,
+                           expect_continue, upgrade, host, tokens):
+    """Request(...), built as its frozen dataclass's __init__ would leave it."""
+    obj = new_instance(Request) if REQUEST_PLAIN else object_new(Request)
+    slot_set(obj, REQUEST_AT[0], method)
+    slot_set(obj, REQUEST_AT[1], target)
+    slot_set(obj, REQUEST_AT[2], version)
+    slot_set(obj, REQUEST_AT[3], headers)
+    slot_set(obj, REQUEST_AT[4], keep_alive)
+    slot_set(obj, REQUEST_AT[5], length)
+    slot_set(obj, REQUEST_AT[6], chunked)
+    slot_set(obj, REQUEST_AT[7], expect_continue)
+    slot_set(obj, REQUEST_AT[8], upgrade)
+    slot_set(obj, REQUEST_AT[9], host)
+    slot_set(obj, REQUEST_AT[10], tokens)
     return obj
 
 
 cdef object _data_event(bytes data):
-    obj = object_new(Data)
-    PyObject_GenericSetAttr(obj, DATA_FIELD, data)
+    obj = new_instance(Data) if REQUEST_PLAIN else object_new(Data)
+    slot_set(obj, DATA_AT, data)
     return obj
 
 
@@ -430,7 +444,8 @@ cdef class RequestReader:
         long long _max_body                 # -1: no bound
         int _state
         list _events
-        list _sizes
+        Py_ssize_t *_sizes                  # each queued event's bytes (as many as _events)
+        Py_ssize_t _sizes_alloc
         Py_ssize_t _ev_next
         Py_ssize_t _buffered
         object _error
@@ -464,10 +479,13 @@ cdef class RequestReader:
     def __cinit__(self):
         self._head = NULL
         self._fields = NULL
+        self._sizes = NULL
+        self._sizes_alloc = 0
 
     def __dealloc__(self):
         free(self._head)
         free(self._fields)
+        free(self._sizes)
 
     def __init__(self, limits=None, *, hold_upgrades=False):
         if not _ready:
@@ -482,7 +500,6 @@ cdef class RequestReader:
         self._line_budget = limits.max_request_line_bytes + 2      # with its CRLF
         self._state = R_IDLE
         self._events = []
-        self._sizes = []
         self._ev_next = 0
         self._buffered = 0
         self._error = None
@@ -560,11 +577,10 @@ cdef class RequestReader:
         if i >= len(self._events):
             return None
         event = self._events[i]
-        self._buffered -= <Py_ssize_t>self._sizes[i]
+        self._buffered -= self._sizes[i]
         i += 1
         if i == len(self._events):
             self._events.clear()
-            self._sizes.clear()
             i = 0
         self._ev_next = i
         return event
@@ -609,10 +625,19 @@ cdef class RequestReader:
         self._state = new
         return 0
 
-    cdef inline void _push(self, object event, Py_ssize_t size):
+    cdef inline int _push(self, object event, Py_ssize_t size) except -1:
+        cdef Py_ssize_t n = len(self._events)
+        cdef Py_ssize_t *grown
+        if n >= self._sizes_alloc:
+            grown = <Py_ssize_t *>realloc(self._sizes, (n + 8) * sizeof(Py_ssize_t))
+            if grown == NULL:
+                raise MemoryError()
+            self._sizes = grown
+            self._sizes_alloc = n + 8
         self._events.append(event)
-        self._sizes.append(size)
+        self._sizes[n] = size
         self._buffered += size
+        return 0
 
     cdef void _body(self, bytes buf, Py_ssize_t a, Py_ssize_t b):
         piece = buf if (a == 0 and b == PyBytes_GET_SIZE(buf)) else buf[a:b]
@@ -623,7 +648,7 @@ cdef class RequestReader:
                 self._body_parts = [self._body_first]
             self._body_parts.append(piece)
 
-    cdef void _flush_body(self):
+    cdef int _flush_body(self) except -1:
         cdef bytes data
         if self._body_parts is not None:
             data = b"".join(self._body_parts)
@@ -632,6 +657,7 @@ cdef class RequestReader:
             data = self._body_first
         self._body_first = None
         self._push(_data_event(data), PyBytes_GET_SIZE(data))
+        return 0
 
     cdef int _complete(self) except -1:
         if self._body_first is not None:
@@ -670,7 +696,6 @@ cdef class RequestReader:
         self._state = R_ERROR
         self._error = err
         self._events.clear()
-        self._sizes.clear()
         self._ev_next = 0
         self._buffered = 0
         self._body_first = None
@@ -1743,8 +1768,8 @@ cdef class RequestReader:
 
         self._keep_alive = keep_alive
         self._switch = upgrade is not None and self._hold_upgrades
-        self._push(_request_event((method, target, version, headers, keep_alive, length, chunked,
-                                   expect_continue, upgrade, host, tokens)), size)
+        self._push(_request_event(method, target, version, headers, keep_alive, length, chunked,
+                                  expect_continue, upgrade, host, tokens), size)
         self._to(R_BODY)
         if chunked:
             self._framing = FR_CHUNKED

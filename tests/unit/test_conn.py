@@ -35,7 +35,29 @@ def core_class(request):
     conn_mod.set_native("auto")
 
 
-def _runtime(test_pki, **listener):
+_RULES = """
+[[listener.rule]]
+priority = 10
+path = "/app/*"
+action = "forward"
+target_group = "app"
+
+[[listener.rule]]
+priority = 20
+action = "fixed-response"
+fixed_response = {status = 200, body = "ok"}
+"""
+
+# one catch-all rule: every request gets its answer without a match (RouteTable.unconditional)
+CATCH_ALL = """
+[[listener.rule]]
+priority = 1
+action = "fixed-response"
+fixed_response = {status = 203, body = "all"}
+"""
+
+
+def _runtime(test_pki, rules=_RULES, **listener):
     extra = "\n".join(f"{k} = {v}" for k, v in listener.items())
     conf = config.loads(f"""
 [gateway]
@@ -50,18 +72,7 @@ certificates = [{{cert = "{test_pki.dir}/server.pem", key = "{test_pki.dir}/serv
 mtls = "verify"
 trust_store = "main"
 {extra}
-
-[[listener.rule]]
-priority = 10
-path = "/app/*"
-action = "forward"
-target_group = "app"
-
-[[listener.rule]]
-priority = 20
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-
+{rules}
 [trust_store.main]
 ca_bundle = "{test_pki.dir}/ca-bundle.pem"
 
@@ -525,8 +536,11 @@ def _play(p, arrivals):
     return seen, [_comparable(e) for e in p.logs]
 
 
-def _run(test_pki, arrivals, core, **listener):
-    return _play(open_peer(test_pki, _runtime(test_pki, **listener), core=core), arrivals)
+def _run(test_pki, arrivals, core, rules=_RULES, observer=None, **listener):
+    rt = _runtime(test_pki, rules, **listener)
+    if observer is not None:
+        rt.observer = observer
+    return _play(open_peer(test_pki, rt, core=core), arrivals)
 
 
 def _run_riding(test_pki, arrivals, core, **listener):
@@ -565,3 +579,106 @@ def test_native_and_pure_cores_answer_alike(test_pki, arrivals, listener, core_c
     native = _run(test_pki, arrivals, conn_mod.NATIVE, **listener)
     assert native == pure
     assert any(out for out, *_ in pure[0])      # the session was answered at all
+
+
+@needs_native_core
+@pytest.mark.parametrize("arrivals", SESSIONS, ids=[str(i) for i in range(len(SESSIONS))])
+def test_native_and_pure_cores_answer_alike_with_one_catch_all_rule(test_pki, arrivals,
+                                                                     core_class):
+    if core_class is not Connection:
+        pytest.skip("compares both twins itself")
+    pure = _run(test_pki, arrivals, Connection, CATCH_ALL)
+    native = _run(test_pki, arrivals, conn_mod.NATIVE, CATCH_ALL)
+    assert native == pure
+    assert any(b" 203 " in out for out, *_ in pure[0]) or pure[0][0][2]
+
+
+class CountingObserver(type(conn_mod.NULL_OBSERVER)):
+    """Records `request` calls, and takes native counters (`attach_counts`) as the Prometheus
+    observer does; `seen` is every request, counted either way."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self.sources = []
+
+    def request(self, listener, status, duration_s) -> None:
+        self.calls.append((listener, status, duration_s))
+
+    def attach_counts(self, source) -> None:
+        self.sources.append(source)
+
+    def seen(self):
+        from collections import Counter
+        counted = Counter((listener, status, d) for listener, status, d in self.calls)
+        self.native = 0
+        for source in self.sources:
+            for status, n in source.take_counts():
+                counted[(source.name, status, 0.0)] += n
+                self.native += n
+        return counted
+
+
+@needs_native_core
+@pytest.mark.parametrize("rules", [_RULES, CATCH_ALL], ids=["rules", "catch-all"])
+def test_native_counters_count_what_the_pure_core_reports(test_pki, rules, core_class):
+    if core_class is not Connection:
+        pytest.skip("compares both twins itself")
+    natively = 0
+    for arrivals in SESSIONS:
+        pure_obs, native_obs = CountingObserver(), CountingObserver()
+        _run(test_pki, arrivals, Connection, rules, observer=pure_obs)
+        _run(test_pki, arrivals, conn_mod.NATIVE, rules, observer=native_obs)
+        assert pure_obs.sources == []                   # the pure core calls request() only
+        assert native_obs.seen() == pure_obs.seen(), arrivals
+        natively += native_obs.native
+    assert natively > 0         # the native path counted some of them itself
+
+
+# rules on host, path and method: the native core remembers their decisions (no rule reads a header)
+ROUTED = """
+[[listener.rule]]
+priority = 1
+host = "a.example"
+path = "/a/*"
+action = "fixed-response"
+fixed_response = {status = 201, body = "a"}
+
+[[listener.rule]]
+priority = 2
+methods = ["HEAD"]
+action = "fixed-response"
+fixed_response = {status = 202, body = "head"}
+
+[[listener.rule]]
+priority = 3
+path = "/b*"
+action = "fixed-response"
+fixed_response = {status = 203, body = "b"}
+
+[[listener.rule]]
+priority = 9
+action = "fixed-response"
+fixed_response = {status = 200, body = "rest"}
+"""
+
+
+@needs_native_core
+def test_remembered_route_decisions_are_the_tables_own(test_pki, core_class):
+    """More distinct (host, path, method) than the native core remembers (so it forgets and
+    starts again), each spelling of a host, asked again later: every answer equals the pure
+    core's, which matches every request afresh."""
+    if core_class is not Connection:
+        pytest.skip("compares both twins itself")
+    import random
+    rnd = random.Random(5)
+    hosts = [b"a.example", b"A.Example.", b"a.example:8443", b"b.example", b"[::1]:443"]
+    arrivals = []
+    for i in range(340):
+        path = rnd.choice([b"/a/%d" % (i % 290), b"/b%d" % i, b"/a", b"/c/%d?q=1" % i])
+        method = rnd.choice([b"GET", b"GET", b"HEAD"])
+        arrivals.append(b"%s %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (method, path, rnd.choice(hosts)))
+    pure = _run(test_pki, arrivals, Connection, ROUTED)
+    native = _run(test_pki, arrivals, conn_mod.NATIVE, ROUTED)
+    assert native == pure
+    answers = [out.split(b" ", 2)[1] for out, *_ in pure[0]]
+    assert {b"200", b"201", b"202", b"203"} <= set(answers)

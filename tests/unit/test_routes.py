@@ -71,6 +71,20 @@ def test_header_conditions_all_names_any_value():
     assert table.match(None, b"/", b"GET", [(b"X-Env", b"production"), (b"X-Team", b"a")]) is NO_RULE
 
 
+def test_what_a_decision_can_depend_on():
+    """`unconditional`: what match returns whatever the request, when the first rule has no
+    condition; `reads_headers`: some rule has a header condition (the native core remembers
+    decisions by host, path and method only when none has)."""
+    catch_all = RouteTable([fixed(1, "a"), fixed(2, "b", path="/b")])
+    assert catch_all.unconditional is catch_all.match(None, b"/b", b"POST", [(b"x", b"y")])
+    assert not catch_all.reads_headers
+    for first in (fixed(1, "a", path="/a"), fixed(1, "a", host="h.example"),
+                  fixed(1, "a", methods=("GET",)), fixed(1, "a", headers=(("x", ("y",)),))):
+        assert RouteTable([first, fixed(2, "b")]).unconditional is None
+    assert RouteTable([fixed(1, "a"), fixed(2, "b", headers=(("x", ("y",)),))]).reads_headers
+    assert RouteTable([]).unconditional is None and not RouteTable([]).reads_headers
+
+
 def test_forward_carries_group_rule_and_upgrades():
     table = RouteTable([fwd(1, path="/ws", allow_upgrade=("websocket",)), fwd(2, group="web")])
     ws = table.match(None, b"/ws")
