@@ -63,7 +63,7 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
 
     from gateway import config
     from gateway import conn as conn_mod
-    from gateway.proxy import GatewayProtocol
+    from gateway.proxy import new_protocol
     from gateway.server import build_runtime
 
     pki = _pki(workdir, keep)
@@ -90,7 +90,7 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
             transport = _MemoryTransport(incoming.write)
             spent = 0.0
             started = clock()
-            proto = GatewayProtocol(lambda: runtime, "bench")
+            proto = new_protocol(lambda: runtime, "bench")
             proto.connection_made(transport)
             spent += clock() - started
             while True:

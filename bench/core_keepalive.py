@@ -87,7 +87,7 @@ def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
 
     from gateway import config
     from gateway import conn as conn_mod
-    from gateway.proxy import GatewayProtocol
+    from gateway.proxy import new_protocol
     from gateway.server import build_runtime
 
     pki = _pki(workdir, keep)
@@ -100,7 +100,7 @@ def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
         ctx.load_cert_chain(pki.client_cert, pki.client_key)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-        proto = GatewayProtocol(lambda: runtime, "bench")
+        proto = new_protocol(lambda: runtime, "bench")
         proto.connection_made(_MemoryTransport(incoming.write))
         while True:
             try:

@@ -214,7 +214,7 @@ def in_process(requests: int, workdir: Path) -> list[float]:
     import uvloop
 
     from gateway import config
-    from gateway.proxy import GatewayProtocol
+    from gateway.proxy import new_protocol
     from gateway.server import build_runtime
     from gateway.upstream import UpstreamConnection
 
@@ -245,7 +245,7 @@ def in_process(requests: int, workdir: Path) -> list[float]:
             except ssl.SSLWantReadError:
                 pass
 
-        proto = GatewayProtocol(lambda: runtime, "bench")
+        proto = new_protocol(lambda: runtime, "bench")
         proto.connection_made(_MemoryTransport(to_client))
         while True:
             try:

@@ -208,3 +208,34 @@ class GatewayProtocol(asyncio.Protocol):
     def _cancel_timer(self) -> None:
         if self.timer is not None:
             self.wheel.disarm(self)     # the wheel lets go of this connection
+
+
+# --- the shell's native twin --------------------------------------------------------------------------
+# gateway._conn_c.Shell is data_received in C (the clock read and the native core's arrival called
+# without a Python frame); it is mixed in before GatewayProtocol, whose other methods it keeps. The
+# same switch as the core's picks it (gateway.conn.set_native), per connection, when it is accepted.
+
+def _native_protocol():
+    try:
+        from ._conn_c import Shell
+    except ImportError:
+        return None
+    if _conn.NATIVE is None:
+        return None
+
+    class NativeGatewayProtocol(Shell, GatewayProtocol):
+        """GatewayProtocol with its data_received in C (gateway._conn_c.Shell)."""
+
+        __slots__ = ()
+
+    return NativeGatewayProtocol
+
+
+NativeGatewayProtocol = _native_protocol()
+
+
+def new_protocol(runtime_ref, listener_name: str) -> GatewayProtocol:
+    """The shell for a connection just accepted: the native twin when the native core is chosen."""
+    if NativeGatewayProtocol is not None and _conn.native_mode == "native":
+        return NativeGatewayProtocol(runtime_ref, listener_name)
+    return GatewayProtocol(runtime_ref, listener_name)

@@ -263,7 +263,7 @@ class Worker:
         return self.runtime
 
     async def start(self) -> None:
-        from .proxy import GatewayProtocol
+        from .proxy import new_protocol
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         self.runtime.access_log.attach(loop)
@@ -288,7 +288,7 @@ class Worker:
         for name, sock in self.sockets.items():
             # our own accept loop: at max_connections_per_worker it stops accepting, so new
             # connections wait in the kernel's backlog instead of being accepted and dropped
-            server = accept.serve(loop, sock, lambda name=name: GatewayProtocol(self.runtime_ref, name),
+            server = accept.serve(loop, sock, lambda name=name: new_protocol(self.runtime_ref, name),
                                   self.runtime.listeners[name].spec.max_connections_per_worker,
                                   errors=self.runtime.errors, name=name)
             self.servers.append(server)

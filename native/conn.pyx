@@ -22,6 +22,8 @@ header module (whose twin choice is read per request); nothing here imports gate
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from libc.string cimport memchr, memset
+from libc.stdint cimport int64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 include "slots.pxi"
 
@@ -285,10 +287,13 @@ cdef class Core:
         self.peer_done = False
         self.owner = None
         self.armed = 0.0
-        self._done()
+        self._finish()
 
     def receive(self, data, double now):
         """Bytes from the client (gateway.conn.ConnectionCore.receive's twin)."""
+        return self._receive(data, now)
+
+    cdef object _receive(self, data, double now):
         state = self.state
         if state is HANDSHAKE:
             return self._handshake_arrival(data, now)
@@ -308,7 +313,7 @@ cdef class Core:
             self.acts.out.append(out)
         self.rx_at = now
         self._serve_plain(plain, now)
-        return self._done()
+        return self._finish()
 
     cdef object _handshake_arrival(self, data, double now):
         """The arrival that completes the handshake usually carries the first request too (a
@@ -328,7 +333,7 @@ cdef class Core:
             self._serve_plain(plain, now)
         else:
             self._feed(plain, now)
-        return self._done()
+        return self._finish()
 
     cdef int _serve_plain(self, plain, double now) except -1:
         """One arrival's plaintext on an open connection with nothing in flight: the common
@@ -434,6 +439,9 @@ cdef class Core:
 
     def _done(self):
         """The end of every call (gateway.conn.ConnectionCore._done's twin)."""
+        return self._finish()
+
+    cdef object _finish(self):
         acts = self.acts
         batch = self.batch
         cdef Py_ssize_t n = PyList_GET_SIZE(batch)
@@ -470,3 +478,41 @@ cdef class Core:
             acts.rearm = d
             acts.more = True
         return acts
+
+
+cdef inline double monotonic() noexcept:
+    """time.monotonic(), to the bit: CLOCK_MONOTONIC in nanoseconds, as CPython converts it."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    cdef int64_t ns = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+    if ns % 1000000000 == 0:
+        return <double>(ns // 1000000000)
+    return <double>ns / 1e9
+
+
+def monotonic_now():
+    """The clock the shell's twin reads (a test holds it to time.monotonic)."""
+    return monotonic()
+
+
+cdef class Shell:
+    """The native twin of gateway.proxy.GatewayProtocol's data_received, mixed in before it
+    (`NativeGatewayProtocol(Shell, GatewayProtocol)`; no fields of its own, so the protocol's
+    slots stay where they are): the arrival goes to a native core's C method with the clock read
+    in C, and the core's one write is made here; anything rarer is the protocol's `_more`. A pure
+    core is called as GatewayProtocol would call it."""
+
+    def data_received(self, data):
+        core = self.core
+        if isinstance(core, Core):
+            acts = (<Core>core)._receive(data, monotonic())
+        else:
+            acts = core.receive(data, monotonic())
+        out = acts.out
+        cdef Py_ssize_t n = PyList_GET_SIZE(out)
+        if n:
+            payload = out[0] if n == 1 else b"".join(out)
+            del out[:]
+            self.transport.write(payload)
+        if acts.more:
+            self._more(acts)

@@ -79,3 +79,23 @@ def test_a_good_build_applies_its_selection(tmp_path, restore):
     # what it built got the selection too, not the one in force while it was built
     store = runtime.trust_stores["main"]
     assert store.impl is chosen.trust_implementation
+
+
+def test_the_shell_follows_the_cores_switch(restore):
+    """gateway.proxy.new_protocol: the shell with data_received in C exactly when the native core
+    is chosen; its clock is time.monotonic's."""
+    import time
+
+    from gateway import proxy
+    native.apply(native.select("off"))
+    assert type(proxy.new_protocol(lambda: None, "l")) is proxy.GatewayProtocol
+    if conn.NATIVE is None:
+        pytest.skip("gateway._conn_c is not built")
+    native.apply(native.select("auto"))
+    shell = proxy.new_protocol(lambda: None, "l")
+    assert type(shell) is proxy.NativeGatewayProtocol and isinstance(shell, proxy.GatewayProtocol)
+    from gateway import _conn_c
+    for _ in range(1000):
+        before = time.monotonic()
+        now = _conn_c.monotonic_now()
+        assert before <= now <= time.monotonic()
