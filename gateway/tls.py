@@ -242,13 +242,28 @@ def _peer_chain_ders(ssl) -> tuple[bytes, ...] | None:
     return tuple(out)
 
 
+# The names a connection keeps for its logs (version, cipher, server name), one string per
+# distinct name instead of one per connection; bounded (the server name is the client's choice).
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+
+
+def _name(raw: bytes) -> str:
+    name = _NAMES.get(raw)
+    if name is None:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        name = _NAMES[raw] = raw.decode("ascii", "replace")
+    return name
+
+
 def _version_name(ssl) -> str:
-    return _ffi.string(_lib.SSL_get_version(ssl)).decode("ascii")
+    return _name(_ffi.string(_lib.SSL_get_version(ssl)))
 
 
 def _cipher_name(ssl) -> str:
     cipher = _lib.SSL_get_current_cipher(ssl)
-    return _ffi.string(_lib.SSL_CIPHER_get_name(cipher)).decode("ascii") if cipher != _ffi.NULL else ""
+    return _name(_ffi.string(_lib.SSL_CIPHER_get_name(cipher))) if cipher != _ffi.NULL else ""
 
 
 def _alpn_selected(ssl) -> bytes:
@@ -874,6 +889,9 @@ def fallback_reason(mode: str) -> str | None:
 set_native("auto")
 
 
+_NO_SESSIONS: tuple = ()      # what an established connection keeps of its sessions
+
+
 class TLSConnection:
     """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
 
@@ -1063,7 +1081,11 @@ class TLSConnection:
             self._to(TLSState.FAILED)
             return out + pump.shutdown(), b"", (event,)
         self._to(TLSState.OPEN)
-        self._chain = None      # the chain is in the verdict now; the DER copies can go
+        # what only the handshake needed can go: the chain is in the verdict now, and the sessions
+        # it issued have their chains filed (_keep); no session is noted once the state is OPEN
+        self._chain = None
+        self._sessions = _NO_SESSIONS
+        self._resumed_session = None
         # the client's first request often travels with its Finished: read it now, and whatever
         # follows it in the same arrival (a close_notify, a bad record) is an event too
         code, plain, more = pump.read(b"")
@@ -1175,7 +1197,7 @@ class TLSConnection:
         self.identity = identity
         name = _servername(ssl)
         return HandshakeDone(identity, status, resumed, _version_name(ssl), _cipher_name(ssl),
-                             name.decode("ascii", "replace") if name else None,
+                             _name(name) if name else None,
                              tls.certificate_names.get(self._ctx, ()))
 
     def _keep(self, verdict: Verdict, cache: ChainCache) -> None:

@@ -721,7 +721,7 @@ cdef class RequestReader:
         cdef Py_ssize_t size
         cdef unsigned char *grown
         if need > self._head_alloc:
-            size = self._head_alloc * 2 if self._head_alloc else 1024
+            size = self._head_alloc * 2 if self._head_alloc else 256    # most heads are smaller
             while size < need:
                 size *= 2
             grown = <unsigned char *>realloc(self._head, size)
@@ -1596,7 +1596,7 @@ cdef class RequestReader:
         cdef Field *grown
         cdef Py_ssize_t size
         if self._nfields == self._fields_alloc:
-            size = self._fields_alloc * 2 if self._fields_alloc else 32
+            size = self._fields_alloc * 2 if self._fields_alloc else 16
             grown = <Field *>realloc(self._fields, size * sizeof(Field))
             if grown == NULL:
                 raise MemoryError()

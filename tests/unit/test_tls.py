@@ -307,6 +307,24 @@ def test_optional_mode(files, ca, tmp_path):
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_an_established_connection_keeps_no_handshake_state(files, ca, tmp_path, version):
+    """Memory per idle connection: once open, a connection holds neither the chain's DER copies
+    nor the digests of its sessions (their chains are filed by then), and its version, cipher
+    and server name are strings shared with every other connection."""
+    _, inter, _ = ca
+    listener = _listener(files, ca)
+    ctx = _client_ctx(files, tmp_path, pki.make_client(inter, "erin"), version=version)
+    one, c1, [first], _, _ = handshake(listener, ctx)
+    two, _, [second], _, _ = handshake(listener, ctx, session=c1.session)
+    assert second.resumed
+    for server in (one, two):
+        assert server.state is gtls.TLSState.OPEN
+        assert server._chain is None and server._sessions == () and server._resumed_session is None
+    assert first.protocol is second.protocol and first.cipher is second.cipher
+    assert first.server_name == "localhost" and first.server_name is second.server_name
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_resumption_keeps_identity_and_rechecks_revocation(files, ca, tmp_path, version):
     _, inter, _ = ca
     client = pki.make_client(inter, "dave")
