@@ -206,8 +206,10 @@ class _MemoryTransport:
         pass
 
 
-def in_process(requests: int, workdir: Path) -> list[float]:
-    """Microseconds of this process's CPU per proxied request, for five rounds."""
+def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[float]:
+    """Microseconds of this process's CPU per proxied request, for five rounds. `keep`: reuse
+    the certificates kept there (made the first time), so that two runs differ by the requests
+    only (for counting instructions)."""
     import asyncio
     import ssl
 
@@ -218,7 +220,8 @@ def in_process(requests: int, workdir: Path) -> list[float]:
     from gateway.server import build_runtime
     from gateway.upstream import UpstreamConnection
 
-    pki = certs.make(workdir / "pki")
+    from .core_keepalive import _pki
+    pki = _pki(workdir, keep)
     text = gateway_config(1, 9, pki, workdir).replace('error_log = ', '# error_log = ')
     runtime = build_runtime(config.loads(text))
 
@@ -288,11 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the runs as JSON too")
     parser.add_argument("--in-process", type=int, metavar="N", default=0,
                         help="measure the gateway alone, in this process, over N requests")
+    parser.add_argument("--pki", type=Path, default=None,
+                        help="with --in-process: keep the certificates in this directory and reuse them")
     args = parser.parse_args(argv)
     if args.in_process:
         workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-proxy-bench-"))
         try:
-            rounds = in_process(args.in_process, workdir)
+            rounds = in_process(args.in_process, workdir, args.pki)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print(f"in process, no sockets: {min(rounds):.1f} us CPU per request (fastest of "

@@ -983,7 +983,7 @@ class ResponseReader(_Reader):
     The head limit covers the whole head, status line included.
     """
 
-    __slots__ = ("_expected", "_reason", "_interim", "_skip_body", "_may_switch")
+    __slots__ = ("_expected", "_reason", "_interim", "_skip_body", "_may_switch", "_te_tab")
 
     def __init__(self, max_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES,
                  max_header_count: int = DEFAULT_MAX_RESPONSE_HEADER_COUNT) -> None:
@@ -996,6 +996,7 @@ class ResponseReader(_Reader):
         self._interim = False
         self._skip_body = False
         self._may_switch = False
+        self._te_tab = False
 
     def expect(self, method: bytes, upgrade: bool = False) -> None:
         """The method of a request just sent; responses are matched to requests in order.
@@ -1048,11 +1049,19 @@ class ResponseReader(_Reader):
             raise self._fail("unsolicited", 502, "response without a request")
         self._begin()
         self._reason = b""
+        self._te_tab = False
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
-    on_header = _Reader._field
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._field(name, value)
+        if value[-1:] in _OWS and self._headers is not None:
+            # llhttp reads "chunked" followed by a tab as some other coding (only spaces may
+            # follow it), while the value without its OWS says chunked: the two readings of the
+            # body's length disagree, so the response is refused (see on_headers_complete)
+            if b"\t" in value[len(value.rstrip(b" \t")):] and name.lower() == b"transfer-encoding":
+                self._te_tab = True
 
     def on_headers_complete(self) -> None:
         head, start, eol, size = self._take_head()
@@ -1076,6 +1085,11 @@ class ResponseReader(_Reader):
                 raise self._fail("unexpected_101", 502, "switching protocols without an Upgrade")
             if _cl_te_present(self._specials):
                 raise self._fail("bad_interim", 502, "framing fields in a 101 response")
+            if not self._parser.should_upgrade():
+                # RFC 9110 7.8: a 101 names its protocol in Upgrade, with Connection: upgrade;
+                # without both llhttp does not switch either (it would refuse the next byte)
+                raise self._fail("unexpected_101", 502,
+                                 "switching protocols without Upgrade and Connection: upgrade")
             self._expected.popleft()
             self._keep_alive = False
             self._switch = True
@@ -1123,7 +1137,7 @@ class ResponseReader(_Reader):
             if te is not None:
                 # RFC 9112 6.1: faulty framing in HTTP/1.0; RFC 9112 6.3 item 3 reads a non-chunked
                 # coding to EOF, but the gateway could not decode it: refuse both.
-                if not http11 or te.lower() != b"chunked":
+                if not http11 or te.lower() != b"chunked" or self._te_tab:
                     raise self._fail("bad_transfer_encoding", 502, "unsupported Transfer-Encoding")
                 if cl is not None:
                     raise self._fail("cl_and_te", 502, "Content-Length with Transfer-Encoding")
@@ -1283,39 +1297,50 @@ def _load_native():
                no_tokens=_NO_TOKENS, max_chunk_line=MAX_CHUNK_LINE_BYTES,
                default_limits=HTTPLimits(),
                request_fields=tuple(f.name for f in fields(Request)),
-               data_field=fields(Data)[0].name)
-        return c.RequestReader
-    except (ImportError, AttributeError):
-        # AttributeError: a stale build of the extension without these names.
-        return None
+               data_field=fields(Data)[0].name, response=Response,
+               response_fields=tuple(f.name for f in fields(Response)),
+               upstream_error=UpstreamError, response_refinements=_REFINE_FIELDS,
+               default_response_limits=(DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+                                        DEFAULT_MAX_RESPONSE_HEADER_COUNT))
+        return c.RequestReader, c.ResponseReader
+    except (ImportError, AttributeError, TypeError):
+        # AttributeError, TypeError: a stale build of the extension without these names.
+        return None, None
 
 
-NATIVE: type | None = _load_native()
+NATIVE, NATIVE_RESPONSE = _load_native()
 _request_reader_class: type = RequestReader
+_response_reader_class: type = ResponseReader
 native_mode = "python"
 
 
 def set_native(mode: str) -> str:
-    """Pick the native or pure request reader: ``"auto"``, ``"on"`` or ``"off"``; returns the choice.
+    """Pick the native or pure readers (requests and responses): ``"auto"``, ``"on"`` or ``"off"``;
+    returns the choice.
 
     ``"on"`` without an importable extension raises NativeUnavailable (the operator asked for it).
     """
-    global _request_reader_class, native_mode
+    global _request_reader_class, _response_reader_class, native_mode
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
     if mode == "on" and NATIVE is None:
         raise NativeUnavailable("native = \"on\" but gateway._http1_c cannot be imported "
                                 "(reinstall with `pip install -e .` to build it)")
     if mode != "off" and NATIVE is not None:
-        _request_reader_class, native_mode = NATIVE, "native"
+        _request_reader_class, _response_reader_class, native_mode = NATIVE, NATIVE_RESPONSE, "native"
     else:
-        _request_reader_class, native_mode = RequestReader, "python"
+        _request_reader_class, _response_reader_class, native_mode = RequestReader, ResponseReader, "python"
     return native_mode
 
 
 def request_reader(limits: HTTPLimits, *, hold_upgrades: bool = False):
     """A request reader of the twin chosen by `set_native`: the one place the gateway makes one."""
     return _request_reader_class(limits, hold_upgrades=hold_upgrades)
+
+
+def response_reader():
+    """A response reader (an upstream connection's) of the twin chosen by `set_native`."""
+    return _response_reader_class()
 
 
 set_native("auto")

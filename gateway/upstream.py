@@ -44,7 +44,7 @@ from .config import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_EJECTION_DURATION_S,
                      DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 from .errors import UpstreamError
 from .exchange import UpstreamClosed, UpstreamFailed
-from .http1 import EndOfMessage, Response, ResponseReader
+from .http1 import EndOfMessage, Response, response_reader
 from .metrics import NULL_OBSERVER
 
 __all__ = ["Target", "TargetGroup", "UpstreamConnection", "UpstreamClosed", "UpstreamFailed",
@@ -88,7 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.group = group
         self.target = target
         self.transport: asyncio.Transport | None = None
-        self.reader = ResponseReader()
+        self.reader = response_reader()
         self.owner = None           # the client connection receiving events (gateway.proxy)
         self.idle_since = 0.0
         self.closed = False
@@ -507,7 +507,7 @@ class TargetGroup:
             conn.close()
             return
         if not conn.reader.idle:
-            conn.reader = ResponseReader()
+            conn.reader = response_reader()
         # the time of its last read, which ended the exchange: its owner stamped it (monotonic)
         # as it took the read; asking the clock again here would be once more per request
         conn.idle_since = conn.last_activity or time.monotonic()
@@ -539,7 +539,7 @@ class _Probe(asyncio.Protocol):
     def __init__(self, request: bytes, waiter: asyncio.Future) -> None:
         self.request = request
         self.waiter = waiter
-        self.reader = ResponseReader()
+        self.reader = response_reader()
         self.reader.expect(b"GET")
 
     def connection_made(self, transport) -> None:

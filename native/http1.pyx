@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Native twin of gateway.http1.RequestReader (a leaf module: imports nothing from gateway).
+"""Native twins of gateway.http1.RequestReader and ResponseReader (a leaf module: imports nothing
+from gateway).
 
 How this works. The pure reader hands bytes to llhttp (strict mode) in slices cut at message and
 limit boundaries, and adds its own checks when a head ends. This twin keeps the slicing, the limits
@@ -14,6 +15,12 @@ Everything the events and refusals are made of (the event classes, the error cla
 reason table and the refinements that read a refused head) is handed in by gateway.http1 at load
 (`init`), so both twins build equal objects. The grammar is RFC 9112 (2-7) as llhttp applies it;
 the comments name the llhttp node each state stands for.
+
+ResponseReader (the upstream side) is the same machine with a response's status line (llhttp's
+res_* nodes), the two places where llhttp reads a response's fields differently (codings after
+chunked), llhttp's view of a response's end (1xx, 204, 304, a close-delimited body) and the pure
+ResponseReader's own rules at the end of a head (HEAD, interim responses dropped, 101 only when
+asked, with its Upgrade fields). tests/unit/test_http1_response_native.py holds it to the pure one.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
@@ -40,16 +47,27 @@ cdef Py_ssize_t MAX_CHUNK_LINE = 4096
 cdef bint _ready = False
 cdef Py_ssize_t REQUEST_AT[11]         # each Request field's slot offset, in field order
 cdef Py_ssize_t DATA_AT = 0
+cdef object Response = None
+cdef object UpstreamError = None
+cdef dict REFINE_RESPONSE = {}
+cdef Py_ssize_t RESPONSE_AT[8]         # each Response field's slot offset, in field order
+cdef bint RESPONSE_PLAIN = False
+cdef Py_ssize_t DEFAULT_RESPONSE_BYTES = 65536
+cdef Py_ssize_t DEFAULT_RESPONSE_COUNT = 200
+cdef object _deque = None
 cdef object object_new = object.__new__
 cdef bint REQUEST_PLAIN = False         # Request and Data made by new_instance (slots.pxi)
 
 
 def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinements, no_tokens,
-         max_chunk_line, default_limits, request_fields, data_field):
+         max_chunk_line, default_limits, request_fields, data_field, response=None,
+         response_fields=(), upstream_error=None, response_refinements=None,
+         default_response_limits=(65536, 200)):
     """Called once by gateway.http1: the event and error classes and the tables both twins share.
     `request_fields`: the Request's field names in order (its events are built slot by slot,
     as `object.__setattr__` would leave them, not through the frozen dataclass's __init__: a sixth
-    of the cost; slots.pxi)."""
+    of the cost; slots.pxi). `response` and the names after it: the same for ResponseReader (the
+    upstream side), which refuses with `upstream_error` (status 502, reason "upstream_...")."""
     global Request, Data, END_OF_MESSAGE, HTTPProtocolError, _tokens, LLHTTP_ERRORS, REFINE
     global NO_TOKENS, MAX_CHUNK_LINE, DEFAULT_LIMITS, _ready, DATA_AT, REQUEST_PLAIN
     if len(request_fields) != 11:
@@ -59,6 +77,20 @@ def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinem
         REQUEST_AT[i] = _slot_offset(request, request_fields[i])
     DATA_AT = _slot_offset(data, data_field)
     REQUEST_PLAIN = plain_alloc(request) and plain_alloc(data)
+    global Response, UpstreamError, REFINE_RESPONSE, RESPONSE_PLAIN, _deque
+    global DEFAULT_RESPONSE_BYTES, DEFAULT_RESPONSE_COUNT
+    if response is not None:
+        if len(response_fields) != 8:
+            raise AttributeError(f"Response has {len(response_fields)} fields, this build knows 8")
+        for i in range(8):
+            RESPONSE_AT[i] = _slot_offset(response, response_fields[i])
+        RESPONSE_PLAIN = plain_alloc(response)
+        Response = response
+        UpstreamError = upstream_error
+        REFINE_RESPONSE = dict(response_refinements or {})
+        DEFAULT_RESPONSE_BYTES, DEFAULT_RESPONSE_COUNT = default_response_limits
+        from collections import deque
+        _deque = deque
     Request = request
     Data = data
     END_OF_MESSAGE = end_of_message
@@ -87,6 +119,20 @@ cdef object _request_event(method, target, version, headers, keep_alive, length,
     slot_set(obj, REQUEST_AT[8], upgrade)
     slot_set(obj, REQUEST_AT[9], host)
     slot_set(obj, REQUEST_AT[10], tokens)
+    return obj
+
+
+cdef object _response_event(status, reason, version, headers, keep_alive, length, chunked, tokens):
+    """Response(...), built as its frozen dataclass's __init__ would leave it."""
+    obj = new_instance(Response) if RESPONSE_PLAIN else object_new(Response)
+    slot_set(obj, RESPONSE_AT[0], status)
+    slot_set(obj, RESPONSE_AT[1], reason)
+    slot_set(obj, RESPONSE_AT[2], version)
+    slot_set(obj, RESPONSE_AT[3], headers)
+    slot_set(obj, RESPONSE_AT[4], keep_alive)
+    slot_set(obj, RESPONSE_AT[5], length)
+    slot_set(obj, RESPONSE_AT[6], chunked)
+    slot_set(obj, RESPONSE_AT[7], tokens)
     return obj
 
 
@@ -232,6 +278,7 @@ cdef enum:                     # body framing and chunk phase
     FR_NONE = 0
     FR_LENGTH = 1
     FR_CHUNKED = 2
+    FR_EOF = 3                 # a response's body that runs to the close
     CK_SIZE = 0
     CK_DATA = 1
     CK_DATA_END = 2
@@ -299,6 +346,19 @@ cdef enum:                     # the parser: one per llhttp node that reads a by
     C_DATA_END_LF              # ... after its CR
     B_IDENTITY                 # body_identity (bytes counted outside the machine)
     X_CLOSED                   # closed: after a message llhttp would not keep alive
+    RS_START                   # res_after_start ('HTTP' / 'RTSP' / 'ICE'), a response's first byte
+    RS_PROTO                   # ... inside the protocol name
+    RS_AFTER_PROTO             # res_after_protocol
+    RS_MAJOR                   # res_http_major
+    RS_DOT                     # res_http_dot
+    RS_MINOR                   # res_http_minor
+    RS_AFTER_VERSION           # res_after_version
+    RS_CODE1                   # res_status_code_digit_1
+    RS_CODE2                   # res_status_code_digit_2
+    RS_CODE3                   # res_status_code_digit_3
+    RS_CODE_OTHERWISE          # res_status_code_otherwise
+    RS_STATUS                  # res_status_start / res_status: the reason phrase
+    RS_LINE_ALMOST_DONE        # res_line_almost_done
 
 cdef enum:                     # llhttp's header_state
     HS_GENERAL = 0
@@ -474,11 +534,17 @@ cdef class RequestReader:
         bint _upgrade, _trailing_cb
         uint64_t _clen
         Py_ssize_t _url_start, _url_end, _name_start, _name_end, _value_start, _value_end
+        # the upstream side (ResponseReader): what was asked, and the response being read
+        bint _response, _interim, _may_switch
+        object _expected
+        int _status
+        Py_ssize_t _reason_start, _reason_end
         object __weakref__
 
     def __cinit__(self):
         self._head = NULL
         self._fields = NULL
+        self._response = False
         self._sizes = NULL
         self._sizes_alloc = 0
 
@@ -555,6 +621,9 @@ cdef class RequestReader:
                             self._message_done()
                 elif self._framing == FR_CHUNKED:
                     stop = self._feed_chunk_line(p, pos, n)
+                elif self._framing == FR_EOF:
+                    stop = n
+                    self._body(buf, pos, n)
                 else:
                     raise RuntimeError("http1: body state without framing")
             elif st == R_IDLE or st == R_HEAD:
@@ -684,12 +753,30 @@ cdef class RequestReader:
         self._ps = P_START if keep else X_CLOSED
 
     cdef bint _llhttp_keep_alive(self) noexcept:
-        # llhttp_should_keep_alive (requests never need EOF)
+        # llhttp_should_keep_alive
         if self._major > 0 and self._minor > 0:
-            return not (self._flags & F_CONNECTION_CLOSE)
-        return (self._flags & F_CONNECTION_KEEP_ALIVE) != 0
+            if self._flags & F_CONNECTION_CLOSE:
+                return False
+        elif not (self._flags & F_CONNECTION_KEEP_ALIVE):
+            return False
+        return not self._needs_eof()
+
+    cdef bint _needs_eof(self) noexcept:
+        # llhttp_message_needs_eof: a request never; a response whose length only the close tells
+        if not self._response:
+            return False
+        cdef int status = self._status
+        if status // 100 == 1 or status == 204 or status == 304:
+            return False
+        if self._flags & F_TRANSFER_ENCODING and not (self._flags & F_CHUNKED):
+            return True
+        if self._flags & (F_CHUNKED | F_CONTENT_LENGTH):
+            return False
+        return True
 
     cdef object _fail(self, str reason, int status, str message):
+        if self._response:
+            return UpstreamError(message, status=502, reason="upstream_" + reason)
         return HTTPProtocolError(message, status=status, reason=reason)
 
     cdef object _die(self, object err):
@@ -707,7 +794,7 @@ cdef class RequestReader:
         reason, status = LLHTTP_ERRORS.get(message, ("malformed", 400))
         cdef int st = self._state
         if st == R_IDLE or st == R_HEAD:
-            refine = REFINE.get(message)
+            refine = (REFINE_RESPONSE if self._response else REFINE).get(message)
             if refine is not None and self._head_len:
                 reason = refine(PyBytes_FromStringAndSize(<char *>self._head, self._head_len))
         elif message == "Invalid header field char" and self._piece_first == 10:
@@ -735,7 +822,8 @@ cdef class RequestReader:
 
     cdef Py_ssize_t _feed_head(self, const unsigned char *p, Py_ssize_t pos, Py_ssize_t n) except -1:
         cdef Py_ssize_t used, budget, end, lf, stop, i
-        if self._line_done:
+        if self._line_done or self._response:
+            # a response's head limit covers its status line too (gateway.http1._Reader)
             return self._feed_head_rest(p, pos, n)
         # The request line is cut at its LF and never fed past its budget.
         used = self._line_raw
@@ -892,6 +980,21 @@ cdef class RequestReader:
             if ps == P_START:
                 if c == 13 or c == 10:
                     i += 1
+                    continue
+                if self._response:
+                    # gateway.http1.ResponseReader.on_message_begin
+                    if not self._expected:
+                        self._ps = ps
+                        raise self._die(self._fail("unsolicited", 502, "response without a request"))
+                    self._to(R_HEAD)
+                    self._nfields = 0
+                    self._flags = 0
+                    self._clen = 0
+                    self._upgrade = False
+                    self._status = 0
+                    self._reason_start = self._reason_end = -1
+                    self._sub = 0
+                    ps = RS_START
                     continue
                 # on_message_begin
                 self._to(R_HEAD)
@@ -1151,6 +1254,100 @@ cdef class RequestReader:
                 ps = H_START
                 i += 1
                 continue
+            # -- a response's status line (RFC 9112 4) -------------------------------------------------
+            elif ps == RS_START:
+                if c == 72:
+                    self._proto = 0
+                elif c == 82:
+                    self._proto = 1
+                elif c == 73:
+                    self._proto = 2
+                else:
+                    raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
+                self._sub = 1
+                ps = RS_PROTO
+                i += 1
+                continue
+            elif ps == RS_PROTO:
+                if c != <unsigned char>K_PROTO[self._proto][self._sub]:
+                    raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
+                self._sub += 1
+                i += 1
+                if K_PROTO[self._proto][self._sub] == 0:
+                    ps = RS_AFTER_PROTO
+                continue
+            elif ps == RS_AFTER_PROTO:
+                if c != 47:
+                    raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
+                ps = RS_MAJOR
+                i += 1
+                continue
+            elif ps == RS_MAJOR:
+                if not (48 <= c <= 57):
+                    raise self._llerr("Invalid major version")
+                self._major = c - 48
+                ps = RS_DOT
+                i += 1
+                continue
+            elif ps == RS_DOT:
+                if c != 46:
+                    raise self._llerr("Expected dot")
+                ps = RS_MINOR
+                i += 1
+                continue
+            elif ps == RS_MINOR:
+                if not (48 <= c <= 57):
+                    raise self._llerr("Invalid minor version")
+                self._minor = c - 48
+                if not ((self._major == 0 and self._minor == 9) or (self._major == 1 and self._minor <= 1)
+                        or (self._major == 2 and self._minor == 0)):
+                    raise self._llerr("Invalid HTTP version")
+                ps = RS_AFTER_VERSION
+                i += 1
+                continue
+            elif ps == RS_AFTER_VERSION:
+                if c != 32:
+                    raise self._llerr("Expected space after version")
+                self._status = 0
+                ps = RS_CODE1
+                i += 1
+                continue
+            elif ps == RS_CODE1 or ps == RS_CODE2 or ps == RS_CODE3:
+                if not (48 <= c <= 57):
+                    raise self._llerr("Invalid status code")
+                self._status = self._status * 10 + (c - 48)
+                ps = RS_CODE2 if ps == RS_CODE1 else (RS_CODE3 if ps == RS_CODE2 else RS_CODE_OTHERWISE)
+                i += 1
+                continue
+            elif ps == RS_CODE_OTHERWISE:
+                if c == 32:
+                    self._reason_start = i + 1
+                    ps = RS_STATUS
+                    i += 1
+                    continue
+                if c == 13:
+                    ps = RS_LINE_ALMOST_DONE
+                    i += 1
+                    continue
+                raise self._llerr("Invalid response status")
+            elif ps == RS_STATUS:
+                # every byte but CR and LF is the reason's (the pure reader checks it at the end)
+                while i < end and h[i] != 13 and h[i] != 10:
+                    i += 1
+                if i == end:
+                    break
+                self._reason_end = i
+                if h[i] == 10:
+                    raise self._llerr("Missing expected CR after response line")
+                ps = RS_LINE_ALMOST_DONE
+                i += 1
+                continue
+            elif ps == RS_LINE_ALMOST_DONE:
+                if c != 10:
+                    raise self._llerr("Expected LF after CR")
+                ps = H_START
+                i += 1
+                continue
             # -- field lines (RFC 9112 5) ----------------------------------------------------------
             elif ps == H_START:
                 if c == 32:     # RFC 9112 2.2: whitespace before the first field line
@@ -1312,8 +1509,13 @@ cdef class RequestReader:
                     ps = V_OTHERWISE
                     continue
                 if c == 44:
-                    # RFC 9112 6.1: chunked must be the final coding of a request
-                    raise self._llerr("Invalid `Transfer-Encoding` header value")
+                    # RFC 9112 6.1: chunked must be the final coding of a request; a response
+                    # goes on reading codings (the byte is read again)
+                    if not self._response:
+                        raise self._llerr("Invalid `Transfer-Encoding` header value")
+                    self._sub = 0
+                    ps = V_TE_CHUNKED
+                    continue
                 ps = V_TE_TOKEN
                 continue
             elif ps == V_TE_TOKEN:
@@ -1388,6 +1590,8 @@ cdef class RequestReader:
                 if self._flags & F_TRAILING:
                     # the trailer section has ended, and with it the message (RFC 9112 7.1.2)
                     self._message_done()
+                elif self._response:
+                    self._response_complete(i)
                 else:
                     self._headers_complete(i)
                 ps = self._ps
@@ -1559,7 +1763,7 @@ cdef class RequestReader:
             self._hs = HS_GENERAL
             return V_GENERAL
         if hs == HS_TRANSFER_ENCODING:
-            if self._flags & F_CHUNKED:
+            if self._flags & F_CHUNKED and not self._response:
                 raise self._llerr("Invalid `Transfer-Encoding` header value")
             self._flags |= F_TRANSFER_ENCODING
             self._flags &= ~F_CHUNKED
@@ -1804,6 +2008,208 @@ cdef class RequestReader:
         else:
             self._message_done()
         return 0
+
+
+    # -- the end of a response's head: gateway.http1.ResponseReader.on_headers_complete -----------------
+
+    cdef int _response_complete(self, Py_ssize_t head_end) except -1:
+        cdef const unsigned char *h = self._head
+        cdef Py_ssize_t size = self._head_len, L = self._head_len, start = 0, j
+        cdef Py_ssize_t nf = self._nfields
+        cdef Field *f
+        cdef int kind, status = self._status
+        cdef bint http11, has_cl = False, close = False, keep_alive, chunked = False
+        # _take_head
+        self._head_len = 0
+        self._head_cap = self._base_cap
+        while start < L and (h[start] == 13 or h[start] == 10):
+            start += 1
+        if nf > self._max_header_count:
+            raise self._die(self._fail("too_many_headers", 431,
+                                       "more than %d header fields" % self._max_header_count))
+        if not 100 <= status <= 599:
+            raise self._die(self._fail("bad_status", 502, "status code out of range"))
+        if L - start >= 9 and memcmp(h + start, b"HTTP/1.1 ", 9) == 0:
+            version = V11
+            http11 = True
+        elif L - start >= 9 and memcmp(h + start, b"HTTP/1.0 ", 9) == 0:
+            version = V10
+            http11 = False
+        else:
+            raise self._die(self._fail("bad_version", 502, "HTTP version not supported"))
+        cdef Py_ssize_t rs = self._reason_start, re_ = self._reason_end
+        if rs < 0 or re_ < rs:
+            reason = b""
+        else:
+            reason = PyBytes_FromStringAndSize(<char *>h + rs, re_ - rs)
+            for j in range(rs, re_):
+                # RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+                if h[j] != 9 and (h[j] < 32 or h[j] == 127):
+                    raise self._die(self._fail("bad_status_line", 502,
+                                               "control character in reason phrase"))
+
+        headers = []
+        te = connection = None
+        for j in range(nf):
+            f = &self._fields[j]
+            name = PyBytes_FromStringAndSize(<char *>h + f.name, f.name_len)
+            value = PyBytes_FromStringAndSize(<char *>h + f.value, f.value_len)
+            headers.append((name, value))
+            kind = _special_pure(h + f.name, f.name_len)
+            if kind == SF_CL:
+                has_cl = True
+            elif kind == SF_TE:
+                te = value if te is None else te + b", " + value
+            elif kind == SF_CONNECTION:
+                connection = value if connection is None else connection + b", " + value
+
+        if status == 101:
+            if not self._may_switch or not self._expected:
+                raise self._die(self._fail("unexpected_101", 502,
+                                           "switching protocols without an Upgrade"))
+            if has_cl or te is not None:
+                raise self._die(self._fail("bad_interim", 502, "framing fields in a 101 response"))
+            if not (self._flags & F_UPGRADE and self._flags & F_CONNECTION_UPGRADE):
+                # llhttp's upgrade flag (before_headers_complete): both fields, or no switch
+                raise self._die(self._fail("unexpected_101", 502,
+                                           "switching protocols without Upgrade and Connection: upgrade"))
+            self._expected.popleft()
+            self._keep_alive = False
+            self._switch = True
+            self._framing = FR_NONE
+            self._push(_response_event(status, reason, version, headers, False, None, False,
+                                       NO_TOKENS), size)
+            self._to(R_BODY)
+            # llhttp: on_message_complete, then the upgrade pause; the reader has switched
+            self._complete()
+            self._ps = X_CLOSED
+            return 0
+
+        if status < 200:
+            if has_cl or te is not None:
+                raise self._die(self._fail("bad_interim", 502, "framing fields in a 1xx response"))
+            self._to(R_BODY)
+            # llhttp completes an interim response at once; the reader drops it
+            self._to(R_IDLE)
+            self._after_message()
+            return 0
+
+        method = self._expected.popleft()
+        tokens = NO_TOKENS
+        if connection is not None:
+            tokens = _tokens(connection)
+            close = B_CLOSE in tokens
+        keep_alive = not close if http11 else (not close and B_KEEP_ALIVE in tokens)
+
+        length = None
+        cdef bint head = method == b"HEAD"
+        cdef int done = 0      # 1: complete now as llhttp does; 2: the pure reader completes it
+        if head or status == 204 or status == 304:
+            length = self._clen if has_cl else None
+            self._framing = FR_NONE
+            if head and status != 204 and status != 304:
+                # llhttp, not told of HEAD, completes the message itself only when nothing can
+                # follow the head (Content-Length: 0); otherwise a fresh parser takes the next one
+                done = 1 if (has_cl and self._clen == 0 and not (self._flags & F_TRANSFER_ENCODING)) else 2
+            else:
+                done = 1
+        else:
+            # llhttp's keep-alive view matters only when it parses the body itself
+            keep_alive = keep_alive and self._llhttp_keep_alive()
+            if te is not None:
+                # RFC 9112 6.1 and 6.3 item 3: faulty framing in HTTP/1.0, and a coding the
+                # gateway could not decode, are both refused
+                # (not F_CHUNKED: llhttp read "chunked" followed by a tab as another coding)
+                if not http11 or te.lower() != b"chunked" or not (self._flags & F_CHUNKED):
+                    raise self._die(self._fail("bad_transfer_encoding", 502,
+                                               "unsupported Transfer-Encoding"))
+                if has_cl:
+                    raise self._die(self._fail("cl_and_te", 502, "Content-Length with Transfer-Encoding"))
+                chunked = True
+                self._framing = FR_CHUNKED
+                self._chunk = CK_SIZE
+                self._line_len = 0
+                self._body_seen = 0
+            elif has_cl:
+                length = self._clen
+                if self._clen:
+                    self._framing = FR_LENGTH
+                    self._remaining = self._clen
+            else:
+                keep_alive = False      # RFC 9112 6.3 item 8: the body runs to the close
+                self._framing = FR_EOF
+        self._keep_alive = keep_alive
+        self._push(_response_event(status, reason, version, headers, keep_alive, length, chunked,
+                                   tokens), size)
+        self._to(R_BODY)
+
+        # llhttp's after_headers_complete
+        if done == 1:
+            self._message_done()
+        elif done == 2:
+            self._complete()
+            self._ps = P_START          # a fresh parser
+            self._flags = 0
+            self._clen = 0
+        elif self._framing == FR_CHUNKED:
+            self._clen = 0
+            self._ps = C_SIZE_DIGIT
+        elif self._framing == FR_LENGTH:
+            self._ps = B_IDENTITY
+        elif self._framing == FR_EOF:
+            self._ps = B_IDENTITY       # every byte is the body's; the machine sees none of them
+        else:
+            self._message_done()        # Content-Length: 0
+        return 0
+
+
+cdef class ResponseReader(RequestReader):
+    """The native twin of gateway.http1.ResponseReader: the client side of one upstream
+    connection, same constructor, methods and events (`expect` before each response)."""
+
+    def __init__(self, max_header_bytes=None, max_header_count=None):
+        if not _ready or Response is None:
+            raise RuntimeError("gateway._http1_c used before gateway.http1 initialised it")
+        if max_header_bytes is None:
+            max_header_bytes = DEFAULT_RESPONSE_BYTES
+        if max_header_count is None:
+            max_header_count = DEFAULT_RESPONSE_COUNT
+        if max_header_bytes < 16 or max_header_count < 1:
+            raise ValueError("max_header_bytes must be >= 16 and max_header_count >= 1")
+        RequestReader.__init__(self)
+        self._response = True
+        self._max_header_bytes = max_header_bytes
+        self._max_header_count = max_header_count
+        self._max_body = -1
+        self._base_cap = max_header_bytes
+        self._head_cap = max_header_bytes
+        self._line_done = True
+        self._expected = _deque()
+        self._interim = False
+        self._may_switch = False
+        self._status = 0
+
+    def expect(self, method, upgrade=False):
+        """The method of a request just sent; responses are matched to requests in order.
+        `upgrade`: the request asked to switch protocols, so a 101 may answer it."""
+        self._expected.append(method)
+        self._may_switch = bool(upgrade)
+
+    def feed_eof(self):
+        """The upstream closed. Ends a close-delimited body; refused inside any other message."""
+        if self._error is not None:
+            raise self._error
+        cdef int st = self._state
+        if st == R_BODY and self._framing == FR_EOF:
+            self._keep_alive = False
+            self._complete()
+            return
+        if st == R_HEAD or st == R_BODY:
+            raise self._die(self._fail("incomplete", 502, "upstream closed inside a response"))
+        if st == R_IDLE:
+            if self._expected:
+                raise self._die(self._fail("closed", 502, "upstream closed before responding"))
+            self._to(R_CLOSED)
 
 
 cdef Py_ssize_t _absolute_authority(const unsigned char *t, Py_ssize_t n) noexcept:

@@ -14,16 +14,20 @@ from gateway.http1 import (END_OF_MESSAGE, HOP_BY_HOP, LAST_CHUNK, MAX_CHUNK_LIN
                            EndOfMessage, HTTPLimits, Request, RequestReader, Response,
                            ResponseReader, chunk, connection_tokens, error_response, response_head)
 
-# Every test runs against both request readers: the pure one, and gateway._http1_c's twin when built.
+# Every test runs against both twins of the readers (requests and responses): the pure ones, and
+# gateway._http1_c's when built.
 TWINS = ["python"] + (["native"] if http1.NATIVE is not None else [])
 
 
 @pytest.fixture(autouse=True, scope="module", params=TWINS)
 def twin(request):
-    """Rebinds this module's `RequestReader` to the twin under test (module scope: hypothesis-safe)."""
-    cls = http1.RequestReader if request.param == "python" else http1.NATIVE
+    """Rebinds this module's `RequestReader` and `ResponseReader` to the twins under test (module
+    scope: hypothesis-safe)."""
+    native = request.param == "native"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(globals(), "RequestReader", cls)
+        patch.setitem(globals(), "RequestReader", http1.NATIVE if native else http1.RequestReader)
+        patch.setitem(globals(), "ResponseReader",
+                      http1.NATIVE_RESPONSE if native else http1.ResponseReader)
         yield request.param
 
 
