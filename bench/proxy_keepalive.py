@@ -17,7 +17,11 @@ bottleneck. Runs rotate through the servers, `--repeats` times; the table shows 
 medians and the ratios gateway / nginx and gateway / nginx-lean.
 
     python -m bench.proxy_keepalive [--seconds 5] [--repeats 5] [--concurrency 32]
-                                    [--server-cpu 0] [--client-cpu 1]
+                                    [--server-cpu 0] [--client-cpu 1] [--root ROOT]
+
+`--root ROOT` runs both nginx (the upstream and the proxies) from another system's root with
+chroot, as bench.harness does (nginx 1.26 on OpenSSL 3.5 from a Debian 13 root: bench/README.md);
+the working directory is then made inside ROOT so that both sides see the same files.
 
 `--in-process N` measures the gateway's own share instead: one `GatewayProtocol` in this process,
 real TLS over memory BIOs to an in-process client, a stand-in target answering from memory, no
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 from . import certs, cpu
@@ -81,8 +86,8 @@ targets = ["127.0.0.1:{upstream}"]
 
 
 def _nginx_head(workdir: Path, name: str) -> list[str]:
+    """`workdir` as nginx sees it; the caller has made `workdir/name`."""
     d = workdir / name
-    d.mkdir(parents=True, exist_ok=True)
     out = ["daemon off;", "master_process on;", "worker_processes 1;", f"pid {d}/nginx.pid;",
            f"error_log {d}/error.log warn;"]
     if os.geteuid() == 0:
@@ -291,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the runs as JSON too")
     parser.add_argument("--in-process", type=int, metavar="N", default=0,
                         help="measure the gateway alone, in this process, over N requests")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="run nginx from this root (chroot), as bench.harness does")
     parser.add_argument("--pki", type=Path, default=None,
                         help="with --in-process: keep the certificates in this directory and reuse them")
     args = parser.parse_args(argv)
@@ -303,35 +310,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"in process, no sockets: {min(rounds):.1f} us CPU per request (fastest of "
               f"{len(rounds)} rounds of {args.in_process}: {', '.join(f'{r:.0f}' for r in rounds)})")
         return 0
-    nginx, ab = shutil.which("nginx"), shutil.which("ab")
+    root = args.root
+    if root is not None:
+        nginx = "/usr/sbin/nginx" if (root / "usr/sbin/nginx").exists() else None
+    else:
+        nginx = shutil.which("nginx")
+    ab = shutil.which("ab")
     if not nginx or not ab:
-        print("needs nginx and ab: apt-get install -y nginx apache2-utils", file=sys.stderr)
+        print("needs nginx and ab: apt-get install -y nginx apache2-utils (or --root ROOT with "
+              "nginx installed in ROOT)", file=sys.stderr)
         return 2
     server_cpus, client_cpus = cpu.parse_cpus(args.server_cpu), cpu.parse_cpus(args.client_cpu)
     upstream_cpus = cpu.parse_cpus(args.upstream_cpu) if args.upstream_cpu else client_cpus
-    workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-proxy-bench-"))
+    base = None
+    if root is not None:
+        base = root / "tmp"
+        base.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-proxy-bench-", dir=base))
+    workdir.chmod(0o755)
+
+    def seen(path: Path) -> Path:
+        """A path as nginx sees it (inside ROOT when there is one)."""
+        return path if root is None else Path("/") / path.relative_to(root)
+
+    def nginx_cmd(name: str) -> list[str]:
+        cmd = [nginx, "-e", str(seen(workdir / name / "error.log")), "-p", f"{seen(workdir)}/",
+               "-c", str(seen(workdir / f"{name}.conf"))]
+        return ["chroot", str(root), *cmd] if root is not None else cmd
+
     procs: list[subprocess.Popen] = []
     try:
         pki = certs.make(workdir / "pki")
+        ngx_pki = pki if root is None else types.SimpleNamespace(
+            server_certs={"ecdsa": seen(Path(pki.server_certs["ecdsa"]))},
+            server_keys={"ecdsa": seen(Path(pki.server_keys["ecdsa"]))},
+            ca_bundle=seen(Path(pki.ca_bundle)))
         up_port, gw_port, ngx_port, lean_port = free_ports(4)
-        (workdir / "upstream.conf").write_text(upstream_config(up_port, workdir))
-        (workdir / "proxy.conf").write_text(nginx_proxy_config(ngx_port, up_port, pki, workdir))
-        (workdir / "lean.conf").write_text(nginx_proxy_config(lean_port, up_port, pki, workdir,
-                                                              identity=False))
+        for name in ("upstream", "proxy", "lean"):
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+        (workdir / "upstream.conf").write_text(upstream_config(up_port, seen(workdir)))
+        (workdir / "proxy.conf").write_text(nginx_proxy_config(ngx_port, up_port, ngx_pki,
+                                                               seen(workdir)))
+        (workdir / "lean.conf").write_text(nginx_proxy_config(lean_port, up_port, ngx_pki,
+                                                              seen(workdir), identity=False))
         (workdir / "gateway.toml").write_text(gateway_config(gw_port, up_port, pki, workdir))
-        procs.append(_start([nginx, "-e", str(workdir / "upstream" / "error.log"), "-p",
-                             f"{workdir}/", "-c", str(workdir / "upstream.conf")],
-                            upstream_cpus, [up_port], workdir / "upstream.stderr"))
+        procs.append(_start(nginx_cmd("upstream"), upstream_cpus, [up_port],
+                            workdir / "upstream.stderr"))
         servers = {
             "gateway": _start([sys.executable, "-m", "gateway", "run", "--config",
                                str(workdir / "gateway.toml")], server_cpus, [gw_port],
                               workdir / "gateway.stderr"),
-            "nginx": _start([nginx, "-e", str(workdir / "proxy" / "error.log"), "-p",
-                             f"{workdir}/", "-c", str(workdir / "proxy.conf")],
-                            server_cpus, [ngx_port], workdir / "nginx.stderr"),
-            "nginx-lean": _start([nginx, "-e", str(workdir / "lean" / "error.log"), "-p",
-                                  f"{workdir}/", "-c", str(workdir / "lean.conf")],
-                                 server_cpus, [lean_port], workdir / "lean.stderr"),
+            "nginx": _start(nginx_cmd("proxy"), server_cpus, [ngx_port], workdir / "nginx.stderr"),
+            "nginx-lean": _start(nginx_cmd("lean"), server_cpus, [lean_port],
+                                 workdir / "lean.stderr"),
         }
         procs += servers.values()
         ports = {"gateway": gw_port, "nginx": ngx_port, "nginx-lean": lean_port}
