@@ -159,12 +159,13 @@ class Exchange:
         req = self.request
         tokens = resp.connection
         drop = RESPONSE_DROP | tokens if tokens else RESPONSE_DROP
-        out = [(n, v) for n, v in resp.headers if n.lower() not in drop]
+        line = http1.status_line(resp.status, resp.reason or None)
+        out: list[tuple[bytes, bytes]] = []     # what the gateway adds after the target's fields
         if resp.status == 101:
             # the switch the client asked for (RFC 9110 7.8); Upgrade names the new protocol
             out.append((b"Connection", b"upgrade"))
             out.append((b"Upgrade", header_value(resp.headers, b"upgrade")))
-            head = http1.response_head(101, out, resp.reason or None)
+            head = hdrs.encode_response_head(line, resp.headers, drop, out)
             self.bytes_out += len(head)
             self.head_sent = True
             return head
@@ -185,7 +186,7 @@ class Exchange:
             out.append((b"Connection", b"close"))
         elif req.http_version == b"1.0":
             out.append((b"Connection", b"keep-alive"))      # RFC 9112 9.3: confirm it
-        head = http1.response_head(resp.status, out, resp.reason or None)
+        head = hdrs.encode_response_head(line, resp.headers, drop, out)
         self.bytes_out += len(head)
         self.head_sent = True
         return head

@@ -477,6 +477,37 @@ def _strict_headers(headers: list[tuple[bytes, bytes]], policy: HeaderPolicy,
     return b"".join(lines), b", ".join(xff)
 
 
+def _py_encode_response_head(line: bytes, headers: list[tuple[bytes, bytes]], drop,
+                             extra: list[tuple[bytes, bytes]]) -> bytes:
+    """The head a client gets for a target's response: `line` (the status line, with its CRLF),
+    the target's fields whose lowercased names are not in `drop`, then `extra`, then the empty
+    line. A CR or LF inside a name or value raises ValueError, so no head can be split (the
+    fields come from a parsed response, which has none: this is the last line of defence)."""
+    out = [line]
+    append = out.append
+    kept = 0
+    for name, value in headers:
+        if name.lower() in drop:
+            continue
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+        kept += 1
+    for name, value in extra:
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+        kept += 1
+    append(b"\r\n")
+    head = b"".join(out)
+    lines = kept + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        raise ValueError("CR or LF inside a header name or value")
+    return head
+
+
 def _py_first_nonstandard(headers: list[tuple[bytes, bytes]]) -> int:
     """Index of the first header whose name has a byte other than a letter, a digit or `-`, or -1
     (screen_request's fast path)."""
@@ -495,17 +526,18 @@ class Implementation(NamedTuple):
     sf_binary: Callable[[bytes], bytes]
     encode_request_head: Callable[..., bytes]
     first_nonstandard: Callable[[list[tuple[bytes, bytes]]], int]
+    encode_response_head: Callable[..., bytes]
 
 
 PYTHON = Implementation("python", _py_quote_pem_alb, _py_quote_pem_envoy, _py_sf_binary,
-                        _py_encode_request_head, _py_first_nonstandard)
+                        _py_encode_request_head, _py_first_nonstandard, _py_encode_response_head)
 
 
 def _load_native() -> Implementation | None:
     try:
         from gateway import _headers_c as c
         return Implementation("native", c.quote_pem_alb, c.quote_pem_envoy, c.sf_binary,
-                              c.encode_request_head, c.first_nonstandard)
+                              c.encode_request_head, c.first_nonstandard, c.encode_response_head)
     except (ImportError, AttributeError):
         # AttributeError: a stale build of the extension without these functions.
         return None
@@ -519,6 +551,7 @@ quote_pem_envoy = PYTHON.quote_pem_envoy
 sf_binary = PYTHON.sf_binary
 encode_request_head = PYTHON.encode_request_head
 first_nonstandard = PYTHON.first_nonstandard
+encode_response_head = PYTHON.encode_response_head
 native_mode = "python"
 
 
@@ -528,7 +561,7 @@ def set_native(mode: str) -> str:
     ``"on"`` without an importable extension raises NativeUnavailable (the operator asked for it).
     """
     global quote_pem_alb, quote_pem_envoy, sf_binary, encode_request_head, first_nonstandard
-    global native_mode
+    global encode_response_head, native_mode
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
     if mode == "on" and NATIVE is None:
@@ -540,6 +573,7 @@ def set_native(mode: str) -> str:
     sf_binary = impl.sf_binary
     encode_request_head = impl.encode_request_head
     first_nonstandard = impl.first_nonstandard
+    encode_response_head = impl.encode_response_head
     native_mode = impl.name
     return impl.name
 

@@ -1213,22 +1213,39 @@ REASON_PHRASES: dict[int, bytes] = {
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in REASON_PHRASES.items()}
 
 
-def response_head(status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None) -> bytes:
-    """A complete HTTP/1.1 response head, ending with the empty line.
+_LINE_CACHE: dict[tuple[int, bytes], bytes] = {}
+_LINE_CACHE_SIZE = 256      # a target answers with a handful of (status, reason) pairs
 
-    Names and values must already be valid (they come from a parsed message or from checked
-    configuration); a CR or LF anywhere raises ValueError, so no head can be split.
-    """
+
+def status_line(status: int, reason: bytes | None = None) -> bytes:
+    """An HTTP/1.1 status line with its CRLF: `reason` as given (checked: RFC 9112 4), or the
+    standard phrase when None. ValueError for a status out of three digits or a bad reason."""
     if reason is None:
         line = _STATUS_LINES.get(status)
         if line is None:
             if not 100 <= status <= 999:
                 raise ValueError("status must be three digits")
             line = b"HTTP/1.1 %d \r\n" % status
-    else:
+        return line
+    key = (status, reason)
+    line = _LINE_CACHE.get(key)
+    if line is None:
         if not 100 <= status <= 999 or _REASON_RE.fullmatch(reason) is None:
             raise ValueError("invalid status or reason phrase")
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_LINE_CACHE) >= _LINE_CACHE_SIZE:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[key] = line
+    return line
+
+
+def response_head(status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None) -> bytes:
+    """A complete HTTP/1.1 response head, ending with the empty line.
+
+    Names and values must already be valid (they come from a parsed message or from checked
+    configuration); a CR or LF anywhere raises ValueError, so no head can be split.
+    """
+    line = status_line(status, reason)
     out = [line]
     append = out.append
     for name, value in headers:

@@ -444,3 +444,113 @@ def encode_request_head(bytes method not None, bytes target not None, headers,
     finally:
         if kinds != small:
             free(kinds)
+
+
+cdef inline tuple _pair(object item):
+    """A (name, value) pair of bytes, as the pure twin reads it (the item itself when it is one)."""
+    cdef tuple t
+    if PyTuple_CheckExact(item) and PyTuple_GET_SIZE(item) == 2:
+        t = <tuple>item
+    else:
+        name, value = item
+        t = (name, value)
+    if not PyBytes_CheckExact(t[0]) or not PyBytes_CheckExact(t[1]):
+        raise TypeError("header names and values must be bytes")
+    return t
+
+
+def encode_response_head(bytes line not None, headers, drop, extra):
+    """Same contract as gateway.headers.encode_response_head, byte for byte: `line`, the target's
+    fields whose lowercased names are not in `drop`, then `extra`, then the empty line;
+    ValueError when the head would not have exactly one CR and one LF per line.
+
+    Only a name whose length is that of some name in `drop` is lowercased and looked up (a
+    bitmask of the lengths, taken once per call), so most fields cost no Python object."""
+    cdef object seq = PySequence_Fast(headers, "headers must be a sequence of (name, value)")
+    cdef object more = PySequence_Fast(extra, "extra must be a sequence of (name, value)")
+    cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(seq), extras = PySequence_Fast_GET_SIZE(more)
+    cdef Py_ssize_t i, j, n, size, kept = 0, crs = 0, lfs = 0
+    cdef unsigned long long lengths = 0
+    cdef bint long_names = False
+    cdef unsigned char small[64]
+    cdef unsigned char *keep = small
+    cdef const unsigned char *src
+    cdef unsigned char *dst
+    cdef unsigned char c
+    cdef tuple pair
+    cdef bytes name, value, lowered, out
+    for d in drop:
+        n = len(d)
+        if n < 64:
+            lengths |= 1ULL << n
+        else:
+            long_names = True
+    if count > 64:
+        keep = <unsigned char *>malloc(count)
+        if keep == NULL:
+            raise MemoryError()
+    try:
+        size = PyBytes_GET_SIZE(line) + 2
+        for i in range(count):
+            pair = _pair(<object>PySequence_Fast_GET_ITEM(seq, i))
+            name = pair[0]
+            value = pair[1]
+            n = PyBytes_GET_SIZE(name)
+            keep[i] = 1
+            if (lengths >> n) & 1 if n < 64 else long_names:
+                lowered = PyBytes_FromStringAndSize(NULL, n)
+                src = <const unsigned char *>PyBytes_AS_STRING(name)
+                dst = <unsigned char *>PyBytes_AS_STRING(lowered)
+                for j in range(n):
+                    dst[j] = LOWER[src[j]]
+                if lowered in drop:
+                    keep[i] = 0
+                    continue
+            size += n + PyBytes_GET_SIZE(value) + 4
+            kept += 1
+        for i in range(extras):
+            pair = _pair(<object>PySequence_Fast_GET_ITEM(more, i))
+            size += PyBytes_GET_SIZE(<bytes>pair[0]) + PyBytes_GET_SIZE(<bytes>pair[1]) + 4
+            kept += 1
+        out = PyBytes_FromStringAndSize(NULL, size)
+        dst = <unsigned char *>PyBytes_AS_STRING(out)
+        n = PyBytes_GET_SIZE(line)
+        memcpy(dst, PyBytes_AS_STRING(line), n)
+        dst += n
+        for i in range(count + extras):
+            if i < count:
+                if not keep[i]:
+                    continue
+                pair = _pair(<object>PySequence_Fast_GET_ITEM(seq, i))
+            else:
+                pair = _pair(<object>PySequence_Fast_GET_ITEM(more, i - count))
+            name = pair[0]
+            value = pair[1]
+            n = PyBytes_GET_SIZE(name)
+            memcpy(dst, PyBytes_AS_STRING(name), n)
+            dst += n
+            dst[0] = 58
+            dst[1] = 32
+            dst += 2
+            n = PyBytes_GET_SIZE(value)
+            memcpy(dst, PyBytes_AS_STRING(value), n)
+            dst += n
+            dst[0] = 13
+            dst[1] = 10
+            dst += 2
+        dst[0] = 13
+        dst[1] = 10
+    finally:
+        if keep != small:
+            free(keep)
+    # no CR or LF but the line ends' (the pure twin counts both in the whole head)
+    src = <const unsigned char *>PyBytes_AS_STRING(out)
+    for i in range(size):
+        c = src[i]
+        if c == 13:
+            crs += 1
+        elif c == 10:
+            lfs += 1
+    if crs != kept + 2 or lfs != kept + 2:
+        raise ValueError("CR or LF inside a header name or value")
+    return out

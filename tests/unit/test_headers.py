@@ -879,3 +879,52 @@ def test_rfc2253_matches_openssl(tmp_path):
     assert out.startswith(b"subject=")
     assert headers.rfc2253(cert.subject).encode() == out[len(b"subject="):].rstrip(b"\n")
     assert headers.rfc2253(cert.subject) != cert.subject.rfc4514_string()
+
+
+# ---------------------------------------------------------------------------------------------
+# The response head a client gets (encode_response_head): the native twin against the pure one
+# ---------------------------------------------------------------------------------------------
+
+_RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                            b"transfer-encoding", b"upgrade", b"content-length"})
+_NAME_BYTES = st.sampled_from([b"Server", b"Date", b"Connection", b"CONNECTION", b"Keep-Alive",
+                               b"Content-Length", b"content-length", b"Transfer-Encoding", b"TE",
+                               b"Trailer", b"Upgrade", b"X-Request-Id", b"Set-Cookie", b"x-custom",
+                               b"X-" + b"L" * 70, b"\xc3\x89tag", b"Con\rnection", b"A\nB", b""])
+_VALUE_BYTES = st.one_of(st.sampled_from([b"", b"ok", b"close", b"a\r\nInjected: 1", b"x\r", b"\n",
+                                          b"\x00", b"\xff"]), st.binary(max_size=20))
+
+
+def _response_head_both(line, fields, drop, extra):
+    outcomes = []
+    for impl in (headers.PYTHON, headers.NATIVE):
+        try:
+            outcomes.append(("head", impl.encode_response_head(line, fields, drop, extra)))
+        except ValueError as exc:
+            outcomes.append(("refused", str(exc)))
+    return outcomes
+
+
+@needs_native
+@settings(max_examples=500, deadline=None)
+@given(line=st.sampled_from([b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 204 \r\n", b"HTTP/1.1 200 a\rb\r\n",
+                             b"HTTP/1.1 200 OK\n", b"HTTP/1.1 200 OK"]),
+       fields=st.lists(st.tuples(_NAME_BYTES, _VALUE_BYTES), max_size=80),
+       drop=st.one_of(st.just(_RESPONSE_DROP), st.just(frozenset()),
+                      st.just(_RESPONSE_DROP | {b"x-custom", b"x-" + b"l" * 70})),
+       extra=st.lists(st.tuples(st.sampled_from([b"Content-Length", b"Connection", b"Via"]),
+                                _VALUE_BYTES), max_size=3))
+def test_native_response_head_equals_pure(line, fields, drop, extra):
+    pure, native = _response_head_both(line, fields, drop, extra)
+    assert native == pure
+
+
+def test_response_head_drops_and_refuses(impl):
+    fields = [(b"Server", b"x"), (b"Connection", b"keep-alive, x-hop"), (b"X-Hop", b"1"),
+              (b"Content-Length", b"5"), (b"ETag", b'"1"')]
+    head = impl.encode_response_head(b"HTTP/1.1 200 OK\r\n", fields, _RESPONSE_DROP | {b"x-hop"},
+                                     [(b"Content-Length", b"5")])
+    assert head == (b"HTTP/1.1 200 OK\r\nServer: x\r\nETag: \"1\"\r\nContent-Length: 5\r\n\r\n")
+    for bad in ([(b"X", b"a\r\nInjected: 1")], [(b"X\n", b"1")]):
+        with pytest.raises(ValueError):
+            impl.encode_response_head(b"HTTP/1.1 200 OK\r\n", bad, _RESPONSE_DROP, [])
