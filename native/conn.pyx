@@ -51,6 +51,7 @@ cdef Py_ssize_t RQ_METHOD, RQ_TARGET, RQ_VERSION, RQ_HEADERS, RQ_KEEP_ALIVE, RQ_
 cdef Py_ssize_t RQ_CHUNKED, RQ_EXPECT, RQ_UPGRADE, RQ_HOST, RQ_CONNECTION
 cdef enum:
     MEMO_MAX = 256                  # a listener's remembered route decisions, at most
+    MEMO_KEY_MAX = 256              # and only for a host and path of at most this many bytes
     STATUS_MAX = 600                # fixed answers are counted by status, 100-599
 cdef enum:
     PUMP_WANT = 0                   # gateway.tls.WANT: what a pump's read and write return
@@ -160,7 +161,8 @@ cdef class Listener:
     field: a runtime's spec, rules, header policy, observer and log sinks are fixed once it
     serves (a reload builds a new runtime). Besides the constants it keeps two things of its own:
     the route decisions already taken, when no rule reads a header (the decision is then a pure
-    function of host, path and method; at most MEMO_MAX, forgotten all at once when full), and the
+    function of host, path and method; at most MEMO_MAX, forgotten all at once when full, and
+    none for a host and path longer than MEMO_KEY_MAX together), and the
     count of fixed answers by status for an observer that drains them (`take_counts`, at its flush)
     instead of a Python call per request."""
 
@@ -213,6 +215,9 @@ cdef class Listener:
         memo = self.memo
         if memo is None:
             return self.routes.match(host, path, method, slot_get(request, RQ_HEADERS))
+        if PyBytes_GET_SIZE(path) + (PyBytes_GET_SIZE(host) if host is not None else 0) > MEMO_KEY_MAX:
+            # long names are not kept: what a client can make the memo hold stays small
+            return self.routes.match(host, path, method, ())
         key = (host, path, method)
         action = memo.get(key)
         if action is None:

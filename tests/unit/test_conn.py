@@ -674,7 +674,8 @@ def test_remembered_route_decisions_are_the_tables_own(test_pki, core_class):
     hosts = [b"a.example", b"A.Example.", b"a.example:8443", b"b.example", b"[::1]:443"]
     arrivals = []
     for i in range(340):
-        path = rnd.choice([b"/a/%d" % (i % 290), b"/b%d" % i, b"/a", b"/c/%d?q=1" % i])
+        path = rnd.choice([b"/a/%d" % (i % 290), b"/b%d" % i, b"/a", b"/c/%d?q=1" % i,
+                           b"/a/" + b"y" * 300])     # too long to be remembered
         method = rnd.choice([b"GET", b"GET", b"HEAD"])
         arrivals.append(b"%s %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (method, path, rnd.choice(hosts)))
     pure = _run(test_pki, arrivals, Connection, ROUTED)
