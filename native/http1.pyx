@@ -303,11 +303,11 @@ cdef enum:                     # the parser: one per llhttp node that reads a by
     U_TO_HTTP                  # url_to_http: after the SP that ends the target
     U_TO_HTTP09                # url_to_http_09: after the CRLF or LF that ends an HTTP/0.9 line
     P_HTTP_START               # req_http_start
-    P_PROTO                    # req_after_http_start ('HTTP' / 'RTSP' / 'ICE')
-    P_AFTER_PROTO              # req_after_protocol
-    P_MAJOR                    # req_http_major
+    P_PROTO                    # req_after_http_start / res_after_start (HTTP, RTSP, ICE)
+    P_AFTER_PROTO              # req_after_protocol / res_after_protocol
+    P_MAJOR                    # req_http_major / res_http_major
     P_DOT                      # req_http_dot
-    P_MINOR                    # req_http_minor
+    P_MINOR                    # req_http_minor / res_http_minor
     P_PRI                      # req_pri_upgrade
     P_COMPLETE                 # req_http_complete
     P_COMPLETE_CRLF            # req_http_complete_crlf
@@ -346,12 +346,6 @@ cdef enum:                     # the parser: one per llhttp node that reads a by
     C_DATA_END_LF              # ... after its CR
     B_IDENTITY                 # body_identity (bytes counted outside the machine)
     X_CLOSED                   # closed: after a message llhttp would not keep alive
-    RS_START                   # res_after_start ('HTTP' / 'RTSP' / 'ICE'), a response's first byte
-    RS_PROTO                   # ... inside the protocol name
-    RS_AFTER_PROTO             # res_after_protocol
-    RS_MAJOR                   # res_http_major
-    RS_DOT                     # res_http_dot
-    RS_MINOR                   # res_http_minor
     RS_AFTER_VERSION           # res_after_version
     RS_CODE1                   # res_status_code_digit_1
     RS_CODE2                   # res_status_code_digit_2
@@ -993,8 +987,9 @@ cdef class RequestReader:
                     self._upgrade = False
                     self._status = 0
                     self._reason_start = self._reason_end = -1
+                    self._proto = -1
                     self._sub = 0
-                    ps = RS_START
+                    ps = P_PROTO        # res_after_start .. res_http_minor: the request's states
                     continue
                 # on_message_begin
                 self._to(R_HEAD)
@@ -1191,7 +1186,9 @@ cdef class RequestReader:
                     raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
                 self._sub += 1
                 i += 1
-                if K_PROTO[self._proto][self._sub] == 0:
+                if K_PROTO[self._proto][self._sub] == 0 and self._response:
+                    ps = P_AFTER_PROTO      # llhttp's res_after_protocol: the same edges
+                elif K_PROTO[self._proto][self._sub] == 0:
                     k = M_KIND[self._method]
                     if self._proto == 0 and not (k & M_HTTP):
                         raise self._llerr("Invalid method for HTTP/x.x request")
@@ -1228,7 +1225,9 @@ cdef class RequestReader:
                         or (self._major == 2 and self._minor == 0)):
                     raise self._llerr("Invalid HTTP version")
                 i += 1
-                if M_KIND[self._method] & M_PRI:
+                if self._response:
+                    ps = RS_AFTER_VERSION
+                elif M_KIND[self._method] & M_PRI:
                     self._sub = 0
                     ps = P_PRI
                 else:
@@ -1255,56 +1254,6 @@ cdef class RequestReader:
                 i += 1
                 continue
             # -- a response's status line (RFC 9112 4) -------------------------------------------------
-            elif ps == RS_START:
-                if c == 72:
-                    self._proto = 0
-                elif c == 82:
-                    self._proto = 1
-                elif c == 73:
-                    self._proto = 2
-                else:
-                    raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
-                self._sub = 1
-                ps = RS_PROTO
-                i += 1
-                continue
-            elif ps == RS_PROTO:
-                if c != <unsigned char>K_PROTO[self._proto][self._sub]:
-                    raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
-                self._sub += 1
-                i += 1
-                if K_PROTO[self._proto][self._sub] == 0:
-                    ps = RS_AFTER_PROTO
-                continue
-            elif ps == RS_AFTER_PROTO:
-                if c != 47:
-                    raise self._llerr("Expected HTTP/, RTSP/ or ICE/")
-                ps = RS_MAJOR
-                i += 1
-                continue
-            elif ps == RS_MAJOR:
-                if not (48 <= c <= 57):
-                    raise self._llerr("Invalid major version")
-                self._major = c - 48
-                ps = RS_DOT
-                i += 1
-                continue
-            elif ps == RS_DOT:
-                if c != 46:
-                    raise self._llerr("Expected dot")
-                ps = RS_MINOR
-                i += 1
-                continue
-            elif ps == RS_MINOR:
-                if not (48 <= c <= 57):
-                    raise self._llerr("Invalid minor version")
-                self._minor = c - 48
-                if not ((self._major == 0 and self._minor == 9) or (self._major == 1 and self._minor <= 1)
-                        or (self._major == 2 and self._minor == 0)):
-                    raise self._llerr("Invalid HTTP version")
-                ps = RS_AFTER_VERSION
-                i += 1
-                continue
             elif ps == RS_AFTER_VERSION:
                 if c != 32:
                     raise self._llerr("Expected space after version")
