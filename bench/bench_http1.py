@@ -52,8 +52,7 @@ RESPONSES = {
 }
 
 
-def _read(cls, pieces) -> int:
-    reader = cls(LIMITS)
+def _drain(reader, pieces) -> int:
     n = 0
     for piece in pieces:
         reader.feed(piece)
@@ -62,19 +61,16 @@ def _read(cls, pieces) -> int:
             if event is END_OF_MESSAGE:
                 return n
     raise AssertionError("no EndOfMessage")
+
+
+def _read(cls, pieces) -> int:
+    return _drain(cls(LIMITS), pieces)
 
 
 def _read_response(cls, pieces) -> int:
     reader = cls()
     reader.expect(b"GET")
-    n = 0
-    for piece in pieces:
-        reader.feed(piece)
-        while (event := reader.next_event()) is not None:
-            n += 1
-            if event is END_OF_MESSAGE:
-                return n
-    raise AssertionError("no EndOfMessage")
+    return _drain(reader, pieces)
 
 
 def _pieces(data: bytes, split: bool) -> tuple[bytes, ...]:

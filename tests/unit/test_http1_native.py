@@ -28,9 +28,9 @@ DIFF = settings(max_examples=int(os.environ.get("HTTP1_DIFF_EXAMPLES", "300")), 
 
 # --- the trace both twins must agree on -------------------------------------------------------------
 
-def trace(cls, data: bytes, bounds, limits: HTTPLimits, hold: bool = False, eof: bool = False) -> list:
-    """Feed `data` cut at `bounds`; after each piece: the events, then the reader's state."""
-    reader = cls(limits, hold_upgrades=hold)
+def feed_pieces(reader, data: bytes, bounds) -> list:
+    """Feed `data` cut at `bounds`; after each piece the events, then the reader's state; a
+    refusal ends it (with a check that the dead reader raises the same error from every call)."""
     out: list = []
     cuts = [0, *bounds, len(data)]
     for a, b in zip(cuts, cuts[1:]):
@@ -51,7 +51,16 @@ def trace(cls, data: bytes, bounds, limits: HTTPLimits, hold: bool = False, eof:
                     call()
                 assert again.value is err
             out.append(("dead", reader.buffered_bytes))
-            return out
+            break
+    return out
+
+
+def trace(cls, data: bytes, bounds, limits: HTTPLimits, hold: bool = False, eof: bool = False) -> list:
+    """Feed `data` cut at `bounds`; after each piece: the events, then the reader's state."""
+    reader = cls(limits, hold_upgrades=hold)
+    out = feed_pieces(reader, data, bounds)
+    if out[-1][0] == "dead":
+        return out
     if eof:
         try:
             reader.feed_eof()

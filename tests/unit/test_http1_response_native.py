@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from gateway import http1
 from gateway.errors import GatewayError
 
+from .test_http1_native import feed_pieces
+
 NATIVE = http1.NATIVE_RESPONSE
 pytestmark = pytest.mark.skipif(NATIVE is None, reason="gateway._http1_c is not built")
 PURE = http1.ResponseReader
@@ -34,26 +36,9 @@ def trace(cls, asked, data: bytes, bounds, limits=DEFAULT, eof: bool = True) -> 
     reader = cls(*limits)
     for method, upgrade in asked:
         reader.expect(method, upgrade)
-    out: list = []
-    cuts = [0, *bounds, len(data)]
-    for a, b in zip(cuts, cuts[1:]):
-        try:
-            reader.feed(data[a:b])
-            out.append(("buffered", reader.buffered_bytes, reader.idle, reader.switched))
-            events = []
-            while (event := reader.next_event()) is not None:
-                events.append(event)
-            out.append(("events", events, reader.buffered_bytes, reader.idle))
-            if reader.switched:
-                out.append(("raw", reader.take_raw()))
-        except GatewayError as err:
-            out.append(("refused", b, type(err).__name__, err.status, err.reason, str(err)))
-            for call in (lambda: reader.feed(b"x"), reader.next_event, reader.feed_eof):
-                with pytest.raises(GatewayError) as again:
-                    call()
-                assert again.value is err
-            out.append(("dead", reader.buffered_bytes))
-            return out
+    out = feed_pieces(reader, data, bounds)
+    if out[-1][0] == "dead":
+        return out
     if eof:
         try:
             reader.feed_eof()
