@@ -10,20 +10,48 @@ stay in the listen backlog (or go to another worker sharing the socket), none is
 dropped. When a slot frees up, watching resumes.
 
 Why not stop and re-create the asyncio server at the limit: `Server.close()` closes the listening
-socket itself, and there is no public way to pause a server's accepting. An accept error that is
-about this process (out of file descriptors) pauses accepting for `ACCEPT_RETRY_S`, as asyncio's
-own loop does; one about the peer (it reset before we accepted) is skipped.
+socket itself, and there is no public way to pause a server's accepting; uvloop's own accept loop
+(libuv's) also takes every pending connection in one go, whatever the limit, and a uvloop server
+that meets EMFILE closes itself for good. An accept error that is about this process (out of file
+descriptors) pauses accepting for `ACCEPT_RETRY_S`, as asyncio's own loop does; one about the peer
+(it reset before we accepted) is skipped.
+
+What an accepted connection costs here is kept close to what uvloop's own server spends on one
+(`bench/NATIVE.md`, the accept path): no Task per connection. `connect_accepted_socket` is a
+coroutine whose work is synchronous up to one `await` of the waiter that connection_made resolves;
+the acceptor runs it to that point in the accept loop itself and finishes it from the waiter's done
+callback, which is what a Task would do with one more loop turn and one more object. The socket
+object handed over is of a subclass whose `family` and `type` are plain class attributes: uvloop
+reads both, and the stdlib's properties build an enum each time.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import socket
+from functools import partial
 
 ACCEPT_BATCH = 64           # accept() calls per readiness event, so one busy listener cannot hog the loop
 ACCEPT_RETRY_S = 1.0        # after EMFILE/ENFILE/ENOBUFS/ENOMEM: try again this much later
 _SOCK_STREAM = int(socket.SOCK_STREAM)
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+class _Accepted4(socket.socket):
+    """An accepted IPv4 TCP socket whose family and type read as plain ints."""
+    __slots__ = ()
+    family = int(socket.AF_INET)        # type: ignore[assignment]
+    type = _SOCK_STREAM                 # type: ignore[assignment]
+
+
+class _Accepted6(socket.socket):
+    """An accepted IPv6 TCP socket whose family and type read as plain ints."""
+    __slots__ = ()
+    family = int(socket.AF_INET6)       # type: ignore[assignment]
+    type = _SOCK_STREAM                 # type: ignore[assignment]
+
+
+_ACCEPTED = {int(socket.AF_INET): _Accepted4, int(socket.AF_INET6): _Accepted6}
 
 
 class _Slot:
@@ -60,7 +88,8 @@ class Acceptor:
         self._fd = sock.fileno()
         # plain ints for the accepted sockets' constructor: the socket's `family` and `type`
         # properties build enums on every read
-        self._family = int(sock.family)
+        self._family = family = int(sock.family)
+        self._accepted = _ACCEPTED.get(family, socket.socket)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -121,29 +150,50 @@ class Acceptor:
                     self._retry = self.loop.call_later(ACCEPT_RETRY_S, self._after_retry)
                     return
                 continue
-            conn = socket.socket(self._family, _SOCK_STREAM, 0, fd)
+            conn = self._accepted(self._family, _SOCK_STREAM, 0, fd)
             self.active += 1
-            self.loop.create_task(self._admit(conn, _Slot(self)))
+            self._admit(conn, _Slot(self))
 
     def _after_retry(self) -> None:
         self._retry = None
         self._watch()
 
-    async def _admit(self, conn: socket.socket, slot: _Slot) -> None:
+    def _admit(self, conn: socket.socket, slot: _Slot) -> None:
+        """Make the connection's transport and protocol now (connection_made follows on the next
+        loop turn), and finish uvloop's coroutine when its waiter is resolved."""
+        protocol_factory = self.protocol_factory
+
         def factory():
-            protocol = self.protocol_factory()
+            protocol = protocol_factory()
             protocol.slot_release = slot.release
             return protocol
+        coro = self.loop.connect_accepted_socket(factory, conn)
         try:
-            await self.loop.connect_accepted_socket(factory, conn)
+            waiter = coro.send(None)
+        except StopIteration:
+            return
         except Exception:       # noqa: BLE001 - the peer vanished while its transport was made
             conn.close()
             slot.release()
+            return
+        waiter.add_done_callback(partial(_finish, coro, conn, slot))
 
     def _released(self) -> None:
         self.active -= 1
         if not self.watching:
             self._watch()
+
+
+def _finish(coro, conn: socket.socket, slot: _Slot, _waiter) -> None:
+    """The rest of `connect_accepted_socket` once its waiter is done: it returns, or (the
+    connection failed before connection_made) closes the transport and raises."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        pass
+    except Exception:       # noqa: BLE001 - the peer vanished while its transport was made
+        conn.close()
+        slot.release()
 
 
 def serve(loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory, limit: int, *,

@@ -1003,6 +1003,67 @@ def test_connections_over_the_limit_wait_in_the_backlog(gateway, test_pki, upstr
     first[1].close()
 
 
+def test_acceptor_admits_without_a_task_and_gives_back_every_slot():
+    """gateway.accept runs uvloop's connect_accepted_socket to its await and finishes it from the
+    waiter: every connection gets its protocol's connection_made and connection_lost, a client
+    that resets at once included, every slot comes back, no descriptor stays open and the loop
+    reports nothing (an abandoned coroutine would close its transport, or warn)."""
+    import asyncio
+    import os
+    import struct
+
+    import uvloop
+
+    from gateway import accept
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        reported: list = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(64)
+        listening.setblocking(False)
+        port = listening.getsockname()[1]
+        made: list = []
+        lost: list = []
+
+        class Recorder(asyncio.Protocol):
+            slot_release = None
+
+            def connection_made(self, transport):
+                made.append(transport.get_extra_info("sockname"))
+                transport.write(b"hi")
+
+            def connection_lost(self, exc):
+                lost.append(exc)
+                self.slot_release()
+
+        fds_before = len(os.listdir("/proc/self/fd"))
+        acceptor = accept.serve(loop, listening, Recorder, 100)
+        reset = struct.pack("ii", 1, 0)
+        for i in range(40):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if i % 2:
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
+            else:
+                assert await asyncio.wait_for(reader.readexactly(2), 5) == b"hi"
+            writer.close()
+        for _ in range(500):
+            if len(lost) == 40 and acceptor.active == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert len(made) == 40 and len(lost) == 40 and acceptor.active == 0
+        assert all(name[1] == port for name in made)
+        acceptor.close()
+        listening.close()
+        await asyncio.sleep(0.05)
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+        assert reported == []
+
+    uvloop.run(scenario())
+
+
 # --- request smuggling ------------------------------------------------------------------------------
 
 SMUGGLING = {
