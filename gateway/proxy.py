@@ -93,6 +93,7 @@ class GatewayProtocol(asyncio.Protocol):
         core = self.core
         if core.state is _CLOSED:
             self._cancel_timer()
+            core.owner = None
             return
         rt = self.rt
         rt.open_connections -= 1
@@ -108,6 +109,11 @@ class GatewayProtocol(asyncio.Protocol):
         acts.rearm = 0.0
         acts.more = False
         self._logs(acts)
+        # the core's way back to this shell (for upstream connections, none of which can attach
+        # now) is the one cycle of a connection: broken here, the connection's objects (its SSL
+        # included) are freed now by reference counting, while they are still in the cache, not
+        # later by the cycle collector
+        core.owner = None
         release = self.slot_release
         if release is not None:
             self.slot_release = None

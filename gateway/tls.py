@@ -117,6 +117,11 @@ _TRANSITIONS = {
     TLSState.CLOSED: set(),
     TLSState.FAILED: set(),
 }
+# the same, as a tuple on each state: `_to` checks a move without hashing an Enum member (Enum's
+# __hash__ is Python code, and a connection makes two to four moves)
+for _from, _to_states in _TRANSITIONS.items():
+    _from._successors = tuple(_to_states)
+del _from, _to_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -946,7 +951,7 @@ class TLSConnection:
         self._ctx = ctx
 
     def _to(self, new: TLSState) -> None:
-        if new not in _TRANSITIONS[self.state]:
+        if new not in self.state._successors:
             raise RuntimeError(f"TLS state {self.state} -> {new} is not allowed")
         self.state = new
 
