@@ -242,7 +242,14 @@ def _bind_address(host: str, port: int) -> socket.socket:
     sock.bind((host or "::", port))
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
+    _OWN_BACKLOG[sock.fileno()] = LISTEN_BACKLOG
     return sock
+
+
+# the listen backlog of each socket the gateway bound itself, by descriptor (workers inherit it):
+# gateway.accept needs it to let uvloop's server accept, which calls listen() again. A socket
+# systemd passed is not here: its Backlog= is systemd's to know.
+_OWN_BACKLOG: dict[int, int] = {}
 
 
 class Worker:
@@ -290,7 +297,8 @@ class Worker:
             # connections wait in the kernel's backlog instead of being accepted and dropped
             server = accept.serve(loop, sock, lambda name=name: new_protocol(self.runtime_ref, name),
                                   self.runtime.listeners[name].spec.max_connections_per_worker,
-                                  errors=self.runtime.errors, name=name)
+                                  errors=self.runtime.errors, name=name,
+                                  backlog=_OWN_BACKLOG.get(sock.fileno()))
             self.servers.append(server)
         self.serving = True
 
@@ -574,6 +582,7 @@ class Master:
         self._roll()
         for name, sock in old_sockets.items():
             if sockets.get(name) is not sock:
+                _OWN_BACKLOG.pop(sock.fileno(), None)
                 sock.close()
         self.errors.info("reloaded", f"{reason}: generation {self.generation} serving")
         self.systemd.ready(f"serving generation {self.generation}")

@@ -1064,6 +1064,237 @@ def test_acceptor_admits_without_a_task_and_gives_back_every_slot():
     uvloop.run(scenario())
 
 
+class _Errors:
+    """What gateway.accept logs, kept (the ErrorLog's interface)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, str]] = []
+
+    def _log(self, level, reason, message, **fields):
+        self.records.append((level, reason, message))
+
+    def debug(self, reason, message, **fields):
+        self._log("debug", reason, message)
+
+    def info(self, reason, message, **fields):
+        self._log("info", reason, message)
+
+    def warning(self, reason, message, **fields):
+        self._log("warning", reason, message)
+
+    def error(self, reason, message, **fields):
+        self._log("error", reason, message)
+
+    def reasons(self) -> list[str]:
+        return [r for _, r, _ in self.records]
+
+
+def _acceptor_scenario(scenario) -> None:
+    import asyncio
+
+    import uvloop
+
+    async def run() -> None:
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1024)
+        listening.setblocking(False)
+        try:
+            await scenario(asyncio.get_running_loop(), listening)
+        finally:
+            listening.close()
+
+    uvloop.run(run())
+
+
+def _counting_protocol(opened: list, lost: list):
+    import asyncio
+
+    class Counting(asyncio.Protocol):
+        slot_release = None
+
+        def connection_made(self, transport):
+            opened.append(self)
+            transport.write(b"+")
+
+        def connection_lost(self, exc):
+            lost.append(self)
+            self.slot_release()
+
+    return Counting
+
+
+async def _until(predicate, timeout_s: float = 10.0) -> None:
+    import asyncio
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_acceptor_hands_over_between_uvloops_server_and_the_watched_socket():
+    """Far from the limit uvloop's own server accepts; at fast_below the watched socket takes
+    over and holds the limit exactly (the next client waits in the backlog); below fast_up
+    uvloop's server accepts again. Every connection is served once, every slot comes back."""
+    import asyncio
+
+    from gateway import accept
+
+    async def scenario(loop, listening) -> None:
+        opened, lost = [], []
+        limit = 200
+        acceptor = accept.serve(loop, listening, _counting_protocol(opened, lost), limit,
+                                backlog=1024, errors=_Errors())
+        assert (acceptor.fast_below, acceptor.fast_up) == (136, 104)
+        await _until(lambda: acceptor.fast is not None)
+        assert not acceptor.watching
+        port = listening.getsockname()[1]
+        clients = []
+        for _ in range(limit):
+            clients.append(await asyncio.open_connection("127.0.0.1", port))
+            assert await asyncio.wait_for(clients[-1][0].readexactly(1), 5) == b"+"
+        assert acceptor.active == limit and acceptor.fast is None and not acceptor.watching
+        # the limit holds: the next one is connected by the kernel, not accepted
+        extra = await asyncio.open_connection("127.0.0.1", port)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(extra[0].readexactly(1), 0.3)
+        for _, writer in clients[:100]:
+            writer.close()
+        await _until(lambda: acceptor.active == 101)    # 100 left, and the waiting one
+        assert await asyncio.wait_for(extra[0].readexactly(1), 5) == b"+"
+        await _until(lambda: acceptor.fast is not None)
+        assert not acceptor.watching
+        later = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(later[0].readexactly(1), 5) == b"+"
+        for _, writer in clients[100:] + [extra, later]:
+            writer.close()
+        await _until(lambda: acceptor.active == 0)
+        assert len(opened) == len(lost) == limit + 2 and acceptor.overflowed == 0
+        acceptor.close()
+        assert acceptor.fast is None and not acceptor.watching
+
+    _acceptor_scenario(scenario)
+
+
+def test_acceptor_closes_what_uvloops_server_takes_past_the_limit():
+    """libuv takes what is pending at each wake-up, in C: should one wake-up take more than the
+    headroom left under the limit, what comes past the limit is reset at once, its slot given
+    back, and logged as accept_overflow (at most once a second, with the count since)."""
+    import asyncio
+
+    from gateway import accept
+
+    async def scenario(loop, listening) -> None:
+        errors = _Errors()
+        opened, lost = [], []
+        acceptor = accept.serve(loop, listening, _counting_protocol(opened, lost), 200,
+                                backlog=1024, errors=errors)
+        await _until(lambda: acceptor.fast is not None)
+        acceptor.active = 200       # as if a burst had filled every slot within one wake-up
+        extra = [acceptor._fast_protocol() for _ in range(3)]
+        assert all(type(p) is accept._Overflow for p in extra) and not opened
+        assert acceptor.active == 203 and acceptor.overflowed == 3
+
+        class Transport:
+            aborted = False
+
+            def abort(self):
+                self.aborted = True
+        for p in extra:
+            t = Transport()
+            p.connection_made(t)
+            assert t.aborted
+            p.connection_lost(None)
+        assert acceptor.active == 200
+        assert errors.records == [("warning", "accept_overflow", "1 connection(s) accepted in one "
+                                   "burst past max_connections_per_worker = 200: closed")]
+        acceptor.active = 0
+        acceptor.close()
+
+    _acceptor_scenario(scenario)
+
+
+_EMFILE_CHILD = r"""
+import asyncio, os, resource, socket, sys
+import uvloop
+from gateway import accept
+
+class Errors:
+    def _say(self, level, reason, message, **fields):
+        print(level, reason, message, flush=True)
+    def debug(self, *a, **k): pass
+    def info(self, r, m, **k): self._say("info", r, m)
+    def warning(self, r, m, **k): self._say("warning", r, m)
+    def error(self, r, m, **k): self._say("error", r, m)
+
+class Counting(asyncio.Protocol):
+    slot_release = None
+    def connection_made(self, transport):
+        transport.write(b"+")
+    def connection_lost(self, exc):
+        self.slot_release()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(1024)
+    listening.setblocking(False)
+    acceptor = accept.serve(loop, listening, Counting, 1000, backlog=1024, errors=Errors())
+    while acceptor.fast is None:
+        await asyncio.sleep(0.01)
+    fds = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fds + 16, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print("ready", listening.getsockname()[1], flush=True)
+    while True:
+        await asyncio.sleep(0.05)
+        print("state", acceptor.active, acceptor.fast is not None, acceptor.watching, flush=True)
+
+uvloop.run(main())
+"""
+
+
+def test_acceptor_survives_uvloops_server_closing_itself_on_emfile():
+    """Out of descriptors, libuv accepts and closes what is pending, silently: the acceptor
+    notices within a second, logs accept_failed, retries on the watched socket (which leaves
+    connections in the backlog), and once descriptors are free again accepts, uvloop's server
+    included."""
+    child = subprocess.Popen([sys.executable, "-c", _EMFILE_CHILD], stdout=subprocess.PIPE,
+                             text=True, cwd=str(Path(__file__).resolve().parents[2]))
+    lines: list[str] = []
+
+    def read_until(pred, timeout_s: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if pred(lines[-1]):
+                return lines[-1]
+        raise AssertionError(f"not seen; the child said: {lines[-20:]}")
+
+    try:
+        port = int(read_until(lambda l: l.startswith("ready")).split()[1])
+        clients = []
+        for _ in range(40):
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            clients.append(c)
+        read_until(lambda l: l.startswith("error accept_failed"))
+        for c in clients:
+            c.close()
+        read_until(lambda l: l.startswith("state 0 "))
+        read_until(lambda l: l.startswith("state 0 True False"))    # uvloop's server again
+        late = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert late.recv(1) == b"+"
+        late.close()
+    finally:
+        child.kill()
+        child.wait(10)
+    assert any(l.startswith("error accept_failed cannot accept: Too many open files; retrying")
+               for l in lines), lines[-20:]
+
+
 # --- request smuggling ------------------------------------------------------------------------------
 
 SMUGGLING = {
