@@ -35,6 +35,7 @@ import hashlib
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 from OpenSSL import SSL, crypto
 
@@ -458,6 +459,7 @@ class ListenerTLS:
                 else:
                     self._exact.setdefault(n, ctx)
         self.default_context = self._contexts[0]
+        self._native_address: tuple = (None, 0)     # (a context, its SSL_CTX address)
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
         self._callbacks = (_c_verify, _c_client_hello, _c_select_alpn, self._message_callback)
@@ -536,8 +538,21 @@ class ListenerTLS:
         if ctx is not None and ctx is not self.default_context:
             tc._set_context(ctx)
 
+    def _native_context_address(self, ctx: SSL.Context) -> int:
+        """The SSL_CTX address the native twin makes a connection's SSL from (the default
+        context's, remembered with the very context it belongs to)."""
+        known, address = self._native_address
+        if known is not ctx:
+            address = int(_ffi.cast("uintptr_t", ctx._context))
+            self._native_address = (ctx, address)
+        return address
+
     def connection(self) -> "TLSConnection":
-        return TLSConnection(self)
+        """A new connection: the native twin when its SSL can be made without a pyOpenSSL
+        Connection (gateway._tls_c.server) and the native pump is chosen, else the pure one."""
+        if self._native_setup and _make_pump is NATIVE_PUMP and NativeTLSConnection is not None:
+            return NativeTLSConnection(self)
+        return PureTLSConnection(self)
 
 
 _SSL_TLSEXT_ERR_NOACK = 3
@@ -897,13 +912,23 @@ set_native("auto")
 _NO_SESSIONS: tuple = ()      # what an established connection keeps of its sessions
 
 
-class TLSConnection:
-    """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out."""
+# The state of a TLS connection, one name each: PureTLSConnection keeps it in slots, the native
+# twin (gateway._tls_c.TLSCore) in a C struct with the same names (tests/unit/test_tls.py holds
+# them equal).
+STATE = ("_tls", "_conn", "_ssl", "_ctx", "_pump", "state", "_chain", "_decision", "_verdict",
+         "_called", "started", "handshake_s", "identity", "_resumed", "_renegotiating",
+         "_cert_bytes", "_hello_seen", "_sessions", "_resumed_session", "_callback_error")
 
-    __slots__ = ("_tls", "_conn", "_ssl", "_ctx", "_pump", "state", "_chain", "_decision",
-                 "_verdict", "_called", "started", "handshake_s", "identity", "_resumed",
-                 "_renegotiating", "_cert_bytes", "_hello_seen", "_sessions", "_resumed_session",
-                 "_callback_error", "__weakref__")
+
+class TLSConnection:
+    """A server-side TLS connection over memory BIOs. Sans-IO: bytes in, bytes and events out.
+
+    The behaviour of both twins, without a layout of its own: `PureTLSConnection` adds the state
+    as slots; the native twin puts gateway._tls_c.TLSCore first, whose struct holds the same names
+    and whose `__init__`, `receive`, `send`, `close`, `_to` and `_handshake_done` are C; the rest
+    (the callbacks, verdicts, refusals) is these methods for both. Made by ListenerTLS.connection."""
+
+    __slots__ = ()
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -1289,6 +1314,38 @@ class TLSConnection:
     @property
     def alpn(self) -> bytes | None:
         return _alpn_selected(self._ssl) or None
+
+
+class PureTLSConnection(TLSConnection):
+    """TLSConnection with its state in slots: the pure twin."""
+
+    __slots__ = STATE + ("__weakref__",)
+
+
+def _native_connection():
+    if NATIVE_SERVER is None:
+        return None
+    from . import _tls_c
+    if not hasattr(_tls_c, "TLSCore"):
+        return None     # an old build
+
+    _tls_c.bind_connection(
+        states=(TLSState.HANDSHAKING, TLSState.OPEN, TLSState.PEER_CLOSED, TLSState.CLOSED,
+                TLSState.FAILED),
+        handshake_done=HandshakeDone, handshake_failed=HandshakeFailed, no_events=NO_EVENTS,
+        no_sessions=_NO_SESSIONS, not_verified=VerifyStatus.NOT_VERIFIED,
+        not_found=VerifyStatus.NOT_FOUND, pointer=partial(_ffi.cast, "SSL *"),
+        monotonic=time.monotonic, names_max=_NAMES_MAX, nametype_host=_NAMETYPE_HOST)
+
+    class NativeTLSConnection(_tls_c.TLSCore, TLSConnection):
+        """The native twin: the state and the common path in C (gateway._tls_c.TLSCore)."""
+
+        __slots__ = ()
+
+    return NativeTLSConnection
+
+
+NativeTLSConnection = _native_connection()
 
 
 def _describe(exc: Exception) -> str:

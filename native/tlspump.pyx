@@ -39,6 +39,8 @@ ctypedef void *(*get_ptr_fn)(const void *obj) noexcept
 ctypedef void (*x509_free_fn)(void *x509) noexcept
 ctypedef int (*i2d_bio_fn)(void *bio, void *x509) noexcept
 ctypedef size_t (*master_key_fn)(const void *sess, unsigned char *out, size_t n) noexcept
+ctypedef const char *(*name_fn)(const void *obj) noexcept
+ctypedef const char *(*servername_fn)(const void *ssl, int type) noexcept
 
 cdef ssl_fn c_do_handshake = NULL
 cdef ssl_fn c_shutdown = NULL
@@ -65,6 +67,11 @@ cdef i2d_bio_fn c_i2d_x509_bio = NULL
 cdef get_ptr_fn c_get_session = NULL
 cdef master_key_fn c_master_key = NULL
 cdef get_ptr_fn c_store_current_cert = NULL
+cdef ssl_fn c_session_reused = NULL             # SSL_session_reused
+cdef name_fn c_get_version = NULL               # SSL_get_version
+cdef get_ptr_fn c_current_cipher = NULL         # SSL_get_current_cipher
+cdef name_fn c_cipher_name = NULL               # SSL_CIPHER_get_name
+cdef servername_fn c_servername = NULL          # SSL_get_servername
 cdef object sha256 = None
 cdef unsigned char KEY_BUF[64]          # a session's secret passes through here, wiped after use
 cdef object error_factory = None
@@ -97,7 +104,9 @@ FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "BIO_r
 # what `server()` needs besides: a connection's own SSL, made from a pyOpenSSL-built context
 SERVER_FUNCTIONS = ("SSL_new", "SSL_free", "SSL_set_accept_state", "SSL_set_mode",
                     "SSL_get_peer_certificate", "X509_free", "i2d_X509_bio", "SSL_get_session",
-                    "SSL_SESSION_get_master_key", "X509_STORE_CTX_get_current_cert")
+                    "SSL_SESSION_get_master_key", "X509_STORE_CTX_get_current_cert",
+                    "SSL_session_reused", "SSL_get_version", "SSL_get_current_cipher",
+                    "SSL_CIPHER_get_name", "SSL_get_servername")
 
 
 def bind(dict addresses, factory, renewed):
@@ -132,7 +141,8 @@ def bind_server(dict addresses, long mode_auto_retry, hash_factory):
     SSL_MODE_AUTO_RETRY and hashlib's sha256 (for `session_digest`)."""
     global c_ssl_new, c_ssl_free, c_set_accept_state, c_set_mode, auto_retry, sha256
     global c_peer_certificate, c_x509_free, c_i2d_x509_bio, c_get_session, c_master_key
-    global c_store_current_cert
+    global c_store_current_cert, c_session_reused, c_get_version, c_current_cipher, c_cipher_name
+    global c_servername
     for name in SERVER_FUNCTIONS:
         if not addresses.get(name):
             raise ValueError(f"no address for {name}")
@@ -146,6 +156,11 @@ def bind_server(dict addresses, long mode_auto_retry, hash_factory):
     c_get_session = <get_ptr_fn><uintptr_t>addresses["SSL_get_session"]
     c_master_key = <master_key_fn><uintptr_t>addresses["SSL_SESSION_get_master_key"]
     c_store_current_cert = <get_ptr_fn><uintptr_t>addresses["X509_STORE_CTX_get_current_cert"]
+    c_session_reused = <ssl_fn><uintptr_t>addresses["SSL_session_reused"]
+    c_get_version = <name_fn><uintptr_t>addresses["SSL_get_version"]
+    c_current_cipher = <get_ptr_fn><uintptr_t>addresses["SSL_get_current_cipher"]
+    c_cipher_name = <name_fn><uintptr_t>addresses["SSL_CIPHER_get_name"]
+    c_servername = <servername_fn><uintptr_t>addresses["SSL_get_servername"]
     auto_retry = mode_auto_retry
     sha256 = hash_factory
 
@@ -407,7 +422,7 @@ cdef class Pump:
             raise MemoryError("BIO_write failed")
         return 0
 
-    def renew(self):
+    cpdef object renew(self):
         """Swap in empty memory BIOs. A memory BIO keeps the largest buffer it ever held (the
         handshake's flights, a 256 KB read): an idle connection should not. Whatever is still
         pending moves across; OpenSSL frees the old pair."""
@@ -436,7 +451,7 @@ cdef class Pump:
         self.error = error_factory(self.owner, code)
         return FAILED
 
-    def handshake(self, bytes data):
+    cpdef tuple handshake(self, bytes data):
         """Feed `data`, drive the handshake; returns (WANT | DONE | FAILED, records to send)."""
         cdef int r, e, code
         if PyBytes_GET_SIZE(data):
@@ -450,7 +465,7 @@ cdef class Pump:
             code = WANT if e == E_WANT_READ else self._fail(e)
         return code, self._drain()
 
-    def read(self, bytes data):
+    cpdef tuple read(self, bytes data):
         """Feed `data`, read all the plaintext it completes; returns (WANT | CLOSED | FAILED,
         plaintext, records to send). Once a record was read and neither the BIO nor OpenSSL holds
         anything more, the SSL_read that would only say want-read is not made."""
@@ -492,7 +507,7 @@ cdef class Pump:
             self.renew()
         return code, plain, out
 
-    def write(self, bytes data):
+    cpdef tuple write(self, bytes data):
         """Encrypt all of `data`; returns (WANT | FAILED, records to send)."""
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef char *p = PyBytes_AS_STRING(data)
@@ -510,9 +525,207 @@ cdef class Pump:
             self.renew()
         return WANT, out
 
-    def shutdown(self):
+    cpdef bytes shutdown(self):
         """Queue a close_notify; returns the records to send (empty if OpenSSL refused)."""
         c_clear_error()
         if c_shutdown(self.ssl) < 0:
             c_clear_error()
         return self._drain()
+
+
+# -- the TLS connection: gateway.tls.TLSConnection's state in a C struct, its arrivals in C ------
+# `NativeTLSConnection(TLSCore, TLSConnection)` (gateway.tls): the struct has every name of
+# gateway.tls.STATE (tests/unit/test_tls.py holds the two twins' names equal); `__init__`,
+# `receive`, `send`, `close`, `_to` and `_handshake_done` are here, everything rarer (the callbacks,
+# a verdict on a resumed session, refusals) is the pure class's, reached as a method. Only
+# connections whose SSL `server()` makes get this twin (ListenerTLS.connection).
+cdef object T_HANDSHAKING = None
+cdef object T_OPEN = None
+cdef object T_PEER_CLOSED = None
+cdef object T_CLOSED = None
+cdef object T_FAILED = None
+cdef object HandshakeDoneType = None
+cdef object HandshakeFailedType = None
+cdef object NO_EVENTS_ = ()
+cdef object NO_SESSIONS_ = ()
+cdef object NOT_VERIFIED = None
+cdef object VERIFY_NOT_FOUND = None
+cdef object ssl_pointer = None          # address -> the cffi `SSL *` the pure methods take
+cdef object monotonic_clock = None
+cdef dict _names = {}                   # gateway.tls._NAMES' twin: one string per distinct name
+cdef Py_ssize_t NAMES_MAX = 1024
+cdef int NAMETYPE_HOST = 0
+
+
+def bind_connection(*, states, handshake_done, handshake_failed, no_events, no_sessions,
+                    not_verified, not_found, pointer, monotonic, names_max, nametype_host):
+    """Take gateway.tls's constants: the TLSState members (handshaking, open, peer_closed, closed,
+    failed), the event classes, its empty tuples, the statuses, the `SSL *` maker and the clock."""
+    global T_HANDSHAKING, T_OPEN, T_PEER_CLOSED, T_CLOSED, T_FAILED, HandshakeDoneType
+    global HandshakeFailedType, NO_EVENTS_, NO_SESSIONS_, NOT_VERIFIED, VERIFY_NOT_FOUND
+    global ssl_pointer, monotonic_clock, NAMES_MAX, NAMETYPE_HOST
+    T_HANDSHAKING, T_OPEN, T_PEER_CLOSED, T_CLOSED, T_FAILED = states
+    HandshakeDoneType = handshake_done
+    HandshakeFailedType = handshake_failed
+    NO_EVENTS_ = no_events
+    NO_SESSIONS_ = no_sessions
+    NOT_VERIFIED = not_verified
+    VERIFY_NOT_FOUND = not_found
+    ssl_pointer = pointer
+    monotonic_clock = monotonic
+    NAMES_MAX = names_max
+    NAMETYPE_HOST = nametype_host
+
+
+cdef object _name_of(const char *raw):
+    """gateway.tls._name's twin: the shared string of a name OpenSSL gives (NUL-terminated)."""
+    cdef bytes key = raw
+    name = _names.get(key)
+    if name is None:
+        if len(_names) >= NAMES_MAX:
+            _names.clear()
+        name = key.decode("ascii", "replace")
+        _names[key] = name
+    return name
+
+
+cdef class TLSCore:
+    """The state of one server TLS connection (every name of gateway.tls.STATE) and its common path."""
+
+    cdef public object _tls, _conn, _ssl, _ctx, _pump, state, _chain, _decision, _verdict
+    cdef public object identity, _sessions, _resumed_session, _callback_error
+    cdef public bint _called, _resumed, _renegotiating, _hello_seen
+    cdef public long _cert_bytes
+    cdef public double started, handshake_s
+    cdef object __weakref__
+
+    def __init__(self, tls):
+        """gateway.tls.TLSConnection.__init__'s twin for an SSL `server()` makes."""
+        cdef Pump pump
+        self._tls = tls
+        ctx = tls.default_context
+        self._ctx = ctx
+        pump = server(tls._native_context_address(ctx), self)
+        self._conn = None
+        self._pump = pump
+        self._ssl = ssl_pointer(<uintptr_t>pump.ssl)
+        self.state = T_HANDSHAKING
+        self._chain = []
+        self._decision = None
+        self._verdict = None
+        self._called = False
+        self._resumed = False
+        self._renegotiating = False
+        self._cert_bytes = -1
+        self._hello_seen = False
+        self._sessions = []
+        self._resumed_session = None
+        self._callback_error = None
+        self.started = monotonic_clock()
+        self.handshake_s = 0.0
+        self.identity = None
+
+    def _to(self, new):
+        if new not in self.state._successors:
+            raise RuntimeError(f"TLS state {self.state} -> {new} is not allowed")
+        self.state = new
+
+    def receive(self, bytes data):
+        """gateway.tls.TLSConnection.receive's twin."""
+        cdef Pump pump = <Pump>self._pump
+        cdef int code
+        state = self.state
+        if state is T_OPEN:
+            code, plain, out = pump.read(data)
+            if code == WANT and not self._renegotiating:
+                return out, plain, NO_EVENTS_
+            return out, plain, (self._read_ended(code),)
+        if state is not T_HANDSHAKING:
+            return b"", b"", NO_EVENTS_
+        code, out = pump.handshake(data)
+        if code == WANT:
+            return out, b"", NO_EVENTS_
+        if code == FAILED:
+            self._to(T_FAILED)
+            return out, b"", (self._failure(pump.error),)
+        event = self._handshake_done()
+        if type(event) is HandshakeFailedType:
+            self._to(T_FAILED)
+            return out + pump.shutdown(), b"", (event,)
+        self._to(T_OPEN)
+        self._chain = None
+        self._sessions = NO_SESSIONS_
+        self._resumed_session = None
+        code, plain, more = pump.read(b"")
+        if more:
+            out = out + more
+        if code != WANT or self._renegotiating:
+            return out, plain, (event, self._read_ended(code))
+        pump.renew()
+        return out, plain, (event,)
+
+    def send(self, bytes data):
+        cdef Pump pump = <Pump>self._pump
+        cdef int code
+        state = self.state
+        if state is not T_OPEN and state is not T_PEER_CLOSED:
+            return b""
+        code, out = pump.write(data)
+        if code == FAILED:
+            self._to(T_FAILED)
+            return b""
+        return out
+
+    def close(self):
+        state = self.state
+        if state is T_OPEN or state is T_PEER_CLOSED:
+            self._to(T_CLOSED)
+            return (<Pump>self._pump).shutdown()
+        return b""
+
+    def _handshake_done(self):
+        """gateway.tls.TLSConnection._handshake_done's twin: the common outcomes here, the rest
+        (a verdict still to make, a resumed session's, passthrough's identity) the pure methods'."""
+        cdef Pump pump = <Pump>self._pump
+        cdef void *ssl = pump.ssl
+        cdef const void *cipher
+        cdef const char *sni
+        tls = self._tls
+        self.handshake_s = monotonic_clock() - self.started
+        resumed = c_session_reused(ssl) != 0
+        if tls.keeps_chains and not resumed and not self._sessions:
+            self._note_session()
+        identity = None
+        status = None
+        verifier = tls.verifier
+        if verifier is not None:
+            verdict = self._verdict
+            if verdict is None and self._called:
+                self._decide()
+                verdict = self._verdict
+                if not verdict.ok:
+                    return HandshakeFailedType(verdict.status, "client_cert_refused", verdict.detail,
+                                               verdict.identity)
+            elif verdict is None:
+                leaf = pump.leaf_der()
+                if leaf is not None:
+                    verdict = self._resumed_verdict(leaf)
+                    if not verdict.ok:
+                        return HandshakeFailedType(verdict.status, "resumed_client_refused",
+                                                   verdict.detail, verdict.identity, True)
+            if verdict is not None:
+                identity, status = verdict.identity, verdict.status
+                if self._sessions:
+                    self._keep(verdict, verifier.cache)
+            elif tls.mtls == "verify":
+                return HandshakeFailedType(VERIFY_NOT_FOUND, "client_cert_missing", "no certificate")
+        elif tls.passthrough_cache is not None:
+            identity = self._passthrough_identity(self._ssl)
+            status = NOT_VERIFIED if identity is not None else None
+        self.identity = identity
+        cipher = c_current_cipher(ssl)
+        sni = c_servername(ssl, NAMETYPE_HOST)
+        return HandshakeDoneType(identity, status, resumed, _name_of(c_get_version(ssl)),
+                                 _name_of(c_cipher_name(cipher)) if cipher != NULL else "",
+                                 _name_of(sni) if sni != NULL and sni[0] != 0 else None,
+                                 tls.certificate_names.get(self._ctx, ()))

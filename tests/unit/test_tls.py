@@ -888,3 +888,23 @@ def test_native_readers_match_the_pure_ones(files, ca, tmp_path, version):
     digest = gtls._session_digest(server._ssl)
     assert digest is not None and len(digest) == 32
     assert _tls_c.session_digest(addr, gtls._SESSION_LABEL) == digest
+
+
+def test_the_connection_twins_hold_the_same_state(files, ca, pump_twin):
+    """gateway.tls.STATE is every name both twins keep: the pure one in slots, the native one
+    (gateway._tls_c.TLSCore first) in its struct; and ListenerTLS.connection gives the twin of
+    the pump chosen."""
+    assert set(gtls.PureTLSConnection.__slots__) == set(gtls.STATE) | {"__weakref__"}
+    assert gtls.TLSConnection.__slots__ == ()
+    listener = _listener(files, ca)
+    conn = listener.connection()
+    assert isinstance(conn, gtls.TLSConnection)
+    if pump_twin == "native" and gtls.NativeTLSConnection is not None:
+        from gateway import _tls_c
+        assert type(conn) is gtls.NativeTLSConnection
+        assert {n for n in gtls.STATE if n in vars(_tls_c.TLSCore)} == set(gtls.STATE)
+        assert not hasattr(conn, "__dict__")
+    else:
+        assert type(conn) is gtls.PureTLSConnection
+    for name in gtls.STATE:
+        getattr(conn, name)         # every name is set by either twin's __init__
