@@ -245,6 +245,14 @@ cdef enum:
     MT_CERTIFICATE = 11
 
 
+# gateway.tls.TLSState's members (bind_connection)
+cdef object T_HANDSHAKING = None
+cdef object T_OPEN = None
+cdef object T_PEER_CLOSED = None
+cdef object T_CLOSED = None
+cdef object T_FAILED = None
+
+
 cdef void _dispatch(uintptr_t ssl, int write_p, int msg_type, size_t length) noexcept with gil:
     owner = None
     try:
@@ -255,8 +263,21 @@ cdef void _dispatch(uintptr_t ssl, int write_p, int msg_type, size_t length) noe
                 message_handler(ssl, write_p, msg_type, length)
             return
         owner = ref()
-        if owner is not None:
-            owner._on_message(write_p, msg_type, length)
+        if owner is None:
+            return
+        if isinstance(owner, TLSCore):
+            # gateway.tls.TLSConnection._on_message, its two received cases here (a ClientHello
+            # during the handshake, the common one, does nothing); a written ticket goes to it
+            core = <TLSCore>owner
+            if not write_p:
+                if msg_type == MT_CLIENT_HELLO:
+                    if core.state is not T_HANDSHAKING:
+                        core._renegotiating = True
+                    return
+                if msg_type == MT_CERTIFICATE:
+                    core._cert_bytes = <long>length - 4       # less the handshake header
+                    return
+        owner._on_message(write_p, msg_type, length)
     except BaseException as exc:       # nothing crosses the C boundary, but it is kept
         if owner is not None:
             try:
@@ -539,11 +560,6 @@ cdef class Pump:
 # `receive`, `send`, `close`, `_to` and `_handshake_done` are here, everything rarer (the callbacks,
 # a verdict on a resumed session, refusals) is the pure class's, reached as a method. Only
 # connections whose SSL `server()` makes get this twin (ListenerTLS.connection).
-cdef object T_HANDSHAKING = None
-cdef object T_OPEN = None
-cdef object T_PEER_CLOSED = None
-cdef object T_CLOSED = None
-cdef object T_FAILED = None
 cdef object HandshakeDoneType = None
 cdef object HandshakeFailedType = None
 cdef object NO_EVENTS_ = ()
