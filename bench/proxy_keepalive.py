@@ -42,6 +42,8 @@ import time
 import types
 from pathlib import Path
 
+from gateway.testing import MemoryTransport
+
 from . import certs, cpu
 from .load import ab_command, parse_ab
 from .peers import _wait_ports, free_ports
@@ -183,32 +185,7 @@ _IN_PROCESS_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 
                         b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
 
 
-class _MemoryTransport:
-    """The part of an asyncio transport the gateway uses, writing to a function."""
-
-    def __init__(self, sink) -> None:
-        self.sink = sink
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.sink(data)
-
-    def get_extra_info(self, name: str, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+_MemoryTransport = MemoryTransport     # the name bench.core_* import
 
 
 def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[float]:

@@ -16,32 +16,7 @@ import pytest
 from gateway import config, conn, tls
 from gateway.proxy import new_protocol
 from gateway.server import build_runtime
-
-
-class _Transport:
-    def __init__(self, sink) -> None:
-        self.sink = sink
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.sink(data)
-
-    def get_extra_info(self, name: str, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+from gateway.testing import MemoryTransport
 
 
 def _runtime(test_pki, mode: str):
@@ -98,7 +73,7 @@ def test_a_closed_connection_leaves_no_cycle(test_pki, twin, mode, resumed):
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost",
                               session=session if resumed else None)
-        transport = _Transport(incoming.write)
+        transport = MemoryTransport(incoming.write)
         proto = new_protocol(lambda: runtime, "l")
         proto.connection_made(transport)
         while True:
