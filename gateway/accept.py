@@ -138,7 +138,8 @@ class Acceptor:
         self._fast_check: asyncio.TimerHandle | None = None
         self.overflowed = 0         # connections closed past the cap (accept_overflow), ever
         self._overflow_logged = 0   # of those, how many a log line has reported
-        self._overflow_at = 0.0
+        self._overflow_at = -OVERFLOW_LOG_S
+        self._overflow_flush: asyncio.TimerHandle | None = None
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -156,6 +157,9 @@ class Acceptor:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._overflow_flush is not None:
+            self._overflow_flush.cancel()
+            self._log_overflow()
 
     async def wait_closed(self) -> None:
         return None
@@ -291,7 +295,11 @@ class Acceptor:
         if self.active >= self.fast_below:
             self._stop_fast()       # the connections libuv already took are served
             self._watch()
-        protocol = self.protocol_factory()
+        try:
+            protocol = self.protocol_factory()
+        except BaseException:
+            slot.release()          # uvloop closes the connection and reports the exception
+            raise
         protocol.slot_release = slot.release
         return protocol
 
@@ -335,10 +343,20 @@ class Acceptor:
 
     def _overflow(self) -> None:
         self.overflowed += 1
-        now = self.loop.time()
-        if self.errors is not None and now - self._overflow_at >= OVERFLOW_LOG_S:
-            self._overflow_at = now
-            n, self._overflow_logged = self.overflowed - self._overflow_logged, self.overflowed
+        if self.errors is None or self._overflow_flush is not None:
+            return
+        wait = self._overflow_at + OVERFLOW_LOG_S - self.loop.time()
+        if wait <= 0:
+            self._log_overflow()
+        else:
+            # logged at most once a second: what comes meanwhile is counted into the next line
+            self._overflow_flush = self.loop.call_later(wait, self._log_overflow)
+
+    def _log_overflow(self) -> None:
+        self._overflow_flush = None
+        self._overflow_at = self.loop.time()
+        n, self._overflow_logged = self.overflowed - self._overflow_logged, self.overflowed
+        if n and self.errors is not None:
             self.errors.warning("accept_overflow", f"{n} connection(s) accepted in one burst past "
                                 f"max_connections_per_worker = {self.limit}: closed",
                                 listener=self.name)
