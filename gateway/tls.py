@@ -936,7 +936,7 @@ class TLSConnection:
         if tls._native_setup and _make_pump is NATIVE_PUMP:
             # the native twin: the SSL and its BIOs made in one call, owned by the pump, found by
             # OpenSSL's callbacks through the pump's registry (weakly: see gateway._tls_c.server)
-            pump = NATIVE_SERVER(int(_ffi.cast("uintptr_t", self._ctx._context)), self)
+            pump = NATIVE_SERVER(tls._native_context_address(self._ctx), self)
             self._conn = None
             self._ssl = _ffi.cast("SSL *", pump.ssl_address)
         else:
