@@ -74,12 +74,17 @@ _ACCEPTED = {int(socket.AF_INET): _Accepted4, int(socket.AF_INET6): _Accepted6}
 
 
 class _Slot:
-    """One admitted connection's place; released exactly once."""
+    """One admitted connection's place; released exactly once. The protocol holds the slot itself
+    as its `slot_release` and calls it: a bound `release` method would be one more object per
+    open connection."""
 
     __slots__ = ("acceptor",)
 
     def __init__(self, acceptor: "Acceptor") -> None:
         self.acceptor = acceptor
+
+    def __call__(self) -> None:
+        self.release()
 
     def release(self) -> None:
         acceptor = self.acceptor
@@ -226,7 +231,7 @@ class Acceptor:
 
         def factory():
             protocol = protocol_factory()
-            protocol.slot_release = slot.release
+            protocol.slot_release = slot
             return protocol
         coro = self.loop.connect_accepted_socket(factory, conn)
         try:
@@ -300,7 +305,7 @@ class Acceptor:
         except BaseException:
             slot.release()          # uvloop closes the connection and reports the exception
             raise
-        protocol.slot_release = slot.release
+        protocol.slot_release = slot
         return protocol
 
     def _stop_fast(self, *, at_once: bool = False) -> None:

@@ -292,10 +292,13 @@ class Worker:
         observer = getattr(self, "_observer", None)
         for group in self.runtime.target_groups.values():
             group.start(observer)   # per worker: health checks report to this worker's observer
+        # one bound method for every connection's protocol (a bound method made per accept is
+        # an allocation per connection, kept as long as the connection)
+        runtime_ref = self.runtime_ref
         for name, sock in self.sockets.items():
             # our own accept loop: at max_connections_per_worker it stops accepting, so new
             # connections wait in the kernel's backlog instead of being accepted and dropped
-            server = accept.serve(loop, sock, lambda name=name: new_protocol(self.runtime_ref, name),
+            server = accept.serve(loop, sock, lambda name=name: new_protocol(runtime_ref, name),
                                   self.runtime.listeners[name].spec.max_connections_per_worker,
                                   errors=self.runtime.errors, name=name,
                                   backlog=_OWN_BACKLOG.get(sock.fileno()))
