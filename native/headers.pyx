@@ -11,16 +11,13 @@ globs, costs a Python call per kept header.
 gateway/headers.py holds the pure twins and the description of every format; the unit suite proves
 the two byte-identical.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                             PyBytes_GET_SIZE)
+from cpython.conversion cimport PyOS_snprintf
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy
-
-cdef extern from "Python.h":
-    int PyBytes_CheckExact(object o)
-    int PyTuple_CheckExact(object o)
-    int PyOS_snprintf(char *str, size_t size, const char *fmt, ...)
 
 cdef unsigned char ALB_SAFE[256]
 cdef unsigned char ENVOY_SAFE[256]

@@ -22,13 +22,11 @@ chunked), llhttp's view of a response's end (1xx, 204, 304, a close-delimited bo
 ResponseReader's own rules at the end of a head (HEAD, interim responses dropped, 101 only when
 asked, with its Upgrade fields). tests/unit/test_http1_response_native.py holds it to the pure one.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                             PyBytes_GET_SIZE)
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
-
-cdef extern from "Python.h":
-    int PyBytes_CheckExact(object o)
 
 include "slots.pxi"
 

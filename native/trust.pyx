@@ -23,9 +23,10 @@ How this works:
 gateway/trust.py holds the pure twins and the rules they follow; the unit suite proves them equal.
 Nothing here is called from an OpenSSL callback; the qsort comparator is plain C.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                             PyBytes_GET_SIZE, _PyBytes_Resize)
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_DelItem
-from cpython.long cimport PyLong_AsSsize_t
+from cpython.long cimport PyLong_AsSsize_t, PyLong_Check
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport uint32_t, uint64_t
@@ -34,12 +35,9 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 
 import hashlib
 
-cdef extern from "Python.h":
-    int PyLong_Check(object o)
-    int PyBytes_CheckExact(object o)
+cdef extern from "Python.h":         # CPython's private int helpers: Cython ships no declaration
     int _PyLong_Sign(object v)
     size_t _PyLong_NumBits(object v) except? <size_t>-1
-    int _PyBytes_Resize(PyObject **b, Py_ssize_t newsize) except -1
 
 cdef extern from *:
     """
