@@ -247,8 +247,9 @@ def _load_native() -> Implementation | None:
         from . import _trust_c as c
     except ImportError:
         return None
-    if not hasattr(c, "SerialSet"):       # an old placeholder build
+    if not hasattr(c, "SerialSet") or not hasattr(c, "bind"):       # an old build
         return None
+    c.bind(max_serial_bytes=MAX_SERIAL_BYTES)       # the twins' one copy of the limit
     return Implementation("native", c.SerialSet, c.IssuerIndex, c.VerdictCache, c.chain_key)
 
 

@@ -58,11 +58,29 @@ cdef extern from *:
     size_t gw_sort_width
     int gw_key_cmp(const void *a, const void *b) noexcept nogil
 
-MAX_SERIAL_BYTES = 20                  # RFC 5280 4.1.2.2: at most 20 octets
+# gateway.trust.MAX_SERIAL_BYTES (RFC 5280 4.1.2.2: at most 20 octets), handed in by bind()
+MAX_SERIAL_BYTES = 0
 DEFAULT_MAX_INDEX_BITS = 20
-cdef Py_ssize_t _MAX_WIDTH = 20
+cdef enum:
+    KEY_BYTES = 20                     # the widest key a lookup's stack buffer holds
+cdef Py_ssize_t _MAX_WIDTH = 0
 cdef int _MAX_INDEX_BITS = 20
 cdef object _sha256 = hashlib.sha256
+
+
+def bind(*, Py_ssize_t max_serial_bytes):
+    """Take gateway.trust's widest serial: wider (and negative) ones are kept aside."""
+    global MAX_SERIAL_BYTES, _MAX_WIDTH
+    if not 1 <= max_serial_bytes <= KEY_BYTES:
+        raise ValueError(f"gateway._trust_c holds serials of 1 to {KEY_BYTES} bytes, "
+                         f"not {max_serial_bytes}")
+    MAX_SERIAL_BYTES = _MAX_WIDTH = max_serial_bytes
+
+
+cdef inline int _check_bound() except -1:
+    if _MAX_WIDTH == 0:
+        raise RuntimeError("gateway._trust_c: bind() was not called (gateway.trust does it)")
+    return 0
 
 
 cdef inline uint32_t _prefix(const unsigned char *key, Py_ssize_t skip, Py_ssize_t width,
@@ -193,6 +211,7 @@ cdef class SerialSet:
         free(self._index)
 
     def __init__(self, serials=()):
+        _check_bound()
         seq = PySequence_Fast(serials, "serials must be iterable")
         cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq)
         cdef Py_ssize_t i, m = 0, width = 1, nbytes
@@ -240,6 +259,7 @@ cdef class SerialSet:
         cdef const unsigned char *c
         cdef unsigned char *raw = NULL
         odd = []
+        _check_bound()
         if not _revoked_list(der, size, &start, &end):
             return SerialSet([r.serial_number for r in crl])   # not the layout we expect
         pos = start
@@ -355,7 +375,7 @@ cdef class SerialSet:
         return 0
 
     cdef bint contains(self, object serial) except -1:
-        cdef unsigned char key[20]
+        cdef unsigned char key[KEY_BYTES]
         cdef Py_ssize_t width = self._width, lo, hi, mid, nbytes
         cdef const unsigned char *keys
         cdef uint32_t p
