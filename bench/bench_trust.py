@@ -4,7 +4,7 @@ Run with ``python -m pytest bench/bench_trust.py --benchmark-enable -q -s``. Inp
 realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
 are), and a real signed DER CRL listing them, issued by an ECDSA P-256 CA; a 3-certificate client
 chain (leaf, issuing CA, root) for the cache-hit path; a 100-CA issuer index and a full verdict
-cache; and a whole verify handshake through the in-process core (bench.core_handshake) with the
+cache (pure only); and a whole verify handshake through the in-process core (bench.core_handshake) with the
 trust twin switched. Load time and resident memory are measured in a fresh subprocess per
 structure, so one structure's garbage does not count against another. The last test prints the
 table (ns per lookup, load seconds, RSS MB, cache-hit and handshake microseconds).
@@ -245,24 +245,16 @@ def test_chain_key_pure(benchmark, chain_and_verifiers):
 
 
 # ---------------------------------------------------------------------------------------------
-# The issuer index and the verdict cache alone, per call (a 100-CA bundle; a full 16,384-entry LRU)
+# The issuer index and the verdict cache alone, per call (a 100-CA bundle; a full 16,384-entry LRU).
+# Pure only since their native twins went (bench/NATIVE.md, "Trust store", has both figures).
 # ---------------------------------------------------------------------------------------------
 
-def _twins(attribute: str) -> list:
-    """(name, implementation) of each built twin that has its own `attribute`."""
-    out = [pytest.param("python", trust.PYTHON, id="python")]
-    if trust.NATIVE is not None and getattr(trust.NATIVE, attribute, None) is not getattr(
-            trust.PYTHON, attribute, None):
-        out.insert(0, pytest.param("native", trust.NATIVE, id="native"))
-    return out
-
-
-def _issuer_probe(impl):
+def _issuer_probe():
     """An index of 100 CAs (subject DER, key id), and the 1000 (issuer, key id) lookups a verify
     path makes: each names a CA of the bundle, every tenth with the key id of another one."""
     rng = random.Random(3)
     entries = [(b"\x30\x20" + rng.randbytes(30), rng.randbytes(20), f"ca{i}") for i in range(100)]
-    index = impl.IssuerIndex(entries)
+    index = trust.IssuerIndex(entries)
     lookups = [(entries[j][0], entries[j][1] if i % 10 else entries[(j + 1) % 100][1])
                for i, j in enumerate(rng.choices(range(100), k=PROBES))]
     return index, lookups
@@ -273,14 +265,13 @@ def _issuer_lookups(index, lookups):
     return sum(len(lookup(s, k)) for s, k in lookups)
 
 
-@pytest.mark.parametrize("name,impl", _twins("IssuerIndex"))
-def test_issuer_lookup(benchmark, name, impl):
-    index, lookups = _issuer_probe(impl)
-    assert _run(benchmark, f"issuer-{name}", _issuer_lookups, index, lookups, per=PROBES) == 900
+def test_issuer_lookup(benchmark):
+    index, lookups = _issuer_probe()
+    assert _run(benchmark, "issuer-python", _issuer_lookups, index, lookups, per=PROBES) == 900
 
 
-def _cache_full(impl):
-    cache = impl.VerdictCache(trust.DEFAULT_CACHE_ENTRIES)
+def _cache_full():
+    cache = trust.VerdictCache(trust.DEFAULT_CACHE_ENTRIES)
     keys = [hashlib.sha256(b"%d" % i).digest() for i in range(trust.DEFAULT_CACHE_ENTRIES)]
     for k in keys:
         cache.put(k, object(), 1e12)
@@ -298,18 +289,16 @@ def _cache_puts(cache, keys):
         put(k, k, 1e12)
 
 
-@pytest.mark.parametrize("name,impl", _twins("VerdictCache"))
-def test_verdict_cache_get(benchmark, name, impl):
-    cache, keys = _cache_full(impl)
-    assert _run(benchmark, f"cache-get-{name}", _cache_gets, cache, keys, per=PROBES) == PROBES
+def test_verdict_cache_get(benchmark):
+    cache, keys = _cache_full()
+    assert _run(benchmark, "cache-get-python", _cache_gets, cache, keys, per=PROBES) == PROBES
 
 
-@pytest.mark.parametrize("name,impl", _twins("VerdictCache"))
-def test_verdict_cache_put(benchmark, name, impl):
+def test_verdict_cache_put(benchmark):
     """New keys into a full cache: each put evicts the least recently used entry."""
-    cache, _ = _cache_full(impl)
+    cache, _ = _cache_full()
     fresh = [hashlib.sha256(b"new %d" % i).digest() for i in range(PROBES)]
-    _run(benchmark, f"cache-put-{name}", _cache_puts, cache, fresh, per=PROBES)
+    _run(benchmark, "cache-put-python", _cache_puts, cache, fresh, per=PROBES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,14 +311,7 @@ E2E_REPEATS = 7
 def _handshake_variants() -> dict:
     """The trust implementations a runtime can be built with (None: the pure one, chosen by
     select("auto") when no native twin is there)."""
-    variants = {"pure": None}
-    if trust.NATIVE is not None:
-        variants = {"native": trust.NATIVE,
-                    "native, pure IssuerIndex and VerdictCache": trust.NATIVE._replace(
-                        IssuerIndex=trust.PYTHON.IssuerIndex,
-                        VerdictCache=trust.PYTHON.VerdictCache),
-                    **variants}
-    return variants
+    return {"native": trust.NATIVE, "pure": None} if trust.NATIVE is not None else {"pure": None}
 
 
 def test_handshake_trust_twins(benchmark, monkeypatch, tmp_path):
@@ -405,12 +387,9 @@ def test_table(capsys):
     line("cache hit (chain key + lookup), pure", "hit-python", 1e6, "us")
     line("chain key alone (3 certs), native", "key-native", 1e6, "us")
     line("chain key alone (3 certs), pure", "key-python", 1e6, "us")
-    line("issuer index lookup (100 CAs), native", "issuer-native", 1e9, "ns")
-    line("issuer index lookup (100 CAs), pure", "issuer-python", 1e9, "ns")
-    line("verdict cache get, hit (16,384 entries), native", "cache-get-native", 1e9, "ns")
-    line("verdict cache get, hit (16,384 entries), pure", "cache-get-python", 1e9, "ns")
-    line("verdict cache put, evicting, native", "cache-put-native", 1e9, "ns")
-    line("verdict cache put, evicting, pure", "cache-put-python", 1e9, "ns")
+    line("issuer index lookup (100 CAs), pure only", "issuer-python", 1e9, "ns")
+    line("verdict cache get, hit (16,384 entries), pure only", "cache-get-python", 1e9, "ns")
+    line("verdict cache put, evicting, pure only", "cache-put-python", 1e9, "ns")
     line("OpenSSL X509_verify_cert leaf->issuing CA", "openssl-chain", 1e6, "us")
     for key in sorted(k for k in r if k.startswith("e2e-") and not k.endswith("-range")):
         low, high = r[key + "-range"]
