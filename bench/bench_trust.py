@@ -4,8 +4,8 @@ Run with ``python -m pytest bench/bench_trust.py --benchmark-enable -q -s``. Inp
 realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
 are), and a real signed DER CRL listing them, issued by an ECDSA P-256 CA; a 3-certificate client
 chain (leaf, issuing CA, root) for the cache-hit path; a 100-CA issuer index and a full verdict
-cache (pure only); and a whole verify handshake through the in-process core (bench.core_handshake) with the
-trust twin switched. Load time and resident memory are measured in a fresh subprocess per
+cache (pure only); and a whole verify handshake through the in-process core
+(bench.core_handshake) with the trust twin switched. Load time and resident memory are measured in a fresh subprocess per
 structure, so one structure's garbage does not count against another. The last test prints the
 table (ns per lookup, load seconds, RSS MB, cache-hit and handshake microseconds).
 """

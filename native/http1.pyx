@@ -16,8 +16,8 @@ reason table and the refinements that read a refused head) is handed in by gatew
 (`init`), so both twins build equal objects; so is every table the pure reader has too (its state
 graph, the bytes of a token and of a Host), and the fields it acts on are checked against this
 build's, so the twins hold one copy of each. The byte classes that are llhttp's own (URL, header
-value, hex digits) are built here: the pure reader has them only inside llhttp. The grammar is RFC 9112 (2-7) as llhttp applies it;
-the comments name the llhttp node each state stands for.
+value, hex digits) are built here: the pure reader has them only inside llhttp. The grammar is
+RFC 9112 (2-7) as llhttp applies it; the comments name the llhttp node each state stands for.
 
 ResponseReader (the upstream side) is the same machine with a response's status line (llhttp's
 res_* nodes), the two places where llhttp reads a response's fields differently (codings after

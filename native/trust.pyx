@@ -19,8 +19,9 @@ The issuer index and the verdict cache have no twin here: natively they saved un
 of a full handshake's ~1.3 ms (bench/NATIVE.md, "Trust store"), so gateway/trust.py's are the only
 ones.
 
-gateway/trust.py holds the pure twins and the rules they follow, and hands in its MAX_SERIAL_BYTES at
-load (`bind`); the unit suite proves the twins equal. Nothing here is called from an OpenSSL callback; the qsort comparator is plain C.
+gateway/trust.py holds the pure twins and the rules they follow, and hands in its MAX_SERIAL_BYTES
+at load (`bind`); the unit suite proves the twins equal. Nothing here is called from an OpenSSL
+callback; the qsort comparator is plain C.
 """
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                              PyBytes_GET_SIZE, _PyBytes_Resize)
