@@ -3,12 +3,15 @@
 Run with ``python -m pytest bench/bench_trust.py --benchmark-enable -q -s``. Inputs are fixed and
 realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
 are), and a real signed DER CRL listing them, issued by an ECDSA P-256 CA; a 3-certificate client
-chain (leaf, issuing CA, root) for the cache-hit path. Load time and resident memory are measured
-in a fresh subprocess per structure, so one structure's garbage does not count against another.
-The last test prints the table (ns per lookup, load seconds, RSS MB, cache-hit microseconds).
+chain (leaf, issuing CA, root) for the cache-hit path; a 100-CA issuer index and a full verdict
+cache (pure only); and a whole verify handshake through the in-process core
+(bench.core_handshake) with the trust twin switched. Load time and resident memory are measured in a fresh subprocess per
+structure, so one structure's garbage does not count against another. The last test prints the
+table (ns per lookup, load seconds, RSS MB, cache-hit and handshake microseconds).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -242,6 +245,99 @@ def test_chain_key_pure(benchmark, chain_and_verifiers):
 
 
 # ---------------------------------------------------------------------------------------------
+# The issuer index and the verdict cache alone, per call (a 100-CA bundle; a full 16,384-entry LRU).
+# Pure only since their native twins went (bench/NATIVE.md, "Trust store", has both figures).
+# ---------------------------------------------------------------------------------------------
+
+def _issuer_probe():
+    """An index of 100 CAs (subject DER, key id), and the 1000 (issuer, key id) lookups a verify
+    path makes: each names a CA of the bundle, every tenth with the key id of another one."""
+    rng = random.Random(3)
+    entries = [(b"\x30\x20" + rng.randbytes(30), rng.randbytes(20), f"ca{i}") for i in range(100)]
+    index = trust.IssuerIndex(entries)
+    lookups = [(entries[j][0], entries[j][1] if i % 10 else entries[(j + 1) % 100][1])
+               for i, j in enumerate(rng.choices(range(100), k=PROBES))]
+    return index, lookups
+
+
+def _issuer_lookups(index, lookups):
+    lookup = index.lookup
+    return sum(len(lookup(s, k)) for s, k in lookups)
+
+
+def test_issuer_lookup(benchmark):
+    index, lookups = _issuer_probe()
+    assert _run(benchmark, "issuer-python", _issuer_lookups, index, lookups, per=PROBES) == 900
+
+
+def _cache_full():
+    cache = trust.VerdictCache(trust.DEFAULT_CACHE_ENTRIES)
+    keys = [hashlib.sha256(b"%d" % i).digest() for i in range(trust.DEFAULT_CACHE_ENTRIES)]
+    for k in keys:
+        cache.put(k, object(), 1e12)
+    return cache, random.Random(4).sample(keys, PROBES)
+
+
+def _cache_gets(cache, keys):
+    get = cache.get
+    return sum(get(k, 0.0) is not None for k in keys)
+
+
+def _cache_puts(cache, keys):
+    put = cache.put
+    for k in keys:
+        put(k, k, 1e12)
+
+
+def test_verdict_cache_get(benchmark):
+    cache, keys = _cache_full()
+    assert _run(benchmark, "cache-get-python", _cache_gets, cache, keys, per=PROBES) == PROBES
+
+
+def test_verdict_cache_put(benchmark):
+    """New keys into a full cache: each put evicts the least recently used entry."""
+    cache, _ = _cache_full()
+    fresh = [hashlib.sha256(b"new %d" % i).digest() for i in range(PROBES)]
+    _run(benchmark, "cache-put-python", _cache_puts, cache, fresh, per=PROBES)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a full verify handshake through the in-process core, the trust twin switched
+# ---------------------------------------------------------------------------------------------
+
+E2E_REPEATS = 7
+
+
+def _handshake_variants() -> dict:
+    """The trust implementations a runtime can be built with (None: the pure one, chosen by
+    select("auto") when no native twin is there)."""
+    return {"native": trust.NATIVE, "pure": None} if trust.NATIVE is not None else {"pure": None}
+
+
+def test_handshake_trust_twins(benchmark, monkeypatch, tmp_path):
+    """bench.core_handshake's full TLS 1.3 verify handshake (the chain cache on, native core),
+    E2E_REPEATS times per variant, interleaved; each repeat's fastest of 3 rounds of 400
+    connections, the median of those is kept (server side, us per connection)."""
+    if getattr(benchmark, "disabled", False):
+        pytest.skip("benchmarks disabled (run with --benchmark-enable)")
+    from bench import core_handshake
+    from gateway import conn
+    core = "native" if conn.NATIVE is not None else "python"
+    variants = _handshake_variants()
+    fastest: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(E2E_REPEATS):
+        for name, impl in variants.items():
+            monkeypatch.setattr(trust, "NATIVE", impl)
+            rounds = core_handshake.run(core, "verify", False, 3, 400, 0, tmp_path, tmp_path, "1.3")
+            fastest[name].append(min(rounds))
+    monkeypatch.undo()
+    for name, values in fastest.items():
+        values.sort()
+        _results[f"e2e-{name}"] = values[len(values) // 2]
+        _results[f"e2e-{name}-range"] = (values[0], values[-1])
+
+
+# ---------------------------------------------------------------------------------------------
 # What OpenSSL's own chain work costs when it runs beside the gateway's verdict
 # ---------------------------------------------------------------------------------------------
 
@@ -291,7 +387,14 @@ def test_table(capsys):
     line("cache hit (chain key + lookup), pure", "hit-python", 1e6, "us")
     line("chain key alone (3 certs), native", "key-native", 1e6, "us")
     line("chain key alone (3 certs), pure", "key-python", 1e6, "us")
+    line("issuer index lookup (100 CAs), pure only", "issuer-python", 1e9, "ns")
+    line("verdict cache get, hit (16,384 entries), pure only", "cache-get-python", 1e9, "ns")
+    line("verdict cache put, evicting, pure only", "cache-put-python", 1e9, "ns")
     line("OpenSSL X509_verify_cert leaf->issuing CA", "openssl-chain", 1e6, "us")
+    for key in sorted(k for k in r if k.startswith("e2e-") and not k.endswith("-range")):
+        low, high = r[key + "-range"]
+        lines.append(f"  {'full verify handshake, trust ' + key[4:]:<70} {r[key]:8.1f} us "
+                     f"({low:.1f}-{high:.1f})")
     if "lookup-native-hit" in r and "lookup-python-hit" in r:
         lines.append(f"  lookup native vs pure: {r['lookup-python-hit'] / r['lookup-native-hit']:.1f}x")
     with capsys.disabled():

@@ -1156,7 +1156,8 @@ def _load_native():
                protected_tokens=hdrs._PROTECTED_TOKEN, general_receive=ConnectionCore.receive,
                state=STATE, tls_open=TLSState.OPEN, tls_failed=TLSState.FAILED,
                pump_codes=(tls_mod.WANT, tls_mod.FAILED), handshake_done=HandshakeDone,
-               actions=Actions, timer_handshake=_HANDSHAKE, null_observer=NULL_OBSERVER)
+               actions=Actions, timer_handshake=_HANDSHAKE, null_observer=NULL_OBSERVER,
+               needs_work=paths._NEEDS_WORK)
     except (ImportError, AttributeError, TypeError):
         # AttributeError, TypeError: a stale build of the extension without these names.
         return None

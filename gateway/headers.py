@@ -536,6 +536,10 @@ PYTHON = Implementation("python", _py_quote_pem_alb, _py_quote_pem_envoy, _py_sf
 def _load_native() -> Implementation | None:
     try:
         from gateway import _headers_c as c
+        # the twin's tables are this module's, handed in once (the twins hold one copy)
+        c.bind(dropped_names=DROPPED_NAMES, dropped_prefixes=DROPPED_PREFIXES, folded_name=_XFF,
+               alb_safe=_ALB_SAFE, envoy_safe=_ENVOY_SAFE, fold_table=_FOLD_TABLE,
+               standard_name_bytes=_STANDARD_NAME_BYTES)
         return Implementation("native", c.quote_pem_alb, c.quote_pem_envoy, c.sf_binary,
                               c.encode_request_head, c.first_nonstandard, c.encode_response_head)
     except (ImportError, AttributeError):

@@ -219,11 +219,16 @@ _SPECIAL_FIELDS = {
 }
 _SPECIAL_LENGTHS = frozenset(len(name) for name in _SPECIAL_FIELDS)
 
-_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_TCHAR_RUN = re.compile(rb"[" + _TCHAR + rb"]*")
+_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# RFC 9110 5.6.2 tchar (the native reader's TOKEN table is built from it)
+_TCHARS = b"!#$%&'*+-.^_`|~" + _ALNUM
+_TCHAR_RUN = re.compile(rb"[" + re.escape(_TCHARS) + rb"]*")
 # RFC 3986 3.2.2 host (reg-name or IP-literal) with an optional port; RFC 9110 7.2 allows it empty.
-_HOST_RE = re.compile(
-    rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+# The bytes of each part are handed to the native reader too.
+_HOST_NAME_BYTES = _ALNUM + b"._~!$&'()*+,;=%-"
+_HOST_LITERAL_BYTES = _ALNUM + b":._~!$&'()*+,;=-"
+_HOST_RE = re.compile(rb"(?:\[[" + re.escape(_HOST_LITERAL_BYTES) + rb"]+\]|["
+                      + re.escape(_HOST_NAME_BYTES) + rb"]*)(?::[0-9]*)?")
 _ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)")
 # RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
 _REASON_RE = re.compile(rb"[\t \x21-\x7e\x80-\xff]*")
@@ -1303,8 +1308,9 @@ def error_response(status: int, body: bytes, *, close: bool = True) -> bytes:
 # --- twin selection ----------------------------------------------------------------------------------
 # native/http1.pyx builds gateway._http1_c: a RequestReader twin that parses without llhttp and emits
 # the same events and refusals (tests/unit/test_http1_native.py proves it against this module). It is
-# handed this module's event and error classes and llhttp's reason table at load, so both twins build
-# equal objects and name refusals alike.
+# handed this module's event and error classes, llhttp's reason table and this module's tables (the
+# state graph, the byte sets of a token and of a Host) at load, so both twins build equal objects,
+# name refusals alike and hold one copy of each table.
 
 def _load_native():
     try:
@@ -1314,7 +1320,11 @@ def _load_native():
                no_tokens=_NO_TOKENS, max_chunk_line=MAX_CHUNK_LINE_BYTES,
                default_limits=HTTPLimits(),
                request_fields=tuple(f.name for f in fields(Request)),
-               data_field=fields(Data)[0].name, response=Response,
+               data_field=fields(Data)[0].name,
+               transitions={state.value: tuple(s.value for s in successors)
+                            for state, successors in _TRANSITIONS.items()},
+               special_fields=_SPECIAL_FIELDS, tchars=_TCHARS, host_name_bytes=_HOST_NAME_BYTES,
+               host_literal_bytes=_HOST_LITERAL_BYTES, response=Response,
                response_fields=tuple(f.name for f in fields(Response)),
                upstream_error=UpstreamError, response_refinements=_REFINE_FIELDS,
                default_response_limits=(DEFAULT_MAX_RESPONSE_HEADER_BYTES,

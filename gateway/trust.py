@@ -23,9 +23,12 @@ sessions (keyed by the session, not the leaf: each resumption gets the chain its
 presented) holds successes only and survives a generation change: `Verifier.recheck` asks the current
 revocation data every time.
 
-The hot data structures (`SerialSet`, `IssuerIndex`, `VerdictCache`, `chain_key`) have a Cython twin
-in native/trust.pyx; `set_native` picks one for the stores built afterwards, and the unit suite runs
-against both and proves them equal. A store keeps the implementation it was built with.
+The revocation data (`SerialSet`) and the chain key (`chain_key`) have a Cython twin in
+native/trust.pyx; `set_native` picks one for the stores built afterwards, and the unit suite runs
+against both and proves them equal. A store keeps the implementation it was built with. The issuer
+index and the verdict cache are pure only: their native twins saved under a microsecond of a full
+handshake's ~1.3 ms (one cache get and two puts per handshake, no issuer lookup once the chain is
+cached; bench/NATIVE.md, "Trust store"), so they were removed.
 
 OpenSSL still checks the client's CertificateVerify signature (possession of the private key) on every
 full handshake; nothing here replaces that.
@@ -157,7 +160,11 @@ class _PySerialSet:
         return len(self.keys) + len(self.odd) * 64
 
 
-class _PyIssuerIndex:
+# ---------------------------------------------------------------------------------------------
+# Pure only (no native twin: see the module's paragraph)
+# ---------------------------------------------------------------------------------------------
+
+class IssuerIndex:
     """Subject name (DER) -> the values (CAs) with that subject, in the order given."""
 
     __slots__ = ("_by_subject",)
@@ -182,7 +189,7 @@ class _PyIssuerIndex:
         return len(self._by_subject)
 
 
-class _PyVerdictCache:
+class VerdictCache:
     """Bounded LRU of values by key, each with an expiry time and the generation it was stored in."""
 
     __slots__ = ("_entries", "capacity", "generation", "hits", "misses")
@@ -234,12 +241,10 @@ class _PyVerdictCache:
 class Implementation(NamedTuple):
     name: str
     SerialSet: Callable[..., Any]
-    IssuerIndex: Callable[..., Any]
-    VerdictCache: Callable[..., Any]
     chain_key: Callable[[Any], bytes]
 
 
-PYTHON = Implementation("python", _PySerialSet, _PyIssuerIndex, _PyVerdictCache, _py_chain_key)
+PYTHON = Implementation("python", _PySerialSet, _py_chain_key)
 
 
 def _load_native() -> Implementation | None:
@@ -247,9 +252,10 @@ def _load_native() -> Implementation | None:
         from . import _trust_c as c
     except ImportError:
         return None
-    if not hasattr(c, "SerialSet"):       # an old placeholder build
+    if not hasattr(c, "SerialSet") or not hasattr(c, "bind"):       # an old build
         return None
-    return Implementation("native", c.SerialSet, c.IssuerIndex, c.VerdictCache, c.chain_key)
+    c.bind(max_serial_bytes=MAX_SERIAL_BYTES)       # the twins' one copy of the limit
+    return Implementation("native", c.SerialSet, c.chain_key)
 
 
 NATIVE: Implementation | None = _load_native()
@@ -309,8 +315,8 @@ class ChainCache:
         self.impl = chosen
         self.chain_key = chosen.chain_key
         self.max_entries = max_entries
-        self._entries = chosen.VerdictCache(max_entries)
-        self._by_session = chosen.VerdictCache(max_sessions)
+        self._entries = VerdictCache(max_entries)
+        self._by_session = VerdictCache(max_sessions)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -397,7 +403,7 @@ class TrustStore:
         self.generation = generation
         self.cas = tuple(cas)
         self.ca_fingerprint = ca_set_fingerprint(self.cas)
-        self._by_subject = self.impl.IssuerIndex(
+        self._by_subject = IssuerIndex(
             (ca.subject.public_bytes(), _key_identifier(ca, x509.SubjectKeyIdentifier), ca)
             for ca in cas)
         self._caches: dict[tuple, ChainCache] = {}

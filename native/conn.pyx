@@ -57,16 +57,20 @@ cdef enum:
     PUMP_WANT = 0                   # gateway.tls.WANT: what a pump's read and write return
     PUMP_FAILED = 3                 # gateway.tls.FAILED
 
-# what gateway.paths' _NEEDS_WORK finds in a path: "%", ";", "\\", controls, space, DEL, non-ASCII
+# the bytes gateway.paths' _NEEDS_WORK finds in a path ("%", ";", "\\", controls, space, DEL,
+# non-ASCII), probed one by one through that very search at bind
 cdef unsigned char PATH_WORK[256]
+PATH_WORK_BYTES = b""                   # the same, as bytes
 
 
 def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_message, fixed,
          exchange, protocol_error, headers, protected_tokens, general_receive, state, tls_open,
-         tls_failed, pump_codes, handshake_done, actions, timer_handshake, null_observer):
+         tls_failed, pump_codes, handshake_done, actions, timer_handshake, null_observer,
+         needs_work):
     """Take gateway.conn's objects. `state`: the names the pure twin's slots have, checked here
     against this struct's, so the two cannot drift; `pump_codes`: gateway.tls's (WANT, FAILED),
-    checked against this module's."""
+    checked against this module's; `needs_work`: gateway.paths' _NEEDS_WORK, whose single bytes
+    become PATH_WORK (its two-byte "/." and "//" are this module's `_path_plain`)."""
     global TLS_OPEN, TLS_FAILED, HandshakeDone, Actions, TIMER_HANDSHAKE, NULL_OBSERVER
     missing = [n for n in state if not hasattr(Core, n)]
     if missing:
@@ -78,6 +82,7 @@ def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_messag
     Actions = actions
     TIMER_HANDSHAKE = timer_handshake
     NULL_OBSERVER = null_observer
+    _bind_path_work(needs_work)
     _bind(handshake, open_, closing, closed, no_reader, request, end_of_message, fixed, exchange,
           protocol_error, headers, protected_tokens, general_receive)
 
@@ -109,9 +114,20 @@ cdef _bind(handshake, open_, closing, closed, no_reader, request, end_of_message
     headers_module = headers
     protected_tokens = tokens
     general_receive = receive
+
+
+cdef _bind_path_work(needs_work):
+    global PATH_WORK_BYTES
+    if needs_work(b"/.") is None or needs_work(b"//") is None or needs_work(b"/a") is not None:
+        raise AttributeError("gateway._conn_c: gateway.paths' _NEEDS_WORK is not the scan "
+                             "this build knows")
     cdef int b
+    found = []
     for b in range(256):
-        PATH_WORK[b] = b <= 0x20 or b >= 0x7F or b == 0x25 or b == 0x3B or b == 0x5C
+        PATH_WORK[b] = needs_work(bytes((b,))) is not None
+        if PATH_WORK[b]:
+            found.append(b)
+    PATH_WORK_BYTES = bytes(found)
 
 
 cdef inline bint _path_plain(bytes target):

@@ -3,55 +3,45 @@
 
 How this works: every function sizes its output exactly in a first pass, allocates the result once
 with PyBytes_FromStringAndSize(NULL, n), and fills it in a second pass. Byte classes come from
-256-entry tables built at import; no Python object is created per byte. encode_request_head
-classifies each header name against static tables of folded names and prefixes (length first, then
-a compare through NAME_FOLD, which lower-cases and maps every byte that is not a letter or digit
-to `-`: the broadest way backends compare names, CGI/WSGI's `_` for `-` included), so only a Connection header naming extra fields, or a listener with `strip_request_headers`
-globs, costs a Python call per kept header.
+256-entry tables; no Python object is created per byte. encode_request_head classifies each header
+name against tables of folded names and prefixes (length first, then a compare through NAME_FOLD,
+which lower-cases and maps every byte that is not a letter or digit to `-`: the broadest way
+backends compare names, CGI/WSGI's `_` for `-` included), so only a Connection header naming extra
+fields, or a listener with `strip_request_headers` globs, costs a Python call per kept header.
+Every table the pure twin also has (the names and prefixes, the percent-encoders' safe bytes,
+fold_name's table, the bytes of a standard name) is handed in by gateway.headers at load (`bind`),
+so the twins hold one copy of each; the functions that read them refuse to run before it.
 gateway/headers.py holds the pure twins and the description of every format; the unit suite proves
 the two byte-identical.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                             PyBytes_GET_SIZE)
+from cpython.conversion cimport PyOS_snprintf
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy
 
-cdef extern from "Python.h":
-    int PyBytes_CheckExact(object o)
-    int PyTuple_CheckExact(object o)
-    int PyOS_snprintf(char *str, size_t size, const char *fmt, ...)
-
-cdef unsigned char ALB_SAFE[256]
-cdef unsigned char ENVOY_SAFE[256]
+cdef unsigned char ALB_SAFE[256]        # 1 for each byte of gateway.headers._ALB_SAFE (bind)
+cdef unsigned char ENVOY_SAFE[256]      # ... of gateway.headers._ENVOY_SAFE (bind)
+cdef unsigned char NAME_FOLD[256]       # gateway.headers._FOLD_TABLE, fold_name's (bind)
+cdef unsigned char NONSTANDARD[256]     # 0 for each byte of _STANDARD_NAME_BYTES, else 1 (bind)
 cdef unsigned char LOWER[256]
-cdef unsigned char NAME_FOLD[256]       # LOWER, and every byte but A-Z a-z 0-9 -> '-'
-cdef unsigned char NONSTANDARD[256]     # 1 for every byte but A-Z a-z 0-9 and '-'
 cdef unsigned char LINE_BREAKING[256]   # CR, LF, NUL: never copied into a header line
 cdef const char *HEX = b"0123456789ABCDEF"
 cdef const char *B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
-# Header names encode_request_head drops (folded: lower case, '-' for '_'), the prefixes it drops,
-# and the one it folds. Must equal gateway.headers.DROPPED_NAMES and DROPPED_PREFIXES (the identity
-# styles, hop-by-hop, the X-Forwarded-* it owns, Content-Length, THIRD_PARTY_CERT_HEADERS); a unit
-# test compares them.
-DROPPED_NAMES = (
-    b"x-amzn-mtls-clientcert", b"x-amzn-mtls-clientcert-serial-number",
-    b"x-amzn-mtls-clientcert-issuer", b"x-amzn-mtls-clientcert-subject",
-    b"x-amzn-mtls-clientcert-validity", b"x-amzn-mtls-clientcert-leaf",
-    b"x-forwarded-client-cert", b"client-cert", b"client-cert-chain",
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade",
-    b"x-forwarded-proto", b"x-forwarded-port",
-    b"content-length",
-    b"ssl-session-id", b"x-ssl", b"x-arr-clientcert", b"x-arr-ssl", b"x-client-verify",
-    b"x-client-dn",
-)
-DROPPED_PREFIXES = (
-    b"cf-client-cert-", b"cloudfront-viewer-cert-", b"ssl-cipher", b"ssl-client-",
-    b"x-client-cert", b"x-forwarded-tls-client-cert", b"x-ssl-",
-)
-FOLDED_NAME = b"x-forwarded-for"
+# Handed in by gateway.headers at load (`bind`): the folded names encode_request_head drops, the
+# prefixes it drops, the one it folds, and the byte sets the tables below are built from. Empty
+# until then; every function refuses to run before it.
+DROPPED_NAMES = ()
+DROPPED_PREFIXES = ()
+FOLDED_NAME = b""
+ALB_SAFE_BYTES = b""
+ENVOY_SAFE_BYTES = b""
+FOLD_TABLE = b""
+STANDARD_NAME_BYTES = b""
+cdef bint _bound = False
 
 cdef enum:
     MAX_NAMES = 64
@@ -61,7 +51,7 @@ cdef const char *NAME_PTR[MAX_NAMES]
 cdef Py_ssize_t NAME_LEN[MAX_NAMES]
 cdef unsigned char NAME_KIND[MAX_NAMES]
 cdef int NAME_COUNT = 0
-cdef tuple _NAME_KEEPALIVE          # the bytes objects NAME_PTR points into
+cdef tuple _NAME_KEEPALIVE = ()     # the bytes objects NAME_PTR and PREFIX_PTR point into
 cdef const char *PREFIX_PTR[MAX_PREFIXES]
 cdef Py_ssize_t PREFIX_LEN[MAX_PREFIXES]
 cdef int PREFIX_COUNT = 0
@@ -72,53 +62,69 @@ cdef enum:
     FOLD = 2
 
 
-cdef void _set_safe(unsigned char *table, const char *chars):
-    cdef Py_ssize_t i = 0
-    while chars[i] != 0:
-        table[<unsigned char>chars[i]] = 1
-        i += 1
+cdef void _set_safe(unsigned char *table, bytes chars):
+    cdef Py_ssize_t i
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(chars)
+    for i in range(256):
+        table[i] = 0
+    for i in range(PyBytes_GET_SIZE(chars)):
+        table[p[i]] = 1
 
 
-cdef void _init_tables():
-    global NAME_COUNT, PREFIX_COUNT, _NAME_KEEPALIVE
+def bind(*, dropped_names, dropped_prefixes, bytes folded_name not None, bytes alb_safe not None,
+         bytes envoy_safe not None, bytes fold_table not None, bytes standard_name_bytes not None):
+    """Take gateway.headers' tables: DROPPED_NAMES and DROPPED_PREFIXES (folded), the folded
+    X-Forwarded-For, the bytes ALB's and Envoy's percent-encoding keep, fold_name's 256-byte
+    translation table, and the bytes a standard header name is made of."""
+    global NAME_COUNT, PREFIX_COUNT, _NAME_KEEPALIVE, _bound
+    global DROPPED_NAMES, DROPPED_PREFIXES, FOLDED_NAME, ALB_SAFE_BYTES, ENVOY_SAFE_BYTES
+    global FOLD_TABLE, STANDARD_NAME_BYTES
     cdef int i
+    names = tuple(sorted(bytes(n) for n in dropped_names))
+    prefixes = tuple(sorted(bytes(n) for n in dropped_prefixes))
+    if len(names) + 1 > MAX_NAMES or len(prefixes) > MAX_PREFIXES:
+        raise ValueError("header name tables exceed MAX_NAMES / MAX_PREFIXES")
+    if len(fold_table) != 256:
+        raise ValueError("fold_table must have 256 bytes")
+    _bound = False
+    _set_safe(ALB_SAFE, alb_safe)
+    _set_safe(ENVOY_SAFE, envoy_safe)
+    _set_safe(NONSTANDARD, standard_name_bytes)
     for i in range(256):
-        ALB_SAFE[i] = 0
-        ENVOY_SAFE[i] = 0
-        LOWER[i] = <unsigned char>(i + 32 if 65 <= i <= 90 else i)
-        NAME_FOLD[i] = LOWER[i]
-        LINE_BREAKING[i] = 0
-    alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    _set_safe(ALB_SAFE, alnum)
-    _set_safe(ALB_SAFE, b"_.-~+=/")      # urllib.parse.quote(pem, safe="+=/")
-    _set_safe(ENVOY_SAFE, alnum)
-    _set_safe(ENVOY_SAFE, b"*-._")       # Envoy PercentEncoding::urlEncode
-    LINE_BREAKING[13] = 1
-    LINE_BREAKING[10] = 1
-    LINE_BREAKING[0] = 1
-    for i in range(256):
-        # anything but a letter or digit folds to '-' (Apache 2.2's http2env and PHP map every
-        # such byte to '_'; CGI and WSGI map '-' to '_'): one table covers every backend
-        if not (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122):
-            NAME_FOLD[i] = 45
-        NONSTANDARD[i] = 0 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i == 45) else 1
-    _NAME_KEEPALIVE = DROPPED_NAMES + (FOLDED_NAME,) + DROPPED_PREFIXES
-    if len(DROPPED_NAMES) + 1 > MAX_NAMES or len(DROPPED_PREFIXES) > MAX_PREFIXES:
-        raise RuntimeError("header name tables exceed MAX_NAMES / MAX_PREFIXES")
+        NONSTANDARD[i] = 1 - NONSTANDARD[i]
+        NAME_FOLD[i] = <unsigned char>fold_table[i]
+    _NAME_KEEPALIVE = names + (folded_name,) + prefixes
     NAME_COUNT = 0
     PREFIX_COUNT = 0
-    for name in DROPPED_PREFIXES:
+    for name in prefixes:
         PREFIX_PTR[PREFIX_COUNT] = PyBytes_AS_STRING(name)
         PREFIX_LEN[PREFIX_COUNT] = PyBytes_GET_SIZE(name)
         PREFIX_COUNT += 1
-    for name in DROPPED_NAMES + (FOLDED_NAME,):
+    for name in names + (folded_name,):
         NAME_PTR[NAME_COUNT] = PyBytes_AS_STRING(name)
         NAME_LEN[NAME_COUNT] = PyBytes_GET_SIZE(name)
-        NAME_KIND[NAME_COUNT] = FOLD if name is FOLDED_NAME else DROP
+        NAME_KIND[NAME_COUNT] = FOLD if name is folded_name else DROP
         NAME_COUNT += 1
+    DROPPED_NAMES, DROPPED_PREFIXES, FOLDED_NAME = names, prefixes, folded_name
+    ALB_SAFE_BYTES, ENVOY_SAFE_BYTES = alb_safe, envoy_safe
+    FOLD_TABLE, STANDARD_NAME_BYTES = fold_table, standard_name_bytes
+    _bound = True
+
+
+cdef void _init_tables() noexcept:
+    cdef int i
+    for i in range(256):
+        LOWER[i] = <unsigned char>(i + 32 if 65 <= i <= 90 else i)
+        LINE_BREAKING[i] = 1 if i == 13 or i == 10 or i == 0 else 0
 
 
 _init_tables()
+
+
+cdef inline int _check_bound() except -1:
+    if not _bound:
+        raise RuntimeError("gateway._headers_c: bind() was not called (gateway.headers does it)")
+    return 0
 
 
 cdef inline unsigned char _classify(const unsigned char *p, Py_ssize_t n, bint underscore) noexcept:
@@ -213,11 +219,13 @@ cdef bytes _quote(bytes data, const unsigned char *safe):
 
 def quote_pem_alb(bytes pem not None):
     """ALB's rule: urllib.parse.quote(pem, safe="+=/") as bytes."""
+    _check_bound()
     return _quote(pem, ALB_SAFE)
 
 
 def quote_pem_envoy(bytes pem not None):
     """Envoy's PercentEncoding::urlEncode: keep ALPHA / DIGIT / *-._, %XX the rest."""
+    _check_bound()
     return _quote(pem, ENVOY_SAFE)
 
 
@@ -273,6 +281,7 @@ def first_nonstandard(headers):
 
     screen_request's fast path: almost no request has such a name.
     """
+    _check_bound()
     cdef object seq = PySequence_Fast(headers, "headers must be a sequence of (name, value)")
     cdef Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq)
     cdef object item
@@ -335,6 +344,7 @@ def encode_request_head(bytes method not None, bytes target not None, headers,
     cdef bint keep_underscore = False
     cdef object match = None
 
+    _check_bound()
     if policy is not None:
         keep_underscore = policy.keep_underscore
         match = policy.match

@@ -13,8 +13,11 @@ the Request, the target, and one (name, value) tuple (with its two bytes) per fi
 sliced straight from the caller's bytes, one Data per message per `feed`, as the pure reader does.
 Everything the events and refusals are made of (the event classes, the error class, llhttp's
 reason table and the refinements that read a refused head) is handed in by gateway.http1 at load
-(`init`), so both twins build equal objects. The grammar is RFC 9112 (2-7) as llhttp applies it;
-the comments name the llhttp node each state stands for.
+(`init`), so both twins build equal objects; so is every table the pure reader has too (its state
+graph, the bytes of a token and of a Host), and the fields it acts on are checked against this
+build's, so the twins hold one copy of each. The byte classes that are llhttp's own (URL, header
+value, hex digits) are built here: the pure reader has them only inside llhttp. The grammar is
+RFC 9112 (2-7) as llhttp applies it; the comments name the llhttp node each state stands for.
 
 ResponseReader (the upstream side) is the same machine with a response's status line (llhttp's
 res_* nodes), the two places where llhttp reads a response's fields differently (codings after
@@ -22,13 +25,11 @@ chunked), llhttp's view of a response's end (1xx, 204, 304, a close-delimited bo
 ResponseReader's own rules at the end of a head (HEAD, interim responses dropped, 101 only when
 asked, with its Upgrade fields). tests/unit/test_http1_response_native.py holds it to the pure one.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                             PyBytes_GET_SIZE)
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
-
-cdef extern from "Python.h":
-    int PyBytes_CheckExact(object o)
 
 include "slots.pxi"
 
@@ -60,19 +61,45 @@ cdef bint REQUEST_PLAIN = False         # Request and Data made by new_instance 
 
 
 def init(*, request, data, end_of_message, error, tokens, llhttp_errors, refinements, no_tokens,
-         max_chunk_line, default_limits, request_fields, data_field, response=None,
-         response_fields=(), upstream_error=None, response_refinements=None,
+         max_chunk_line, default_limits, request_fields, data_field, transitions, special_fields,
+         bytes tchars not None, bytes host_name_bytes not None, bytes host_literal_bytes not None,
+         response=None, response_fields=(), upstream_error=None, response_refinements=None,
          default_response_limits=(65536, 200)):
     """Called once by gateway.http1: the event and error classes and the tables both twins share.
     `request_fields`: the Request's field names in order (its events are built slot by slot,
     as `object.__setattr__` would leave them, not through the frozen dataclass's __init__: a sixth
     of the cost; slots.pxi). `response` and the names after it: the same for ResponseReader (the
-    upstream side), which refuses with `upstream_error` (status 502, reason "upstream_...")."""
+    upstream side), which refuses with `upstream_error` (status 502, reason "upstream_...").
+    `transitions`: the pure reader's state graph, {state name: successor names}, over the names of
+    STATES (this build's reader states); `special_fields`: its {lowercased name: field number},
+    checked against SPECIAL_FIELDS (the numbers this build acts on); `tchars`, `host_name_bytes`,
+    `host_literal_bytes`: the bytes of a token, and of a Host's reg-name and IP-literal."""
     global Request, Data, END_OF_MESSAGE, HTTPProtocolError, _tokens, LLHTTP_ERRORS, REFINE
     global NO_TOKENS, MAX_CHUNK_LINE, DEFAULT_LIMITS, _ready, DATA_AT, REQUEST_PLAIN
+    global TRANSITIONS, TCHARS, HOST_NAME_BYTES, HOST_LITERAL_BYTES
     if len(request_fields) != 11:
         raise AttributeError(f"Request has {len(request_fields)} fields, this build knows 11")
+    if dict(special_fields) != SPECIAL_FIELDS:
+        raise AttributeError(f"gateway._http1_c acts on the fields {SPECIAL_FIELDS}, not "
+                             f"{dict(special_fields)}: a stale build")
     cdef Py_ssize_t i
+    cdef int successors[6]
+    graph = {k: tuple(v) for k, v in dict(transitions).items()}
+    if set(graph) != set(STATES) or not all(set(v) <= set(STATES) for v in graph.values()):
+        raise AttributeError(f"gateway._http1_c knows the reader states {STATES}, not "
+                             f"{tuple(graph)}: a stale build")
+    for i in range(6):
+        successors[i] = 0
+        for name in graph[STATES[i]]:
+            successors[i] |= 1 << STATES.index(name)
+    _ready = False
+    for i in range(6):
+        SUCCESSORS[i] = successors[i]
+    _set_table(TOKEN, tchars)
+    _set_table(HOST_REG, host_name_bytes)
+    _set_table(HOST_LIT, host_literal_bytes)
+    TRANSITIONS, TCHARS = graph, tchars
+    HOST_NAME_BYTES, HOST_LITERAL_BYTES = host_name_bytes, host_literal_bytes
     for i in range(11):
         REQUEST_AT[i] = _slot_offset(request, request_fields[i])
     DATA_AT = _slot_offset(data, data_field)
@@ -144,7 +171,7 @@ cdef object _data_event(bytes data):
 
 # --- byte classes (llhttp constants.ts) ------------------------------------------------------------
 
-cdef unsigned char TOKEN[256]          # RFC 9110 5.6.2 tchar
+cdef unsigned char TOKEN[256]          # RFC 9110 5.6.2 tchar: gateway.http1._TCHARS (init)
 cdef unsigned char URL_CHAR[256]       # llhttp's strict URL_CHAR
 cdef unsigned char USERINFO[256]       # llhttp's USERINFO_CHARS
 cdef unsigned char ALPHA[256]
@@ -153,8 +180,21 @@ cdef unsigned char CONN_TOKEN[256]     # HEADER_CHAR without ','
 cdef unsigned char QDTEXT[256]
 cdef unsigned char HEXVAL[256]         # 0-15, 255 for not a hex digit
 cdef unsigned char LOWER[256]
-cdef unsigned char HOST_REG[256]       # gateway.http1._HOST_RE, reg-name part
-cdef unsigned char HOST_LIT[256]       # gateway.http1._HOST_RE, inside [ ]
+cdef unsigned char HOST_REG[256]       # gateway.http1._HOST_NAME_BYTES, _HOST_RE's reg-name (init)
+cdef unsigned char HOST_LIT[256]       # gateway.http1._HOST_LITERAL_BYTES, inside [ ] (init)
+TCHARS = b""                           # what init took for them
+HOST_NAME_BYTES = b""
+HOST_LITERAL_BYTES = b""
+
+
+cdef void _set_table(unsigned char *table, bytes chars):
+    """1 for each byte of `chars`, 0 for the others."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(chars)
+    cdef Py_ssize_t i
+    for i in range(256):
+        table[i] = 0
+    for i in range(PyBytes_GET_SIZE(chars)):
+        table[p[i]] = 1
 
 
 cdef void _set(unsigned char *table, const char *chars) noexcept:
@@ -167,7 +207,6 @@ cdef void _set(unsigned char *table, const char *chars) noexcept:
 cdef void _init_tables() noexcept:
     cdef int i
     for i in range(256):
-        TOKEN[i] = 0
         URL_CHAR[i] = 0
         USERINFO[i] = 0
         ALPHA[i] = 1 if (65 <= i <= 90 or 97 <= i <= 122) else 0
@@ -177,20 +216,12 @@ cdef void _init_tables() noexcept:
                           or i >= 128) else 0
         HEXVAL[i] = 255
         LOWER[i] = <unsigned char>(i + 32 if 65 <= i <= 90 else i)
-        HOST_REG[i] = 0
-        HOST_LIT[i] = 0
     CONN_TOKEN[44] = 0
     alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    _set(TOKEN, alnum)
-    _set(TOKEN, b"!#$%&'*+-.^_`|~")
     _set(URL_CHAR, alnum)
     _set(URL_CHAR, b"!\"$%&'()*+,-./:;<=>@[\\]^_`{|}~")
     _set(USERINFO, alnum)
     _set(USERINFO, b"-_.!~*'()%;:&=+$,")
-    _set(HOST_REG, alnum)
-    _set(HOST_REG, b"._~!$&'()*+,;=%-")
-    _set(HOST_LIT, alnum)
-    _set(HOST_LIT, b":._~!$&'()*+,;=-")
     for i in range(10):
         HEXVAL[48 + i] = <unsigned char>i
     for i in range(6):
@@ -265,14 +296,11 @@ cdef enum:                     # the reader (gateway.http1._State)
     R_ERROR = 4
     R_SWITCHED = 5
 
-# successors of each reader state, as a bit mask (gateway.http1._TRANSITIONS)
+# the names of the reader states (gateway.http1._State's values), by number
+STATES = ("idle", "head", "body", "closed", "error", "switched")
+# successors of each reader state, as a bit mask: gateway.http1._TRANSITIONS (init)
 cdef int SUCCESSORS[6]
-SUCCESSORS[R_IDLE] = (1 << R_HEAD) | (1 << R_CLOSED) | (1 << R_ERROR)
-SUCCESSORS[R_HEAD] = (1 << R_BODY) | (1 << R_ERROR)
-SUCCESSORS[R_BODY] = (1 << R_IDLE) | (1 << R_CLOSED) | (1 << R_ERROR) | (1 << R_SWITCHED)
-SUCCESSORS[R_CLOSED] = 0
-SUCCESSORS[R_ERROR] = 0
-SUCCESSORS[R_SWITCHED] = 0
+TRANSITIONS = {}                       # what init took for it
 
 cdef enum:                     # body framing and chunk phase
     FR_NONE = 0
@@ -383,6 +411,9 @@ cdef enum:                     # the fields the pure reader acts on (gateway.htt
     SF_CONNECTION = 3
     SF_EXPECT = 4
     SF_UPGRADE = 5
+# ... by name (init checks it is gateway.http1._SPECIAL_FIELDS)
+SPECIAL_FIELDS = {b"host": SF_HOST, b"content-length": SF_CL, b"transfer-encoding": SF_TE,
+                  b"connection": SF_CONNECTION, b"expect": SF_EXPECT, b"upgrade": SF_UPGRADE}
 
 cdef const char *K_CLOSE = b"close"
 cdef const char *K_UPGRADE = b"upgrade"

@@ -8,8 +8,11 @@
 # refuses anything that is not such a slot of that very class, so a changed class fails the load,
 # never a request. Use only on an instance whose type is exactly the class the offsets came from.
 
-from cpython.ref cimport PyObject, Py_INCREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 
+# Cython ships none of these: the member descriptor's struct, PyTypeObject's tp_alloc, and
+# PyType_GenericAlloc as a C function (cpython.type's returns an object, so it has no address to
+# compare tp_alloc with).
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
         int type
@@ -17,12 +20,11 @@ cdef extern from "Python.h":
         int flags
     ctypedef struct PyMemberDescrObject:
         PyMemberDef *d_member
-    void _slots_xdecref "Py_XDECREF"(PyObject *)
     ctypedef struct _SlotsType "PyTypeObject":
         PyObject *(*tp_alloc)(_SlotsType *, Py_ssize_t)
     PyObject *PyType_GenericAlloc(_SlotsType *, Py_ssize_t)
 
-cdef extern from "structmember.h":
+cdef extern from "structmember.h":      # T_OBJECT_EX, READONLY: not shipped by Cython either
     enum:
         T_OBJECT_EX
         READONLY
@@ -61,7 +63,7 @@ cdef inline object new_instance(type cls):
     if o == NULL:
         raise MemoryError()
     obj = <object>o         # a reference of its own; the allocation's one is released next
-    _slots_xdecref(o)
+    Py_XDECREF(o)
     return obj
 
 
@@ -79,4 +81,4 @@ cdef inline void slot_set(object obj, Py_ssize_t offset, object value) noexcept:
     cdef PyObject *old = p[0]
     Py_INCREF(value)
     p[0] = <PyObject *>value
-    _slots_xdecref(old)
+    Py_XDECREF(old)

@@ -13,20 +13,20 @@ How this works:
   lines rather than the ~23 of a plain binary search over 100 MB. Loading is a counting sort on the
   same prefix (which builds the index), then a qsort of each small bucket: linear for the random
   serials CAs issue (RFC 5280 and the CA/Browser Forum ask for 64 bits of entropy).
-* `IssuerIndex` maps a subject name (DER) to the CAs with that subject, filtered by the child's
-  authority key identifier when both sides carry one (OpenSSL's X509_check_akid rule).
-* `VerdictCache` is a bounded LRU: a dict from key to slot number, the recency list as C arrays of
-  slot numbers, and per slot the expiry time and the generation the entry was stored under. Raising
-  `generation` invalidates every entry at once (each is a miss when next read) without walking them.
 * `chain_key` is the SHA-256 of the length-prefixed DER certificates, hashed in one call.
 
-gateway/trust.py holds the pure twins and the rules they follow; the unit suite proves them equal.
-Nothing here is called from an OpenSSL callback; the qsort comparator is plain C.
+The issuer index and the verdict cache have no twin here: natively they saved under a microsecond
+of a full handshake's ~1.3 ms (bench/NATIVE.md, "Trust store"), so gateway/trust.py's are the only
+ones.
+
+gateway/trust.py holds the pure twins and the rules they follow, and hands in its MAX_SERIAL_BYTES
+at load (`bind`); the unit suite proves the twins equal. Nothing here is called from an OpenSSL
+callback; the qsort comparator is plain C.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_DelItem
-from cpython.long cimport PyLong_AsSsize_t
-from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                             PyBytes_GET_SIZE, _PyBytes_Resize)
+from cpython.long cimport PyLong_Check
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
@@ -34,12 +34,9 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 
 import hashlib
 
-cdef extern from "Python.h":
-    int PyLong_Check(object o)
-    int PyBytes_CheckExact(object o)
+cdef extern from "Python.h":         # CPython's private int helpers: Cython ships no declaration
     int _PyLong_Sign(object v)
     size_t _PyLong_NumBits(object v) except? <size_t>-1
-    int _PyBytes_Resize(PyObject **b, Py_ssize_t newsize) except -1
 
 cdef extern from *:
     """
@@ -60,11 +57,29 @@ cdef extern from *:
     size_t gw_sort_width
     int gw_key_cmp(const void *a, const void *b) noexcept nogil
 
-MAX_SERIAL_BYTES = 20                  # RFC 5280 4.1.2.2: at most 20 octets
+# gateway.trust.MAX_SERIAL_BYTES (RFC 5280 4.1.2.2: at most 20 octets), handed in by bind()
+MAX_SERIAL_BYTES = 0
 DEFAULT_MAX_INDEX_BITS = 20
-cdef Py_ssize_t _MAX_WIDTH = 20
+cdef enum:
+    KEY_BYTES = 20                     # the widest key a lookup's stack buffer holds
+cdef Py_ssize_t _MAX_WIDTH = 0
 cdef int _MAX_INDEX_BITS = 20
 cdef object _sha256 = hashlib.sha256
+
+
+def bind(*, Py_ssize_t max_serial_bytes):
+    """Take gateway.trust's widest serial: wider (and negative) ones are kept aside."""
+    global MAX_SERIAL_BYTES, _MAX_WIDTH
+    if not 1 <= max_serial_bytes <= KEY_BYTES:
+        raise ValueError(f"gateway._trust_c holds serials of 1 to {KEY_BYTES} bytes, "
+                         f"not {max_serial_bytes}")
+    MAX_SERIAL_BYTES = _MAX_WIDTH = max_serial_bytes
+
+
+cdef inline int _check_bound() except -1:
+    if _MAX_WIDTH == 0:
+        raise RuntimeError("gateway._trust_c: bind() was not called (gateway.trust does it)")
+    return 0
 
 
 cdef inline uint32_t _prefix(const unsigned char *key, Py_ssize_t skip, Py_ssize_t width,
@@ -195,6 +210,7 @@ cdef class SerialSet:
         free(self._index)
 
     def __init__(self, serials=()):
+        _check_bound()
         seq = PySequence_Fast(serials, "serials must be iterable")
         cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq)
         cdef Py_ssize_t i, m = 0, width = 1, nbytes
@@ -242,6 +258,7 @@ cdef class SerialSet:
         cdef const unsigned char *c
         cdef unsigned char *raw = NULL
         odd = []
+        _check_bound()
         if not _revoked_list(der, size, &start, &end):
             return SerialSet([r.serial_number for r in crl])   # not the layout we expect
         pos = start
@@ -357,7 +374,7 @@ cdef class SerialSet:
         return 0
 
     cdef bint contains(self, object serial) except -1:
-        cdef unsigned char key[20]
+        cdef unsigned char key[KEY_BYTES]
         cdef Py_ssize_t width = self._width, lo, hi, mid, nbytes
         cdef const unsigned char *keys
         cdef uint32_t p
@@ -417,227 +434,6 @@ cdef class SerialSet:
 
     def __reduce__(self):
         raise TypeError("SerialSet is not picklable")
-
-
-cdef class IssuerIndex:
-    """Subject name (DER) -> the values (CAs) with that subject, in the order given."""
-
-    cdef dict _by_subject            # subject DER -> tuple of (key identifier or None, value)
-
-    def __init__(self, entries=()):
-        grouped = {}
-        for subject, key_id, value in entries:
-            grouped.setdefault(bytes(subject), []).append((key_id, value))
-        self._by_subject = {s: (tuple(v for _, v in group), tuple(group))
-                            for s, group in grouped.items()}
-
-    cpdef tuple lookup(self, bytes issuer, object key_id):
-        """CAs named `issuer`; with the child's authority key id, those whose subject key id is
-        absent or equal (a CA with another key id did not sign it)."""
-        cdef PyObject *found = PyDict_GetItemWithError(self._by_subject, issuer)
-        if found == NULL:
-            return ()
-        cdef tuple both = <tuple>found
-        if key_id is None:
-            return <tuple>both[0]
-        cdef tuple group = <tuple>both[1]
-        cdef Py_ssize_t i, n = len(group)
-        for i in range(n):       # the common case: every candidate agrees, return the shared tuple
-            kid = (<tuple>group[i])[0]
-            if kid is not None and kid != key_id:
-                break
-        else:
-            return <tuple>both[0]
-        out = []
-        for i in range(n):
-            kid = (<tuple>group[i])[0]
-            if kid is None or kid == key_id:
-                out.append((<tuple>group[i])[1])
-        return tuple(out)
-
-    def __len__(self):
-        return len(self._by_subject)
-
-
-cdef struct Slot:
-    double expires_at
-    unsigned long long generation
-    Py_ssize_t prev
-    Py_ssize_t next
-
-
-cdef class VerdictCache:
-    """Bounded LRU of values by key, each with an expiry time and the generation it was stored in."""
-
-    cdef dict _where                 # key -> slot number
-    cdef Slot *_slots
-    cdef PyObject **_keys             # owned references
-    cdef PyObject **_values
-    cdef Py_ssize_t _capacity
-    cdef Py_ssize_t _used
-    cdef Py_ssize_t _head            # most recently used, or -1
-    cdef Py_ssize_t _tail            # least recently used, or -1
-    cdef Py_ssize_t _free            # first free slot (chained through .next), or -1
-    cdef public unsigned long long generation
-    cdef public Py_ssize_t hits
-    cdef public Py_ssize_t misses
-
-
-    def __cinit__(self, Py_ssize_t capacity=16384):
-        cdef Py_ssize_t i
-        if capacity < 0:
-            raise ValueError("capacity must be >= 0")
-        self._capacity = capacity
-        self._where = {}
-        self._used = 0
-        self._head = -1
-        self._tail = -1
-        self._free = -1
-        self.generation = 0
-        self.hits = 0
-        self.misses = 0
-        self._slots = NULL
-        self._keys = NULL
-        self._values = NULL
-        if capacity == 0:
-            return
-        self._slots = <Slot *>calloc(capacity, sizeof(Slot))
-        self._keys = <PyObject **>calloc(capacity, sizeof(PyObject *))
-        self._values = <PyObject **>calloc(capacity, sizeof(PyObject *))
-        if self._slots == NULL or self._keys == NULL or self._values == NULL:
-            raise MemoryError()
-        for i in range(capacity):
-            self._slots[i].next = i + 1 if i + 1 < capacity else -1
-            self._slots[i].prev = -1
-        self._free = 0
-
-    def __dealloc__(self):
-        cdef Py_ssize_t i
-        if self._keys != NULL and self._values != NULL:
-            for i in range(self._capacity):
-                Py_XDECREF(self._keys[i])
-                Py_XDECREF(self._values[i])
-        free(self._slots)
-        free(<void *>self._keys)
-        free(<void *>self._values)
-
-    cdef void _unlink(self, Py_ssize_t i) noexcept:
-        cdef Slot *s = &self._slots[i]
-        if s.prev != -1:
-            self._slots[s.prev].next = s.next
-        else:
-            self._head = s.next
-        if s.next != -1:
-            self._slots[s.next].prev = s.prev
-        else:
-            self._tail = s.prev
-        s.prev = -1
-        s.next = -1
-
-    cdef void _push_front(self, Py_ssize_t i) noexcept:
-        cdef Slot *s = &self._slots[i]
-        s.prev = -1
-        s.next = self._head
-        if self._head != -1:
-            self._slots[self._head].prev = i
-        self._head = i
-        if self._tail == -1:
-            self._tail = i
-
-    cdef void _release(self, Py_ssize_t i):
-        """Forget slot i: out of the dict and the recency list, references dropped, slot free."""
-        cdef PyObject *key = self._keys[i]
-        cdef PyObject *value = self._values[i]
-        self._unlink(i)
-        PyDict_DelItem(self._where, <object>key)
-        self._keys[i] = NULL
-        self._values[i] = NULL
-        self._slots[i].next = self._free
-        self._free = i
-        self._used -= 1
-        Py_DECREF(<object>key)
-        Py_DECREF(<object>value)
-
-    cpdef object get(self, object key, double now):
-        """The value for key if stored in this generation and not expired; else None (a miss)."""
-        cdef PyObject *found = PyDict_GetItemWithError(self._where, key)
-        cdef Py_ssize_t i
-        cdef Slot *s
-        if found == NULL:
-            self.misses += 1
-            return None
-        i = PyLong_AsSsize_t(<object>found)
-        s = &self._slots[i]
-        if s.generation != self.generation or s.expires_at <= now:
-            self._release(i)
-            self.misses += 1
-            return None
-        if self._head != i:
-            self._unlink(i)
-            self._push_front(i)
-        self.hits += 1
-        return <object>self._values[i]
-
-    cpdef put(self, object key, object value, double expires_at):
-        """Store (or replace) key's value, stamped with the current generation."""
-        cdef PyObject *found
-        cdef PyObject *old
-        cdef Py_ssize_t i
-        if self._capacity == 0:
-            return
-        found = PyDict_GetItemWithError(self._where, key)
-        if found != NULL:
-            i = PyLong_AsSsize_t(<object>found)
-            old = self._values[i]
-            Py_INCREF(value)
-            self._values[i] = <PyObject *>value
-            self._slots[i].expires_at = expires_at
-            self._slots[i].generation = self.generation
-            if self._head != i:
-                self._unlink(i)
-                self._push_front(i)
-            Py_DECREF(<object>old)
-            return
-        if self._free == -1:
-            self._release(self._tail)
-        i = self._free
-        PyDict_SetItem(self._where, key, i)      # first: a failure (unhashable key) leaves no trace
-        self._free = self._slots[i].next
-        Py_INCREF(key)
-        Py_INCREF(value)
-        self._keys[i] = <PyObject *>key
-        self._values[i] = <PyObject *>value
-        self._slots[i].expires_at = expires_at
-        self._slots[i].generation = self.generation
-        self._push_front(i)
-        self._used += 1
-
-    def invalidate(self):
-        """Every entry stored so far becomes a miss; O(1)."""
-        self.generation += 1
-
-    def clear(self):
-        while self._head != -1:
-            self._release(self._head)
-
-    def lru_keys(self):
-        """Keys from the most to the least recently used (stale entries included)."""
-        out = []
-        cdef Py_ssize_t i = self._head
-        while i != -1:
-            out.append(<object>self._keys[i])
-            i = self._slots[i].next
-        return out
-
-    @property
-    def capacity(self):
-        return self._capacity
-
-    def __len__(self):
-        return self._used
-
-    def __reduce__(self):
-        raise TypeError("VerdictCache is not picklable")
 
 
 def chain_key(chain):
