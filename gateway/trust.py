@@ -235,7 +235,7 @@ class _PyVerdictCache:
 
 
 # What the two twins have in common, as the rest of this module uses it.
-V = TypeVar("V")
+_V = TypeVar("_V")
 
 
 class SerialLookup(Protocol):
@@ -255,13 +255,13 @@ class IssuerLookup(Protocol):
     def __len__(self) -> int: ...
 
 
-class VerdictStore(Protocol[V]):
+class VerdictStore(Protocol[_V]):
     generation: int
     hits: int
     misses: int
 
-    def get(self, key: Hashable, now: float) -> V | None: ...
-    def put(self, key: Hashable, value: V, expires_at: float) -> None: ...
+    def get(self, key: Hashable, now: float) -> _V | None: ...
+    def put(self, key: Hashable, value: _V, expires_at: float) -> None: ...
     def __len__(self) -> int: ...
 
 
