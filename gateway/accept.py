@@ -81,7 +81,7 @@ class _Slot:
     __slots__ = ("acceptor",)
 
     def __init__(self, acceptor: "Acceptor") -> None:
-        self.acceptor = acceptor
+        self.acceptor: Acceptor | None = acceptor
 
     def __call__(self) -> None:
         self.release()
@@ -138,7 +138,7 @@ class Acceptor:
         # uvloop's server while far from the cap (None: the watched path); see the module's doc
         self.fast_below = fast_below(limit) if backlog is not None else 0
         self.fast_up = self.fast_below - max(limit // 16, ACCEPT_BATCH // 2)
-        self.fast = None
+        self.fast: asyncio.Server | None = None
         self._fast_opening = False
         self._fast_check: asyncio.TimerHandle | None = None
         self.overflowed = 0         # connections closed past the cap (accept_overflow), ever
@@ -198,7 +198,7 @@ class Acceptor:
                 # _accept(), not accept(): the fd alone, and one socket object made from plain ints
                 # (accept() reads the listener's family and type as enums for every connection).
                 # No setblocking(): libuv's uv_tcp_open makes the descriptor non-blocking itself.
-                fd, _ = sock._accept()
+                fd, _ = sock._accept()  # type: ignore[attr-defined]  # CPython's, not in typeshed
             except (BlockingIOError, InterruptedError):
                 return      # another worker took it, or nothing left
             except ConnectionAbortedError:
@@ -262,8 +262,9 @@ class Acceptor:
         try:
             dup = self.sock.dup()
             try:
-                server = await self.loop.create_server(self._fast_protocol, sock=dup,
-                                                       backlog=self.backlog)
+                # fast mode is only ever opened with a backlog (fast_below is 0 without one)
+                server = await self.loop.create_server(
+                    self._fast_protocol, sock=dup, backlog=self.backlog)  # type: ignore[arg-type]
             except BaseException:
                 dup.close()
                 raise

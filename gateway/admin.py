@@ -55,7 +55,7 @@ class AdminProtocol(asyncio.Protocol):
     def __init__(self, worker) -> None:
         self.worker = worker
         self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64))
-        self.transport = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # until connection_made
 
     def connection_made(self, transport) -> None:
         self.transport = transport

@@ -47,6 +47,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import ConfigError, Problem
@@ -307,7 +308,7 @@ def _subject(cert: x509.Certificate) -> str:
         return "<unreadable subject>"
 
 
-def _spki(public_key: Any) -> bytes:
+def _spki(public_key: PublicKeyTypes) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -634,7 +635,7 @@ class _Reader:
         return certs
 
     def log_target(self, table: dict[str, Any], name: str, *, off_ok: bool) -> str | None:
-        value = self.field(GatewaySpec, table, "gateway", name)
+        value: str | None = self.field(GatewaySpec, table, "gateway", name)
         key = _join("gateway", name)
         if value is None or value == LOG_STDOUT:
             return value
@@ -667,16 +668,16 @@ class _Reader:
 
         stores_raw = self.table(doc.get("trust_store", {}), "trust_store") or {}
         groups_raw = self.table(doc.get("target_group", {}), "target_group") or {}
-        trust_stores = {}
+        trust_stores: dict[str, TrustStoreSpec] = {}
         for name, body in stores_raw.items():
-            spec = self.trust_store(name, body)
-            if spec is not None:
-                trust_stores[name] = spec
-        target_groups = {}
+            store = self.trust_store(name, body)
+            if store is not None:
+                trust_stores[name] = store
+        target_groups: dict[str, TargetGroupSpec] = {}
         for name, body in groups_raw.items():
-            spec = self.target_group(name, body)
-            if spec is not None:
-                target_groups[name] = spec
+            group = self.target_group(name, body)
+            if group is not None:
+                target_groups[name] = group
 
         listeners: list[ListenerSpec] = []
         raw_listeners = doc.get("listener", [])
@@ -963,7 +964,7 @@ class _Reader:
     def listener_trust_store(self, table: dict[str, Any], prefix: str,
                              values: dict[str, Any]) -> str | None:
         mtls = values["mtls"]
-        store = self.field(ListenerSpec, table, prefix, "trust_store")
+        store: str | None = self.field(ListenerSpec, table, prefix, "trust_store")
         if store is not None:
             self.reference(store, f"{prefix}.trust_store", "trust store", "trust_store",
                            self.store_names)
@@ -1027,7 +1028,7 @@ class _Reader:
         return tuple(styles)
 
     def ciphers(self, table: dict[str, Any], prefix: str) -> str | None:
-        value = self.field(ListenerSpec, table, prefix, "ciphers_tls12")
+        value: str | None = self.field(ListenerSpec, table, prefix, "ciphers_tls12")
         if value is None or "ciphers_tls12" not in table:
             return value
         # The stdlib's OpenSSL parses the same cipher-string grammar the TLS layer's does; a
@@ -1312,7 +1313,7 @@ class _Reader:
 
     def redirect_status(self, table: dict[str, Any], prefix: str,
                         _: dict[str, Any]) -> int | None:
-        status = self.field(Redirect, table, prefix, "status")
+        status: int | None = self.field(Redirect, table, prefix, "status")
         if status is not None and status not in REDIRECT_STATUSES:
             allowed = ", ".join(map(str, REDIRECT_STATUSES))
             self.add(f"{prefix}.status", f"must be one of {allowed}, got {status}")
@@ -1321,7 +1322,7 @@ class _Reader:
 
     def redirect_scheme(self, table: dict[str, Any], prefix: str,
                         _: dict[str, Any]) -> str | None:
-        scheme = self.field(Redirect, table, prefix, "scheme")
+        scheme: str | None = self.field(Redirect, table, prefix, "scheme")
         if scheme is not None and scheme not in ("http", "https", "#{protocol}", "#{scheme}"):
             self.add(f"{prefix}.scheme", f"expected 'http', 'https' or '#{{protocol}}', "
                                          f"got {scheme!r}")
@@ -1330,7 +1331,7 @@ class _Reader:
 
     def redirect_host(self, table: dict[str, Any], prefix: str,
                       _: dict[str, Any]) -> str | None:
-        host = self.field(Redirect, table, prefix, "host")
+        host: str | None = self.field(Redirect, table, prefix, "host")
         if host is not None and not self.template(host, f"{prefix}.host", _REDIRECT_HOST_RE,
                                                   "letters, digits, '.', '-' and placeholders"):
             return None
@@ -1344,8 +1345,8 @@ class _Reader:
         if isinstance(value, int) and not isinstance(value, bool):
             if 1 <= value <= 65535:
                 return str(value)
-        elif value == "#{port}" or (isinstance(value, str) and _PORT_RE.fullmatch(value)
-                                     and 1 <= int(value) <= 65535):
+        elif isinstance(value, str) and (value == "#{port}" or (_PORT_RE.fullmatch(value)
+                                                                and 1 <= int(value) <= 65535)):
             return value
         self.add(f"{prefix}.port", f"expected a port from 1 to 65535 or '#{{port}}', "
                                    f"got {value!r}")
@@ -1353,7 +1354,7 @@ class _Reader:
 
     def redirect_path(self, table: dict[str, Any], prefix: str,
                       _: dict[str, Any]) -> str | None:
-        path = self.field(Redirect, table, prefix, "path")
+        path: str | None = self.field(Redirect, table, prefix, "path")
         if path is None:
             return None
         if not path.startswith("/"):
@@ -1366,7 +1367,7 @@ class _Reader:
 
     def redirect_query(self, table: dict[str, Any], prefix: str,
                        _: dict[str, Any]) -> str | None:
-        query = self.field(Redirect, table, prefix, "query")
+        query: str | None = self.field(Redirect, table, prefix, "query")
         if query is None:
             return None
         if query.startswith("?"):
@@ -1424,7 +1425,7 @@ class _Reader:
 
     def fixed_content_type(self, table: dict[str, Any], prefix: str,
                            _: dict[str, Any]) -> str | None:
-        value = self.field(FixedResponse, table, prefix, "content_type")
+        value: str | None = self.field(FixedResponse, table, prefix, "content_type")
         if value is not None and not _CONTENT_TYPE_RE.fullmatch(value):
             # It becomes a header value verbatim, so nothing that could end or split the line.
             self.add(f"{prefix}.content_type", "must be printable ASCII without line breaks "
@@ -1434,7 +1435,7 @@ class _Reader:
 
     def fixed_body(self, table: dict[str, Any], prefix: str,
                    _: dict[str, Any]) -> bytes | None:
-        text = self.get(table, prefix, "body", _BODY_TEXT)
+        text: str | None = self.get(table, prefix, "body", _BODY_TEXT)
         if text is None:
             return None
         try:

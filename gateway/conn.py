@@ -48,6 +48,8 @@ from __future__ import annotations
 import enum
 import importlib
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import headers as hdrs
 from . import http1, paths
@@ -62,6 +64,23 @@ from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from . import tls as tls_mod
 from .tls import HandshakeDone, HandshakeFailed, PeerClosed, TLSState
 from .tls import _name_matches as name_matches
+
+if TYPE_CHECKING:
+    from .headers import HeaderPolicy
+    from .http1 import Event, HTTPLimits, RequestReader
+    from .logs import LogSink
+    from .metrics import Observer
+    from .paths import PathPolicy
+    from .routes import RedirectAction, RouteTable
+    from .spec import ListenerSpec
+    from .tls import TLSConnection
+    from .upstream import Target, TargetGroup, UpstreamConnection
+
+    LogEntry = tuple[str, dict[str, Any]] | tuple[str, str, str, str, dict[str, Any]]
+    # what an upstream connection reports (gateway.upstream): the response's events (Response,
+    # Data, EndOfMessage), the raw bytes after a switch, UpstreamClosed, UpstreamFailed. Any: the
+    # handlers dispatch on `type(event)` kept in a local, which the checker does not follow.
+    UpstreamEvent = Any
 
 __all__ = ["Actions", "Connection", "ConnectionCore", "ConnState", "STATE", "set_native",
            "core_class", "CLOSE", "ABORT", "READ_HIGH_WATER_BYTES"]
@@ -99,8 +118,10 @@ class Actions:
     def __init__(self) -> None:
         self.out: list[bytes] = []          # TLS bytes for the client
         self.more = False                   # any of the five below is set (one test for the shell)
-        self.logs: list | None = None       # ("access" | "connection", dict) | ("error", level, reason, message, fields)
-        self.connects: list | None = None   # (exchange, group, target): open, then report back
+        # ("access" | "connection", dict) | ("error", level, reason, message, fields)
+        self.logs: list[LogEntry] | None = None
+        # (exchange, group, target): open, then report back
+        self.connects: list[tuple[Exchange, TargetGroup, Target]] | None = None
         self.reading: bool | None = None    # False: pause reading from the client, True: resume
         self.close = 0                      # CLOSE or ABORT
         self.deadline = 0.0                 # when to call timeout(); 0: none
@@ -116,7 +137,7 @@ class _NoRequestYet:
     idle = True
     buffered_bytes = 0
 
-    def next_event(self) -> None:
+    def next_event(self) -> Event | None:
         return None
 
     def feed_eof(self) -> None:
@@ -139,6 +160,42 @@ STATE = ("rt", "acts", "client_ip", "client_port", "client_ip_b", "tls", "state"
          "armed")
 
 
+class Listener(Protocol):
+    """What a connection reads of its listener's runtime snapshot (gateway.server's
+    ListenerRuntime, a layer above: named here by what is used)."""
+
+    @property
+    def spec(self) -> ListenerSpec: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def tls(self) -> _TLSFactory: ...
+    @property
+    def routes(self) -> RouteTable: ...
+    @property
+    def header_styles(self) -> tuple[str, ...]: ...
+    @property
+    def http_limits(self) -> HTTPLimits: ...
+    @property
+    def target_groups(self) -> dict[str, TargetGroup]: ...
+    @property
+    def access_log(self) -> LogSink: ...
+    @property
+    def connection_log(self) -> LogSink: ...
+    @property
+    def observer(self) -> Observer: ...
+    @property
+    def header_policy(self) -> HeaderPolicy: ...
+    @property
+    def path_policy(self) -> PathPolicy: ...
+    @property
+    def sni_host_strict(self) -> bool: ...
+
+
+class _TLSFactory(Protocol):
+    def connection(self) -> TLSConnection: ...
+
+
 class ConnectionCore:
     """Serves one client connection of one listener (`rt`: the listener's runtime snapshot).
 
@@ -146,9 +203,43 @@ class ConnectionCore:
     twin's class puts the C-struct core of native/conn.pyx first, whose `receive` and `_done`
     serve the common arrival and defer to these methods for everything else."""
 
-    __slots__ = ()
+    # No slots of its own (the layout is the subclass's); a type checker, told `()`, would
+    # refuse every state assignment below, so it is given the names and types instead.
+    if not TYPE_CHECKING:
+        __slots__ = ()
+    rt: Listener
+    acts: Actions
+    client_ip: str
+    client_port: int
+    client_ip_b: bytes
+    tls: TLSConnection
+    state: ConnState
+    reader: RequestReader | _NoRequestYet
+    current: Exchange | None
+    held: Event | None
+    identity_lines: bytes
+    done_event: HandshakeDone | HandshakeFailed | None
+    refusals: dict[int, Fixed | None] | None
+    requests: int
+    read_paused: bool
+    write_paused: bool
+    header_deadline_armed: bool
+    conn_deadline: float
+    conn_timer: int
+    idle_deadline: float
+    up_deadline: float
+    tunnel_deadline: float
+    connected_at: float
+    rx_at: float
+    tx_at: float
+    close_reason: str
+    batch: list[bytes]
+    draining: bool
+    peer_done: bool
+    owner: Any          # the shell (gateway.proxy's GatewayProtocol), a layer above
+    armed: float
 
-    def __init__(self, rt, client_ip: str, client_port: int, now: float) -> None:
+    def __init__(self, rt: Listener, client_ip: str, client_port: int, now: float) -> None:
         self.rt = rt
         self.acts = Actions()
         self.client_ip = client_ip
@@ -157,11 +248,11 @@ class ConnectionCore:
         self.tls = rt.tls.connection()
         self.state = ConnState.HANDSHAKE
         self.reader = _NO_READER         # the real one comes with the first plaintext (_feed)
-        self.current: Exchange | None = None
+        self.current = None
         self.held = None                 # a pipelined request waiting for the current exchange
         self.identity_lines = b""
         self.done_event = None
-        self.refusals: dict | None = None   # rule index -> 403 or None, for this identity
+        self.refusals = None                # rule index -> 403 or None, for this identity
         self.requests = 0
         self.read_paused = False
         self.write_paused = False
@@ -175,7 +266,7 @@ class ConnectionCore:
         self.rx_at = 0.0                 # last bytes from the client
         self.tx_at = 0.0                 # the client last took bytes (resumed writing)
         self.close_reason = ""
-        self.batch: list[bytes] = []     # plaintext of this call, to go out as one TLS write
+        self.batch = []                  # plaintext of this call, to go out as one TLS write
         self.draining = False
         self.peer_done = False       # the client sent close_notify: answer what is in flight, then close
         # what upstream connections report to (their `owner`): the shell, which calls in here
@@ -220,7 +311,7 @@ class ConnectionCore:
             acts.more = True
         return acts
 
-    def _log(self, kind: str, record: dict) -> None:
+    def _log(self, kind: str, record: dict[str, Any]) -> None:
         acts = self.acts
         acts.more = True
         if acts.logs is None:
@@ -228,8 +319,8 @@ class ConnectionCore:
         else:
             acts.logs.append((kind, record))
 
-    def _error(self, level: str, reason: str, message: str, **fields) -> None:
-        entry = ("error", level, reason, message, fields)
+    def _error(self, level: str, reason: str, message: str, **fields: Any) -> None:
+        entry: LogEntry = ("error", level, reason, message, fields)
         acts = self.acts
         acts.more = True
         if acts.logs is None:
@@ -417,7 +508,7 @@ class ConnectionCore:
         out, plain, events = self.tls.receive(data)
         return self._received(out, plain, events, now)
 
-    def _received(self, out: bytes, plain: bytes, events: tuple, now: float) -> Actions:
+    def _received(self, out: bytes, plain: bytes, events: Sequence[Any], now: float) -> Actions:
         """What one arrival decrypted to (the native twin hands over here what it does not serve)."""
         if out:
             self.acts.out.append(out)
@@ -504,19 +595,19 @@ class ConnectionCore:
         ex = self.current
         if ex is not None and ex.tunnel:
             ex.bytes_in += len(plain)
-            ex.upstream.write(plain)
+            ex.upstream.write(plain)  # type: ignore[union-attr]  # a tunnel has its upstream
             return
         reader = self.reader
         if reader is _NO_READER:
             reader = self._new_reader()
         try:
-            reader.feed(plain)
+            reader.feed(plain)  # type: ignore[union-attr]  # made above
         except HTTPProtocolError as exc:
             self._protocol_error(exc, now)
             return
         self._fed(now)
 
-    def _new_reader(self):
+    def _new_reader(self) -> RequestReader:
         """The connection's request reader, made when its first plaintext arrives."""
         rt = self.rt
         reader = self.reader = http1.request_reader(rt.http_limits, hold_upgrades=rt.routes.upgrades)
@@ -602,7 +693,7 @@ class ConnectionCore:
                 self.held = event
                 break
             else:   # Data
-                data = event.data
+                data = event.data  # type: ignore[union-attr]  # Data: what is left
                 ex.bytes_in += len(data)
                 if ex.request.chunked:
                     data = http1.chunk(data)
@@ -668,13 +759,15 @@ class ConnectionCore:
         elif type(action) is Fixed:
             self._after_answer(ex, ex.answer_payload(action), now)
         else:
-            location = action.location(split_host(request.host), rt.port, ex.forward_target)
+            # a RedirectAction, what is left (the checker does not narrow on `type(...) is`)
+            location = action.location(  # type: ignore[union-attr]
+                split_host(request.host), rt.port, ex.forward_target)
             if location is None:
                 self._after_answer(ex, ex.answer_payload(REDIRECT_NEEDS_HOST), now)
                 return
-            ex.status = action.status
+            ex.status = action.status  # type: ignore[union-attr]
             ex.body_queue = None
-            self._after_answer(ex, action.response(location, ex.answer_keeps(),
+            self._after_answer(ex, action.response(location, ex.answer_keeps(),  # type: ignore[union-attr]
                                                    request.http_version == b"1.0"), now)
 
     def _screened_out(self, ex: Exchange, request: Request, route_host: bytes | None,
@@ -703,7 +796,9 @@ class ConnectionCore:
             if not any(name_matches(n, host) for n in names):
                 self._error("info", "misdirected_request", "Host is not a name of the certificate "
                             "the client's SNI chose", listener=rt.spec.name, client=self.client,
-                            host=host, server_name=ev.server_name if ev is not None else None)
+                            host=host,  # an open connection's event is a HandshakeDone:
+                            server_name=ev.server_name  # type: ignore[union-attr]
+                            if ev is not None else None)
                 return self._refuse(ex, 421, "misdirected request: this connection does not "
                                     "serve that host", "misdirected_request", now)
         return False
@@ -716,7 +811,7 @@ class ConnectionCore:
         self._respond_fixed(ex, status, message.encode("utf-8", "replace")[:200] + b"\n", now)
         return True
 
-    def _refusal(self, action) -> Fixed | None:
+    def _refusal(self, action: Forward | Fixed | RedirectAction) -> Fixed | None:
         refusals = self.refusals
         if refusals is None:
             refusals = self.refusals = {}
@@ -725,7 +820,8 @@ class ConnectionCore:
             return refusals[key]
         ev = self.done_event
         identity = ev.identity if type(ev) is HandshakeDone else None
-        refusal = refusals[key] = action.access.refusal(identity)
+        # asked only for a rule that has one (_start)
+        refusal = refusals[key] = action.access.refusal(identity)  # type: ignore[union-attr]
         if refusal is not None:
             self._error("info", refusal.reason, "request refused by the rule's client-certificate "
                         "requirement", listener=self.rt.spec.name, rule=key, client=self.client,
@@ -763,7 +859,7 @@ class ConnectionCore:
         else:
             self._connect(ex, group, target)
 
-    def _connect(self, ex: Exchange, group, target) -> None:
+    def _connect(self, ex: Exchange, group: TargetGroup, target: Target) -> None:
         ex.connecting = True
         entry = (ex, group, target)
         acts = self.acts
@@ -773,7 +869,7 @@ class ConnectionCore:
         else:
             acts.connects.append(entry)
 
-    def upstream_connected(self, ex: Exchange, conn, now: float) -> Actions:
+    def upstream_connected(self, ex: Exchange, conn: UpstreamConnection, now: float) -> Actions:
         """A connection the shell opened for `ex` (an entry of Actions.connects) is up."""
         ex.connecting = False
         if self.current is not ex or self.state is not _OPEN:
@@ -783,7 +879,8 @@ class ConnectionCore:
         self._flow_in()
         return self._done()
 
-    def upstream_connect_failed(self, ex: Exchange, group, target, exc: UpstreamError,
+    def upstream_connect_failed(self, ex: Exchange, group: TargetGroup, target: Target,
+                                exc: UpstreamError,
                                 now: float) -> Actions:
         """The connection the shell opened for `ex` failed (refused, timed out, TLS)."""
         ex.connecting = False
@@ -805,7 +902,7 @@ class ConnectionCore:
         self._connect(ex, group, other)
         return self._done()
 
-    def _attach(self, ex: Exchange, conn, now: float) -> None:
+    def _attach(self, ex: Exchange, conn: UpstreamConnection, now: float) -> None:
         rt = self.rt
         req = ex.request
         ex.upstream = conn
@@ -828,7 +925,8 @@ class ConnectionCore:
         self._pump(now)
 
     # -- upstream events ---------------------------------------------------------------------------
-    def upstream_event(self, conn, events, now: float) -> Actions:
+    def upstream_event(self, conn: UpstreamConnection, events: Sequence[UpstreamEvent],
+                       now: float) -> Actions:
         """What one read of the target produced (gateway.upstream: the connection parses)."""
         ex = self.current
         if ex is None or ex.upstream is not conn:
@@ -853,7 +951,8 @@ class ConnectionCore:
                 break
         return self._done()
 
-    def _upstream_event(self, ex: Exchange, conn, event, now: float) -> bool:
+    def _upstream_event(self, ex: Exchange, conn: UpstreamConnection, event: UpstreamEvent,
+                        now: float) -> bool:
         """One event of the current exchange's target; False when the exchange is over (or
         switched to a tunnel, or failed)."""
         kind = type(event)
@@ -878,13 +977,14 @@ class ConnectionCore:
             self._upstream_failed(ex, exc, now)
             return False
         if kind is EndOfMessage:
-            if ex.response.status == 101:
+            if ex.response.status == 101:  # type: ignore[union-attr]  # its Response came first
                 self._switch(ex, conn, now)
                 return False
             if ex.chunked_out:
                 ex.bytes_out += len(http1.LAST_CHUNK)
                 self._write(http1.LAST_CHUNK)
-            reusable = ex.response.keep_alive and ex.request_done and conn.reader is not None
+            reusable = (ex.response.keep_alive  # type: ignore[union-attr]
+                        and ex.request_done and conn.reader is not None)
             ex.upstream = None
             self.rt.observer.upstream(conn.group.name, ex.target, now - ex.started, True)
             self.tunnel_deadline = 0.0
@@ -896,7 +996,7 @@ class ConnectionCore:
             return False
         return True     # pragma: no cover - an upstream connection reports nothing else here
 
-    def _switch(self, ex: Exchange, conn, now: float) -> None:
+    def _switch(self, ex: Exchange, conn: UpstreamConnection, now: float) -> None:
         """The target answered 101: from now on bytes pass through both ways, unparsed."""
         ex.tunnel = True
         self.rt.observer.upstream(conn.group.name, ex.target, now - ex.started, True)
@@ -937,7 +1037,8 @@ class ConnectionCore:
         self.current = None
         self._close(reason)
 
-    def _upstream_lost(self, ex: Exchange, conn, events, now: float) -> None:
+    def _upstream_lost(self, ex: Exchange, conn: UpstreamConnection,
+                       events: Sequence[UpstreamEvent], now: float) -> None:
         """The target's connection ended, after the events its end completed (if any)."""
         exc = None
         for event in events:
@@ -955,10 +1056,10 @@ class ConnectionCore:
                 ex.retried = True
                 self.tunnel_deadline = 0.0
                 ex.body_queue = []
-                self._connect(ex, conn.group, ex.picked)
+                self._connect(ex, conn.group, ex.picked)  # type: ignore[arg-type]  # a forward has its target
                 return
             if not conn.reused:
-                conn.group.connection_failed(ex.picked, "upstream_closed")
+                conn.group.connection_failed(ex.picked, "upstream_closed")  # type: ignore[arg-type]
         self._upstream_failed(ex, UpstreamError(
             f"{ex.target} closed the connection" + (f": {exc}" if exc else "")
             + (" before answering" if ex.response is None else " inside the response"),
@@ -1065,7 +1166,7 @@ class ConnectionCore:
         target = ex.picked      # ex.done_with_target(), inlined: once per request
         if target is not None:
             ex.picked = None
-            ex.group.done(target)
+            ex.group.done(target)  # type: ignore[union-attr]  # picked from this group
         rt = self.rt
         rt.observer.request(rt.spec.name, ex.status, now - ex.started)     # _access_log, inlined
         if rt.access_log.enabled:
@@ -1100,7 +1201,7 @@ class ConnectionCore:
                                  "client": self.client, "method": None, "target": None,
                                  "status": status, "reason": reason, "bytes_out": bytes_out})
 
-    def _connection_log(self, event, reason: str) -> None:
+    def _connection_log(self, event: HandshakeDone | HandshakeFailed | None, reason: str) -> None:
         rt = self.rt
         if not rt.connection_log.enabled:
             return
@@ -1113,8 +1214,9 @@ class ConnectionCore:
             "client_port": self.client_port,
             "listener": rt.spec.name,
             "listener_port": rt.port,
-            "tls_protocol": event.protocol if done else None,
-            "tls_cipher": event.cipher if done else None,
+            # `done`: a HandshakeDone
+            "tls_protocol": event.protocol if done else None,  # type: ignore[union-attr]
+            "tls_cipher": event.cipher if done else None,  # type: ignore[union-attr]
             "tls_handshake_latency": round(self.tls.handshake_s, 6) if done else None,
             "resumed": getattr(event, "resumed", False),
             "leaf_client_cert_subject": ident.subject if ident is not None else None,
@@ -1147,7 +1249,7 @@ class Connection(ConnectionCore):
 # Python frame; everything else is these methods, over the same state. It is handed this module's
 # objects at load. tests/unit/test_conn.py runs on both classes and compares them call by call.
 
-def _load_native():
+def _load_native() -> type[ConnectionCore] | None:
     try:
         c = importlib.import_module("gateway._conn_c")     # not `from gateway import`: a leaf
         c.bind(handshake=ConnState.HANDSHAKE, open_=_OPEN, closing=_CLOSING, closed=_CLOSED,
@@ -1162,7 +1264,8 @@ def _load_native():
         # AttributeError, TypeError: a stale build of the extension without these names.
         return None
 
-    class NativeConnection(c.Core, ConnectionCore):
+    # c.Core: an extension imported by name at run time (so untyped here)
+    class NativeConnection(c.Core, ConnectionCore):  # type: ignore[misc,name-defined]
         """The native twin: the state and the common arrival in C (gateway._conn_c)."""
 
         __slots__ = ()
@@ -1170,8 +1273,8 @@ def _load_native():
     return NativeConnection
 
 
-NATIVE: type | None = _load_native()
-core_class: type = Connection       # what the shell makes for a new connection
+NATIVE: type[ConnectionCore] | None = _load_native()
+core_class: type[ConnectionCore] = Connection      # what the shell makes for a new connection
 native_mode = "python"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 import orjson
 
@@ -22,16 +23,18 @@ _STREAM_CHUNK = 65536
 class EchoProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=1 << 20, max_header_count=1000))
-        self.request = None
-        self.hash = None
+        # None only until they are first set, before any use: the request and its body's hash by
+        # the request's head, the transport by connection_made
+        self.request: http1.Request = None  # type: ignore[assignment]
+        self.hash: hashlib._Hash = None  # type: ignore[assignment]
         self.length = 0
-        self.transport = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.paused = False
-        self.streaming = None
+        self.streaming: list[Any] | None = None     # [bytes left, chunked, keep-alive]
         self._delayed = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream server's: a Transport
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -108,14 +111,16 @@ class EchoProtocol(asyncio.Protocol):
             self._respond()
 
     def _stream(self) -> None:
-        left, chunked, keep = self.streaming
+        streaming = self.streaming
+        assert streaming is not None        # called only while a response streams
+        left, chunked, keep = streaming
         block = b"x" * _STREAM_CHUNK
         while left > 0 and not self.paused:
             n = min(left, _STREAM_CHUNK)
             data = block[:n]
             self.transport.write(http1.chunk(data) if chunked else data)
             left -= n
-        self.streaming[0] = left
+        streaming[0] = left
         if left == 0:
             if chunked:
                 self.transport.write(http1.LAST_CHUNK)
@@ -137,7 +142,7 @@ class EchoProtocol(asyncio.Protocol):
             self._stream()
 
 
-async def start_echo(host: str = "127.0.0.1", port: int = 0) -> asyncio.AbstractServer:
+async def start_echo(host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(EchoProtocol, host, port)
 

@@ -15,11 +15,20 @@ connection holds none.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import headers as hdrs
 from . import http1
 from .http1 import Request, Response
 from .logs import iso_now
 from .tls import HandshakeDone
+
+if TYPE_CHECKING:
+    from .errors import UpstreamError
+    from .headers import HeaderPolicy
+    from .routes import Fixed, Forward, RedirectAction
+    from .tls import HandshakeFailed
+    from .upstream import Target, TargetGroup, UpstreamConnection
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_BODY_STATUS = frozenset((204, 304))
@@ -53,7 +62,7 @@ class UpstreamFailed:
 
     __slots__ = ("error",)
 
-    def __init__(self, error) -> None:
+    def __init__(self, error: UpstreamError) -> None:
         self.error = error
 
 
@@ -67,9 +76,9 @@ class Exchange:
 
     def __init__(self, request: Request, started: float) -> None:
         self.request = request
-        self.action = None
+        self.action: Forward | Fixed | RedirectAction | None = None
         self.started = started      # monotonic seconds, for the duration in logs and metrics
-        self.upstream = None
+        self.upstream: UpstreamConnection | None = None
         self.target = ""            # label of the target, for logs
         self.body_queue: list[bytes] | None = []
         self.request_done = False
@@ -82,9 +91,9 @@ class Exchange:
         self.head_sent = False
         self.connecting = False
         self.discard = False        # the response is sent: drop the rest of the request
-        self.group = None           # the TargetGroup of a forward
-        self.picked = None          # the Target counted as outstanding for this exchange
-        self.tried: tuple = ()      # targets whose connect failed, not to be picked again
+        self.group: TargetGroup | None = None   # the TargetGroup of a forward
+        self.picked: Target | None = None       # the Target counted as outstanding for this exchange
+        self.tried: tuple[Target, ...] = ()     # targets whose connect failed, not to be picked again
         self.retried = False
         self.upgrade = False        # the request may switch protocols (an allowed Upgrade)
         self.tunnel = False         # it did: bytes now pass through both ways
@@ -104,7 +113,7 @@ class Exchange:
             self.keep_alive = False     # do not read and discard an unbounded body
         return self.keep_alive
 
-    def answer_payload(self, fixed) -> bytes:
+    def answer_payload(self, fixed: Fixed) -> bytes:
         """The prebuilt bytes of a fixed response or refusal (`routes.Fixed`) for this request."""
         keep = self.answer_keeps()
         req = self.request
@@ -131,7 +140,7 @@ class Exchange:
 
     # -- a forward ---------------------------------------------------------------------------------
     def request_head(self, identity_lines: bytes, client_ip_b: bytes, client_port: int,
-                     listener_port: int, policy) -> bytes:
+                     listener_port: int, policy: HeaderPolicy | None) -> bytes:
         """The head sent to the target: identity headers of every style stripped, the gateway's
         own added, hop-by-hop fields dropped, the body re-framed (gateway.headers)."""
         req = self.request
@@ -155,7 +164,9 @@ class Exchange:
         stay open afterwards (it is not closing)."""
         self.response = resp
         self.status = resp.status
-        self.picked.failures = 0    # the target answered: its run of connection failures is over
+        # the target answered: its run of connection failures is over (a response comes only on
+        # the connection to the target picked for this exchange, so `picked` is set)
+        self.picked.failures = 0    # type: ignore[union-attr]
         req = self.request
         tokens = resp.connection
         drop = RESPONSE_DROP | tokens if tokens else RESPONSE_DROP
@@ -196,11 +207,12 @@ class Exchange:
         target = self.picked
         if target is not None:
             self.picked = None
-            self.group.done(target)
+            self.group.done(target)     # type: ignore[union-attr]  # picked from this group
 
     # -- the record --------------------------------------------------------------------------------
-    def access_record(self, listener: str, client: str, done_event, now: float,
-                      aborted: bool) -> dict:
+    def access_record(self, listener: str, client: str,
+                      done_event: HandshakeDone | HandshakeFailed | None, now: float,
+                      aborted: bool) -> dict[str, Any]:
         """The access-log line of this exchange."""
         req = self.request
         ev = done_event

@@ -224,6 +224,10 @@ class HeaderPolicy:
     """
 
     __slots__ = ("underscore", "strip", "keep_underscore", "match")
+    underscore: str
+    strip: tuple[str, ...]
+    keep_underscore: bool
+    match: Callable[[bytes], object] | None
 
     def __init__(self, underscore: str = "drop", strip: tuple[str, ...] = ()) -> None:
         if underscore not in UNDERSCORE_MODES:
@@ -236,21 +240,21 @@ class HeaderPolicy:
         setattr_(self, "keep_underscore", underscore == "keep")
         setattr_(self, "match", _glob_matcher(strip))
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("HeaderPolicy is immutable")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         raise AttributeError("HeaderPolicy is immutable")
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if type(other) is not HeaderPolicy:
             return NotImplemented
         return self.underscore == other.underscore and self.strip == other.strip
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.underscore, self.strip))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"HeaderPolicy(underscore={self.underscore!r}, strip={self.strip!r})"
 
     def strips(self, name: bytes) -> bool:
@@ -347,20 +351,22 @@ _ALB_ESC = _escape_table(_ALB_SAFE)
 _ENVOY_ESC = _escape_table(_ENVOY_SAFE)
 _ALB_UNSAFE = re.compile(b"[^" + re.escape(_ALB_SAFE) + b"]")
 _ENVOY_UNSAFE = re.compile(b"[^" + re.escape(_ENVOY_SAFE) + b"]")
+_Sub = Callable[[Callable[["re.Match[bytes]"], bytes], bytes], bytes]     # a bound Pattern.sub
 
 
-def _py_quote_pem_alb(pem: bytes, _sub=_ALB_UNSAFE.sub, _esc=_ALB_ESC.__getitem__) -> bytes:
+def _py_quote_pem_alb(pem: bytes, _sub: _Sub = _ALB_UNSAFE.sub,
+                      _esc: Callable[[bytes], bytes] = _ALB_ESC.__getitem__) -> bytes:
     """ALB's rule: ``urllib.parse.quote(pem, safe="+=/")``, as bytes."""
     return _sub(lambda m: _esc(m[0]), pem)
 
 
-def _py_quote_pem_envoy(pem: bytes, _sub=_ENVOY_UNSAFE.sub,
-                        _esc=_ENVOY_ESC.__getitem__) -> bytes:
+def _py_quote_pem_envoy(pem: bytes, _sub: _Sub = _ENVOY_UNSAFE.sub,
+                        _esc: Callable[[bytes], bytes] = _ENVOY_ESC.__getitem__) -> bytes:
     """Envoy's PercentEncoding::urlEncode: keep ALPHA / DIGIT / ``*-._``, ``%XX`` the rest."""
     return _sub(lambda m: _esc(m[0]), pem)
 
 
-def _py_sf_binary(der: bytes, _b64=binascii.b2a_base64) -> bytes:
+def _py_sf_binary(der: bytes, _b64: Callable[..., bytes] = binascii.b2a_base64) -> bytes:
     """RFC 8941 section 4.1.8: a byte sequence is ``:`` base64 (with padding) ``:``."""
     return b":" + _b64(der, newline=False) + b":"
 
@@ -477,7 +483,8 @@ def _strict_headers(headers: list[tuple[bytes, bytes]], policy: HeaderPolicy,
     return b"".join(lines), b", ".join(xff)
 
 
-def _py_encode_response_head(line: bytes, headers: list[tuple[bytes, bytes]], drop,
+def _py_encode_response_head(line: bytes, headers: list[tuple[bytes, bytes]],
+                             drop: frozenset[bytes] | set[bytes],
                              extra: list[tuple[bytes, bytes]]) -> bytes:
     """The head a client gets for a target's response: `line` (the status line, with its CRLF),
     the target's fields whose lowercased names are not in `drop`, then `extra`, then the empty

@@ -41,6 +41,8 @@ import enum
 import importlib
 import re
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Union
 from dataclasses import dataclass, fields
 
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserUpgrade,
@@ -156,11 +158,14 @@ class EndOfMessage:
 
 
 END_OF_MESSAGE = EndOfMessage()
+# what a reader's next_event() returns (a ResponseReader: Response in place of Request)
+Event = Union[Request, Response, Data, EndOfMessage]
 
 
 # --- reader state -----------------------------------------------------------------------------------
 
 class _State(enum.Enum):
+    successors: tuple[_State, ...]      # set on each member below, from _TRANSITIONS
     IDLE = "idle"        # between messages (empty lines before a request line are allowed here)
     HEAD = "head"        # a head has begun
     BODY = "body"        # the head is done; the body (possibly empty) is being read
@@ -320,7 +325,7 @@ def _refine_method(head: bytes) -> str:
     first = head[start:start + 1]
     if first == b"\x16":            # a TLS record (ClientHello) where a request line belongs
         return "tls_handshake"
-    if first and _TCHAR_RUN.match(first).end():
+    if first and _TCHAR_RUN.match(first).end():    # type: ignore[union-attr]  # `*`: always matches
         return "bad_method"         # a token, but not a method llhttp knows (or lowercase)
     return "garbage"
 
@@ -350,7 +355,7 @@ def _refine_field_line(head: bytes) -> str:
     if eol < 0:
         return "bad_header_name"
     for line in head[eol + 2:].split(b"\r\n"):
-        k = _TCHAR_RUN.match(line).end()
+        k = _TCHAR_RUN.match(line).end()   # type: ignore[union-attr]  # `*`: always matches
         if k == len(line):
             return "bad_header_name"
         c = line[k]
@@ -391,7 +396,7 @@ _REFINE_REQUEST = {
 class _Reader:
     """Slicing, limits, chunk framing, the event queue and the state machine; subclasses parse heads."""
 
-    _refinements: dict = _REFINE_FIELDS
+    _refinements: Mapping[str, Callable[[bytes], str]] = _REFINE_FIELDS
 
     __slots__ = (
         "_parser", "_state", "_events", "_sizes", "_buffered", "_error",
@@ -407,7 +412,7 @@ class _Reader:
                  max_header_count: int, max_body: int | None, base_cap: int) -> None:
         self._parser = parser
         self._state = _IDLE
-        self._events: deque = deque()
+        self._events: deque[Event] = deque()
         self._sizes: deque[int] = deque()
         self._buffered = 0
         self._error: GatewayError | None = None
@@ -416,7 +421,9 @@ class _Reader:
         self._base_cap = base_cap
         self._head_cap = base_cap
         self._tail = b""
-        self._headers: list[tuple[bytes, bytes]] | None = None     # None outside a head
+        # None outside a head; a list from its first byte to its end, where the type checker is
+        # told so (`ignore[arg-type]`): the callbacks that read it run only inside a head
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self._specials: list[tuple[int, bytes]] = []
         self._keep_alive = True
         self._framing = _NONE
@@ -485,7 +492,7 @@ class _Reader:
         if self._body_parts:
             self._flush_body()
 
-    def next_event(self):
+    def next_event(self) -> Event | None:
         """The oldest queued event, or None when more bytes are needed."""
         if self._error is not None:
             raise self._error
@@ -596,7 +603,7 @@ class _Reader:
             self._chunk = _C_TRAILER
         return stop
 
-    def _execute(self, piece) -> None:
+    def _execute(self, piece: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(piece)
         except HttpParserUpgrade as exc:
@@ -614,7 +621,7 @@ class _Reader:
             raise RuntimeError(f"http1: illegal transition {self._state.name} -> {new.name}")
         self._state = new
 
-    def _push(self, event, size: int) -> None:
+    def _push(self, event: Event, size: int) -> None:
         self._events.append(event)
         self._sizes.append(size)
         self._buffered += size
@@ -684,7 +691,7 @@ class _Reader:
     def _fail(self, reason: str, status: int, message: str) -> GatewayError:
         raise NotImplementedError
 
-    def _translate(self, exc: HttpParserError, piece) -> GatewayError:
+    def _translate(self, exc: HttpParserError, piece: bytes | memoryview) -> GatewayError:
         cause = exc.__context__
         if isinstance(exc, HttpParserCallbackError) and cause is not None:
             if isinstance(cause, GatewayError):
@@ -720,6 +727,7 @@ class RequestReader(_Reader):
 
     __slots__ = ("_limits", "_line_budget", "_line_done", "_line_raw", "_target", "_priming",
                  "_reprime", "_hold_upgrades")
+    _parser: HttpRequestParser
     _refinements = _REFINE_REQUEST
 
     def __init__(self, limits: HTTPLimits = HTTPLimits(), *, hold_upgrades: bool = False) -> None:
@@ -806,7 +814,7 @@ class RequestReader(_Reader):
         # Fields are counted when the head ends: the byte budget bounds what can arrive before, and
         # httptools reports a field only once the next one starts, at a point that depends on how
         # the bytes were cut.
-        if len(self._headers) > self._max_header_count:
+        if len(self._headers) > self._max_header_count:  # type: ignore[arg-type]
             raise self._too_many_fields()
         # llhttp takes a request line that ends in a bare LF as HTTP/0.9 and goes on to parse what
         # follows as fields: "GET /\nX: HTTP/1.1\r\n" would then pass for an HTTP/1.1 request line
@@ -928,8 +936,9 @@ class RequestReader(_Reader):
 
         self._keep_alive = keep_alive
         self._switch = upgrade is not None and self._hold_upgrades
-        self._push(Request(method, target, version, self._headers, keep_alive, length, chunked,
-                           expect_continue, upgrade, host, tokens), size)
+        self._push(Request(method, target, version, self._headers,  # type: ignore[arg-type]
+                           keep_alive, length, chunked, expect_continue, upgrade, host, tokens),
+                   size)
         self._headers = None
         self._to(_BODY)
         if chunked:
@@ -989,6 +998,7 @@ class ResponseReader(_Reader):
     """
 
     __slots__ = ("_expected", "_reason", "_interim", "_skip_body", "_may_switch", "_te_tab")
+    _parser: HttpResponseParser
 
     def __init__(self, max_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES,
                  max_header_count: int = DEFAULT_MAX_RESPONSE_HEADER_COUNT) -> None:
@@ -1070,7 +1080,7 @@ class ResponseReader(_Reader):
 
     def on_headers_complete(self) -> None:
         head, start, eol, size = self._take_head()
-        if len(self._headers) > self._max_header_count:     # see RequestReader
+        if len(self._headers) > self._max_header_count:  # type: ignore[arg-type]  # see RequestReader
             raise self._too_many_fields()
         status = self._parser.get_status_code()
         if not 100 <= status <= 599:
@@ -1099,7 +1109,8 @@ class ResponseReader(_Reader):
             self._keep_alive = False
             self._switch = True
             self._framing = _NONE
-            self._push(Response(status, reason, version, self._headers, False, None, False), size)
+            self._push(Response(status, reason, version, self._headers,  # type: ignore[arg-type]
+                                False, None, False), size)
             self._headers = None
             self._to(_BODY)
             return
@@ -1161,8 +1172,8 @@ class ResponseReader(_Reader):
                 keep_alive = False      # RFC 9112 6.3 item 8: the body runs to the close
                 self._framing = _UNTIL_EOF
         self._keep_alive = keep_alive
-        self._push(Response(status, reason, version, self._headers, keep_alive, length, chunked,
-                            tokens), size)
+        self._push(Response(status, reason, version, self._headers,  # type: ignore[arg-type]
+                            keep_alive, length, chunked, tokens), size)
         self._headers = None
         self._to(_BODY)
 
@@ -1177,7 +1188,7 @@ class ResponseReader(_Reader):
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
-def _cl_te_present(specials) -> bool:
+def _cl_te_present(specials: Iterable[tuple[int, bytes]]) -> bool:
     return any(kind == _F_CL or kind == _F_TE for kind, _ in specials)
 
 
@@ -1312,7 +1323,7 @@ def error_response(status: int, body: bytes, *, close: bool = True) -> bytes:
 # state graph, the byte sets of a token and of a Host) at load, so both twins build equal objects,
 # name refusals alike and hold one copy of each table.
 
-def _load_native():
+def _load_native() -> tuple[type[Any], type[Any]] | tuple[None, None]:
     try:
         c = importlib.import_module("gateway._http1_c")     # not `from gateway import`: a leaf
         c.init(request=Request, data=Data, end_of_message=END_OF_MESSAGE, error=HTTPProtocolError,
@@ -1336,8 +1347,9 @@ def _load_native():
 
 
 NATIVE, NATIVE_RESPONSE = _load_native()
-_request_reader_class: type = RequestReader
-_response_reader_class: type = ResponseReader
+# typed as the pure classes, whose interface the native ones share (tests/unit/test_http1_native.py)
+_request_reader_class: type[RequestReader] = RequestReader
+_response_reader_class: type[ResponseReader] = ResponseReader
 native_mode = "python"
 
 
@@ -1353,19 +1365,19 @@ def set_native(mode: str) -> str:
     if mode == "on" and NATIVE is None:
         raise NativeUnavailable("native = \"on\" but gateway._http1_c cannot be imported "
                                 "(reinstall with `pip install -e .` to build it)")
-    if mode != "off" and NATIVE is not None:
+    if mode != "off" and NATIVE is not None and NATIVE_RESPONSE is not None:
         _request_reader_class, _response_reader_class, native_mode = NATIVE, NATIVE_RESPONSE, "native"
     else:
         _request_reader_class, _response_reader_class, native_mode = RequestReader, ResponseReader, "python"
     return native_mode
 
 
-def request_reader(limits: HTTPLimits, *, hold_upgrades: bool = False):
+def request_reader(limits: HTTPLimits, *, hold_upgrades: bool = False) -> RequestReader:
     """A request reader of the twin chosen by `set_native`: the one place the gateway makes one."""
     return _request_reader_class(limits, hold_upgrades=hold_upgrades)
 
 
-def response_reader():
+def response_reader() -> ResponseReader:
     """A response reader (an upstream connection's) of the twin chosen by `set_native`."""
     return _response_reader_class()
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 from .errors import BadCertificate
 
@@ -59,7 +58,7 @@ class Identity:
     chain_der: tuple[bytes, ...]  # as presented, leaf first
     status: VerifyStatus = VerifyStatus.NOT_VERIFIED
     # encoded headers by (mode, styles) key, filled lazily by gateway.headers
-    header_cache: dict = field(default_factory=dict)
+    header_cache: dict[tuple[bool, tuple[str, ...], bytes], bytes] = field(default_factory=dict)
 
     @property
     def leaf_der(self) -> bytes:
@@ -96,7 +95,7 @@ def identity_from_certificates(certs: list[x509.Certificate], chain_der: tuple[b
     san_dns: tuple[str, ...] = ()
     san_uri: tuple[str, ...] = ()
     try:
-        ext = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        ext = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         san_dns = tuple(ext.get_values_for_type(x509.DNSName))
         san_uri = tuple(ext.get_values_for_type(x509.UniformResourceIdentifier))
     except (x509.ExtensionNotFound, ValueError):
@@ -158,7 +157,7 @@ def _der_length(n: int) -> bytes:
     return bytes((0x80 | len(body),)) + body
 
 
-def _attribute_der(attr: x509.NameAttribute) -> tuple[int, bytes]:
+def _attribute_der(attr: x509.NameAttribute[str | bytes]) -> tuple[int, bytes]:
     tag = attr._type.value
     value = attr.value
     if isinstance(value, bytes):            # BIT STRING (x500UniqueIdentifier): no unused bits
@@ -201,10 +200,12 @@ def rfc2253(name: x509.Name) -> str:
             oid = attr.oid.dotted_string
             short = _SHORT_NAMES.get(oid)
             tag, content = _attribute_der(attr)
-            if short is None or tag not in _TEXT_TAGS:
+            value = attr.value
+            # a bytes value is a BIT STRING (tag 3), never one of _TEXT_TAGS: the test only narrows
+            if short is None or tag not in _TEXT_TAGS or not isinstance(value, str):
                 der = bytes((tag,)) + _der_length(len(content)) + content
                 parts.append((short or oid) + "=#" + der.hex().upper())
             else:
-                parts.append(short + "=" + _escape_2253(attr.value))
+                parts.append(short + "=" + _escape_2253(value))
         rdns.append("+".join(parts))
     return ",".join(rdns)

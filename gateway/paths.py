@@ -38,8 +38,12 @@ to treat `%2F`, `;` and `//` as data. Sans-IO, stdlib only.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from .errors import HTTPProtocolError
+
+if TYPE_CHECKING:
+    from .spec import ListenerSpec
 
 ESCAPED_SLASH_ACTIONS = ("reject", "keep", "decode")
 
@@ -99,15 +103,16 @@ class PathPolicy:
                 elif value < 0x20 or value == 0x7F:
                     out = "path_control_byte"
                 elif value in (0x2F, 0x5C):
-                    out = {"reject": "path_escaped_slash", "keep": b"%" + key.upper(),
-                           "decode": b"/"}[escaped_slashes]
+                    slash: dict[str, bytes | str] = {
+                        "reject": "path_escaped_slash", "keep": b"%" + key.upper(), "decode": b"/"}
+                    out = slash[escaped_slashes]
                 else:
                     out = b"%" + key.upper()                    # RFC 3986 6.2.2.1
                 escapes[key] = out
         self._escapes = escapes
 
     @classmethod
-    def from_listener(cls, spec) -> "PathPolicy":
+    def from_listener(cls, spec: ListenerSpec) -> "PathPolicy":
         """The policy of a `config.ListenerSpec` (its `merge_slashes` and `escaped_slashes`)."""
         return cls(getattr(spec, "merge_slashes", True), getattr(spec, "escaped_slashes", "reject"))
 
@@ -115,7 +120,7 @@ class PathPolicy:
         return (f"PathPolicy(merge_slashes={self.merge_slashes}, "
                 f"escaped_slashes={self.escaped_slashes!r})")
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return (isinstance(other, PathPolicy) and self.merge_slashes == other.merge_slashes
                 and self.escaped_slashes == other.escaped_slashes)
 
@@ -182,14 +187,14 @@ def normalize_path(policy: PathPolicy, path: bytes) -> bytes:
     return path
 
 
-def _unescape(escapes: dict, path: bytes) -> bytes:
+def _unescape(escapes: dict[bytes, bytes | str], path: bytes) -> bytes:
     pieces = path.split(b"%")
     out = [pieces[0]]
     for piece in pieces[1:]:
         replacement = escapes.get(piece[:2])
         if replacement is None:         # "%zz", "%4", "%" at the end: RFC 3986 2.1 needs two HEXDIG
             raise _refuse("path_bad_escape", _MESSAGES["path_bad_escape"])
-        if type(replacement) is str:
+        if isinstance(replacement, str):
             raise _refuse(replacement, _MESSAGES[replacement])
         out.append(replacement)
         out.append(piece[2:])

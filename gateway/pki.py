@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -301,7 +301,8 @@ def make_crl(issuer: Issued, revoked_serials: Iterable[int], *,
         when = _utc(dates[serial]) if serial in dates else default_date
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
-    return builder.sign(issuer.key, hashes.SHA256())
+    # a key that cannot sign (X25519, DH: load() takes any) is refused by sign() itself
+    return builder.sign(issuer.key, hashes.SHA256())  # type: ignore[arg-type]
 
 
 def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
@@ -353,7 +354,7 @@ def init_dir(directory: str | os.PathLike[str], *,
     put(INTERMEDIATE_CRL, crl_pem(make_crl(intermediate, [], crl_number=1)))
     put(f"{CLIENTS_DIR}/{FIRST_CLIENT}.pem", client.chain_pem)
     put(f"{CLIENTS_DIR}/{FIRST_CLIENT}.key", client.key_pem, KEY_FILE_MODE)
-    state = {
+    state: dict[str, Any] = {
         "format": STATE_FORMAT,
         "key_type": key_type,
         "crl_number": {"root": 1, "intermediate": 1},
@@ -565,7 +566,9 @@ def _authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKe
     try:
         ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
+        # an issuer whose key cannot sign (X25519, X448) is refused here by cryptography itself
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_cert.public_key())  # type: ignore[arg-type]
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
@@ -578,7 +581,8 @@ def _issue(parent: Issued, subject: x509.Name, *, key_type: KeyType = "ec",
     except that a self-signed parent (the root) is never part of a chain."""
     key = key if key is not None else new_key(key_type)
     cert = _build(subject=subject, public_key=key.public_key(), issuer_name=parent.cert.subject,
-                  issuer_key=parent.key, issuer_cert=parent.cert, extensions=extensions,
+                  issuer_key=parent.key,  # type: ignore[arg-type]  # see make_crl's sign()
+                  issuer_cert=parent.cert, extensions=extensions,
                   not_before=not_before, not_after=not_after, validity=validity, serial=serial)
     parent_is_root = parent.cert.subject == parent.cert.issuer
     chain = parent.chain if parent_is_root else (parent.cert,) + parent.chain
@@ -603,7 +607,8 @@ def _build(*, subject: x509.Name, public_key: CertificatePublicKeyTypes, issuer_
         end = start + validity if not_after is None else _utc(not_after)
     # A self-signed certificate names its own key as the authority; otherwise the issuer's SKI.
     aki = (_authority_key_identifier(issuer_cert) if issuer_cert is not None
-           else x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key))
+           else x509.AuthorityKeyIdentifier.from_issuer_public_key(
+               public_key))  # type: ignore[arg-type]  # as in _authority_key_identifier
     builder = (x509.CertificateBuilder()
                .subject_name(subject)
                .issuer_name(issuer_name)

@@ -48,7 +48,8 @@ class GatewayProtocol(asyncio.Protocol):
         self.slot_release = None
 
     # -- the transport's callbacks -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    # a stream server's transport is a Transport (typeshed's BaseProtocol names the base class)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.loop = loop = asyncio.get_running_loop()
         runtime = self._runtime_ref()
         self.rt = rt = runtime.listeners[self._listener_name]

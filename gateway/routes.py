@@ -14,7 +14,16 @@ connection, so the caller may keep the answer). No I/O here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .identity import Identity
+    from .spec import ClientAllow, Redirect, RuleSpec
+
+# a rule's header conditions: (lowercase name, the pattern one of its values must match whole)
+HeaderConditions = tuple[tuple[bytes, "re.Pattern[bytes]"], ...]
 
 _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
             302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
@@ -29,7 +38,7 @@ def _pattern(glob: str, *, ignore_case: bool, star: str = ".*") -> re.Pattern[by
     return re.compile((star.join(parts)).encode(), re.IGNORECASE if ignore_case else 0)
 
 
-def _any_of(globs, *, ignore_case: bool, star: str = ".*") -> re.Pattern[bytes] | None:
+def _any_of(globs: Sequence[str], *, ignore_case: bool, star: str = ".*") -> re.Pattern[bytes] | None:
     """One expression matching any of `globs` whole, or None for an empty list."""
     if not globs:
         return None
@@ -44,8 +53,12 @@ class Access:
     given (each list: any of its patterns)."""
 
     __slots__ = ("subject", "issuer", "san_dns", "san_uri")
+    subject: re.Pattern[bytes] | None
+    issuer: re.Pattern[bytes] | None
+    san_dns: re.Pattern[bytes] | None
+    san_uri: re.Pattern[bytes] | None
 
-    def __init__(self, allow=None) -> None:
+    def __init__(self, allow: ClientAllow | None = None) -> None:
         self.subject = self.issuer = self.san_dns = self.san_uri = None
         if allow is not None:
             # RFC 2253 strings: `*` stays inside one attribute value (never crosses a ',')
@@ -55,7 +68,7 @@ class Access:
             self.san_dns = _any_of(allow.san_dns, ignore_case=True, star="[^.]*")
             self.san_uri = _any_of(allow.san_uri, ignore_case=False)
 
-    def refusal(self, identity) -> Fixed | None:
+    def refusal(self, identity: Identity | None) -> Fixed | None:
         """None if `identity` may pass, else the 403 to answer with. Fails closed."""
         if identity is None or not identity.verified:
             return FORBIDDEN_NO_CERT
@@ -123,9 +136,9 @@ _PLACEHOLDER_RE = re.compile(rb"(#\{[a-z]+\})")
 _DEFAULT_PORTS = {b"https": b"443", b"http": b"80"}
 
 
-def _template(text: str) -> tuple:
+def _template(text: str) -> tuple[bytes | int, ...]:
     """Literal bytes and placeholder indexes, in order."""
-    out: list = []
+    out: list[bytes | int] = []
     for piece in _PLACEHOLDER_RE.split(text.encode("ascii")):
         if not piece:
             continue
@@ -133,8 +146,8 @@ def _template(text: str) -> tuple:
     return tuple(out)
 
 
-def _render(template: tuple, values: tuple) -> bytes:
-    return b"".join(values[p] if type(p) is int else p for p in template)
+def _render(template: tuple[bytes | int, ...], values: tuple[bytes, ...]) -> bytes:
+    return b"".join(values[p] if isinstance(p, int) else p for p in template)
 
 
 class RedirectAction:
@@ -146,7 +159,7 @@ class RedirectAction:
     __slots__ = ("status", "rule", "access", "_scheme", "_host", "_port", "_path", "_query",
                  "_head", "_needs_host")
 
-    def __init__(self, spec, rule: int, access: Access | None = None) -> None:
+    def __init__(self, spec: Redirect, rule: int, access: Access | None = None) -> None:
         self.status = spec.status
         self.rule = rule
         self.access = access
@@ -190,27 +203,35 @@ class RouteTable:
 
     __slots__ = ("_rules", "upgrades", "unconditional", "reads_headers")
 
-    def __init__(self, rules) -> None:
-        compiled = []
+    def __init__(self, rules: Iterable[RuleSpec]) -> None:
+        compiled: list[tuple[re.Pattern[bytes] | None, re.Pattern[bytes] | None,
+                             frozenset[bytes] | None, HeaderConditions | None,
+                             Forward | Fixed | RedirectAction]] = []
         upgrades = False
         for index, rule in enumerate(rules):
             host = _pattern(rule.host, ignore_case=True) if rule.host else None
             path = _pattern(rule.path, ignore_case=False) if rule.path and rule.path != "*" else None
             methods = frozenset(m.encode() for m in getattr(rule, "methods", ()))
-            headers = tuple((name.encode(), _any_of(patterns, ignore_case=True))
+            # a name with no patterns (config refuses one) matches no value, so fails closed
+            headers = tuple((name.encode(), _any_of(patterns, ignore_case=True) or _NO_VALUE)
                             for name, patterns in getattr(rule, "headers", ()))
             allow = getattr(rule, "allow", None)
             access = (Access(allow) if allow is not None or getattr(rule, "require_client_cert", False)
                       else None)
+            # config's rule checks give each action what it needs (a target group, a redirect, a
+            # fixed response): the asserts only tell the type checker so
             if rule.action == "forward":
+                assert rule.target_group is not None
                 allowed = frozenset(u.encode() for u in getattr(rule, "allow_upgrade", ()))
                 upgrades = upgrades or bool(allowed)
                 action: Forward | Fixed | RedirectAction = Forward(rule.target_group, index,
                                                                    allowed, access)
             elif rule.action == "redirect":
+                assert rule.redirect is not None
                 action = RedirectAction(rule.redirect, index, access)
             else:
                 fr = rule.fixed_response
+                assert fr is not None
                 body = fr.body if isinstance(fr.body, bytes) else fr.body.encode()
                 action = encode_fixed(fr.status, fr.content_type, body, index, access)
             compiled.append((host, path, methods or None, headers or None, action))
@@ -224,7 +245,7 @@ class RouteTable:
         self.reads_headers = any(rule[3] is not None for rule in compiled)
 
     def match(self, host: bytes | None, path: bytes, method: bytes = b"GET",
-              headers: list[tuple[bytes, bytes]] = ()) -> Forward | Fixed | RedirectAction:
+              headers: Sequence[tuple[bytes, bytes]] = ()) -> Forward | Fixed | RedirectAction:
         """The action for a request. `host` without port; `path` without the query string."""
         for host_re, path_re, methods, conditions, action in self._rules:
             if host_re is not None and (host is None or host_re.fullmatch(host) is None):
@@ -239,7 +260,10 @@ class RouteTable:
         return NO_RULE
 
 
-def _headers_match(conditions, headers) -> bool:
+_NO_VALUE = re.compile(b"(?!)")       # matches nothing, not even b""
+
+
+def _headers_match(conditions: HeaderConditions, headers: Sequence[tuple[bytes, bytes]]) -> bool:
     for name, pattern in conditions:
         n = len(name)
         for field, value in headers:

@@ -21,6 +21,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import headers as hdrs
 from . import native as native_switch
@@ -35,6 +36,9 @@ from .tls import ListenerTLS
 from .tls import fallback_reason as tls_fallback_reason
 from .trust import TrustStore
 from .upstream import TargetGroup
+
+if TYPE_CHECKING:
+    from .accept import Acceptor
 
 DRAIN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 1024
@@ -109,7 +113,7 @@ def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
     # the depth and the expiry policy. A change makes new contexts (new ticket keys, new sid_ctx),
     # so no session admitted under the old policy resumes; a CRL-only change keeps them.
     verifies = store is not None and spec.mtls in ("verify", "optional")
-    ca_set = bundle_fingerprint(store.ca_bundle) if verifies else ""
+    ca_set = bundle_fingerprint(store.ca_bundle) if verifies else ""  # type: ignore[union-attr]
     return (spec.name, certs, spec.mtls, spec.trust_store, spec.tls_min_version, spec.ciphers_tls12,
             spec.session_tickets, spec.session_timeout_s, spec.max_chain_depth, advertised, ca_set,
             spec.ignore_client_certificate_expiry)
@@ -134,17 +138,18 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
     native = selection.describe()
     problems: list[Problem] = []
     stores: dict[str, TrustStore] = {}
-    for name, spec in config.trust_stores.items():
+    for name, store_spec in config.trust_stores.items():
         try:
-            stores[name] = TrustStore.from_files(name, spec.ca_bundle, spec.crls, spec.deny_serials,
+            stores[name] = TrustStore.from_files(name, store_spec.ca_bundle, store_spec.crls,
+                                                 store_spec.deny_serials,
                                                  generation, source,
                                                  selection.trust_implementation)
         except ConfigError as exc:
             problems.extend(exc.problems)
     groups = {}
-    for name, spec in config.target_groups.items():
+    for name, group_spec in config.target_groups.items():
         try:
-            groups[name] = TargetGroup.from_spec(spec, errors)
+            groups[name] = TargetGroup.from_spec(group_spec, errors)
         except OSError as exc:      # ssl.SSLError included: a TLS file unreadable since check
             problems.append(Problem(source, f"target_group.{name}.tls", f"TLS setup failed: {exc}"))
     if previous is not None and previous.access_log.dest == g.access_log:
@@ -181,7 +186,9 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
         try:
             tls = ListenerTLS(
                 name=spec.name,
-                certificates=[(c.cert, c.key, c.names) for c in spec.certificates],
+                # paths, which ListenerTLS opens (its annotation says str: fixed with tls.py's split)
+                certificates=[(c.cert, c.key, c.names)  # type: ignore[misc]
+                              for c in spec.certificates],
                 mtls=spec.mtls, store=store if spec.mtls in ("verify", "optional") else None,
                 max_chain_depth=spec.max_chain_depth,
                 ignore_expiry=spec.ignore_client_certificate_expiry,
@@ -260,8 +267,9 @@ class Worker:
         self.runtime = runtime
         self.sockets = sockets
         self.admin_socket = admin_socket
-        self.servers: list[asyncio.AbstractServer] = []
-        self.stopping: asyncio.Event | None = None
+        self.servers: list[asyncio.AbstractServer | Acceptor] = []
+        # made by start(), on the loop it serves (None until then; nothing waits on it before)
+        self.stopping: asyncio.Event = None  # type: ignore[assignment]
         self.serving = False
         self._sampler: asyncio.TimerHandle | None = None
         self._cache_seen: dict[int, tuple[int, int]] = {}  # by id() of a live cache
@@ -289,9 +297,9 @@ class Worker:
             self.admin_server = await loop.create_server(lambda: AdminProtocol(self),
                                                          sock=self.admin_socket)
         from . import accept
-        observer = getattr(self, "_observer", None)
+        group_observer = getattr(self, "_observer", None)
         for group in self.runtime.target_groups.values():
-            group.start(observer)   # per worker: health checks report to this worker's observer
+            group.start(group_observer)   # per worker: health checks report to this worker's observer
         # one bound method for every connection's protocol (a bound method made per accept is
         # an allocation per connection, kept as long as the connection)
         runtime_ref = self.runtime_ref
@@ -661,7 +669,7 @@ class Master:
                     self.reload("watched files changed")
                     current = _file_state(self.config)
                 watched = current
-                next_watch = time.monotonic() + watch_s
+                next_watch = time.monotonic() + watch_s  # type: ignore[operator]  # set: watch_s is
             timeout = 1.0
             if watchdog_s is not None:
                 timeout = min(timeout, max(0.0, next_ping - time.monotonic()))
@@ -735,7 +743,7 @@ def _file_state(config: Config) -> dict[str, tuple]:
     for store in config.trust_stores.values():
         paths.append(store.ca_bundle)
         paths.extend(store.crls)
-    state = {}
+    state: dict[str, tuple[int, ...]] = {}
     for path in paths:
         try:
             st = os.stat(path)

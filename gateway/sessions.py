@@ -138,7 +138,8 @@ class ChainStore:
         now = time.time() if now is None else now
         age_ns = int((self.max_age_s or DEFAULT_MAX_AGE_S) * 1e9)
         now_ns = int(now * 1e9)
-        doomed, kept = [], []
+        doomed: list[tuple[int, str]] = []
+        kept: list[tuple[int, str]] = []
         for entry in entries:
             try:
                 mtime = entry.stat(follow_symlinks=False).st_mtime_ns

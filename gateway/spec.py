@@ -24,7 +24,7 @@ import enum
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -502,7 +502,7 @@ def keys_of(cls: type) -> tuple[tuple[str, Key], ...]:
     """(field name, Key) for every field of a spec dataclass, in declaration order."""
     found = _KEYS.get(cls)
     if found is None:
-        found = tuple((f.name, f.metadata["key"]) for f in cls.__dataclass_fields__.values()
+        found = tuple((f.name, f.metadata["key"]) for f in fields(cls)
                       if "key" in f.metadata)
         _KEYS[cls] = found
     return found

@@ -41,7 +41,7 @@ from itertools import repeat
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Hashable, Iterable, NamedTuple, Protocol, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -84,7 +84,7 @@ class Verdict:
 # Pure twins of native/trust.pyx. Same inputs, same outputs, same state (the tests compare them).
 # ---------------------------------------------------------------------------------------------
 
-def _py_chain_key(chain_der: tuple[bytes, ...] | list[bytes]) -> bytes:
+def _py_chain_key(chain_der: Sequence[bytes]) -> bytes:
     """Cache key of a presented chain: SHA-256 over the length-prefixed DER certificates."""
     h = hashlib.sha256()
     for der in chain_der:
@@ -104,6 +104,8 @@ class _PySerialSet:
 
     def __init__(self, serials: Iterable[int] = ()) -> None:
         items = serials if isinstance(serials, (list, tuple)) else list(serials)
+        good: list[int]
+        odd: list[int]
         if items and set(map(type, items)) <= {int} and min(items) >= 0 \
                 and max(items).bit_length() <= 8 * MAX_SERIAL_BYTES:
             good, odd = list(set(items)), []         # the common case, without a Python loop
@@ -122,7 +124,8 @@ class _PySerialSet:
         self.width = width
         self.odd = frozenset(odd)
         self._count = len(good)
-        self.keys = b"".join(map(int.to_bytes, good, repeat(width), repeat("big")))
+        # typeshed's int.to_bytes takes byteorder as a Literal, which repeat("big") does not carry
+        self.keys = b"".join(map(int.to_bytes, good, repeat(width), repeat("big")))  # type: ignore[arg-type]
 
     @classmethod
     def from_crl(cls, crl: x509.CertificateRevocationList) -> "_PySerialSet":
@@ -175,7 +178,7 @@ class IssuerIndex:
             grouped.setdefault(bytes(subject), []).append((key_id, value))
         self._by_subject = {s: (tuple(v for _, v in g), tuple(g)) for s, g in grouped.items()}
 
-    def lookup(self, issuer: bytes, key_id: bytes | None) -> tuple:
+    def lookup(self, issuer: bytes, key_id: bytes | None) -> tuple[Any, ...]:
         """CAs named `issuer`; with the child's authority key id, those whose subject key id is
         absent or equal (X509_check_akid: a CA with another key id did not sign it)."""
         both = self._by_subject.get(issuer)
@@ -203,7 +206,7 @@ class VerdictCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key, now: float):
+    def get(self, key: Hashable, now: float) -> Any:
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
@@ -216,7 +219,7 @@ class VerdictCache:
         self.hits += 1
         return entry[0]
 
-    def put(self, key, value, expires_at: float) -> None:
+    def put(self, key: Hashable, value: Any, expires_at: float) -> None:
         if self.capacity == 0:
             return
         entries = self._entries
@@ -231,17 +234,32 @@ class VerdictCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def lru_keys(self) -> list:
+    def lru_keys(self) -> list[Any]:
         return list(reversed(self._entries))
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
+# What the two twins have in common, as the rest of this module uses it.
+
+
+class SerialLookup(Protocol):
+    def __contains__(self, serial: int) -> bool: ...
+    def __len__(self) -> int: ...
+
+
+class SerialSetClass(Protocol):
+    """A SerialSet class: built from serials, or from a parsed CRL."""
+
+    def __call__(self, serials: Iterable[int] = ...) -> SerialLookup: ...
+    def from_crl(self, crl: x509.CertificateRevocationList) -> SerialLookup: ...
+
+
 class Implementation(NamedTuple):
     name: str
-    SerialSet: Callable[..., Any]
-    chain_key: Callable[[Any], bytes]
+    SerialSet: SerialSetClass
+    chain_key: Callable[[Sequence[bytes]], bytes]
 
 
 PYTHON = Implementation("python", _PySerialSet, _py_chain_key)
@@ -338,7 +356,8 @@ class ChainCache:
         self._entries.generation = value
 
     def get(self, key: bytes, now: float) -> Verdict | None:
-        return self._entries.get(key, now)
+        verdict: Verdict | None = self._entries.get(key, now)      # the cache holds Verdicts only
+        return verdict
 
     def put(self, key: bytes, verdict: Verdict) -> None:
         self._entries.put(key, verdict, verdict.expires_at)
@@ -350,7 +369,8 @@ class ChainCache:
             self._by_session.put(session, verdict, min(expires_at, verdict.expires_at))
 
     def by_session(self, session: bytes, now: float) -> Verdict | None:
-        return self._by_session.get(session, now)
+        verdict: Verdict | None = self._by_session.get(session, now)
+        return verdict
 
     @property
     def sessions(self) -> int:
@@ -363,12 +383,14 @@ def _load_pem_or_der_crl(data: bytes) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(data)
 
 
-def _key_identifier(cert: x509.Certificate, ext_class) -> bytes | None:
+def _key_identifier(cert: x509.Certificate,
+                    ext_class: type[x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier],
+                    ) -> bytes | None:
     try:
         value = cert.extensions.get_extension_for_class(ext_class).value
     except x509.ExtensionNotFound:
         return None
-    return value.key_identifier if ext_class is x509.AuthorityKeyIdentifier else value.digest
+    return value.key_identifier if isinstance(value, x509.AuthorityKeyIdentifier) else value.digest
 
 
 def ca_set_fingerprint(cas: Iterable[x509.Certificate]) -> str:
@@ -395,7 +417,7 @@ class TrustStore:
     revocation data can be replaced (`update_revocation`), which raises `generation`."""
 
     def __init__(self, name: str, cas: list[x509.Certificate],
-                 crls: list[x509.CertificateRevocationList] = (),
+                 crls: Sequence[x509.CertificateRevocationList] = (),
                  deny_serials: frozenset[int] = frozenset(), generation: int = 0,
                  implementation: Implementation | None = None) -> None:
         self.name = name
@@ -406,12 +428,13 @@ class TrustStore:
         self._by_subject = IssuerIndex(
             (ca.subject.public_bytes(), _key_identifier(ca, x509.SubjectKeyIdentifier), ca)
             for ca in cas)
-        self._caches: dict[tuple, ChainCache] = {}
+        self._caches: dict[tuple[int, bool, int], ChainCache] = {}
         self.revoked, self.crl_next_update = self._index_crls(crls)
         self._deny_list = frozenset(deny_serials)
         self._deny = self.impl.SerialSet(self._deny_list)
 
-    def _index_crls(self, crls) -> tuple[dict[bytes, Any], dict[bytes, float | None]]:
+    def _index_crls(self, crls: Iterable[x509.CertificateRevocationList],
+                    ) -> tuple[dict[bytes, SerialLookup], dict[bytes, float | None]]:
         """Revoked serials by issuer DER name, from CRLs whose signature a CA of the bundle
         vouches for (checked here, once); raises ValueError for any other CRL."""
         by_issuer: dict[bytes, list[x509.CertificateRevocationList]] = {}
@@ -427,7 +450,7 @@ class TrustStore:
             nu = crl.next_update_utc
             next_update[issuer] = nu.timestamp() if nu is not None else None
         SerialSet = self.impl.SerialSet
-        revoked = {}
+        revoked: dict[bytes, SerialLookup] = {}
         for issuer, group in by_issuer.items():
             revoked[issuer] = (SerialSet.from_crl(group[0]) if len(group) == 1
                                else SerialSet([s for crl in group for s in crl_serials(crl)]))
@@ -479,7 +502,7 @@ class TrustStore:
         except ValueError as exc:
             raise ConfigError([Problem(source, f"trust_store.{name}.crls", str(exc))]) from None
 
-    def cache_for(self, policy: tuple) -> ChainCache:
+    def cache_for(self, policy: tuple[int, bool, int]) -> ChainCache:
         cache = self._caches.get(policy)
         if cache is None:
             cache = self._caches[policy] = ChainCache(implementation=self.impl)
@@ -593,15 +616,17 @@ class Verifier:
         """Re-decide a known good verdict for a resumed session: still valid, still not revoked."""
         if now is None:
             now = time.time()
+        # a good verdict has its identity (ChainCache.put_session keeps no other)
         if verdict.expires_at <= now:
-            return self.verify_der(verdict.identity.chain_der, now)
+            return self.verify_der(verdict.identity.chain_der, now)  # type: ignore[union-attr]
         revoked = self.store.is_revoked(verdict.path_serials)
         if revoked is not None:
-            return Verdict(revoked, verdict.identity.with_status(revoked), now + FAILURE_TTL_S,
-                           "revoked since the full handshake")
+            return Verdict(revoked, verdict.identity.with_status(revoked),  # type: ignore[union-attr]
+                           now + FAILURE_TTL_S, "revoked since the full handshake")
         return verdict
 
-    def _fail(self, status: VerifyStatus, detail: str, chain_der, certs, now: float) -> Verdict:
+    def _fail(self, status: VerifyStatus, detail: str, chain_der: Sequence[bytes],
+              certs: list[x509.Certificate], now: float) -> Verdict:
         identity = None
         if certs:
             try:
@@ -632,7 +657,8 @@ class Verifier:
             return self._fail(VerifyStatus.INVALID, f"malformed certificate: {exc}", chain_der, certs,
                               now)
 
-    def _decide_parsed(self, certs: list[x509.Certificate], chain_der, now: float) -> Verdict:
+    def _decide_parsed(self, certs: list[x509.Certificate], chain_der: Sequence[bytes],
+                       now: float) -> Verdict:
         leaf = certs[0]
         if not _client_purpose_ok(leaf):
             return self._fail(VerifyStatus.PURPOSE_INVALID, "not a client-authentication certificate",

@@ -39,9 +39,9 @@ import ssl
 import time
 from collections import deque
 
-from .config import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_EJECTION_DURATION_S,
-                     DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_IDLE_PER_TARGET,
-                     DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
+from .spec import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_EJECTION_DURATION_S,
+                   DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_IDLE_PER_TARGET,
+                   DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 from .errors import UpstreamError
 from .exchange import UpstreamClosed, UpstreamFailed
 from .http1 import EndOfMessage, Response, response_reader
@@ -87,7 +87,8 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, group: "TargetGroup", target: Target) -> None:
         self.group = group
         self.target = target
-        self.transport: asyncio.Transport | None = None
+        # None only until connection_made; every use but pause/resume_reading comes after it
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.reader = response_reader()
         self.owner = None           # the client connection receiving events (gateway.proxy)
         self.idle_since = 0.0
@@ -141,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if self.switching:
                     self._switched(events)
                 return
-            if kind is Response and event.status == 101:
+            if kind is Response and event.status == 101:  # type: ignore[union-attr]  # a Response
                 self.switching = True
 
     def _switched(self, events: list) -> None:
@@ -316,6 +317,7 @@ class TargetGroup:
         if i >= n:
             i = 0
         self._next = i + 1
+        chosen: Target | None
         if n == 1:
             chosen = avail[0]
             if exclude and chosen in exclude:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 TICK_S = 0.05           # the granularity of every connection deadline: at most this late
 # The loop's clock moves in whole milliseconds (libuv), so its timer may run up to 1 ms before the
@@ -30,21 +32,41 @@ _monotonic = time.monotonic
 _push, _pop = heapq.heappush, heapq.heappop
 
 
+class Owner(Protocol):
+    """What the wheel wakes (gateway.proxy's GatewayProtocol): its slot, and what it calls."""
+
+    timer: int | None
+
+    def _on_timer(self) -> None: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Loop(Protocol):
+    """The two calls the wheel makes on its event loop (asyncio's, uvloop's)."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable: ...
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None: ...
+
+
 class Wheel:
     """The deadlines of the connections of one loop. An owner has a `timer` attribute (the slot
     it is armed for, or None) and an `_on_timer()` method."""
 
     __slots__ = ("loop", "_slots", "_heap", "_handle", "_at", "_fired")
 
-    def __init__(self, loop) -> None:
+    def __init__(self, loop: Loop) -> None:
         self.loop = loop
-        self._slots: dict[int, dict] = {}   # slot -> its owners (a dict: ordered, O(1) removal)
+        self._slots: dict[int, dict[Owner, None]] = {}  # slot -> its owners (a dict: ordered, O(1) removal)
         self._heap: list[int] = []          # the slots of _slots, earliest first
-        self._handle = None                 # the one loop timer
+        self._handle: Cancellable | None = None     # the one loop timer
         self._at = 0                        # the slot it is set for (0: none)
         self._fired = 0                     # the last slot that fired: none reopens after
 
-    def arm(self, owner, when: float) -> None:
+    def arm(self, owner: Owner, when: float) -> None:
         """Wake `owner` at monotonic time `when` (or up to one tick after), instead of whenever it
         was armed for before; sets the owner's `timer` to the slot."""
         slot = int(when / TICK_S) + 1
@@ -67,14 +89,14 @@ class Wheel:
         else:
             bucket[owner] = None
 
-    def disarm(self, owner) -> None:
+    def disarm(self, owner: Owner) -> None:
         """`owner` needs no wake-up any more (its connection ended, or has no deadline)."""
         old = owner.timer
         if old is not None:
             owner.timer = None
             self._leave(owner, old)
 
-    def _leave(self, owner, slot: int) -> None:
+    def _leave(self, owner: Owner, slot: int) -> None:
         bucket = self._slots.get(slot)
         if bucket is not None:
             bucket.pop(owner, None)     # an emptied slot stays until it comes: its heap entry too

@@ -240,3 +240,11 @@ redirect = {host = "x.example"}
                                  action="redirect", redirect=Redirect(host="x.example"))])
     assert isinstance(table.match(None, b"/", b"GET", [(b"X-A", b"bee")]), RedirectAction)
     assert isinstance(table.match(None, b"/", b"GET", []), Fixed)      # NO_RULE
+
+
+def test_a_header_condition_without_patterns_matches_no_value():
+    # config refuses an empty pattern list; a table built from one anyway fails closed (no value
+    # matches, so the rule does not apply) instead of raising on the first request with the header
+    table = RouteTable([fixed(1, "a", headers=(("x-a", ()),)), fixed(2, "b")])
+    assert table.match(None, b"/", b"GET", [(b"X-A", b"")]).keep_alive.endswith(b"b")
+    assert table.match(None, b"/", b"GET", []).keep_alive.endswith(b"b")
