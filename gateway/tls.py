@@ -357,8 +357,9 @@ class ListenerTLS:
         return ctx
 
     def _on_sni(self, tc: "TLSConnection", ssl) -> None:
-        """Switch to the certificate the client's SNI names (an unknown or absent name: the
-        default one). Called from the servername callback, which catches what this raises."""
+        """Switch `tc` to the certificate the client's SNI names, read from `ssl`, its SSL (an
+        unknown or absent name: the default one). Called from the servername callback, which
+        catches what this raises."""
         if len(self._contexts) == 1:
             return
         raw = servername(ssl)

@@ -369,3 +369,22 @@ def test_connection_setup_of_each_twin_and_no_registry_leak(files, twin):
     del servers
     if twin == "native":
         assert _tls_c.registered() == before
+
+
+def test_tls_binds_the_pumps_names_once():
+    """The handshake calls tlspump's readers for every connection: gateway/tls.py binds each name
+    once, as a module global (`from .tlspump import name`), and never imports the module itself,
+    whose attributes a call would otherwise look up every time."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(tls))
+    modules = {alias.asname or alias.name for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+               for alias in node.names}
+    assert "tlspump" not in modules
+    names = {alias.name for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.module == "tlspump" for alias in node.names}
+    per_connection = {"owner", "store_ssl", "verify_depth", "set_verify_error", "session_reused",
+                      "servername", "version_name", "cipher_name", "name_of", "ssl_of", "py_pump"}
+    assert per_connection <= names
+    assert all(getattr(tls, n) is getattr(tlspump, n) for n in per_connection)
