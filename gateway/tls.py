@@ -281,7 +281,7 @@ class ListenerTLS:
         # the message filter of the twin the runtime selected (gateway.native), else the one in force
         self._message_callback = message_callback if message_callback is not None else _message_callback
         for cert_path, key_path, names in certificates:
-            ctx = self._context(cert_path, key_path, sid, min_version, ciphers_tls12,
+            ctx = self._build_context(cert_path, key_path, sid, min_version, ciphers_tls12,
                                 session_tickets, session_timeout_s, advertise_ca_names)
             self._contexts.append(ctx)
             self.certificate_names[ctx] = tuple(dict.fromkeys(n.lower().rstrip(".") for n in names))
@@ -318,8 +318,8 @@ class ListenerTLS:
             # the store's sweep may drop a name once no listener's session can outlive it
             store.keep_for(self.session_timeout_s)
 
-    def _context(self, cert_path: str, key_path: str, sid: bytes, min_version: str, ciphers: str,
-                 tickets: bool, timeout_s: int, advertise: bool) -> SSL.Context:
+    def _build_context(self, cert_path: str, key_path: str, sid: bytes, min_version: str,
+                       ciphers: str, tickets: bool, timeout_s: int, advertise: bool) -> SSL.Context:
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(_TLS_VERSIONS[min_version])
         options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
@@ -449,7 +449,7 @@ def set_native(mode: str) -> str:
                                 f"pyproject.toml names)")
     native = mode != "off" and NATIVE_PUMP is not None
     _make_pump = NATIVE_PUMP if native else py_pump
-    # contexts built afterwards get the matching message callback (see ListenerTLS._context)
+    # contexts built afterwards get the matching message callback (see ListenerTLS._build_context)
     _message_callback = NATIVE_MESSAGE_CALLBACK if native else py_message_callback
     native_mode = "native" if native else "python"
     return native_mode
