@@ -45,7 +45,7 @@ _CRYPTO = re.compile(r"(aes|gcm|chacha|poly1305|sha\d|sha_|keccak|x25519|x448|ec
                      r"bn_|BN_|rsa|p256|p384|fe64|fe51|ge_|curve|hkdf|hmac|HMAC|drbg|rand_|RAND_|"
                      r"kdf|EVP_PKEY_(sign|verify|derive)|bn\w*mul|mont)", re.I)
 _MODULE_STAGES = (
-    ("gateway/tls.py", "TLS glue"), ("_tls_c", "TLS glue"), ("gateway/sessions.py", "TLS glue"),
+    ("gateway/tls.py", "TLS glue"), ("gateway/tlspump.py", "TLS glue"), ("_tls_c", "TLS glue"), ("gateway/sessions.py", "TLS glue"),
     ("gateway/trust.py", "TLS glue"), ("_trust_c", "TLS glue"), ("OpenSSL/", "TLS glue"),
     ("gateway/http1.py", "HTTP/1.1 parse"), ("httptools", "HTTP/1.1 parse"), ("_http1_c", "HTTP/1.1 parse"),
     ("gateway/conn.py", "connection core"), ("gateway/proxy.py", "connection core"),

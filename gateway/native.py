@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from . import conn, headers, http1, tls, trust
 from .errors import NativeUnavailable
+from .tlspump import py_message_callback
 
 MODES = ("auto", "on", "off")
 
@@ -38,7 +39,7 @@ class Selection:
     @property
     def message_callback(self):
         """The TLS message filter contexts built for this selection install."""
-        return tls.NATIVE_MESSAGE_CALLBACK if self.tls else tls._py_message_callback
+        return tls.NATIVE_MESSAGE_CALLBACK if self.tls else py_message_callback
 
     def describe(self) -> str:
         """One word when every hot path got the same twin, else each one."""

@@ -6,7 +6,7 @@ leave the ticket's contents to the server, and the bindings give no way to add t
 returning client may land on any worker, or on a worker started after a reload, whose in-memory
 cache has never seen it. So the chain is kept with the SESSION: after each handshake that issued
 sessions, the presented chain is filed under the hex digest of each session's secret
-(gateway.tls._session_digest: a SHA-256 over the master key or TLS 1.3 resumption PSK, never the key
+(gateway.tlspump.session_digest: a SHA-256 over the master key or TLS 1.3 resumption PSK, never the key
 itself), in a directory the master creates (on tmpfs when there is one); a resumption that misses
 the worker's own cache reads back the file of its own session. Keying by the leaf instead would hand
 a resumption whatever chain another connection of the same leaf presented last.

@@ -317,7 +317,7 @@ class ChainCache:
     every older entry into a miss at once. The session index serves resumed sessions, where no
     certificate crosses the handshake (OpenSSL restores only the leaf; a ticket carries no chain,
     RFC 5077 4, RFC 8446 4.6.1): it is keyed by a digest of the session's own secret
-    (gateway.tls._session_digest), never by the leaf, because two connections of one leaf may
+    (gateway.tlspump.session_digest), never by the leaf, because two connections of one leaf may
     present different chains and a resumption must get the chain of its own session. It holds
     successes only, each until the earlier of its verdict's expiry and the session's lifetime, and
     is not invalidated by a generation change: `Verifier.recheck` asks the current revocation data

@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Native twin of gateway.tls's byte pump: one call per arrival instead of a dozen cffi calls.
+"""Native twin of gateway.tlspump's byte pump: one call per arrival instead of a dozen cffi calls.
 
 How this works: OpenSSL is reached only through the function pointers of the cryptography bindings
 (the same OpenSSL pyOpenSSL runs on; this module links none). `bind()` takes their addresses once,
-from gateway.tls. A `Pump` holds the SSL* and the two memory BIOs of one pyOpenSSL Connection (and
+from gateway.tlspump. A `Pump` holds the SSL* and the two memory BIOs of one pyOpenSSL Connection (and
 the Connection itself, which owns them). Each method feeds the arriving ciphertext, drives OpenSSL
 until it wants more, and drains what it wrote, in one call, returning a result code instead of
 raising for want-read. Reads go through a stack buffer; the plaintext of one call becomes one bytes
@@ -12,7 +12,7 @@ the same SSL.Error pyOpenSSL would raise; that Python call only happens on the f
 
 The GIL is held throughout: OpenSSL may call back into pyOpenSSL's (cffi) verify, SNI and ALPN
 callbacks from inside SSL_do_handshake, exactly as it does when pyOpenSSL drives it.
-gateway/tls.py holds the pure twin (`PyPump`) and the unit suite runs the TLS tests on both.
+gateway/tlspump.py holds the pure twin (`PyPump`) and the unit suite runs the TLS tests on both.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.weakref cimport PyWeakref_NewRef

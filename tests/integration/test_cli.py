@@ -124,9 +124,9 @@ fixed_response = {{status = 200, body = "pid {{}}"}}
 # release may): the start-up self-test finds it, says so once, and the pure twin serves.
 _WITHOUT_A_PUMP_FUNCTION = r"""
 import sys
-from gateway import tls
-tls._PUMP_FUNCTIONS = tls._PUMP_FUNCTIONS + ("SSL_function_removed_upstream",)
-tls.NATIVE_PUMP = tls._load_native()
+from gateway import tlspump
+tlspump.PUMP_FUNCTIONS = tlspump.PUMP_FUNCTIONS + ("SSL_function_removed_upstream",)
+tlspump.NATIVE_PUMP = tlspump.load_native()
 from gateway import cli
 sys.exit(cli.main(sys.argv[1:]))
 """

@@ -13,6 +13,7 @@ import pytest
 from gateway import pki
 from gateway.identity import VerifyStatus
 from gateway import tls as gtls
+from gateway import tlspump
 from gateway.tls import REFUSAL_ALERTS, HandshakeDone, HandshakeFailed, ListenerTLS
 from gateway.trust import FAILURE_TTL_S, TrustStore, Verdict
 
@@ -880,14 +881,14 @@ def test_native_readers_match_the_pure_ones(files, ca, tmp_path, version):
     server, _, events, _, err = handshake(_listener(files, ca, mode="passthrough"),
                                           _client_ctx(files, tmp_path, client, version=version))
     assert err is None and isinstance(events[0], HandshakeDone)
-    addr = int(gtls._ffi.cast("uintptr_t", server._ssl))
-    leaf = gtls._peer_leaf_der(server._ssl)
+    addr = tlspump.pointer_address(server._ssl)
+    leaf = tlspump.peer_leaf_der(server._ssl)
     from cryptography.hazmat.primitives import serialization
     assert leaf == client.cert.public_bytes(serialization.Encoding.DER)
     assert _tls_c.peer_leaf_der(addr) == leaf
-    digest = gtls._session_digest(server._ssl)
+    digest = tlspump.session_digest(server._ssl)
     assert digest is not None and len(digest) == 32
-    assert _tls_c.session_digest(addr, gtls._SESSION_LABEL) == digest
+    assert _tls_c.session_digest(addr, tlspump.SESSION_LABEL) == digest
 
 
 def test_the_connection_twins_hold_the_same_state(files, ca, pump_twin):

@@ -1,4 +1,4 @@
-"""The TLS byte pump's twins (gateway.tls.PyPump and native/tlspump.pyx) behave the same.
+"""The TLS byte pump's twins (gateway.tlspump.PyPump and native/tlspump.pyx) behave the same.
 
 A TLS stream is randomised (key shares, nonces), so two runs never produce the same records; what
 must be equal is everything a run decides: the result codes, the events, the plaintext delivered
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from OpenSSL import SSL
 
-from gateway import pki, tls
+from gateway import pki, tls, tlspump
 from gateway.errors import NativeUnavailable
 from gateway.tls import HandshakeFailed, ListenerTLS, PeerClosed, TLSState
 
@@ -219,7 +219,7 @@ def test_exception_in_a_callback_fails_the_handshake_and_is_kept(files, twin):
     with pytest.raises(ssl.SSLWantReadError):
         client.do_handshake()
     code, alert = pump.handshake(out.read())
-    assert code == tls.FAILED
+    assert code == tlspump.FAILED
     assert isinstance(pump.error, ValueError) and "boom" in str(pump.error)
     inc.write(alert)
     with pytest.raises(ssl.SSLError):
@@ -308,17 +308,17 @@ def test_bindings_self_test():
     """Every OpenSSL name the TLS layer uses is checked at import; a missing one of the native
     pump's takes only the native twin away, with the reason kept for the log."""
     from cryptography.hazmat.bindings._rust import _openssl
-    from gateway import tls
-    assert tls.missing_bindings(_openssl.lib, tls.REQUIRED_BINDINGS + tls._PUMP_FUNCTIONS) == ()
-    assert tls.missing_bindings(object(), ("SSL_read", "BIO_new")) == ("SSL_read", "BIO_new")
-    saved = tls._PUMP_FUNCTIONS, tls.NATIVE_UNAVAILABLE, tls.NATIVE_MESSAGE_CALLBACK
+    assert tlspump.missing_bindings(_openssl.lib, tlspump.REQUIRED_BINDINGS + tlspump.PUMP_FUNCTIONS) == ()
+    assert tlspump.missing_bindings(object(), ("SSL_read", "BIO_new")) == ("SSL_read", "BIO_new")
+    saved = tlspump.PUMP_FUNCTIONS, tlspump.NATIVE_UNAVAILABLE, tlspump.NATIVE_MESSAGE_CALLBACK
     try:
-        tls._PUMP_FUNCTIONS = saved[0] + ("SSL_function_removed_upstream",)
-        assert tls._load_native() is None
-        assert "SSL_function_removed_upstream" in tls.NATIVE_UNAVAILABLE
+        tlspump.PUMP_FUNCTIONS = saved[0] + ("SSL_function_removed_upstream",)
+        assert tlspump.load_native() is None
+        assert "SSL_function_removed_upstream" in tlspump.NATIVE_UNAVAILABLE
     finally:
-        tls._PUMP_FUNCTIONS, tls.NATIVE_UNAVAILABLE, tls.NATIVE_MESSAGE_CALLBACK = saved
-        tls.NATIVE_PUMP = tls._load_native() if tls.NATIVE_PUMP is not None else None
+        # a failed self-test binds nothing: what it found at import stays in force
+        tlspump.PUMP_FUNCTIONS, tlspump.NATIVE_UNAVAILABLE, tlspump.NATIVE_MESSAGE_CALLBACK = saved
+    assert tls.set_native("auto") == ("native" if tls.NATIVE_PUMP is not None else "python")
 
 
 @pytest.mark.parametrize("twin", TWINS)
@@ -362,10 +362,29 @@ def test_connection_setup_of_each_twin_and_no_registry_leak(files, twin):
     if twin == "native":
         assert all(s._conn is None for s in servers)
         assert _tls_c.registered() == before + 20
-        assert all(tls._owner(s._ssl) is s for s in servers)
+        assert all(tlspump.owner(s._ssl) is s for s in servers)
     else:
         assert all(isinstance(s._conn, SSL.Connection) for s in servers)
-        assert all(tls._owner(s._ssl) is s for s in servers)
+        assert all(tlspump.owner(s._ssl) is s for s in servers)
     del servers
     if twin == "native":
         assert _tls_c.registered() == before
+
+
+def test_tls_binds_the_pumps_names_once():
+    """The handshake calls tlspump's readers for every connection: gateway/tls.py binds each name
+    once, as a module global (`from .tlspump import name`), and never imports the module itself,
+    whose attributes a call would otherwise look up every time."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(tls))
+    modules = {alias.asname or alias.name for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+               for alias in node.names}
+    assert "tlspump" not in modules
+    names = {alias.name for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.module == "tlspump" for alias in node.names}
+    per_connection = {"owner", "store_ssl", "verify_depth", "set_verify_error", "session_reused",
+                      "servername", "version_name", "cipher_name", "name_of", "ssl_of", "py_pump"}
+    assert per_connection <= names
+    assert all(getattr(tls, n) is getattr(tlspump, n) for n in per_connection)
