@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from gateway import conn, headers, http1, paths, tls, trust  # noqa: F401  (conn binds its twin)
+from gateway import conn, headers, http1, paths, tlspump, trust  # noqa: F401  (conn binds its twin)
 
 
 def _path_work() -> bytes:
@@ -46,11 +46,11 @@ TWINS = {
         "MAX_SERIAL_BYTES": (None, trust.MAX_SERIAL_BYTES),
     },
     "gateway._tls_c": {
-        "WANT": (None, tls.WANT),
-        "DONE": (None, tls.DONE),
-        "CLOSED": (None, tls.CLOSED),
-        "FAILED": (None, tls.FAILED),
-        "FUNCTIONS": (None, tls._PUMP_FUNCTIONS),
+        "WANT": (None, tlspump.WANT),
+        "DONE": (None, tlspump.DONE),
+        "CLOSED": (None, tlspump.CLOSED),
+        "FAILED": (None, tlspump.FAILED),
+        "FUNCTIONS": (None, tlspump.PUMP_FUNCTIONS),
     },
     "gateway._conn_c": {
         "PATH_WORK_BYTES": (None, _path_work()),
