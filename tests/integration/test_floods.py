@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bench import flood
+from mtls_gateway_bench.scenarios import flood
 
 from .conftest import tls_get
 
@@ -172,7 +172,8 @@ def test_ten_thousand_idle_connections_on_one_worker(gateway_factory, test_pki, 
     worker = _only_worker(gw)
     # Returning clients resume (TLS 1.3 PSK, no certificate sent): cheap for both sides. The
     # session keeps the client's leaf; after a full handshake OpenSSL keeps the intermediate the
-    # client sent too (about 5 KB more: `python -m bench.flood --full` measures that case).
+    # client sent too (about 5 KB more: `python -m mtls_gateway_bench.scenarios.flood --full`
+    # measures that case).
     idle = flood.client_context(test_pki.clients["good"].cert, test_pki.clients["good"].key)
     session = flood.session_for(port, idle)
     warm, _ = flood.open_idle(port, 64, idle, session=session)  # first-use allocations, free lists

@@ -1,6 +1,6 @@
 """Full vs resumed mTLS handshakes, verify and passthrough, one and two workers.
 
-    python -m bench.resumption [--seconds 5] [--repeats 3] [--workers 1 2]
+    python -m mtls_gateway_bench.scenarios.resumption [--seconds 5] [--repeats 3] [--workers 1 2]
 
 How this works: a throwaway PKI (ECDSA P-256, client chain of depth 2) and the gateway as its own
 process (`workers` workers, logs off, fixed responses so no upstream takes CPU). For each cell,
@@ -101,7 +101,7 @@ def _s_time(port: int, pki: Path, reuse: bool, seconds: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.resumption")
+    ap = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.resumption")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])

@@ -7,9 +7,9 @@ its handshake; each request is one TLS record in and one out. Only the server's 
 hot path stays native. With `--count N` it serves N requests and prints nothing, for counting
 instructions with valgrind (the difference of two counts, machine noise aside):
 
-    python -m bench.core_keepalive [--core native|python] [--rounds 7] [--requests 20000]
+    python -m mtls_gateway_bench.scenarios.core_keepalive [--core native|python] [--rounds 7] [--requests 20000]
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        python -m bench.core_keepalive --count N --pki DIR
+        python -m mtls_gateway_bench.scenarios.core_keepalive --count N --pki DIR
 
 (`--pki DIR` keeps the generated certificates in DIR and reuses them, so that two counts differ by
 the requests only.)
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs
+from ..harness import certs
 from .proxy_keepalive import _MemoryTransport
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n"
@@ -128,7 +128,7 @@ def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.core_keepalive", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.core_keepalive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--core", choices=("native", "python"), default="native")
     parser.add_argument("--rounds", type=int, default=7)

@@ -1,6 +1,6 @@
 """Soak: mixed load against a real gateway for a bounded time, watching memory and descriptors.
 
-    python -m bench.soak [--minutes 10] [--workers 1] [--sample-s 5] [--json soak.json]
+    python -m mtls_gateway_bench.scenarios.soak [--minutes 10] [--workers 1] [--sample-s 5] [--json soak.json]
 
 How this works: a throwaway PKI, two echo backends and the gateway (its own process, `workers`
 workers, logs off) are started on 127.0.0.1. Client threads then run, all at once, until the time
@@ -307,7 +307,7 @@ targets = [{targets}]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sample-s", type=float, default=5.0)

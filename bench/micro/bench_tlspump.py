@@ -1,12 +1,12 @@
 """The TLS byte pump: native (native/tlspump.pyx) vs its pure twin vs pyOpenSSL's own methods.
 
-    python -m pytest bench/bench_tlspump.py --benchmark-enable -q
+    python -m pytest --pyargs mtls_gateway_bench.micro.bench_tlspump --benchmark-enable -q
 
 How this works: a server TLSConnection and a Python `ssl` client talk over memory BIOs in this
 process, and only the server's calls are timed. `MethodPump` is the pump as it was before the
 native one: pyOpenSSL's `bio_write` / `do_handshake` / `recv` / `send` / `bio_read`, an exception
 for every want-read and a fresh buffer per call. The same interface, so any of the three can drive
-a TLSConnection (`tls._make_pump`); bench/bench_handshake.py uses it for the end-to-end figures.
+a TLSConnection (`tls._make_pump`); scenarios/handshake.py uses it for the end-to-end figures.
 
 - `keepalive`: one request record in, one response out (`receive` + `send`), on an established
   TLS 1.3 connection: the per-request cost of the pump.

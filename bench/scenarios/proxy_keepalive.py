@@ -16,11 +16,11 @@ run) divided by the requests ab completed: CPU per request on the server, whiche
 bottleneck. Runs rotate through the servers, `--repeats` times; the table shows each run, the
 medians and the ratios gateway / nginx and gateway / nginx-lean.
 
-    python -m bench.proxy_keepalive [--seconds 5] [--repeats 5] [--concurrency 32]
+    python -m mtls_gateway_bench.scenarios.proxy_keepalive [--seconds 5] [--repeats 5] [--concurrency 32]
                                     [--server-cpu 0] [--client-cpu 1] [--root ROOT]
 
 `--root ROOT` runs both nginx (the upstream and the proxies) from another system's root with
-chroot, as bench.harness does (nginx 1.26 on OpenSSL 3.5 from a Debian 13 root: bench/README.md);
+chroot, as the harness does (nginx 1.26 on OpenSSL 3.5 from a Debian 13 root: bench/README.md);
 the working directory is then made inside ROOT so that both sides see the same files.
 
 `--in-process N` measures the gateway's own share instead: one `GatewayProtocol` in this process,
@@ -44,10 +44,10 @@ from pathlib import Path
 
 from gateway.testing import MemoryTransport
 
-from . import certs, cpu
-from .load import ab_command, parse_ab
-from .peers import _wait_ports, free_ports
-from .stats import median, ratio, spread
+from ..harness import certs, cpu
+from ..harness.load import ab_command, parse_ab
+from ..harness.peers import _wait_ports, free_ports
+from ..harness.stats import median, ratio, spread
 
 BODY = "ok"
 WARMUP_S = 2
@@ -185,7 +185,7 @@ _IN_PROCESS_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 
                         b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
 
 
-_MemoryTransport = MemoryTransport     # the name bench.core_* import
+_MemoryTransport = MemoryTransport     # the name scenarios.core_* import
 
 
 def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[float]:
@@ -261,7 +261,7 @@ def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.proxy_keepalive", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.proxy_keepalive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=5)
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", type=int, metavar="N", default=0,
                         help="measure the gateway alone, in this process, over N requests")
     parser.add_argument("--root", type=Path, default=None,
-                        help="run nginx from this root (chroot), as bench.harness does")
+                        help="run nginx from this root (chroot), as the harness does")
     parser.add_argument("--pki", type=Path, default=None,
                         help="with --in-process: keep the certificates in this directory and reuse them")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Micro benchmarks for gateway.trust: native vs pure twins (and a Python frozenset), side by side.
 
-Run with ``python -m pytest bench/bench_trust.py --benchmark-enable -q -s``. Inputs are fixed and
-realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
+Run with ``python -m pytest --pyargs mtls_gateway_bench.micro.bench_trust --benchmark-enable -q -s``.
+Inputs are fixed and realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
 are), and a real signed DER CRL listing them, issued by an ECDSA P-256 CA; a 3-certificate client
 chain (leaf, issuing CA, root) for the cache-hit path. Load time and resident memory are measured
 in a fresh subprocess per structure, so one structure's garbage does not count against another.

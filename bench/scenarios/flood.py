@@ -1,9 +1,9 @@
 """Idle-connection flood: what one idle TLS connection costs a gateway worker in memory.
 
-    python -m bench.flood [--connections 10000] [--mode off|passthrough|verify] [--full]
+    python -m mtls_gateway_bench.scenarios.flood [--connections 10000] [--mode off|passthrough|verify] [--full]
                           [--peers gateway,nginx] [--root /var/tmp/trixie]
 
-How this works: a throwaway PKI (`bench.certs`) and a gateway of one worker (its own process, logs
+How this works: a throwaway PKI (`harness.certs`) and a gateway of one worker (its own process, logs
 off, `max_connections_per_worker` and the header deadline raised so nothing is refused or timed
 out) are started on 127.0.0.1. A single-threaded non-blocking client (`open_idle`: one selector,
 `ssl.MemoryBIO`, a bounded number of handshakes in flight so the listen backlog never overflows)
@@ -24,7 +24,7 @@ certificate the client sent (OpenSSL keeps each decoded, about 5 KB apiece). `--
 listener's: `verify` (the default) and `passthrough` clients present a certificate, `off` ones do not.
 
 `--peers gateway,nginx` measures nginx the same way beside it (one worker, the harness's
-configuration from bench.peers with `worker_connections` and the header timeout raised; `--root`
+configuration from harness.peers with `worker_connections` and the header timeout raised; `--root`
 runs the nginx of a Debian 13 root, as the harness does), and prints the ratio.
 """
 from __future__ import annotations
@@ -310,9 +310,9 @@ def _measure_gateway(d: Path, bench, args) -> dict:
 
 
 def _measure_nginx(d: Path, bench, args) -> dict:
-    """nginx measured the same way: one worker, the harness's configuration (bench.peers) with room
+    """nginx measured the same way: one worker, the harness's configuration (harness.peers) with room
     for every connection and no header deadline inside the measurement."""
-    from . import peers
+    from ..harness import peers
     spec = peers.find_server("nginx", "nginx", Path(args.root) if args.root else None)
     if isinstance(spec, peers.Missing):
         raise RuntimeError(spec.reason)
@@ -353,8 +353,8 @@ def _report(name: str, r: dict, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import certs
-    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
+    from ..harness import certs
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.flood", description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10000)
     parser.add_argument("--mode", choices=("off", "passthrough", "verify"), default="verify",
                         help="the listener's mtls mode; passthrough and verify present a client certificate")

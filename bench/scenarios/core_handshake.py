@@ -9,9 +9,9 @@ the server's side is timed (`connection_made`, every `data_received`, `connectio
 `--count N` it makes N connections and prints nothing, for counting instructions with valgrind
 (the difference of two counts, machine noise aside):
 
-    python -m bench.core_handshake [--mode verify|passthrough|off] [--resumed] [--core native|python]
+    python -m mtls_gateway_bench.scenarios.core_handshake [--mode verify|passthrough|off] [--resumed] [--core native|python]
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        python -m bench.core_handshake --count N --pki DIR
+        python -m mtls_gateway_bench.scenarios.core_handshake --count N --pki DIR
 
 The client's TLS work is in such a count too; it is the same for both twins and every change of
 the server, so differences are the server's.
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs
+from ..harness import certs
 from .core_keepalive import _pki, measure
 from .proxy_keepalive import _MemoryTransport
 
@@ -134,7 +134,7 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.core_handshake", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.core_handshake", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--core", choices=("native", "python"), default="native")
     parser.add_argument("--mode", choices=("verify", "passthrough", "optional", "off"), default="verify")

@@ -1,9 +1,9 @@
 """Where a gateway worker's CPU goes, by stage: a sampling profile under load.
 
-    python -m bench.profile [--mode off|passthrough|verify] [--workload full|resumed|keepalive]
+    python -m mtls_gateway_bench.scenarios.profile [--mode off|passthrough|verify] [--workload full|resumed|keepalive]
                             [--seconds 8] [--rate 997]
 
-How this works: one gateway worker (the harness's configuration, bench.peers, pinned to CPU 1)
+How this works: one gateway worker (the harness's configuration, harness.peers, pinned to CPU 1)
 serves a load pinned to CPU 0: `openssl s_time -new` (full handshakes), `-reuse` (resumed; TLS 1.2,
 where s_time resumes: its TLS 1.3 `-reuse` needs the tickets read) or `ab -k` (keep-alive requests
 with the client certificate). `py-spy record --native` samples the worker (Python and C frames
@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs, cpu, load, peers
+from ..harness import certs, cpu, load, peers
 
 SERVER_CPU = 1
 CLIENT_CPU = 0
@@ -100,7 +100,7 @@ def _config(d: Path, bench: certs.BenchPKI, mode: str, port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=peers.MODES, default="verify")
     parser.add_argument("--workload", choices=("full", "resumed", "keepalive"), default="full")
     parser.add_argument("--seconds", type=float, default=8.0)
