@@ -42,7 +42,7 @@ import time
 import types
 from pathlib import Path
 
-from gateway.testing import MemoryTransport
+from gateway.testing import MemoryTLSClient, MemoryTransport, client_context, forward, listener, toml
 
 from ..harness import certs, cpu
 from ..harness.load import ab_command, parse_ab
@@ -53,38 +53,16 @@ BODY = "ok"
 WARMUP_S = 2
 
 
-def _q(path: object) -> str:
-    return json.dumps(str(path))
-
-
 def gateway_config(port: int, upstream: int, pki: certs.BenchPKI, workdir: Path) -> str:
-    return f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-error_log = {_q(workdir / "gateway-error.log")}
-log_level = "warning"
-
-[[listener]]
-name = "bench"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = {_q(pki.server_certs["ecdsa"])}, key = {_q(pki.server_keys["ecdsa"])}}}]
-mtls = "verify"
-trust_store = "bench"
-header_style = "alb"
-max_requests_per_connection = 0
-
-[[listener.rule]]
-action = "forward"
-target_group = "up"
-
-[trust_store.bench]
-ca_bundle = {_q(pki.ca_bundle)}
-
-[target_group.up]
-targets = ["127.0.0.1:{upstream}"]
-"""
+    return toml({
+        "gateway": {"workers": 1, "access_log": "off", "connection_log": "off",
+                    "error_log": workdir / "gateway-error.log", "log_level": "warning"},
+        "listener": [listener("bench", port, pki.server_certs["ecdsa"], pki.server_keys["ecdsa"], mtls="verify",
+                              trust_store="bench", header_style="alb", max_requests_per_connection=0,
+                              rules=[forward("up")])],
+        "trust_store": {"bench": {"ca_bundle": pki.ca_bundle}},
+        "target_group": {"up": {"targets": [f"127.0.0.1:{upstream}"]}},
+    })
 
 
 def _nginx_head(workdir: Path, name: str) -> list[str]:
@@ -185,9 +163,6 @@ _IN_PROCESS_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 
                         b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
 
 
-_MemoryTransport = MemoryTransport     # the name scenarios.core_* import
-
-
 def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[float]:
     """Microseconds of this process's CPU per proxied request, for five rounds. `keep`: reuse
     the certificates kept there (made the first time), so that two runs differ by the requests
@@ -212,14 +187,11 @@ def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[f
         group = runtime.target_groups["up"]
         target = group.targets[0]
         pooled = UpstreamConnection(group, target)
-        pooled.connection_made(_MemoryTransport(
+        pooled.connection_made(MemoryTransport(
             lambda data: loop.call_soon(pooled.data_received, _IN_PROCESS_RESPONSE)))
         group.release(pooled)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(pki.root)
-        ctx.load_cert_chain(pki.client_cert, pki.client_key)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        pair = MemoryTLSClient(client_context(pki.root, pki.client_cert, pki.client_key))
+        client, incoming, outgoing = pair.tls, pair.incoming, pair.outgoing
         answered = asyncio.Event()
 
         def to_client(data: bytes) -> None:
@@ -231,13 +203,8 @@ def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[f
                 pass
 
         proto = new_protocol(lambda: runtime, "bench")
-        proto.connection_made(_MemoryTransport(to_client))
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                proto.data_received(outgoing.read())
+        proto.connection_made(MemoryTransport(to_client))
+        pair.handshake(proto.data_received)
         if outgoing.pending:
             proto.data_received(outgoing.read())
 
