@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway import testing
+
 TARGET_BYTES = 40 * 1024    # issue 8: an idle connection costs a worker less than this
 MAX_IN_FLIGHT = 200         # handshakes at once: well under the gateway's listen backlog (1024)
 OPEN_TIMEOUT_S = 120.0
@@ -263,50 +265,30 @@ def settled_fd_count(pid: int, *, at_most: int | None = None, timeout_s: float =
 
 
 def _gateway_config(d: Path, bench, port: int, mode: str, connections: int) -> str:
-    trust = 'trust_store = "main"\n' if mode == "verify" else ""
-    return f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-error_log = "{d}/error.log"
-
-[[listener]]
-name = "flood"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{bench.server_certs['ecdsa']}", key = "{bench.server_keys['ecdsa']}"}}]
-mtls = "{mode}"
-{trust}max_connections_per_worker = {connections + 1000}
-header_timeout_s = 600
-idle_timeout_s = 600
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-
-[trust_store.main]
-ca_bundle = "{bench.ca_bundle}"
-"""
+    return testing.toml({
+        "gateway": {"workers": 1, "access_log": "off", "connection_log": "off", "error_log": d / "error.log"},
+        "listener": [testing.listener("flood", port, bench.server_certs["ecdsa"], bench.server_keys["ecdsa"],
+                                      mtls=mode, trust_store="main" if mode == "verify" else None,
+                                      max_connections_per_worker=connections + 1000, header_timeout_s=600,
+                                      idle_timeout_s=600)],
+        "trust_store": {"main": {"ca_bundle": bench.ca_bundle}},
+    })
 
 
 def _measure_gateway(d: Path, bench, args) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = testing.free_port()
     (d / "gateway.toml").write_text(_gateway_config(d, bench, port, args.mode, args.connections))
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = testing.GatewayProcess(d / "gateway.toml", [port], stderr=subprocess.DEVNULL, wait=False)
     try:
         ctx = client_context(*((bench.client_cert, bench.client_key) if args.mode != "off" else ()))
-        _wait_serving(port, gateway)
+        gateway.wait_ready(timeout=30.0)
         session_for(port, ctx)          # served: the worker is up
         workers = children(gateway.pid)
         if len(workers) != 1:
             raise RuntimeError(f"expected one gateway worker, found {workers}")
         return measure(port, workers[0], args.connections, ctx, resume=not args.full)
     finally:
-        gateway.terminate()
-        gateway.wait(60)
+        gateway.stop(timeout=60)
 
 
 def _measure_nginx(d: Path, bench, args) -> dict:
@@ -389,19 +371,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway / nginx per idle connection: anon x{g['anon_per_conn'] / n['anon_per_conn']:.2f}, "
               f"RSS x{g['rss_per_conn'] / n['rss_per_conn']:.2f}")
     return 0
-
-
-def _wait_serving(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 if __name__ == "__main__":

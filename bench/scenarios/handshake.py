@@ -34,39 +34,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.testing import fixed_response, listener, toml
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
-_CONFIG = """
-[gateway]
-workers = 1
-native = "{native}"
-access_log = "off"
-connection_log = "off"
-log_level = "warning"
-
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{d}/server.pem", key = "{d}/server.key"}}]
-mtls = "verify"
-trust_store = "dev"
-header_style = "alb"
-max_requests_per_connection = 0
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, content_type = "text/plain", body = "ok\\n"}}
-
-[trust_store.dev]
-ca_bundle = "{d}/ca-bundle.pem"
-crls = ["{d}/crl-root.pem", "{d}/crl-intermediate.pem"]
-"""
+def _config(d: str, port: int, native: str) -> str:
+    d = Path(d)
+    return toml({
+        "gateway": {"workers": 1, "native": native, "access_log": "off", "connection_log": "off",
+                    "log_level": "warning"},
+        "listener": [listener("verify", port, d / "server.pem", d / "server.key", mtls="verify", trust_store="dev",
+                              header_style="alb", max_requests_per_connection=0,
+                              rules=[fixed_response(body="ok\n", content_type="text/plain")])],
+        "trust_store": {"dev": {"ca_bundle": d / "ca-bundle.pem",
+                                "crls": [d / "crl-root.pem", d / "crl-intermediate.pem"]}},
+    })
 
 
 def serve(directory: str, port: int, cache: str, native: str, pump: str = "") -> None:
     from gateway import config, server, trust
-    conf = config.loads(_CONFIG.format(d=directory, port=port, native=native))
+    conf = config.loads(_config(directory, port, native))
     trust.set_native(native)       # build_runtime sets the header twins from `native`
     runtime = server.build_runtime(conf)
     if pump:

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway import testing
+
 from ..harness import certs, cpu, load, peers
 
 SERVER_CPU = 1
@@ -118,12 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         bench = certs.make(d / "pki")
         port = peers.free_ports(1)[0]
         (d / "gateway.toml").write_text(_config(d, bench, args.mode, port))
-        gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              preexec_fn=cpu.pin((SERVER_CPU,)))
+        gw = testing.GatewayProcess(d / "gateway.toml", [port], stderr=subprocess.DEVNULL, wait=False,
+                                    preexec_fn=cpu.pin((SERVER_CPU,)))
         clients: list[subprocess.Popen] = []
         try:
-            peers._wait_ports([port], gw, 30)
+            gw.wait_ready(timeout=30)
             time.sleep(0.5)
             from .flood import children
             (worker,) = children(gw.pid)
@@ -159,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in clients:
                 if c.poll() is None:
                     c.kill()
-            gw.terminate()
-            gw.wait(30)
+            gw.stop(timeout=30)
     busy = sum(n for s, n in stages.items() if s != "idle")
     total = busy + stages.get("idle", 0)
     per_op = cpu_s / ops * 1e6 if cpu_s and ops > 0 else None

@@ -42,7 +42,8 @@ import time
 import types
 from pathlib import Path
 
-from gateway.testing import MemoryTLSClient, MemoryTransport, client_context, forward, listener, toml
+from gateway.testing import (MemoryTLSClient, MemoryTransport, client_context, forward, gateway_command, listener,
+                             toml)
 
 from ..harness import certs, cpu
 from ..harness.load import ab_command, parse_ab
@@ -301,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(_start(nginx_cmd("upstream"), upstream_cpus, [up_port],
                             workdir / "upstream.stderr"))
         servers = {
-            "gateway": _start([sys.executable, "-m", "gateway", "run", "--config",
-                               str(workdir / "gateway.toml")], server_cpus, [gw_port],
+            "gateway": _start(gateway_command(workdir / "gateway.toml"), server_cpus, [gw_port],
                               workdir / "gateway.stderr"),
             "nginx": _start(nginx_cmd("proxy"), server_cpus, [ngx_port], workdir / "nginx.stderr"),
             "nginx-lean": _start(nginx_cmd("lean"), server_cpus, [lean_port],
