@@ -114,17 +114,47 @@ class MemoryTLSClient:
             pass
         return out
 
-    def over_socket(self, sock: socket.socket) -> Callable[[bytes], None]:
+    def over_socket(self, sock: socket.socket, *, first_bytewise: bool = False,
+                    pause_s: float = 0.0) -> Callable[[bytes], None]:
         """A `deliver` for a server at the other end of `sock`: send what the client wrote, put
-        what comes back into `incoming`; the server closing mid-handshake is a ConnectionError."""
+        what comes back into `incoming`; the server closing mid-handshake is a ConnectionError.
+        `first_bytewise`: the first flight (the ClientHello) goes one byte per send, `pause_s`
+        apart, for a server that must reassemble it from many TCP segments (TCP_NODELAY on `sock`)."""
+        first = first_bytewise
+
         def deliver(data: bytes) -> None:
-            if data:
+            nonlocal first
+            if first:
+                for i in range(len(data)):
+                    sock.send(data[i:i + 1])
+                    if pause_s:
+                        time.sleep(pause_s)
+                first = False
+            elif data:
                 sock.sendall(data)
             answer = sock.recv(65536)
             if not answer:
                 raise ConnectionError("closed during handshake")
             self.incoming.write(answer)
         return deliver
+
+    def exchange_over_socket(self, sock: socket.socket, request: bytes) -> bytes:
+        """Send `request` and read the answer until the server closes (or sends close_notify);
+        what the client has to write meanwhile (a KeyUpdate's answer) goes out too."""
+        self.tls.write(request)
+        sock.sendall(self.outgoing.read())
+        reply = b""
+        while data := sock.recv(65536):
+            self.incoming.write(data)
+            try:
+                reply += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                break
+            if self.outgoing.pending:
+                sock.sendall(self.outgoing.read())
+        return reply
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -189,15 +219,17 @@ def forward(target_group: str, **fields) -> dict:
 
 
 def listener(name: str, bind: str | int, cert: str | Path, key: str | Path, *, mtls: str = "off",
-             trust_store: str | None = None, rules: Sequence[Mapping] = (), **fields) -> dict:
+             trust_store: str | None = None, rules: Sequence[Mapping] | None = None, **fields) -> dict:
     """A `[[listener]]` serving one certificate; `bind` a port means 127.0.0.1:port. A verifying
-    mode without `trust_store` gets the store named "main". `fields` are the listener's other keys
-    (header_style, timeouts, limits...), written in the order given."""
+    mode without `trust_store` gets the store named "main". `rules` default to one answering 200
+    "ok"; `()` writes none (the caller's own `[[listener.rule]]` text follows). `fields` are the
+    listener's other keys (header_style, timeouts, limits...), written in the order given."""
     if trust_store is None and mtls in ("verify", "optional"):
         trust_store = "main"
     return {"name": name, "bind": f"127.0.0.1:{bind}" if isinstance(bind, int) else bind,
             "mtls": mtls, "trust_store": trust_store, **fields,
-            "certificates": [{"cert": cert, "key": key}], "rule": list(rules) or [fixed_response()]}
+            "certificates": [{"cert": cert, "key": key}],
+            "rule": [fixed_response()] if rules is None else list(rules) or None}
 
 
 LOGS = ("access", "connection", "error")
