@@ -1,6 +1,6 @@
 """What tests, benchmarks and the demo share to drive the gateway: in process and as a process.
 
-How this works: four small pieces, each what several places used to write for themselves.
+How this works: a few small pieces, each what several places used to write for themselves.
 
 - `MemoryTransport`: the part of an asyncio transport the shell (gateway.proxy) and the upstream
   connections use, writing to a function instead of a socket.
@@ -8,7 +8,8 @@ How this works: four small pieces, each what several places used to write for th
   memory BIOs. `handshake(deliver)` hands each flight the client writes to `deliver`, which gets
   the server's answer back into `incoming` however the server is reached: a TLSConnection's
   receive(), a shell over a MemoryTransport, or a real socket (`over_socket`). A real TLS client
-  can so talk to a real shell and core with no socket in between.
+  can so talk to a real shell and core with no socket in between. `client_context` and
+  `https_get` are the client side of a test against a real listener.
 - `toml()` and the builders beside it (`listener`, `fixed_response`, `forward`): a gateway
   configuration written from Python values, so no one writes its TOML by hand. It writes tables and
   arrays of tables, never inline tables: the text has no braces of its own and can go through
@@ -30,8 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-START_TIMEOUT_S = 20.0          # a cold start of two workers on a busy 2-core machine takes ~2 s
-STOP_TIMEOUT_S = 15.0           # SIGTERM drains; the default drain_timeout_s is 10
+START_TIMEOUT_S = 20.0          # the bound the integration tests have always waited for a start
+STOP_TIMEOUT_S = 15.0           # SIGTERM drains; a gateway that holds no connection exits at once
 POLL_S = 0.02
 
 
@@ -155,6 +156,24 @@ class MemoryTLSClient:
             if self.outgoing.pending:
                 sock.sendall(self.outgoing.read())
         return reply
+
+
+def https_get(port: int, ctx: ssl.SSLContext, path: str = "/", *, session=None, timeout: float = 10.0,
+              tolerate_reset: bool = False) -> tuple[bool, object, bytes]:
+    """One `GET path` with Connection: close on a new TLS connection to 127.0.0.1:`port`, offering
+    `session`: (resumed, the session, the response as it came). `tolerate_reset`: a TLS error or
+    reset while reading ends the response instead of raising (a server closing without close_notify)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            out = b""
+            try:
+                while chunk := tls.recv(65536):
+                    out += chunk
+            except (ssl.SSLError, ConnectionError):
+                if not tolerate_reset:
+                    raise
+            return tls.session_reused, tls.session, out
 
 
 # -- configuration ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,16 +17,19 @@ from gateway import testing
 free_port, wait_port = testing.free_port, testing.wait_port
 
 
+def client_ctx(test_pki, client: str | None = None) -> ssl.SSLContext:
+    """A client context trusting the test PKI's root, with `client`'s certificate when named."""
+    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
+    if client is not None:
+        c = test_pki.clients[client]
+        ctx.load_cert_chain(c.cert, c.key)
+    return ctx
+
+
 def tls_get(port: int, ctx, timeout: float = 10.0) -> bytes:
     """A new TLS connection to 127.0.0.1:`port`, one `GET /` with Connection: close; the whole
     response as it came."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            return out
+    return testing.https_get(port, ctx, timeout=timeout)[2]
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from mtls_gateway_bench.scenarios import flood
 
-from .conftest import tls_get
+from .conftest import client_ctx, tls_get
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +103,6 @@ print(json.dumps({"counts": counts, "errors": errors[:3]}), flush=True)
 """
 
 
-def _context(test_pki, client: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
-    if client is not None:
-        c = test_pki.clients[client]
-        ctx.load_cert_chain(c.cert, c.key)
-    return ctx
-
-
 def _request(port: int, ctx: ssl.SSLContext) -> bytes:
     """A new connection, a full handshake, one request; the whole response."""
     return tls_get(port, ctx, timeout=30)
@@ -167,7 +159,7 @@ def test_ten_thousand_idle_connections_on_one_worker(gateway_factory, test_pki, 
                                      f"header_timeout_s = 600\nidle_timeout_s = 600"),
         extra=TRUST_STORE.format(pki=test_pki.dir), names=["idle"], gateway="workers = 1")
     port = gw.port("idle")
-    good = _context(test_pki, "good")
+    good = client_ctx(test_pki, "good")
     assert _request(port, good).startswith(b"HTTP/1.1 200")
     worker = _only_worker(gw)
     # Returning clients resume (TLS 1.3 PSK, no certificate sent): cheap for both sides. The
@@ -268,7 +260,7 @@ def test_bad_certificate_flood_is_refused_and_good_clients_keep_their_latency(ga
     gw = gateway_factory(VERIFY_LISTENER.format(name="v", pki=test_pki.dir, extra=""),
                          extra=TRUST_STORE.format(pki=test_pki.dir), names=["v"], gateway="workers = 1")
     port = gw.port("v")
-    good = _context(test_pki, "good")
+    good = client_ctx(test_pki, "good")
     for _ in range(10):
         assert _request(port, good).startswith(b"HTTP/1.1 200")
     worker = _only_worker(gw)

@@ -261,18 +261,11 @@ def test_too_many_ca_names_to_advertise_is_a_check_error(tmp_path):
                       for i in range(1100))
     (tmp_path / "big-bundle.pem").write_bytes(bundle)
     config = tmp_path / "g.toml"
-    config.write_text(f"""
-[[listener]]
-name = "a"
-bind = "127.0.0.1:{free_port()}"
-certificates = [{{cert = "{d}/server.pem", key = "{d}/server.key"}}]
-mtls = "verify"
-trust_store = "big"
-advertise_ca_names = true
-
-[trust_store.big]
-ca_bundle = "{tmp_path}/big-bundle.pem"
-""")
+    testing.write_config(config, {
+        "listener": [testing.listener("a", free_port(), d / "server.pem", d / "server.key", mtls="verify",
+                                      trust_store="big", advertise_ca_names=True, rules=())],
+        "trust_store": {"big": {"ca_bundle": tmp_path / "big-bundle.pem"}},
+    })
     r = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(config)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

@@ -28,7 +28,7 @@ import pytest
 
 from gateway import testing
 
-from .conftest import Gateway, free_port, native_setting, start_echo, wait_port
+from .conftest import Gateway, client_ctx, free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -144,14 +144,6 @@ def forward_all(group: str = "app") -> str:
 def group(name: str, ports, extra: str = "") -> str:
     targets = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
     return f"\n[target_group.{name}]\ntargets = [{targets}]\n{extra}\n"
-
-
-def client_ctx(test_pki, client: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
-    if client is not None:
-        c = test_pki.clients[client]
-        ctx.load_cert_chain(c.cert, c.key)
-    return ctx
 
 
 def get(gw, test_pki, path="/", *, method="GET", headers=None, body=None, client=None, conn=None,

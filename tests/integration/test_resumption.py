@@ -119,21 +119,7 @@ def test_openssl_sessions_resume_on_every_try_across_workers(setup, version, lis
 
 
 def _py_get(port: int, ctx: ssl.SSLContext, session=None):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    tls = ctx.wrap_socket(sock, server_hostname="localhost", session=session)
-    tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    data = b""
-    try:
-        while True:
-            chunk = tls.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except (ssl.SSLError, ConnectionError):
-        pass
-    reused, new_session = tls.session_reused, tls.session
-    tls.close()
-    return reused, new_session, data
+    return testing.https_get(port, ctx, session=session, tolerate_reset=True)
 
 
 def _ctx(pki: Path, client: str) -> ssl.SSLContext:

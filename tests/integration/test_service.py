@@ -144,13 +144,7 @@ def test_socket_activation(tmp_path, pki_dir):
 
 def _resume_get(port: int, ctx, session=None) -> tuple[bool, object, bytes]:
     """One request on a new TLS connection, offering `session`: (resumed, new session, response)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            return tls.session_reused, tls.session, out
+    return testing.https_get(port, ctx, session=session)
 
 
 def _wait_generation(log: Path, generation: int) -> None:

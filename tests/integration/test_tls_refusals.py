@@ -251,13 +251,7 @@ def test_renegotiation_attempt_is_one_error_line_and_one_connection_line(gateway
 def _py_session(port: int, ctx: ssl.SSLContext, session=None):
     """One GET; (resumed, session, response or the SSLError)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := tls.recv(65536):
-                    data += chunk
-                return tls.session_reused, tls.session, data
+        return testing.https_get(port, ctx, session=session)
     except ssl.SSLError as exc:
         return False, None, exc
 
