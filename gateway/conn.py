@@ -40,7 +40,7 @@ when the earliest deadline is earlier than the time it is armed for; one that fi
 nothing due and is armed again for what is.
 
 Memory: a worker may hold tens of thousands of idle connections, so the state is in slots, the
-HTTP reader is made with the first plaintext (bench/flood.py measures what an idle one costs),
+HTTP reader is made with the first plaintext (bench/scenarios/flood.py measures what an idle one costs),
 and an Exchange exists only while a request is in flight.
 """
 from __future__ import annotations

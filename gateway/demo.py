@@ -25,45 +25,27 @@ from . import config as cfg
 from . import pki
 from .echo import start_echo
 from .server import Worker, build_runtime
+from .testing import fixed_response, forward, listener, toml
 
 DEMO_VERIFY_PORT = 8443
 DEMO_PASSTHROUGH_PORT = 8444
 CHECK_TIMEOUT_S = 10.0
 
-_CONFIG = """
-[gateway]
-access_log = "{dir}/access.log"
-connection_log = "{dir}/connection.log"
-log_level = "warning"
-
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{verify_port}"
-certificates = [{{cert = "server.pem", key = "server.key"}}]
-mtls = "verify"
-trust_store = "demo"
-header_style = "alb"
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, content_type = "text/plain", body = "hello, authenticated client\\n"}}
-
-[[listener]]
-name = "passthrough"
-bind = "127.0.0.1:{passthrough_port}"
-certificates = [{{cert = "server.pem", key = "server.key"}}]
-mtls = "passthrough"
-header_style = "alb"
-[[listener.rule]]
-action = "forward"
-target_group = "echo"
-
-[trust_store.demo]
-ca_bundle = "ca-bundle.pem"
-crls = ["crl-root.pem", "crl-intermediate.pem"]
-
-[target_group.echo]
-targets = ["127.0.0.1:{echo_port}"]
-"""
+def _config(directory: Path, verify_port: int, passthrough_port: int, echo_port: int) -> str:
+    """The embedded configuration; certificate paths are relative to `directory` (the PKI's)."""
+    return toml({
+        "gateway": {"access_log": directory / "access.log", "connection_log": directory / "connection.log",
+                    "log_level": "warning"},
+        "listener": [
+            listener("verify", verify_port, "server.pem", "server.key", mtls="verify", trust_store="demo",
+                     header_style="alb",
+                     rules=[fixed_response(body="hello, authenticated client\n", content_type="text/plain")]),
+            listener("passthrough", passthrough_port, "server.pem", "server.key", mtls="passthrough",
+                     header_style="alb", rules=[forward("echo")]),
+        ],
+        "trust_store": {"demo": {"ca_bundle": "ca-bundle.pem", "crls": ["crl-root.pem", "crl-intermediate.pem"]}},
+        "target_group": {"echo": {"targets": [f"127.0.0.1:{echo_port}"]}},
+    })
 
 
 @dataclass
@@ -184,7 +166,7 @@ async def demo(once: bool, verify_port: int = DEMO_VERIFY_PORT,
         echo_port = echo.sockets[0].getsockname()[1]
         vsock, psock = _bind(verify_port), _bind(passthrough_port)
         vport, pport = vsock.getsockname()[1], psock.getsockname()[1]
-        text = _CONFIG.format(dir=directory, verify_port=vport, passthrough_port=pport, echo_port=echo_port)
+        text = _config(directory, vport, pport, echo_port)
         config = cfg.loads(text, source="<demo>", base_dir=directory)
         runtime = build_runtime(config)
         worker = Worker(runtime, {"verify": vsock, "passthrough": psock})

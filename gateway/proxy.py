@@ -37,7 +37,7 @@ class GatewayProtocol(asyncio.Protocol):
     """Serves one client connection of one listener."""
 
     # Slots, not a __dict__: an idle connection is mostly this object, its core, its TLS state and
-    # its transport (bench/flood.py measures what it costs).
+    # its transport (bench/scenarios/flood.py measures what it costs).
     __slots__ = ("_runtime_ref", "_listener_name", "slot_release", "loop", "rt", "transport",
                  "core", "timer", "wheel")
 

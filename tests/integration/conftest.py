@@ -3,48 +3,33 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
+import ssl
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-START_TIMEOUT_S = 20.0
+from gateway import testing
+
+# the launcher, its readiness and the ports are gateway.testing's, shared with bench and the demo
+free_port, wait_port = testing.free_port, testing.wait_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {port}")
+def client_ctx(test_pki, client: str | None = None) -> ssl.SSLContext:
+    """A client context trusting the test PKI's root, with `client`'s certificate when named."""
+    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
+    if client is not None:
+        c = test_pki.clients[client]
+        ctx.load_cert_chain(c.cert, c.key)
+    return ctx
 
 
 def tls_get(port: int, ctx, timeout: float = 10.0) -> bytes:
     """A new TLS connection to 127.0.0.1:`port`, one `GET /` with Connection: close; the whole
     response as it came."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            return out
+    return testing.https_get(port, ctx, timeout=timeout)[2]
 
 
 @dataclass
@@ -73,44 +58,12 @@ def echo_backend():
     backend.stop()
 
 
-@dataclass
-class Gateway:
-    dir: Path
-    config: Path
-    ports: dict[str, int]
-    proc: subprocess.Popen
-    access_log: Path
-    connection_log: Path
-    error_log: Path
+class Gateway(testing.GatewayProcess):
+    """A gateway the tests start in directory `d`, its access, connection and error logs there."""
 
-    def port(self, name: str) -> int:
-        return self.ports[name]
-
-    def lines(self, which: str) -> list[dict]:
-        import orjson
-        path = {"access": self.access_log, "connection": self.connection_log, "error": self.error_log}[which]
-        if not path.exists():
-            return []
-        return [orjson.loads(l) for l in path.read_bytes().splitlines() if l.strip()]
-
-    def wait_log(self, which: str, predicate, timeout: float = 5.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines(which):
-                if predicate(line):
-                    return line
-            time.sleep(0.02)
-        raise AssertionError(f"no {which} log line matched; have {self.lines(which)[-5:]}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    def __init__(self, d: Path, config: Path, ports: dict[str, int], **kw) -> None:
+        self.dir = d
+        super().__init__(config, ports, logs=testing.logs_in(d), wait=False, **kw)
 
 
 # MTLS_GATEWAY_TEST_NATIVE=on|off|auto runs every gateway the tests start with that `native`
@@ -135,25 +88,17 @@ def gateway_factory(tmp_path):
         ports = {n: free_port() for n in names}
         d = tmp_path / f"gw{len(started)}"
         d.mkdir()
-        access, conns, errs = d / "access.log", d / "connection.log", d / "error.log"
-        text = (f'[gateway]\naccess_log = "{access}"\nconnection_log = "{conns}"\n'
-                f'error_log = "{errs}"\nlog_level = "debug"\n{gateway}\n{native_setting(gateway)}'
+        head = testing.toml({"gateway": {**testing.log_settings(d), "log_level": "debug"}})
+        text = (f'{head}{gateway}\n{native_setting(gateway)}'
                 + listeners.format(**{f"port_{n}": p for n, p in ports.items()}) + "\n" + extra)
         config = d / "gateway.toml"
         config.write_text(text)
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        gw = Gateway(d, config, ports, proc, access, conns, errs)
+        gw = Gateway(d, config, ports)
         started.append(gw)
-        try:
-            for p in ports.values():
-                wait_port(p, proc)
-        except RuntimeError:
-            out, err = proc.communicate()
-            raise RuntimeError(f"gateway failed to start: {err.decode()[-2000:]}") from None
+        gw.wait_ready()
         return gw
 
     yield start
     for gw in started:
         code = gw.stop()
-        assert code == 0, f"gateway exited with {code}: {gw.proc.stderr.read().decode()[-2000:]}"
+        assert code == 0, f"gateway exited with {code}: {gw.stderr_tail()}"

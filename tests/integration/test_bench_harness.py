@@ -16,7 +16,7 @@ RUN_TIMEOUT_S = 90
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl (the load generator) is not installed")
 def test_tiny_run_measures_handshakes_and_server_cpu(tmp_path):
-    cmd = [sys.executable, "-c", "import sys; from bench.harness import main; sys.exit(main())",
+    cmd = [sys.executable, "-m", "mtls_gateway_bench.harness",
            "--quick", "--peers", "gateway", "--modes", "verify", "--tls", "1.3", "--keys", "ecdsa",
            "--handshakes", "full,resumed", "--seconds", "0.5", "--clients", "2",
            "--no-latency", "--no-keepalive", "--out", str(tmp_path)]

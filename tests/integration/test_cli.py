@@ -12,6 +12,8 @@ import http.client
 
 import pytest
 
+from gateway import testing
+
 from .conftest import free_port, wait_port
 
 pytestmark = pytest.mark.integration
@@ -47,31 +49,27 @@ def test_pki_commands_and_a_gateway_on_their_files(tmp_path):
                       + snippet.replace("127.0.0.1:8443", f"127.0.0.1:{port}"))
     r = gw("check", "--config", str(config))
     assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    gateway = testing.GatewayProcess(config, [port], wait=False)
     try:
-        wait_port(port, proc)
+        gateway.wait_ready()
         ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
         ctx.load_cert_chain(d / "clients" / "bob.pem", d / "clients" / "bob.key")
         assert _get(port, ctx) == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        assert gateway.stop(timeout=20) == 0
     # revoke bob: a gateway started on the new CRL refuses him, still serves client1
     assert gw("pki", "revoke", str(d), "bob").returncode == 0
     assert gw("pki", "revoke", str(d), "nobody").returncode != 0
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    gateway = testing.GatewayProcess(config, [port], wait=False)
     try:
-        wait_port(port, proc)
+        gateway.wait_ready()
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
             _get(port, ctx)
         ok = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
         ok.load_cert_chain(d / "clients" / "client1.pem", d / "clients" / "client1.key")
         assert _get(port, ok) == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        assert gateway.stop(timeout=20) == 0
 
 
 def test_workers_share_the_listener_and_a_dead_worker_is_replaced(tmp_path):
@@ -80,25 +78,14 @@ def test_workers_share_the_listener_and_a_dead_worker_is_replaced(tmp_path):
     port = free_port()
     config = tmp_path / "gateway.toml"
     errors = tmp_path / "error.log"
-    config.write_text(f"""
-[gateway]
-workers = 2
-access_log = "off"
-connection_log = "off"
-error_log = "{errors}"
-
-[[listener]]
-name = "w"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{d}/server.pem", key = "{d}/server.key"}}]
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "pid {{}}"}}
-""")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    testing.write_config(config, {
+        "gateway": {"workers": 2, "access_log": "off", "connection_log": "off", "error_log": errors},
+        "listener": [testing.listener("w", port, d / "server.pem", d / "server.key",
+                                      rules=[testing.fixed_response(body="pid {}")])],
+    })
+    gateway = testing.GatewayProcess(config, [port], wait=False)
     try:
-        wait_port(port, proc)
+        gateway.wait_ready()
         ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and errors.read_text().count("worker_started") < 2:
@@ -116,8 +103,7 @@ fixed_response = {{status = 200, body = "pid {{}}"}}
         for _ in range(10):
             assert _get(port, ctx) == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        assert gateway.stop(timeout=20) == 0
 
 
 # A gateway whose cryptography bindings lack one function of the native pump's (as a future

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from bench import flood
+from mtls_gateway_bench.scenarios import flood
 
-from .conftest import tls_get
+from .conftest import client_ctx, tls_get
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +103,6 @@ print(json.dumps({"counts": counts, "errors": errors[:3]}), flush=True)
 """
 
 
-def _context(test_pki, client: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
-    if client is not None:
-        c = test_pki.clients[client]
-        ctx.load_cert_chain(c.cert, c.key)
-    return ctx
-
-
 def _request(port: int, ctx: ssl.SSLContext) -> bytes:
     """A new connection, a full handshake, one request; the whole response."""
     return tls_get(port, ctx, timeout=30)
@@ -167,12 +159,13 @@ def test_ten_thousand_idle_connections_on_one_worker(gateway_factory, test_pki, 
                                      f"header_timeout_s = 600\nidle_timeout_s = 600"),
         extra=TRUST_STORE.format(pki=test_pki.dir), names=["idle"], gateway="workers = 1")
     port = gw.port("idle")
-    good = _context(test_pki, "good")
+    good = client_ctx(test_pki, "good")
     assert _request(port, good).startswith(b"HTTP/1.1 200")
     worker = _only_worker(gw)
     # Returning clients resume (TLS 1.3 PSK, no certificate sent): cheap for both sides. The
     # session keeps the client's leaf; after a full handshake OpenSSL keeps the intermediate the
-    # client sent too (about 5 KB more: `python -m bench.flood --full` measures that case).
+    # client sent too (about 5 KB more: `python -m mtls_gateway_bench.scenarios.flood --full`
+    # measures that case).
     idle = flood.client_context(test_pki.clients["good"].cert, test_pki.clients["good"].key)
     session = flood.session_for(port, idle)
     warm, _ = flood.open_idle(port, 64, idle, session=session)  # first-use allocations, free lists
@@ -267,7 +260,7 @@ def test_bad_certificate_flood_is_refused_and_good_clients_keep_their_latency(ga
     gw = gateway_factory(VERIFY_LISTENER.format(name="v", pki=test_pki.dir, extra=""),
                          extra=TRUST_STORE.format(pki=test_pki.dir), names=["v"], gateway="workers = 1")
     port = gw.port("v")
-    good = _context(test_pki, "good")
+    good = client_ctx(test_pki, "good")
     for _ in range(10):
         assert _request(port, good).startswith(b"HTTP/1.1 200")
     worker = _only_worker(gw)

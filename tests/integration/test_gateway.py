@@ -17,63 +17,38 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from gateway import testing
+
 from .conftest import free_port, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
-LISTENERS = """
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{{port_verify}}"
-certificates = [{{{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}}}]
-mtls = "verify"
-trust_store = "main"
-header_style = ["alb", "xfcc", "rfc9440"]
-[[listener.rule]]
-path = "/fixed"
-action = "fixed-response"
-fixed_response = {{{{status = 200, content_type = "text/plain", body = "fixed ok"}}}}
-[[listener.rule]]
-action = "forward"
-target_group = "echo"
+ALL_STYLES = ["alb", "xfcc", "rfc9440"]
 
-[[listener]]
-name = "passthrough"
-bind = "127.0.0.1:{{port_passthrough}}"
-certificates = [{{{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}}}]
-mtls = "passthrough"
-header_style = "alb"
-[[listener.rule]]
-action = "forward"
-target_group = "echo"
 
-[[listener]]
-name = "off"
-bind = "127.0.0.1:{{port_off}}"
-certificates = [{{{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}}}]
-header_style = ["alb", "xfcc", "rfc9440"]
-[[listener.rule]]
-path = "/dead/*"
-action = "forward"
-target_group = "dead"
-[[listener.rule]]
-action = "forward"
-target_group = "echo"
-"""
+def _listeners(d: Path) -> str:
+    """verify, passthrough and off, each on the port the factory fills in."""
+    cert = (d / "server.pem", d / "server.key")
+    return testing.toml({"listener": [
+        testing.listener("verify", "127.0.0.1:{port_verify}", *cert, mtls="verify", header_style=ALL_STYLES,
+                         rules=[testing.fixed_response(path="/fixed", content_type="text/plain", body="fixed ok"),
+                                testing.forward("echo")]),
+        testing.listener("passthrough", "127.0.0.1:{port_passthrough}", *cert, mtls="passthrough",
+                         header_style="alb", rules=[testing.forward("echo")]),
+        testing.listener("off", "127.0.0.1:{port_off}", *cert, header_style=ALL_STYLES,
+                         rules=[testing.forward("dead", path="/dead/*"), testing.forward("echo")]),
+    ]})
 
-EXTRA = """
-[trust_store.main]
-ca_bundle = "{pki}/ca-bundle.pem"
-crls = ["{pki}/crl-root.pem", "{pki}/crl-intermediate.pem"]
-deny_serials = ["{denied:X}"]
 
-[target_group.echo]
-targets = ["127.0.0.1:{echo}"]
+def _extra(d: Path, echo: int, dead: int, denied: int) -> str:
+    return testing.toml({
+        "trust_store": {"main": {"ca_bundle": d / "ca-bundle.pem",
+                                 "crls": [d / "crl-root.pem", d / "crl-intermediate.pem"],
+                                 "deny_serials": [f"{denied:X}"]}},
+        "target_group": {"echo": {"targets": [f"127.0.0.1:{echo}"]},
+                         "dead": {"targets": [f"127.0.0.1:{dead}"], "connect_timeout_s": 2.0}},
+    })
 
-[target_group.dead]
-targets = ["127.0.0.1:{dead}"]
-connect_timeout_s = 2.0
-"""
 
 IDENTITY_NAMES = ["X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Serial-Number",
                   "X-Amzn-Mtls-Clientcert-Issuer", "X-Amzn-Mtls-Clientcert-Subject",
@@ -84,10 +59,8 @@ IDENTITY_NAMES = ["X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Serial-Numbe
 @pytest.fixture
 def gw(gateway_factory, test_pki, echo_backend):
     d = test_pki.dir
-    listeners = LISTENERS.format(pki=d)
-    extra = EXTRA.format(pki=d, echo=echo_backend.port, dead=free_port(),
-                         denied=test_pki.clients["denied"].issued.cert.serial_number)
-    return gateway_factory(listeners, extra, names=["verify", "passthrough", "off"])
+    extra = _extra(d, echo_backend.port, free_port(), test_pki.clients["denied"].issued.cert.serial_number)
+    return gateway_factory(_listeners(d), extra, names=["verify", "passthrough", "off"])
 
 
 def ctx_for(test_pki, client: str | None, *, version=None) -> ssl.SSLContext:
@@ -335,23 +308,12 @@ def test_third_party_upstream_http_server(gateway_factory, test_pki, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
-        listeners = f"""
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{{port_web}}"
-certificates = [{{{{cert = "{test_pki.dir}/server.pem", key = "{test_pki.dir}/server.key"}}}}]
-mtls = "verify"
-trust_store = "main"
-[[listener.rule]]
-action = "forward"
-target_group = "web"
-"""
-        extra = f"""
-[trust_store.main]
-ca_bundle = "{test_pki.dir}/ca-bundle.pem"
-[target_group.web]
-targets = ["127.0.0.1:{port}"]
-"""
+        d = test_pki.dir
+        listeners = testing.toml({"listener": [testing.listener(
+            "web", "127.0.0.1:{port_web}", d / "server.pem", d / "server.key", mtls="verify",
+            rules=[testing.forward("web")])]})
+        extra = testing.toml({"trust_store": {"main": {"ca_bundle": d / "ca-bundle.pem"}},
+                              "target_group": {"web": {"targets": [f"127.0.0.1:{port}"]}}})
         gw = gateway_factory(listeners, extra, names=["web"])
         c = test_pki.clients["good"]
         r = curl("--cacert", str(test_pki.root_pem), "--cert", str(c.cert), "--key", str(c.key),

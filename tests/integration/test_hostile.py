@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from gateway import pki
+from gateway import pki, testing
 
-from .conftest import free_port, native_setting, tls_get, wait_port
+from .conftest import free_port, native_setting, tls_get
 
 pytestmark = pytest.mark.integration
 
@@ -56,41 +56,16 @@ def hostile(tmp_path_factory):
     ports = {"verify": free_port(), "passthrough": free_port()}
     errors = d / "error.log"
     config = d / "gateway.toml"
-    config.write_text(f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "{d}/connection.log"
-error_log = "{errors}"
-log_level = "debug"
-{native_setting("")}
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{ports['verify']}"
-certificates = [{{cert = "{p}/server.pem", key = "{p}/server.key"}}]
-mtls = "verify"
-trust_store = "main"
-handshake_timeout_s = 1.0
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-
-[[listener]]
-name = "passthrough"
-bind = "127.0.0.1:{ports['passthrough']}"
-certificates = [{{cert = "{p}/server.pem", key = "{p}/server.key"}}]
-mtls = "passthrough"
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-
-[trust_store.main]
-ca_bundle = "{p}/ca-bundle.pem"
-""")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for port in ports.values():
-        wait_port(port, proc)
+    cert = (p / "server.pem", p / "server.key")
+    config.write_text(testing.toml({"gateway": {"workers": 1, "access_log": "off", "connection_log": d / "connection.log",
+                                                "error_log": errors, "log_level": "debug"}})
+                      + native_setting("")
+                      + testing.toml({"listener": [testing.listener("verify", ports["verify"], *cert, mtls="verify",
+                                                                    handshake_timeout_s=1.0),
+                                                   testing.listener("passthrough", ports["passthrough"], *cert,
+                                                                    mtls="passthrough")],
+                                      "trust_store": {"main": {"ca_bundle": p / "ca-bundle.pem"}}}))
+    proc = testing.GatewayProcess(config, ports).proc
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and "worker_started" not in errors.read_text():
         time.sleep(0.02)
@@ -160,41 +135,11 @@ def test_garbage_and_http_before_client_hello(hostile):
 
 
 def test_client_hello_in_one_byte_writes(hostile):
-    ctx = _ok_ctx(hostile)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    client = testing.MemoryTLSClient(_ok_ctx(hostile))
     sock = socket.create_connection(("127.0.0.1", hostile["ports"]["verify"]), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    first = True
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pending = out.read()
-            if first:
-                for i in range(len(pending)):          # the ClientHello, one byte per write
-                    sock.send(pending[i:i + 1])
-                first = False
-            else:
-                sock.sendall(pending)
-            data = sock.recv(65536)
-            assert data, "closed during handshake"
-            inc.write(data)
-    obj.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    sock.sendall(out.read())
-    reply = b""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            break
-        inc.write(data)
-        try:
-            reply += obj.read(65536)
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLZeroReturnError:
-            break
+    client.handshake(client.over_socket(sock, first_bytewise=True))     # the ClientHello, one byte per write
+    reply = client.exchange_over_socket(sock, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     sock.close()
     assert reply.startswith(b"HTTP/1.1 200")
 
@@ -316,18 +261,11 @@ def test_too_many_ca_names_to_advertise_is_a_check_error(tmp_path):
                       for i in range(1100))
     (tmp_path / "big-bundle.pem").write_bytes(bundle)
     config = tmp_path / "g.toml"
-    config.write_text(f"""
-[[listener]]
-name = "a"
-bind = "127.0.0.1:{free_port()}"
-certificates = [{{cert = "{d}/server.pem", key = "{d}/server.key"}}]
-mtls = "verify"
-trust_store = "big"
-advertise_ca_names = true
-
-[trust_store.big]
-ca_bundle = "{tmp_path}/big-bundle.pem"
-""")
+    testing.write_config(config, {
+        "listener": [testing.listener("a", free_port(), d / "server.pem", d / "server.key", mtls="verify",
+                                      trust_store="big", advertise_ca_names=True, rules=())],
+        "trust_store": {"big": {"ca_bundle": tmp_path / "big-bundle.pem"}},
+    })
     r = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(config)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

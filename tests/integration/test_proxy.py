@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Gateway, free_port, native_setting, start_echo, wait_port
+from gateway import testing
+
+from .conftest import Gateway, client_ctx, free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +68,6 @@ sys.exit(cli.main(["run", "--config", sys.argv[-1]]))
 """
 
 
-@dataclass
 class ProxyGateway(Gateway):
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
@@ -88,27 +89,21 @@ class _Starter:
         port = free_port()
         d = self.directory / f"gw{len(self.started)}"
         d.mkdir()
-        access, conns, errs = d / "access.log", d / "connection.log", d / "error.log"
-        text = (f'[gateway]\nworkers = {workers}\naccess_log = "{access}"\n'
-                f'connection_log = "{conns}"\nerror_log = "{errs}"\nlog_level = "debug"\n'
-                f'drain_timeout_s = 5\n{gateway_extra}\n{native_setting(gateway_extra)}'
+        head = testing.toml({"gateway": {"workers": workers, **testing.log_settings(d), "log_level": "debug",
+                                         "drain_timeout_s": 5}})
+        text = (f'{head}{gateway_extra}\n{native_setting(gateway_extra)}'
                 + body.replace("{pki}", str(self.pki.dir)).replace("{port}", str(port)))
         config = d / "gateway.toml"
         config.write_text(text)
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        gw = ProxyGateway(d, config, {"main": port}, proc, access, conns, errs)
+        gw = ProxyGateway(d, config, {"main": port}, command=[sys.executable, "-c", LAUNCHER, str(config)])
         self.started.append(gw)
-        try:
-            wait_port(port, proc)
-        except RuntimeError:
-            raise RuntimeError(f"gateway failed to start: {proc.stderr.read().decode()[-3000:]}") from None
+        gw.wait_ready(tail=3000)
         return gw
 
     def stop_all(self) -> None:
         for gw in self.started:
             code = gw.stop()
-            assert code == 0, f"gateway exited with {code}: {gw.proc.stderr.read().decode()[-2000:]}"
+            assert code == 0, f"gateway exited with {code}: {gw.stderr_tail()}"
 
 
 @pytest.fixture
@@ -149,14 +144,6 @@ def forward_all(group: str = "app") -> str:
 def group(name: str, ports, extra: str = "") -> str:
     targets = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
     return f"\n[target_group.{name}]\ntargets = [{targets}]\n{extra}\n"
-
-
-def client_ctx(test_pki, client: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(test_pki.root_pem))
-    if client is not None:
-        c = test_pki.clients[client]
-        ctx.load_cert_chain(c.cert, c.key)
-    return ctx
 
 
 def get(gw, test_pki, path="/", *, method="GET", headers=None, body=None, client=None, conn=None,

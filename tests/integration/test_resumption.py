@@ -17,49 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, native_setting, start_echo, wait_port
+from gateway import testing
+
+from .conftest import free_port, native_setting, start_echo
 
 pytestmark = pytest.mark.integration
 
 
 def _config(d: Path, pki: Path, ports: dict, echo_port: int, *, extra: str = "", workers: int = 2,
             deny: str = "") -> str:
-    return f"""
-[gateway]
-workers = {workers}
-access_log = "{d}/access.log"
-connection_log = "{d}/connection.log"
-error_log = "{d}/error.log"
-{extra}
-{native_setting(extra)}
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{ports['verify']}"
-certificates = [{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}]
-mtls = "verify"
-trust_store = "main"
-header_style = ["alb", "xfcc"]
-[[listener.rule]]
-action = "forward"
-target_group = "echo"
-
-[[listener]]
-name = "passthrough"
-bind = "127.0.0.1:{ports['passthrough']}"
-certificates = [{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}]
-mtls = "passthrough"
-[[listener.rule]]
-action = "forward"
-target_group = "echo"
-
-[trust_store.main]
-ca_bundle = "{pki}/ca-bundle.pem"
-crls = ["{pki}/crl-root.pem", "{pki}/crl-intermediate.pem"]
-{deny}
-
-[target_group.echo]
-targets = ["127.0.0.1:{echo_port}"]
-"""
+    """`extra` goes into [gateway], `deny` into the trust store (TOML lines)."""
+    cert = (pki / "server.pem", pki / "server.key")
+    head = testing.toml({"gateway": {"workers": workers, **testing.log_settings(d)}})
+    body = testing.toml({
+        "listener": [testing.listener("verify", ports["verify"], *cert, mtls="verify", header_style=["alb", "xfcc"],
+                                      rules=[testing.forward("echo")]),
+                     testing.listener("passthrough", ports["passthrough"], *cert, mtls="passthrough",
+                                      rules=[testing.forward("echo")])],
+        "trust_store": {"main": {"ca_bundle": pki / "ca-bundle.pem",
+                                 "crls": [pki / "crl-root.pem", pki / "crl-intermediate.pem"]}},
+    })
+    groups = testing.toml({"target_group": {"echo": {"targets": [f"127.0.0.1:{echo_port}"]}}})
+    return f"{head}{extra}\n{native_setting(extra)}{body}{deny}\n{groups}"
 
 
 @pytest.fixture
@@ -75,12 +54,10 @@ def setup(tmp_path):
     def start(**kw):
         config = tmp_path / "gateway.toml"
         config.write_text(_config(tmp_path, pki, ports, echo.port, **kw))
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        for p in ports.values():
-            wait_port(p, proc)
-        return proc, config
+        gateway = testing.GatewayProcess(config, ports, wait=False)
+        procs.append(gateway.proc)
+        gateway.wait_ready()
+        return gateway.proc, config
 
     yield pki, ports, start, tmp_path
     for proc in procs:
@@ -142,21 +119,7 @@ def test_openssl_sessions_resume_on_every_try_across_workers(setup, version, lis
 
 
 def _py_get(port: int, ctx: ssl.SSLContext, session=None):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    tls = ctx.wrap_socket(sock, server_hostname="localhost", session=session)
-    tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    data = b""
-    try:
-        while True:
-            chunk = tls.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except (ssl.SSLError, ConnectionError):
-        pass
-    reused, new_session = tls.session_reused, tls.session
-    tls.close()
-    return reused, new_session, data
+    return testing.https_get(port, ctx, session=session, tolerate_reset=True)
 
 
 def _ctx(pki: Path, client: str) -> ssl.SSLContext:

@@ -17,47 +17,26 @@ from pathlib import Path
 
 import pytest
 
+from gateway import testing
+
 from .conftest import free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
 
 def _config(d: Path, pki: Path, port: int, body: str, *, echo_port: int | None = None, extra: str = "") -> str:
-    forward = ""
-    if echo_port:
-        forward = f"""
-[[listener.rule]]
-path = "/up/*"
-action = "forward"
-target_group = "echo"
-"""
-    tg = f'\n[target_group.echo]\ntargets = ["127.0.0.1:{echo_port}"]\n' if echo_port else ""
-    return f"""
-[gateway]
-workers = 2
-access_log = "{d}/access.log"
-connection_log = "{d}/connection.log"
-error_log = "{d}/error.log"
-drain_timeout_s = 20
-{extra}
-{native_setting(extra)}
-
-[[listener]]
-name = "svc"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}]
-mtls = "verify"
-trust_store = "main"
-{forward}
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "{body}"}}
-
-[trust_store.main]
-ca_bundle = "{pki}/ca-bundle.pem"
-crls = ["{pki}/crl-root.pem", "{pki}/crl-intermediate.pem"]
-{tg}
-"""
+    """Two workers, a verify listener answering `body` (and forwarding /up/* to `echo_port`);
+    `extra` goes into [gateway] (TOML lines)."""
+    head = testing.toml({"gateway": {"workers": 2, **testing.log_settings(d), "drain_timeout_s": 20}})
+    rules = [testing.forward("echo", path="/up/*")] if echo_port else []
+    rest = testing.toml({
+        "listener": [testing.listener("svc", port, pki / "server.pem", pki / "server.key", mtls="verify",
+                                      rules=[*rules, testing.fixed_response(body=body)])],
+        "trust_store": {"main": {"ca_bundle": pki / "ca-bundle.pem",
+                                 "crls": [pki / "crl-root.pem", pki / "crl-intermediate.pem"]}},
+        "target_group": {"echo": {"targets": [f"127.0.0.1:{echo_port}"]}} if echo_port else None,
+    })
+    return f"{head}{extra}\n{native_setting(extra)}\n{rest}"
 
 
 class NotifySocket:
@@ -113,9 +92,9 @@ def _start(tmp_path, config_text: str, env_extra: dict | None = None, argv_prefi
     config = tmp_path / "gateway.toml"
     config.write_text(config_text)
     env = dict(os.environ, **(env_extra or {}))
-    proc = subprocess.Popen([*argv_prefix, sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    return proc, config
+    gateway = testing.GatewayProcess(config, command=[*argv_prefix, *testing.gateway_command(config)],
+                                     wait=False, env=env)
+    return gateway.proc, config
 
 
 def _stop(proc) -> int:
@@ -165,13 +144,7 @@ def test_socket_activation(tmp_path, pki_dir):
 
 def _resume_get(port: int, ctx, session=None) -> tuple[bool, object, bytes]:
     """One request on a new TLS connection, offering `session`: (resumed, new session, response)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            return tls.session_reused, tls.session, out
+    return testing.https_get(port, ctx, session=session)
 
 
 def _wait_generation(log: Path, generation: int) -> None:
@@ -366,17 +339,8 @@ def test_admin_metrics_move_with_traffic(tmp_path, pki_dir):
     port, admin, port2 = free_port(), free_port(), free_port()
     # a second listener on the same trust store shares its verified-chain cache: the cache's
     # lookups are counted once, under the store's name, not once per listener
-    second = f"""
-[[listener]]
-name = "svc2"
-bind = "127.0.0.1:{port2}"
-certificates = [{{cert = "{pki_dir}/server.pem", key = "{pki_dir}/server.key"}}]
-mtls = "verify"
-trust_store = "main"
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "m2"}}
-"""
+    second = testing.toml({"listener": [testing.listener("svc2", port2, pki_dir / "server.pem", pki_dir / "server.key",
+                                                         mtls="verify", rules=[testing.fixed_response(body="m2")])]})
     proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "m") + second
                      + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
     try:

@@ -16,30 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway import pki
+from gateway import pki, testing
 
 pytestmark = pytest.mark.integration
 
 NATIVE = ["on", "off"]
 
-LISTENERS = """
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{{port_verify}}"
-certificates = [{{{{cert = "{pki}/server.pem", key = "{pki}/server.key"}}}}]
-mtls = "verify"
-trust_store = "main"
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{{{status = 200, body = "ok"}}}}
-"""
+def _listeners(d: Path) -> str:
+    """One verify listener on the port the factory fills in, answering 200 "ok"."""
+    return testing.toml({"listener": [testing.listener("verify", "127.0.0.1:{port_verify}", d / "server.pem",
+                                                       d / "server.key", mtls="verify")]})
 
-EXTRA = """
-[trust_store.main]
-ca_bundle = "{pki}/ca-bundle.pem"
-crls = [{crls}]
-{deny}
-"""
 
 # client -> (ALB status, alert number, Python ssl's reason) ; None: no certificate at all
 REFUSALS = {
@@ -99,10 +86,11 @@ def pki_der(pem: bytes) -> list[bytes]:
 
 def _start(gateway_factory, test_pki, native: str, *, pki_dir: Path | None = None, deny: str | None = None):
     d = pki_dir or test_pki.dir
-    crls = ", ".join(f'"{p}"' for p in (d / "crl-root.pem", d / "crl-intermediate.pem"))
     if deny is None:
-        deny = f'deny_serials = ["{test_pki.clients["denied"].issued.cert.serial_number:X}"]'
-    return gateway_factory(LISTENERS.format(pki=d), EXTRA.format(pki=d, crls=crls, deny=deny), names=["verify"],
+        deny = f'{test_pki.clients["denied"].issued.cert.serial_number:X}'
+    store = {"ca_bundle": d / "ca-bundle.pem", "crls": [d / "crl-root.pem", d / "crl-intermediate.pem"],
+             "deny_serials": [deny] if deny else None}
+    return gateway_factory(_listeners(d), testing.toml({"trust_store": {"main": store}}), names=["verify"],
                            gateway=f'workers = 1\nnative = "{native}"')
 
 
@@ -263,13 +251,7 @@ def test_renegotiation_attempt_is_one_error_line_and_one_connection_line(gateway
 def _py_session(port: int, ctx: ssl.SSLContext, session=None):
     """One GET; (resumed, session, response or the SSLError)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := tls.recv(65536):
-                    data += chunk
-                return tls.session_reused, tls.session, data
+        return testing.https_get(port, ctx, session=session)
     except ssl.SSLError as exc:
         return False, None, exc
 
@@ -282,8 +264,8 @@ def test_sessions_are_bound_to_the_ca_set(gateway_factory, test_pki, tmp_path, n
     bundle = tmp_path / "bundle.pem"
     original = (d / "ca-bundle.pem").read_bytes()
     bundle.write_bytes(original)
-    listeners = LISTENERS.format(pki=d)
-    gw = gateway_factory(listeners, f'[trust_store.main]\nca_bundle = "{bundle}"\n', names=["verify"],
+    gw = gateway_factory(_listeners(d), testing.toml({"trust_store": {"main": {"ca_bundle": bundle}}}),
+                         names=["verify"],
                          gateway=f'workers = 1\nnative = "{native}"')
     port = gw.port("verify")
     ctx = ssl.create_default_context(cafile=str(d / "root-ca.pem"))
@@ -307,45 +289,14 @@ def test_sessions_are_bound_to_the_ca_set(gateway_factory, test_pki, tmp_path, n
 def _one_byte_hello(port: int, ctx: ssl.SSLContext, sni: str):
     """A handshake whose ClientHello goes out one byte per TCP segment; (peer certificate DER,
     response or the SSLError)."""
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    client = testing.MemoryTLSClient(ctx, server_hostname=sni)
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    first = True
     try:
-        while True:
-            try:
-                obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pending = out.read()
-                if first:
-                    for i in range(len(pending)):
-                        sock.send(pending[i:i + 1])
-                        time.sleep(0.0005)
-                    first = False
-                else:
-                    sock.sendall(pending)
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed during handshake")
-                inc.write(data)
-        peer = obj.getpeercert(binary_form=True)
-        obj.write(b"GET / HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nConnection: close\r\n\r\n")
-        sock.sendall(out.read())
-        reply = b""
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            inc.write(data)
-            try:
-                reply += obj.read(65536)
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLZeroReturnError:
-                break
-            sock.sendall(out.read())
+        client.handshake(client.over_socket(sock, first_bytewise=True, pause_s=0.0005))
+        peer = client.tls.getpeercert(binary_form=True)
+        reply = client.exchange_over_socket(
+            sock, b"GET / HTTP/1.1\r\nHost: " + sni.encode() + b"\r\nConnection: close\r\n\r\n")
         return peer, reply
     except ssl.SSLError as exc:
         return None, exc

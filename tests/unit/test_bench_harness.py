@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench import certs, cpu, floor, harness, load, peers, report, stats
 from gateway import config as gateway_config
+from mtls_gateway_bench.harness import certs, cli, cpu, floor, load, peers, report, stats
 
 # --- openssl s_time and ab output -----------------------------------------------------------------
 
@@ -301,25 +301,25 @@ def test_missing_peer_says_how_to_add_it(monkeypatch):
 # --- the plan -------------------------------------------------------------------------------------
 
 def test_plan_measures_resumption_with_the_first_key_only():
-    cells = harness.plan_cells(["verify"], ["full", "resumed"], ["1.3"], ["ecdsa", "rsa"])
+    cells = cli.plan_cells(["verify"], ["full", "resumed"], ["1.3"], ["ecdsa", "rsa"])
     assert cells == [("verify", "full", "1.3", "ecdsa"), ("verify", "resumed", "1.3", "ecdsa"),
                      ("verify", "full", "1.3", "rsa")]
-    assert len(harness.plan_cells(list(peers.MODES), ["full", "resumed"], ["1.3", "1.2"], ["ecdsa", "rsa"])) == 18
+    assert len(cli.plan_cells(list(peers.MODES), ["full", "resumed"], ["1.3", "1.2"], ["ecdsa", "rsa"])) == 18
 
 
 def test_quick_and_default_settings():
-    quick = harness._parser().parse_args(["--quick"])
-    harness._resolve(quick)
+    quick = cli._parser().parse_args(["--quick"])
+    cli._resolve(quick)
     assert (quick.seconds, quick.repeats, quick.tls, quick.keys) == (1.0, 1, "1.3", "ecdsa")
     assert quick.no_ab and quick.no_speed
-    full = harness._parser().parse_args(["--seconds", "3"])
-    harness._resolve(full)
+    full = cli._parser().parse_args(["--seconds", "3"])
+    cli._resolve(full)
     assert (full.seconds, full.repeats, full.tls, full.keys) == (3.0, 5, "1.3,1.2", "ecdsa,rsa")
 
 
 def test_bad_lists_are_refused():
     with pytest.raises(SystemExit):
-        harness._split("verify,bogus", peers.MODES, "modes")
+        cli._split("verify,bogus", peers.MODES, "modes")
 
 
 # --- summaries, ratios, targets and the JSON document ---------------------------------------------

@@ -1,7 +1,7 @@
-"""bench.profile's stage classification of py-spy's collapsed stacks (pure functions)."""
+"""scenarios.profile's stage classification of py-spy's collapsed stacks (pure functions)."""
 from __future__ import annotations
 
-from bench import profile
+from mtls_gateway_bench.scenarios import profile
 
 _RAW = """\
 main (gateway/cli.py:68);run_worker (gateway/server.py:382);uv_run (core.c:452);epoll_pwait (libc.so.6) 40

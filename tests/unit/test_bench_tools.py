@@ -1,12 +1,12 @@
-"""The in-process benchmarks run (a few operations, both cores), and bench.instructions' pieces."""
+"""The in-process benchmarks run (a few operations, both cores), and scenarios.instructions' pieces."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from bench import core_handshake, instructions
 from gateway import conn as conn_mod
+from mtls_gateway_bench.scenarios import core_handshake, instructions
 
 CORES = ["python", pytest.param("native", marks=pytest.mark.skipif(
     conn_mod.NATIVE is None, reason="gateway._conn_c is not built"))]

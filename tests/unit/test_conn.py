@@ -9,10 +9,11 @@ upstream connections, so a forward is driven event by event.
 from __future__ import annotations
 
 import ssl
+import tomllib
 
 import pytest
 
-from gateway import config, server
+from gateway import config, server, testing
 from gateway import conn as conn_mod
 from gateway.conn import ABORT, CLOSE, STATE, Connection
 from gateway.errors import UpstreamError
@@ -58,28 +59,16 @@ fixed_response = {status = 203, body = "all"}
 
 
 def _runtime(test_pki, rules=_RULES, **listener):
-    extra = "\n".join(f"{k} = {v}" for k, v in listener.items())
-    conf = config.loads(f"""
-[gateway]
-access_log = "off"
-connection_log = "off"
-error_log = "-"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:9"
-certificates = [{{cert = "{test_pki.dir}/server.pem", key = "{test_pki.dir}/server.key"}}]
-mtls = "verify"
-trust_store = "main"
-{extra}
-{rules}
-[trust_store.main]
-ca_bundle = "{test_pki.dir}/ca-bundle.pem"
-
-[target_group.app]
-targets = ["127.0.0.1:9"]
-read_timeout_s = 5
-""")
+    """The `web` listener with `rules` (TOML text); `listener` are its other keys as TOML values."""
+    d = test_pki.dir
+    fields = tomllib.loads("\n".join(f"{k} = {v}" for k, v in listener.items()))
+    web = testing.listener("web", 9, d / "server.pem", d / "server.key", mtls="verify", rules=(), **fields)
+    conf = config.loads(
+        testing.toml({"gateway": {"access_log": "off", "connection_log": "off", "error_log": "-"},
+                      "listener": [web]})
+        + rules
+        + testing.toml({"trust_store": {"main": {"ca_bundle": d / "ca-bundle.pem"}},
+                        "target_group": {"app": {"targets": ["127.0.0.1:9"], "read_timeout_s": 5}}}))
     rt = server.build_runtime(conf).listeners["web"]
     rt.access_log = Sink()
     rt.connection_log = Sink()

@@ -9,39 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ssl
 
 import pytest
 
-from gateway import config, conn, tls
+from gateway import config, conn, testing, tls
 from gateway.proxy import new_protocol
 from gateway.server import build_runtime
-from gateway.testing import MemoryTransport
 
 
 def _runtime(test_pki, mode: str):
     d = test_pki.dir
-    store = '\ntrust_store = "main"' if mode in ("verify", "optional") else ""
-    return build_runtime(config.loads(f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-log_level = "warning"
-
-[[listener]]
-name = "l"
-bind = "127.0.0.1:1"
-certificates = [{{cert = "{d / 'server.pem'}", key = "{d / 'server.key'}"}}]
-mtls = "{mode}"{store}
-
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-
-[trust_store.main]
-ca_bundle = "{d / 'ca-bundle.pem'}"
-"""))
+    return build_runtime(config.loads(testing.toml({
+        "gateway": {"workers": 1, "access_log": "off", "connection_log": "off", "log_level": "warning"},
+        "listener": [testing.listener("l", 1, d / "server.pem", d / "server.key", mtls=mode)],
+        "trust_store": {"main": {"ca_bundle": d / "ca-bundle.pem"}},
+    })))
 
 
 @pytest.fixture(params=["native", "pure"])
@@ -61,38 +43,25 @@ def twin(request):
 @pytest.mark.parametrize("resumed", [False, True], ids=["full", "resumed"])
 def test_a_closed_connection_leaves_no_cycle(test_pki, twin, mode, resumed):
     runtime = _runtime(test_pki, mode)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(test_pki.dir / "root-ca.pem")
-    if mode != "off":
-        good = test_pki.clients["good"]
-        ctx.load_cert_chain(good.cert, good.key)
+    good = test_pki.clients["good"]
+    ctx = testing.client_context(test_pki.dir / "root-ca.pem", *((good.cert, good.key) if mode != "off" else ()))
     session = None
 
     def one(keep_alive_requests: int) -> None:
         nonlocal session
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost",
-                              session=session if resumed else None)
-        transport = MemoryTransport(incoming.write)
+        pair = testing.MemoryTLSClient(ctx, session=session if resumed else None)
+        client = pair.tls
+        transport = testing.MemoryTransport(pair.incoming.write)
         proto = new_protocol(lambda: runtime, "l")
         proto.connection_made(transport)
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                proto.data_received(outgoing.read())
+        pair.handshake(proto.data_received)
         answers = b""
         for i in range(keep_alive_requests):
             last = i == keep_alive_requests - 1
             client.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n"
                          + (b"Connection: close\r\n" if last else b"") + b"\r\n")
-            proto.data_received(outgoing.read())
-            try:
-                while chunk := client.read(65536):
-                    answers += chunk
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                pass
+            proto.data_received(pair.outgoing.read())
+            answers += pair.read_available()
         assert answers.count(b"HTTP/1.1 200") == keep_alive_requests
         assert transport.closing
         if session is None:

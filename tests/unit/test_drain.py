@@ -6,24 +6,16 @@ import asyncio
 
 import uvloop
 
-from gateway import config, server
+from gateway import config, server, testing
 
 
 def _worker(test_pki, tmp_path) -> server.Worker:
-    conf = config.loads(f"""
-[gateway]
-access_log = "off"
-connection_log = "off"
-error_log = "-"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:9"          # never bound here: the worker is given no sockets
-certificates = [{{cert = "{test_pki.dir}/server.pem", key = "{test_pki.dir}/server.key"}}]
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-""")
+    d = test_pki.dir
+    conf = config.loads(testing.toml({
+        "gateway": {"access_log": "off", "connection_log": "off", "error_log": "-"},
+        # port 9 is never bound here: the worker is given no sockets
+        "listener": [testing.listener("web", 9, d / "server.pem", d / "server.key")],
+    }))
     return server.Worker(server.build_runtime(conf), {})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import conn, headers, http1, native, pki, tls, trust
+from gateway import conn, headers, http1, native, pki, testing, tls, trust
 from gateway.config import loads
 from gateway.errors import ConfigError, NativeUnavailable
 from gateway.server import build_runtime
@@ -18,23 +18,12 @@ def restore():
 
 
 def _config(d, native_mode: str, key: str = "server.key"):
-    return loads(f"""
-[gateway]
-native = "{native_mode}"
-access_log = "off"
-connection_log = "off"
-error_log = "-"
-
-[[listener]]
-name = "l"
-bind = "127.0.0.1:18443"     # not bound: build_runtime only builds
-certificates = [{{cert = "{d}/server.pem", key = "{d}/{key}"}}]
-mtls = "verify"
-trust_store = "main"
-
-[trust_store.main]
-ca_bundle = "{d}/ca-bundle.pem"
-""", base_dir=d)
+    return loads(testing.toml({
+        "gateway": {"native": native_mode, "access_log": "off", "connection_log": "off", "error_log": "-"},
+        # port 18443 is not bound: build_runtime only builds
+        "listener": [testing.listener("l", 18443, d / "server.pem", d / key, mtls="verify", rules=())],
+        "trust_store": {"main": {"ca_bundle": d / "ca-bundle.pem"}},
+    }), base_dir=d)
 
 
 def test_select_changes_nothing(restore):

@@ -1,9 +1,9 @@
 """Idle-connection flood: what one idle TLS connection costs a gateway worker in memory.
 
-    python -m bench.flood [--connections 10000] [--mode off|passthrough|verify] [--full]
+    python -m mtls_gateway_bench.scenarios.flood [--connections 10000] [--mode off|passthrough|verify] [--full]
                           [--peers gateway,nginx] [--root /var/tmp/trixie]
 
-How this works: a throwaway PKI (`bench.certs`) and a gateway of one worker (its own process, logs
+How this works: a throwaway PKI (`harness.certs`) and a gateway of one worker (its own process, logs
 off, `max_connections_per_worker` and the header deadline raised so nothing is refused or timed
 out) are started on 127.0.0.1. A single-threaded non-blocking client (`open_idle`: one selector,
 `ssl.MemoryBIO`, a bounded number of handshakes in flight so the listen backlog never overflows)
@@ -24,7 +24,7 @@ certificate the client sent (OpenSSL keeps each decoded, about 5 KB apiece). `--
 listener's: `verify` (the default) and `passthrough` clients present a certificate, `off` ones do not.
 
 `--peers gateway,nginx` measures nginx the same way beside it (one worker, the harness's
-configuration from bench.peers with `worker_connections` and the header timeout raised; `--root`
+configuration from harness.peers with `worker_connections` and the header timeout raised; `--root`
 runs the nginx of a Debian 13 root, as the harness does), and prints the ratio.
 """
 from __future__ import annotations
@@ -41,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from gateway import testing
 
 TARGET_BYTES = 40 * 1024    # issue 8: an idle connection costs a worker less than this
 MAX_IN_FLIGHT = 200         # handshakes at once: well under the gateway's listen backlog (1024)
@@ -263,56 +265,36 @@ def settled_fd_count(pid: int, *, at_most: int | None = None, timeout_s: float =
 
 
 def _gateway_config(d: Path, bench, port: int, mode: str, connections: int) -> str:
-    trust = 'trust_store = "main"\n' if mode == "verify" else ""
-    return f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-error_log = "{d}/error.log"
-
-[[listener]]
-name = "flood"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{bench.server_certs['ecdsa']}", key = "{bench.server_keys['ecdsa']}"}}]
-mtls = "{mode}"
-{trust}max_connections_per_worker = {connections + 1000}
-header_timeout_s = 600
-idle_timeout_s = 600
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-
-[trust_store.main]
-ca_bundle = "{bench.ca_bundle}"
-"""
+    return testing.toml({
+        "gateway": {"workers": 1, "access_log": "off", "connection_log": "off", "error_log": d / "error.log"},
+        "listener": [testing.listener("flood", port, bench.server_certs["ecdsa"], bench.server_keys["ecdsa"],
+                                      mtls=mode, trust_store="main" if mode == "verify" else None,
+                                      max_connections_per_worker=connections + 1000, header_timeout_s=600,
+                                      idle_timeout_s=600)],
+        "trust_store": {"main": {"ca_bundle": bench.ca_bundle}},
+    })
 
 
 def _measure_gateway(d: Path, bench, args) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = testing.free_port()
     (d / "gateway.toml").write_text(_gateway_config(d, bench, port, args.mode, args.connections))
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = testing.GatewayProcess(d / "gateway.toml", [port], stderr=subprocess.DEVNULL, wait=False)
     try:
         ctx = client_context(*((bench.client_cert, bench.client_key) if args.mode != "off" else ()))
-        _wait_serving(port, gateway)
+        gateway.wait_ready(timeout=30.0)
         session_for(port, ctx)          # served: the worker is up
         workers = children(gateway.pid)
         if len(workers) != 1:
             raise RuntimeError(f"expected one gateway worker, found {workers}")
         return measure(port, workers[0], args.connections, ctx, resume=not args.full)
     finally:
-        gateway.terminate()
-        gateway.wait(60)
+        gateway.stop(timeout=60)
 
 
 def _measure_nginx(d: Path, bench, args) -> dict:
-    """nginx measured the same way: one worker, the harness's configuration (bench.peers) with room
+    """nginx measured the same way: one worker, the harness's configuration (harness.peers) with room
     for every connection and no header deadline inside the measurement."""
-    from . import peers
+    from ..harness import peers
     spec = peers.find_server("nginx", "nginx", Path(args.root) if args.root else None)
     if isinstance(spec, peers.Missing):
         raise RuntimeError(spec.reason)
@@ -353,8 +335,8 @@ def _report(name: str, r: dict, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import certs
-    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
+    from ..harness import certs
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.flood", description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10000)
     parser.add_argument("--mode", choices=("off", "passthrough", "verify"), default="verify",
                         help="the listener's mtls mode; passthrough and verify present a client certificate")
@@ -389,19 +371,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway / nginx per idle connection: anon x{g['anon_per_conn'] / n['anon_per_conn']:.2f}, "
               f"RSS x{g['rss_per_conn'] / n['rss_per_conn']:.2f}")
     return 0
-
-
-def _wait_serving(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 if __name__ == "__main__":

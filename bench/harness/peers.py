@@ -26,7 +26,6 @@ add it, and the run goes on without it.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import re
 import shutil
@@ -38,6 +37,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway import testing
 
 from . import certs, cpu
 
@@ -201,32 +202,22 @@ def _source_revision() -> str | None:
 
 # --- configuration rendering (pure) ---------------------------------------------------------------
 
-def _q(path: object) -> str:
-    """A TOML basic string (JSON's escapes are a subset of TOML's)."""
-    return json.dumps(str(path))
-
-
 def render_gateway(endpoints: list[Endpoint], pki: certs.BenchPKI, *, workers: int, crl: bool,
                    workdir: Path) -> str:
-    lines = ["[gateway]", f"workers = {workers}", 'access_log = "off"', 'connection_log = "off"',
-             f"error_log = {_q(workdir / 'gateway-error.log')}", 'log_level = "warning"', ""]
-    for ep in endpoints:
-        lines += ["[[listener]]", f'name = "{ep.name}"', f'bind = "127.0.0.1:{ep.port}"',
-                  f"certificates = [{{cert = {_q(pki.server_certs[ep.key])}, "
-                  f"key = {_q(pki.server_keys[ep.key])}}}]",
-                  f'mtls = "{ep.mode}"']
-        if ep.mode == "verify":
-            lines.append('trust_store = "bench"')
+    doc = {
+        "gateway": {"workers": workers, "access_log": "off", "connection_log": "off",
+                    "error_log": workdir / "gateway-error.log", "log_level": "warning"},
         # no cap on requests per connection, as nginx's keepalive_requests below
-        lines += [f"session_timeout_s = {SESSION_TIMEOUT_S}", "max_requests_per_connection = 0",
-                  'header_style = "alb"',
-                  "[[listener.rule]]", 'action = "fixed-response"',
-                  f'fixed_response = {{status = 200, content_type = "text/plain", body = "{BODY}"}}', ""]
+        "listener": [testing.listener(ep.name, ep.port, pki.server_certs[ep.key], pki.server_keys[ep.key],
+                                      mtls=ep.mode, trust_store="bench" if ep.mode == "verify" else None,
+                                      session_timeout_s=SESSION_TIMEOUT_S, max_requests_per_connection=0,
+                                      header_style="alb",
+                                      rules=[testing.fixed_response(body=BODY, content_type="text/plain")])
+                     for ep in endpoints],
+    }
     if any(ep.mode == "verify" for ep in endpoints):
-        lines += ["[trust_store.bench]", f"ca_bundle = {_q(pki.ca_bundle)}"]
-        if crl:
-            lines.append("crls = [" + ", ".join(_q(p) for p in pki.crls) + "]")
-    return "\n".join(lines) + "\n"
+        doc["trust_store"] = {"bench": {"ca_bundle": pki.ca_bundle, "crls": list(pki.crls) if crl else None}}
+    return testing.toml(doc)
 
 
 def render_nginx(endpoints: list[Endpoint], pki: certs.BenchPKI, *, workers: int, crl: bool,
@@ -347,7 +338,7 @@ class Peer:
         if spec.kind == "gateway":
             text = render_gateway(eps, self.pki, workers=workers, crl=crl, workdir=seen)
             conf = self._host_dir / "gateway.toml"
-            cmd = [sys.executable, "-m", "gateway", "run", "--config", str(conf)]
+            cmd = testing.gateway_command(conf)
         elif spec.kind == "nginx":
             text = render_nginx(eps, self.pki, workers=workers, crl=crl, workdir=seen,
                                 as_root=os.geteuid() == 0)

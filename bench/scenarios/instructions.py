@@ -1,11 +1,11 @@
 """Server instructions per operation, the gateway beside nginx, counted by valgrind: no noise.
 
-    python -m bench.instructions [--peers gateway,nginx] [--root ROOT] [--modes off,passthrough,verify]
+    python -m mtls_gateway_bench.scenarios.instructions [--peers gateway,nginx] [--root ROOT] [--modes off,passthrough,verify]
                                  [--ops full,resumed,keepalive] [--count 100] [--tls 1.3]
                                  [--key ecdsa|rsa] [--keep DIR]
 
 How this works: CPU time on a shared machine moved by 50% between identical runs, so this counts
-instructions instead. Each peer (the harness's configuration, bench.peers: one worker, an ECDSA
+instructions instead. Each peer (the harness's configuration, harness.peers: one worker, an ECDSA
 P-256 or RSA-2048 server key, the same fixed answer) runs under `valgrind --tool=callgrind`
 (nginx with the valgrind of its own root: `chroot ROOT apt-get install valgrind`, and valgrind
 needs /proc there: `mount -t proc proc ROOT/proc`). A client in this process (Python's ssl) makes
@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs, load, peers
+from ..harness import certs, load, peers
 
 SNI = "localhost"
 WARMUP = 5
@@ -45,7 +45,7 @@ START_TIMEOUT_S = 180.0         # Python and its imports under valgrind take a w
 
 
 def _client_context(pki: certs.BenchPKI, mode: str, tls: str) -> ssl.SSLContext:
-    """bench.load's client context; the client's certificate in every mode but `off`."""
+    """harness.load's client context; the client's certificate in every mode but `off`."""
     cert = (str(pki.client_cert), str(pki.client_key)) if mode != "off" else (None, None)
     return load._client_context(tls, *cert, str(pki.root))
 
@@ -198,7 +198,7 @@ def measure(spec, pki, workdir: Path, modes: list[str], ops: list[str], count: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.instructions", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peers", default="gateway,nginx")
     p.add_argument("--root", type=Path, default=None, help="run nginx in this root (chroot)")

@@ -1,13 +1,13 @@
 """Paired handshake runs: server CPU per connection, user and system apart, gateways beside nginx.
 
-    python -m bench.paired [--mode off|passthrough|verify] [--full] [--tls 1.3|1.2]
+    python -m mtls_gateway_bench.scenarios.paired [--mode off|passthrough|verify] [--full] [--tls 1.3|1.2]
                            [--repeats 5] [--seconds 4] [--root /var/tmp/trixie]
                            [--variant NAME=VAR=VALUE ...]
 
-How this works: one throwaway PKI (`bench.certs`), one gateway of one worker per variant (a variant
+How this works: one throwaway PKI (`harness.certs`), one gateway of one worker per variant (a variant
 is the gateway started with one more environment variable, e.g. `--variant pure=
 MTLS_GATEWAY_NATIVE=off` when the tree reads such a switch; without `--variant`, the gateway as it
-is) and nginx (bench.peers, the harness's configuration; `--root` runs a Debian 13 root's), every
+is) and nginx (harness.peers, the harness's configuration; `--root` runs a Debian 13 root's), every
 server on CPU 0. Each repeat drives every server in turn with six `openssl s_time` clients on
 CPU 1 (`-reuse` unless `--full`) for `--seconds` after a one-second warm-up, and reads the
 worker's `utime` and `stime` from /proc before and after: CPU per connection, and the ratio to
@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs, cpu, flood, load, peers
+from ..harness import certs, cpu, load, peers
+from . import flood
 
 CLIENTS = 6
 CLIENT_CPU = "1"
@@ -77,7 +78,7 @@ def _window(peer: peers.Peer, pki, mode: str, resume: bool, tls: str, seconds: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.paired", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.paired", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("off", "passthrough", "verify"), default="off")
     parser.add_argument("--full", action="store_true", help="full handshakes (default: resumed)")

@@ -1,12 +1,12 @@
 """The TLS byte pump: native (native/tlspump.pyx) vs its pure twin vs pyOpenSSL's own methods.
 
-    python -m pytest bench/bench_tlspump.py --benchmark-enable -q
+    python -m pytest --pyargs mtls_gateway_bench.micro.bench_tlspump --benchmark-enable -q
 
 How this works: a server TLSConnection and a Python `ssl` client talk over memory BIOs in this
 process, and only the server's calls are timed. `MethodPump` is the pump as it was before the
 native one: pyOpenSSL's `bio_write` / `do_handshake` / `recv` / `send` / `bio_read`, an exception
 for every want-read and a fresh buffer per call. The same interface, so any of the three can drive
-a TLSConnection (`tls._make_pump`); bench/bench_handshake.py uses it for the end-to-end figures.
+a TLSConnection (`tls._make_pump`); scenarios/handshake.py uses it for the end-to-end figures.
 
 - `keepalive`: one request record in, one response out (`receive` + `send`), on an established
   TLS 1.3 connection: the per-request cost of the pump.
@@ -23,6 +23,7 @@ import pytest
 from OpenSSL import SSL
 
 from gateway import pki, tls
+from gateway.testing import MemoryTLSClient, client_context
 
 _CHUNK = 262144
 
@@ -118,25 +119,19 @@ def files():
 def _pair(files):
     listener = tls.ListenerTLS(name="b", certificates=[(files / "server.pem", files / "server.key",
                                                          ("localhost",))])
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(files / "root.pem")
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    return listener, ctx.wrap_bio(inc, out, server_hostname="localhost"), inc, out
+    return listener, MemoryTLSClient(client_context(files / "root.pem"))
 
 
 def _established(files):
-    listener, client, inc, out = _pair(files)
+    listener, pair = _pair(files)
     server = listener.connection()
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            reply, _, _ = server.receive(out.read())
-            inc.write(reply)
-    reply, _, _ = server.receive(out.read())
-    inc.write(reply)
-    return server, client, inc, out
+
+    def deliver(data: bytes) -> None:
+        reply, _, _ = server.receive(data)
+        pair.incoming.write(reply)
+    pair.handshake(deliver, flights=10)
+    deliver(pair.outgoing.read())               # the TLS 1.3 tickets
+    return server, pair.tls, pair.incoming, pair.outgoing
 
 
 REQUEST = b"GET /api/items?id=42 HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
@@ -170,12 +165,12 @@ def test_first_flight(benchmark, files, pump):
     use(pump)
 
     def setup():
-        listener, client, inc, out = _pair(files)
+        listener, pair = _pair(files)
         try:
-            client.do_handshake()
+            pair.tls.do_handshake()
         except ssl.SSLWantReadError:
             pass
-        return (listener.connection(), out.read()), {}
+        return (listener.connection(), pair.outgoing.read()), {}
 
     def step(server, hello):
         reply, _, _ = server.receive(hello)

@@ -9,9 +9,9 @@ the server's side is timed (`connection_made`, every `data_received`, `connectio
 `--count N` it makes N connections and prints nothing, for counting instructions with valgrind
 (the difference of two counts, machine noise aside):
 
-    python -m bench.core_handshake [--mode verify|passthrough|off] [--resumed] [--core native|python]
+    python -m mtls_gateway_bench.scenarios.core_handshake [--mode verify|passthrough|off] [--resumed] [--core native|python]
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        python -m bench.core_handshake --count N --pki DIR
+        python -m mtls_gateway_bench.scenarios.core_handshake --count N --pki DIR
 
 The client's TLS work is in such a count too; it is the same for both twins and every change of
 the server, so differences are the server's.
@@ -20,41 +20,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import ssl
 import tempfile
 import time
 from pathlib import Path
 
-from . import certs
-from .core_keepalive import _pki, measure
-from .proxy_keepalive import _MemoryTransport
+from gateway.testing import MemoryTLSClient, MemoryTransport, client_context
+
+from .core_keepalive import _config, _pki, measure
 
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
-
-
-def _config(pki: certs.BenchPKI, mode: str) -> str:
-    store = '\ntrust_store = "bench"' if mode in ("verify", "optional") else ""
-    return f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-log_level = "warning"
-
-[[listener]]
-name = "bench"
-bind = "127.0.0.1:1"
-certificates = [{{cert = "{pki.server_certs['ecdsa']}", key = "{pki.server_keys['ecdsa']}"}}]
-mtls = "{mode}"{store}
-header_style = "alb"
-
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, content_type = "text/plain", body = "ok"}}
-
-[trust_store.bench]
-ca_bundle = "{pki.ca_bundle}"
-"""
 
 
 def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, count: int,
@@ -71,49 +45,31 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
     conn_mod.set_native("on" if core == "native" else "off")
 
     async def main() -> list[float]:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(pki.root)
-        if mode != "off":
-            ctx.load_cert_chain(pki.client_cert, pki.client_key)
-        if tls == "1.2":
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        else:
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        client_cert = (pki.client_cert, pki.client_key) if mode != "off" else ()
+        ctx = client_context(pki.root, *client_cert, version="1.2" if tls == "1.2" else "1.3")
         clock = time.perf_counter
         session = None
 
         def one() -> float:
             nonlocal session
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost",
-                                  session=session if resumed else None)
-            transport = _MemoryTransport(incoming.write)
+            pair = MemoryTLSClient(ctx, session=session if resumed else None)
+            client = pair.tls
+            transport = MemoryTransport(pair.incoming.write)
             spent = 0.0
             started = clock()
             proto = new_protocol(lambda: runtime, "bench")
             proto.connection_made(transport)
             spent += clock() - started
-            while True:
-                try:
-                    client.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    started = clock()
-                    proto.data_received(outgoing.read())
-                    spent += clock() - started
+
+            def deliver(data: bytes) -> None:
+                nonlocal spent
+                started = clock()
+                proto.data_received(data)
+                spent += clock() - started
+            pair.handshake(deliver)
             client.write(REQUEST)
-            started = clock()
-            proto.data_received(outgoing.read())
-            spent += clock() - started
-            answer = b""
-            while True:
-                try:
-                    chunk = client.read(65536)
-                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                    break
-                if not chunk:
-                    break
-                answer += chunk
+            deliver(pair.outgoing.read())
+            answer = pair.read_available()
             if not answer.startswith(b"HTTP/1.0 200") and not answer.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"the gateway did not answer 200: {answer[:40]!r}")
             if not transport.closing:
@@ -134,7 +90,7 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.core_handshake", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.core_handshake", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--core", choices=("native", "python"), default="native")
     parser.add_argument("--mode", choices=("verify", "passthrough", "optional", "off"), default="verify")

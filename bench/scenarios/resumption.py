@@ -1,6 +1,6 @@
 """Full vs resumed mTLS handshakes, verify and passthrough, one and two workers.
 
-    python -m bench.resumption [--seconds 5] [--repeats 3] [--workers 1 2]
+    python -m mtls_gateway_bench.scenarios.resumption [--seconds 5] [--repeats 3] [--workers 1 2]
 
 How this works: a throwaway PKI (ECDSA P-256, client chain of depth 2) and the gateway as its own
 process (`workers` workers, logs off, fixed responses so no upstream takes CPU). For each cell,
@@ -17,21 +17,15 @@ import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from gateway import testing
+
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -55,40 +49,18 @@ def _pids(master: int) -> list[int]:
 
 def _start(d: Path, workers: int, ports: dict) -> subprocess.Popen:
     p = d / "pki"
-    (d / "gateway.toml").write_text(f"""
-[gateway]
-workers = {workers}
-access_log = "off"
-connection_log = "off"
-error_log = "{d}/error.log"
-""" + "".join(f"""
-[[listener]]
-name = "{mode}"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{p}/server.pem", key = "{p}/server.key"}}]
-mtls = "{mode}"
-{'trust_store = "main"' if mode == "verify" else ""}
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-""" for mode, port in ports.items()) + f"""
-[trust_store.main]
-ca_bundle = "{p}/ca-bundle.pem"
-crls = ["{p}/crl-root.pem", "{p}/crl-intermediate.pem"]
-""")
+    config = testing.write_config(d / "gateway.toml", {
+        "gateway": {"workers": workers, "access_log": "off", "connection_log": "off", "error_log": d / "error.log"},
+        "listener": [testing.listener(mode, port, p / "server.pem", p / "server.key", mtls=mode)
+                     for mode, port in ports.items()],
+        "trust_store": {"main": {"ca_bundle": p / "ca-bundle.pem",
+                                 "crls": [p / "crl-root.pem", p / "crl-intermediate.pem"]}},
+    })
     cpus = "0" if workers == 1 else "0,1"
-    proc = subprocess.Popen(["taskset", "-c", cpus, sys.executable, "-m", "gateway", "run", "--config",
-                             str(d / "gateway.toml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            for port in ports.values():
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    gateway = testing.GatewayProcess(config, ports, command=["taskset", "-c", cpus, *testing.gateway_command(config)],
+                                     stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    return proc
+    return gateway.proc
 
 
 def _s_time(port: int, pki: Path, reuse: bool, seconds: float) -> int:
@@ -101,7 +73,7 @@ def _s_time(port: int, pki: Path, reuse: bool, seconds: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.resumption")
+    ap = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.resumption")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -112,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         d = Path(tmp)
         pki.init_dir(d / "pki")
         for workers in args.workers:
-            ports = {"verify": _free_port(), "passthrough": _free_port()}
+            ports = {"verify": testing.free_port(), "passthrough": testing.free_port()}
             proc = _start(d, workers, ports)
             cells: dict[tuple, list[tuple[float, float]]] = {}
             try:

@@ -1,8 +1,8 @@
 """Micro benchmarks for what every request passes before a rule sees it: the header-name screen
 (gateway.headers.screen_request, both twins) and the path normaliser (gateway.paths).
 
-Run with ``taskset -c 1 python -m pytest bench/bench_screening.py --benchmark-enable -q``. Inputs
-are fixed and realistic: a 12-header API request, with and without a forged underscore spelling;
+Run with ``taskset -c 1 python -m pytest --pyargs mtls_gateway_bench.micro.bench_screening
+--benchmark-enable -q``. Inputs are fixed and realistic: a 12-header API request, with and without a forged underscore spelling;
 a plain path with a query (the fast path every ordinary request takes), and a path with dot
 segments, an encoded unreserved character and a doubled slash (the slow path). The last test prints
 the medians.

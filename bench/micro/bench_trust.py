@@ -1,11 +1,11 @@
 """Micro benchmarks for gateway.trust: native vs pure twins (and a Python frozenset), side by side.
 
-Run with ``python -m pytest bench/bench_trust.py --benchmark-enable -q -s``. Inputs are fixed and
-realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
+Run with ``python -m pytest --pyargs mtls_gateway_bench.micro.bench_trust --benchmark-enable -q -s``.
+Inputs are fixed and realistic: 5,000,000 revoked serials of 20 bytes (random, as RFC 5280 / CA/Browser Forum serials
 are), and a real signed DER CRL listing them, issued by an ECDSA P-256 CA; a 3-certificate client
 chain (leaf, issuing CA, root) for the cache-hit path; a 100-CA issuer index and a full verdict
 cache (pure only); and a whole verify handshake through the in-process core
-(bench.core_handshake) with the trust twin switched. Load time and resident memory are measured in a fresh subprocess per
+(mtls_gateway_bench.scenarios.core_handshake) with the trust twin switched. Load time and resident memory are measured in a fresh subprocess per
 structure, so one structure's garbage does not count against another. The last test prints the
 table (ns per lookup, load seconds, RSS MB, cache-hit and handshake microseconds).
 """
@@ -315,12 +315,12 @@ def _handshake_variants() -> dict:
 
 
 def test_handshake_trust_twins(benchmark, monkeypatch, tmp_path):
-    """bench.core_handshake's full TLS 1.3 verify handshake (the chain cache on, native core),
+    """core_handshake's full TLS 1.3 verify handshake (the chain cache on, native core),
     E2E_REPEATS times per variant, interleaved; each repeat's fastest of 3 rounds of 400
     connections, the median of those is kept (server side, us per connection)."""
     if getattr(benchmark, "disabled", False):
         pytest.skip("benchmarks disabled (run with --benchmark-enable)")
-    from bench import core_handshake
+    from ..scenarios import core_handshake
     from gateway import conn
     core = "native" if conn.NATIVE is not None else "python"
     variants = _handshake_variants()

@@ -7,9 +7,9 @@ its handshake; each request is one TLS record in and one out. Only the server's 
 hot path stays native. With `--count N` it serves N requests and prints nothing, for counting
 instructions with valgrind (the difference of two counts, machine noise aside):
 
-    python -m bench.core_keepalive [--core native|python] [--rounds 7] [--requests 20000]
+    python -m mtls_gateway_bench.scenarios.core_keepalive [--core native|python] [--rounds 7] [--requests 20000]
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        python -m bench.core_keepalive --count N --pki DIR
+        python -m mtls_gateway_bench.scenarios.core_keepalive --count N --pki DIR
 
 (`--pki DIR` keeps the generated certificates in DIR and reuses them, so that two counts differ by
 the requests only.)
@@ -19,41 +19,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import ssl
 import tempfile
 import time
 from pathlib import Path
 
-from . import certs
-from .proxy_keepalive import _MemoryTransport
+from gateway.testing import MemoryTLSClient, MemoryTransport, client_context, fixed_response, listener, toml
+
+from ..harness import certs
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n"
 
 
-def _config(pki: certs.BenchPKI) -> str:
-    return f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-log_level = "warning"
-
-[[listener]]
-name = "bench"
-bind = "127.0.0.1:1"
-certificates = [{{cert = "{pki.server_certs['ecdsa']}", key = "{pki.server_keys['ecdsa']}"}}]
-mtls = "verify"
-trust_store = "bench"
-header_style = "alb"
-max_requests_per_connection = 0
-
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, content_type = "text/plain", body = "ok"}}
-
-[trust_store.bench]
-ca_bundle = "{pki.ca_bundle}"
-"""
+def _config(pki: certs.BenchPKI, mode: str = "verify", **fields) -> str:
+    """One worker, logs off, a listener answering 200 "ok" in `mode` (`fields`: its other keys)."""
+    return toml({
+        "gateway": {"workers": 1, "access_log": "off", "connection_log": "off", "log_level": "warning"},
+        "listener": [listener("bench", 1, pki.server_certs["ecdsa"], pki.server_keys["ecdsa"], mtls=mode,
+                              trust_store="bench" if mode in ("verify", "optional") else None,
+                              header_style="alb", **fields,
+                              rules=[fixed_response(content_type="text/plain")])],
+        "trust_store": {"bench": {"ca_bundle": pki.ca_bundle}},
+    })
 
 
 def _pki(workdir: Path, keep: Path | None) -> certs.BenchPKI:
@@ -91,23 +77,15 @@ def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
     from gateway.server import build_runtime
 
     pki = _pki(workdir, keep)
-    runtime = build_runtime(config.loads(_config(pki)))
+    runtime = build_runtime(config.loads(_config(pki, max_requests_per_connection=0)))
     conn_mod.set_native("on" if core == "native" else "off")
 
     async def main() -> list[float]:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(pki.root)
-        ctx.load_cert_chain(pki.client_cert, pki.client_key)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        pair = MemoryTLSClient(client_context(pki.root, pki.client_cert, pki.client_key))
+        client, outgoing = pair.tls, pair.outgoing
         proto = new_protocol(lambda: runtime, "bench")
-        proto.connection_made(_MemoryTransport(incoming.write))
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                proto.data_received(outgoing.read())
+        proto.connection_made(MemoryTransport(pair.incoming.write))
+        pair.handshake(proto.data_received)
         if outgoing.pending:
             proto.data_received(outgoing.read())
         clock = time.perf_counter
@@ -128,7 +106,7 @@ def run(core: str, rounds: int, requests: int, count: int, workdir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.core_keepalive", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.core_keepalive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--core", choices=("native", "python"), default="native")
     parser.add_argument("--rounds", type=int, default=7)

@@ -1,9 +1,9 @@
 """Where a gateway worker's CPU goes, by stage: a sampling profile under load.
 
-    python -m bench.profile [--mode off|passthrough|verify] [--workload full|resumed|keepalive]
+    python -m mtls_gateway_bench.scenarios.profile [--mode off|passthrough|verify] [--workload full|resumed|keepalive]
                             [--seconds 8] [--rate 997]
 
-How this works: one gateway worker (the harness's configuration, bench.peers, pinned to CPU 1)
+How this works: one gateway worker (the harness's configuration, harness.peers, pinned to CPU 1)
 serves a load pinned to CPU 0: `openssl s_time -new` (full handshakes), `-reuse` (resumed; TLS 1.2,
 where s_time resumes: its TLS 1.3 `-reuse` needs the tickets read) or `ab -k` (keep-alive requests
 with the client certificate). `py-spy record --native` samples the worker (Python and C frames
@@ -35,7 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import certs, cpu, load, peers
+from gateway import testing
+
+from ..harness import certs, cpu, load, peers
 
 SERVER_CPU = 1
 CLIENT_CPU = 0
@@ -100,7 +102,7 @@ def _config(d: Path, bench: certs.BenchPKI, mode: str, port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=peers.MODES, default="verify")
     parser.add_argument("--workload", choices=("full", "resumed", "keepalive"), default="full")
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -118,12 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         bench = certs.make(d / "pki")
         port = peers.free_ports(1)[0]
         (d / "gateway.toml").write_text(_config(d, bench, args.mode, port))
-        gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              preexec_fn=cpu.pin((SERVER_CPU,)))
+        gw = testing.GatewayProcess(d / "gateway.toml", [port], stderr=subprocess.DEVNULL, wait=False,
+                                    preexec_fn=cpu.pin((SERVER_CPU,)))
         clients: list[subprocess.Popen] = []
         try:
-            peers._wait_ports([port], gw, 30)
+            gw.wait_ready(timeout=30)
             time.sleep(0.5)
             from .flood import children
             (worker,) = children(gw.pid)
@@ -159,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in clients:
                 if c.poll() is None:
                     c.kill()
-            gw.terminate()
-            gw.wait(30)
+            gw.stop(timeout=30)
     busy = sum(n for s, n in stages.items() if s != "idle")
     total = busy + stages.get("idle", 0)
     per_op = cpu_s / ops * 1e6 if cpu_s and ops > 0 else None

@@ -1,7 +1,7 @@
 """End to end: server CPU per mTLS handshake (full and resumed) and per keep-alive request.
 
-Run with ``python -m bench.bench_handshake [--seconds 10] [--repeats 5]`` (needs `openssl` and
-`taskset`); ``--pumps`` compares the TLS pumps instead (native, pure twin, pyOpenSSL's methods). Each configuration is a fresh gateway process (one worker, a
+Run with ``python -m mtls_gateway_bench.scenarios.handshake [--seconds 10] [--repeats 5]`` (needs
+`openssl` and `taskset`); ``--pumps`` compares the TLS pumps instead (native, pure twin, pyOpenSSL's methods). Each configuration is a fresh gateway process (one worker, a
 `verify` listener answering a fixed response, every log off) pinned to CPU 0; the client is pinned
 to CPU 1:
 
@@ -18,7 +18,8 @@ medians over the repeats are printed with their ratios, because the noise betwee
 cell is 13-47% on these machines. The cache-off cells give the verifier a zero-entry cache, so
 every handshake runs the full chain verification; `native` picks the trust and header twins.
 
-``python -m bench.bench_handshake serve DIR PORT CACHE NATIVE`` is the server side, used by main().
+``python -m mtls_gateway_bench.scenarios.handshake serve DIR PORT CACHE NATIVE`` is the server side,
+used by main().
 """
 from __future__ import annotations
 
@@ -33,43 +34,32 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.testing import fixed_response, listener, toml
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
-_CONFIG = """
-[gateway]
-workers = 1
-native = "{native}"
-access_log = "off"
-connection_log = "off"
-log_level = "warning"
-
-[[listener]]
-name = "verify"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = "{d}/server.pem", key = "{d}/server.key"}}]
-mtls = "verify"
-trust_store = "dev"
-header_style = "alb"
-max_requests_per_connection = 0
-[[listener.rule]]
-action = "fixed-response"
-fixed_response = {{status = 200, content_type = "text/plain", body = "ok\\n"}}
-
-[trust_store.dev]
-ca_bundle = "{d}/ca-bundle.pem"
-crls = ["{d}/crl-root.pem", "{d}/crl-intermediate.pem"]
-"""
+def _config(d: str, port: int, native: str) -> str:
+    d = Path(d)
+    return toml({
+        "gateway": {"workers": 1, "native": native, "access_log": "off", "connection_log": "off",
+                    "log_level": "warning"},
+        "listener": [listener("verify", port, d / "server.pem", d / "server.key", mtls="verify", trust_store="dev",
+                              header_style="alb", max_requests_per_connection=0,
+                              rules=[fixed_response(body="ok\n", content_type="text/plain")])],
+        "trust_store": {"dev": {"ca_bundle": d / "ca-bundle.pem",
+                                "crls": [d / "crl-root.pem", d / "crl-intermediate.pem"]}},
+    })
 
 
 def serve(directory: str, port: int, cache: str, native: str, pump: str = "") -> None:
     from gateway import config, server, trust
-    conf = config.loads(_CONFIG.format(d=directory, port=port, native=native))
+    conf = config.loads(_config(directory, port, native))
     trust.set_native(native)       # build_runtime sets the header twins from `native`
     runtime = server.build_runtime(conf)
     if pump:
-        from bench.bench_tlspump import use
+        from ..micro.bench_tlspump import use
         use(pump)                  # the TLS pump alone: native, python or pyOpenSSL's methods
     if cache == "off":
         for listener in runtime.listeners.values():
@@ -89,10 +79,9 @@ def _cpu_s(pid: int) -> float:
 class Server:
     def __init__(self, directory: Path, port: int, cache: str, native: str, pump: str = "") -> None:
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.bench_handshake", "serve",
+            ["taskset", "-c", SERVER_CPU, sys.executable, "-m", __spec__.name, "serve",
              str(directory), str(port), cache, native, pump],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            cwd=Path(__file__).resolve().parent.parent)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline().split()
         if not line or line[0] != "ready":
             self.proc.kill()
@@ -178,7 +167,7 @@ CELLS = [
 
 def _compare_pumps(args) -> int:
     """Server CPU per handshake and per keep-alive request with each TLS pump, alternated."""
-    from bench.bench_tlspump import PUMPS
+    from ..micro.bench_tlspump import PUMPS
     from gateway import pki
     kinds = args.only or ["full", "resumed", "keepalive"]
     cells = [(k, p) for k in kinds for p in PUMPS]

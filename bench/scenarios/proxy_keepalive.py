@@ -16,11 +16,11 @@ run) divided by the requests ab completed: CPU per request on the server, whiche
 bottleneck. Runs rotate through the servers, `--repeats` times; the table shows each run, the
 medians and the ratios gateway / nginx and gateway / nginx-lean.
 
-    python -m bench.proxy_keepalive [--seconds 5] [--repeats 5] [--concurrency 32]
+    python -m mtls_gateway_bench.scenarios.proxy_keepalive [--seconds 5] [--repeats 5] [--concurrency 32]
                                     [--server-cpu 0] [--client-cpu 1] [--root ROOT]
 
 `--root ROOT` runs both nginx (the upstream and the proxies) from another system's root with
-chroot, as bench.harness does (nginx 1.26 on OpenSSL 3.5 from a Debian 13 root: bench/README.md);
+chroot, as the harness does (nginx 1.26 on OpenSSL 3.5 from a Debian 13 root: bench/README.md);
 the working directory is then made inside ROOT so that both sides see the same files.
 
 `--in-process N` measures the gateway's own share instead: one `GatewayProtocol` in this process,
@@ -42,49 +42,28 @@ import time
 import types
 from pathlib import Path
 
-from gateway.testing import MemoryTransport
+from gateway.testing import (MemoryTLSClient, MemoryTransport, client_context, forward, gateway_command, listener,
+                             toml)
 
-from . import certs, cpu
-from .load import ab_command, parse_ab
-from .peers import _wait_ports, free_ports
-from .stats import median, ratio, spread
+from ..harness import certs, cpu
+from ..harness.load import ab_command, parse_ab
+from ..harness.peers import _wait_ports, free_ports
+from ..harness.stats import median, ratio, spread
 
 BODY = "ok"
 WARMUP_S = 2
 
 
-def _q(path: object) -> str:
-    return json.dumps(str(path))
-
-
 def gateway_config(port: int, upstream: int, pki: certs.BenchPKI, workdir: Path) -> str:
-    return f"""
-[gateway]
-workers = 1
-access_log = "off"
-connection_log = "off"
-error_log = {_q(workdir / "gateway-error.log")}
-log_level = "warning"
-
-[[listener]]
-name = "bench"
-bind = "127.0.0.1:{port}"
-certificates = [{{cert = {_q(pki.server_certs["ecdsa"])}, key = {_q(pki.server_keys["ecdsa"])}}}]
-mtls = "verify"
-trust_store = "bench"
-header_style = "alb"
-max_requests_per_connection = 0
-
-[[listener.rule]]
-action = "forward"
-target_group = "up"
-
-[trust_store.bench]
-ca_bundle = {_q(pki.ca_bundle)}
-
-[target_group.up]
-targets = ["127.0.0.1:{upstream}"]
-"""
+    return toml({
+        "gateway": {"workers": 1, "access_log": "off", "connection_log": "off",
+                    "error_log": workdir / "gateway-error.log", "log_level": "warning"},
+        "listener": [listener("bench", port, pki.server_certs["ecdsa"], pki.server_keys["ecdsa"], mtls="verify",
+                              trust_store="bench", header_style="alb", max_requests_per_connection=0,
+                              rules=[forward("up")])],
+        "trust_store": {"bench": {"ca_bundle": pki.ca_bundle}},
+        "target_group": {"up": {"targets": [f"127.0.0.1:{upstream}"]}},
+    })
 
 
 def _nginx_head(workdir: Path, name: str) -> list[str]:
@@ -185,9 +164,6 @@ _IN_PROCESS_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 
                         b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
 
 
-_MemoryTransport = MemoryTransport     # the name bench.core_* import
-
-
 def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[float]:
     """Microseconds of this process's CPU per proxied request, for five rounds. `keep`: reuse
     the certificates kept there (made the first time), so that two runs differ by the requests
@@ -212,14 +188,11 @@ def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[f
         group = runtime.target_groups["up"]
         target = group.targets[0]
         pooled = UpstreamConnection(group, target)
-        pooled.connection_made(_MemoryTransport(
+        pooled.connection_made(MemoryTransport(
             lambda data: loop.call_soon(pooled.data_received, _IN_PROCESS_RESPONSE)))
         group.release(pooled)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(pki.root)
-        ctx.load_cert_chain(pki.client_cert, pki.client_key)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        pair = MemoryTLSClient(client_context(pki.root, pki.client_cert, pki.client_key))
+        client, incoming, outgoing = pair.tls, pair.incoming, pair.outgoing
         answered = asyncio.Event()
 
         def to_client(data: bytes) -> None:
@@ -231,13 +204,8 @@ def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[f
                 pass
 
         proto = new_protocol(lambda: runtime, "bench")
-        proto.connection_made(_MemoryTransport(to_client))
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                proto.data_received(outgoing.read())
+        proto.connection_made(MemoryTransport(to_client))
+        pair.handshake(proto.data_received)
         if outgoing.pending:
             proto.data_received(outgoing.read())
 
@@ -261,7 +229,7 @@ def in_process(requests: int, workdir: Path, keep: Path | None = None) -> list[f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.proxy_keepalive", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.proxy_keepalive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=5)
@@ -274,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", type=int, metavar="N", default=0,
                         help="measure the gateway alone, in this process, over N requests")
     parser.add_argument("--root", type=Path, default=None,
-                        help="run nginx from this root (chroot), as bench.harness does")
+                        help="run nginx from this root (chroot), as the harness does")
     parser.add_argument("--pki", type=Path, default=None,
                         help="with --in-process: keep the certificates in this directory and reuse them")
     args = parser.parse_args(argv)
@@ -334,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(_start(nginx_cmd("upstream"), upstream_cpus, [up_port],
                             workdir / "upstream.stderr"))
         servers = {
-            "gateway": _start([sys.executable, "-m", "gateway", "run", "--config",
-                               str(workdir / "gateway.toml")], server_cpus, [gw_port],
+            "gateway": _start(gateway_command(workdir / "gateway.toml"), server_cpus, [gw_port],
                               workdir / "gateway.stderr"),
             "nginx": _start(nginx_cmd("proxy"), server_cpus, [ngx_port], workdir / "nginx.stderr"),
             "nginx-lean": _start(nginx_cmd("lean"), server_cpus, [lean_port],

@@ -9,14 +9,14 @@ How this works:
   summary has whole-second resolution, so the harness does not use it: it lets the clients warm up,
   counts the characters written so far, waits the measuring window, counts again and only then stops
   them. Handshakes, server CPU and client CPU are all read at the same two instants.
-- Latency. `python -m bench.load latency` (pinned to the client CPUs) opens one connection at a
-  time on a fixed schedule (a sub-saturating rate) and times each from its scheduled start to the
+- Latency. `python -m mtls_gateway_bench.harness.load latency` (pinned to the client CPUs) opens
+  one connection at a time on a fixed schedule (a sub-saturating rate) and times each from its scheduled start to the
   first byte of the response, so the server's own handshake work (in TLS 1.3 it checks the client's
   certificate after the client considers the handshake done) is inside the figure, and a server
   that falls behind the schedule is charged for the wait (no coordinated omission).
 - Keep-alive. `ab -k` (apache2-utils, HTTP/1.0 keep-alive) when installed, and always our own
-  HTTP/1.1 client (`python -m bench.load keepalive`), which needs nothing but a server that speaks
-  HTTP/1.1: one TLS connection per process, then requests back to back.
+  HTTP/1.1 client (`python -m mtls_gateway_bench.harness.load keepalive`), which needs nothing but a
+  server that speaks HTTP/1.1: one TLS connection per process, then requests back to back.
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def parse_ab(text: str) -> ABResult | None:
                     grab("Non-2xx responses", default=0), taken)
 
 
-# --- our clients (run as `python -m bench.load ...`, pinned to the client CPUs) -------------------
+# --- our clients (run as `python -m mtls_gateway_bench.harness.load ...`, pinned to the client CPUs)
 
 def _client_context(tls: str, cert: str | None, key: str | None, ca: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -382,7 +382,9 @@ def probe_http10_keepalive(port: int, *, cert: str | None, key: str | None, ca: 
 # --- spawning our clients -------------------------------------------------------------------------
 
 def client_command(kind: str, port: int, **options) -> list[str]:
-    cmd = [sys.executable, "-m", "bench.load", kind, "--port", str(port)]
+    # this module by the name it was imported under, so that the client runs from a checkout and
+    # installed alike
+    cmd = [sys.executable, "-m", __spec__.name, kind, "--port", str(port)]
     for name, value in options.items():
         if value is None or value is False:
             continue
@@ -410,7 +412,7 @@ def run_clients(cmds: list[list[str]], client_cpus: tuple[int, ...], timeout_s: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.load")
+    p = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.harness.load")
     sub = p.add_subparsers(dest="kind", required=True)
     for name in ("latency", "keepalive"):
         s = sub.add_parser(name)

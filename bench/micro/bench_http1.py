@@ -1,7 +1,7 @@
 """Micro benchmarks for gateway.http1's readers: the native twins vs the llhttp-based ones.
 
-Run with ``taskset -c 1 python -m pytest bench/bench_http1.py --benchmark-enable -q``. Inputs are
-fixed and realistic: a browser-like GET with 12 header fields, a POST with a small Content-Length
+Run with ``taskset -c 1 python -m pytest --pyargs mtls_gateway_bench.micro.bench_http1
+--benchmark-enable -q``. Inputs are fixed and realistic: a browser-like GET with 12 header fields, a POST with a small Content-Length
 body, and a POST with the same body chunked (two chunks and a trailer). Each is fed whole and in two
 pieces (cut inside the head) to a fresh reader per keep-alive request's worth of work: feed, then
 take every event up to EndOfMessage. The response readers (an upstream connection's) get a

@@ -1,6 +1,6 @@
 """Soak: mixed load against a real gateway for a bounded time, watching memory and descriptors.
 
-    python -m bench.soak [--minutes 10] [--workers 1] [--sample-s 5] [--json soak.json]
+    python -m mtls_gateway_bench.scenarios.soak [--minutes 10] [--workers 1] [--sample-s 5] [--json soak.json]
 
 How this works: a throwaway PKI, two echo backends and the gateway (its own process, `workers`
 workers, logs off) are started on 127.0.0.1. Client threads then run, all at once, until the time
@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import http.client
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -33,26 +32,11 @@ from pathlib import Path
 
 import orjson
 
+from gateway import testing
+
 GROWTH_LIMIT = 0.05
 UPLOAD_BYTES = 1 << 20
 RESTART_EVERY_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def _tree(pid: int) -> list[int]:
@@ -87,7 +71,7 @@ class Echo:
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.echo", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        testing.wait_port(self.port)
         self.down = False
 
     def stop(self) -> None:
@@ -218,43 +202,21 @@ class Soak:
             pki.init_dir(d / "pki")
             other = pki.make_intermediate(pki.make_root("soak stranger root"), "soak stranger CA")
             pki.make_client(other, "client1").write(d / "bad.pem", d / "bad.key")
-            self.echoes = [Echo(_free_port()), Echo(_free_port())]
+            self.echoes = [Echo(testing.free_port()), Echo(testing.free_port())]
             for e in self.echoes:
                 e.start()
-            self.port = _free_port()
+            self.port = testing.free_port()
             p = d / "pki"
-            targets = ", ".join(f'"127.0.0.1:{e.port}"' for e in self.echoes)
-            (d / "gateway.toml").write_text(f"""
-[gateway]
-workers = {args.workers}
-access_log = "off"
-connection_log = "off"
-error_log = "{d}/error.log"
-
-[[listener]]
-name = "soak"
-bind = "127.0.0.1:{self.port}"
-certificates = [{{cert = "{p}/server.pem", key = "{p}/server.key"}}]
-mtls = "verify"
-trust_store = "main"
-[[listener.rule]]
-path = "/fixed"
-action = "fixed-response"
-fixed_response = {{status = 200, body = "ok"}}
-[[listener.rule]]
-action = "forward"
-target_group = "app"
-
-[trust_store.main]
-ca_bundle = "{p}/ca-bundle.pem"
-crls = ["{p}/crl-root.pem", "{p}/crl-intermediate.pem"]
-
-[target_group.app]
-targets = [{targets}]
-""")
-            gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(d / "gateway.toml")],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_port(self.port)
+            config = testing.write_config(d / "gateway.toml", {
+                "gateway": {"workers": args.workers, "access_log": "off", "connection_log": "off",
+                            "error_log": d / "error.log"},
+                "listener": [testing.listener("soak", self.port, p / "server.pem", p / "server.key", mtls="verify",
+                                              rules=[testing.fixed_response(path="/fixed"), testing.forward("app")])],
+                "trust_store": {"main": {"ca_bundle": p / "ca-bundle.pem",
+                                         "crls": [p / "crl-root.pem", p / "crl-intermediate.pem"]}},
+                "target_group": {"app": {"targets": [f"127.0.0.1:{e.port}" for e in self.echoes]}},
+            })
+            gateway = testing.GatewayProcess(config, [self.port], stderr=subprocess.DEVNULL)
             self.good = ssl.create_default_context(cafile=str(p / "root-ca.pem"))
             self.good.load_cert_chain(p / "clients" / "client1.pem", p / "clients" / "client1.key")
             self.bad_ctx = ssl.create_default_context(cafile=str(p / "root-ca.pem"))
@@ -281,8 +243,7 @@ targets = [{targets}]
             for t in threads:
                 t.join(70)
             final = _sample(gateway.pid)
-            gateway.send_signal(signal.SIGTERM)
-            code = gateway.wait(60)
+            code = gateway.stop(timeout=60)
             for e in self.echoes:
                 e.stop()
         baseline = baseline or (samples[0]["rss"], samples[0]["fds"])
@@ -307,7 +268,7 @@ targets = [{targets}]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtls_gateway_bench.scenarios.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sample-s", type=float, default=5.0)

@@ -1,7 +1,7 @@
 """Micro benchmarks for gateway.headers: native vs pure vs urllib.parse.quote.
 
-Run with ``python -m pytest bench/bench_headers.py --benchmark-enable -q``. Inputs are fixed and
-realistic: a 3-certificate chain (RSA-2048 root and issuing CA, ECDSA P-256 client leaf, PEM,
+Run with ``python -m pytest --pyargs mtls_gateway_bench.micro.bench_headers --benchmark-enable -q``.
+Inputs are fixed and realistic: a 3-certificate chain (RSA-2048 root and issuing CA, ECDSA P-256 client leaf, PEM,
 leaf first) and a typical 12-header browser/API request. The last test prints the median-time
 ratios and checks the native ALB quoting is at least 10x faster than urllib.parse.quote.
 """

@@ -1,0 +1,1 @@
+"""The mtls-gateway-bench command and its parts (bench/README.md describes the method)."""

@@ -1,0 +1,1 @@
+"""pytest-benchmark files: `python -m pytest --pyargs mtls_gateway_bench.micro.NAME --benchmark-enable`."""

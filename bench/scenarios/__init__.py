@@ -1,0 +1,1 @@
+"""Runnable benchmarks, one question each: `python -m mtls_gateway_bench.scenarios.NAME --help`."""
