@@ -159,7 +159,7 @@ class MemoryTLSClient:
 
 
 def https_get(port: int, ctx: ssl.SSLContext, path: str = "/", *, session=None, timeout: float = 10.0,
-              tolerate_reset: bool = False) -> tuple[bool, object, bytes]:
+              tolerate_reset: bool = False) -> tuple[bool, ssl.SSLSession | None, bytes]:
     """One `GET path` with Connection: close on a new TLS connection to 127.0.0.1:`port`, offering
     `session`: (resumed, the session, the response as it came). `tolerate_reset`: a TLS error or
     reset while reading ends the response instead of raising (a server closing without close_notify)."""
@@ -173,7 +173,7 @@ def https_get(port: int, ctx: ssl.SSLContext, path: str = "/", *, session=None, 
             except (ssl.SSLError, ConnectionError):
                 if not tolerate_reset:
                     raise
-            return tls.session_reused, tls.session, out
+            return bool(tls.session_reused), tls.session, out
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def toml(doc: Mapping) -> str:
 def fixed_response(status: int = 200, body: str = "ok", **fields) -> dict:
     """A rule answering `status` and `body`; `fields` are the rule's others (path, host, ...) and
     `content_type`, which goes into the response."""
-    response = {"status": status}
+    response: dict[str, object] = {"status": status}
     if "content_type" in fields:
         response["content_type"] = fields.pop("content_type")
     response["body"] = body
