@@ -6,14 +6,9 @@ requests (ties broken in turn), among the *available* ones: healthy by the activ
 ejected. The available set is a tuple rebuilt only when a target's state changes, so a pick is a
 few attribute reads. When none is available, `pick()` returns None and the caller answers 503.
 
-Health. Active checks (`health_check`): each target is probed on its own schedule (`GET path`, a
-new connection each time, `Connection: close`); `unhealthy_threshold` failures in a row take it
-out, `healthy_threshold` passes bring it back. The first probe runs at start and decides at once,
-so a target that is down at start is out within `timeout_s`. Passive ejection: `connect()` and the
-caller count consecutive connection failures per target (refused, reset, TLS failure, closed
-before answering); at `ejection_failures` the target is out for `ejection_duration_s`, or until a
-health check passes (Envoy's outlier detection does the same). Every change of state is one line
-in the error log, naming the group, the target and the reason, and is reported to the observer.
+Health: which targets are available is decided by the group's `Health` (gateway.health: active
+checks and passive ejection); it calls `recompute()` when a target's state changed. The core and
+`connect()` report connection failures to it through the group (`connection_failed`).
 
 Pools: an exchange takes an idle pooled connection of its target when one is alive, else opens a
 new one (bounded by `connect_timeout_s`, TLS handshake included). The connection parses what it
@@ -38,20 +33,18 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from typing import Any
 
 from .spec import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_EJECTION_DURATION_S,
                    DEFAULT_EJECTION_FAILURES, DEFAULT_MAX_IDLE_PER_TARGET,
                    DEFAULT_POOL_IDLE_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 from .errors import UpstreamError
 from .exchange import UpstreamClosed, UpstreamFailed
+from .health import Health, os_error
 from .http1 import EndOfMessage, Response, response_reader
-from .metrics import NULL_OBSERVER
 
 __all__ = ["Target", "TargetGroup", "UpstreamConnection", "UpstreamClosed", "UpstreamFailed",
            "client_context", "DEFAULT_POOL_IDLE_TIMEOUT_S"]
-
-HEALTH_CHECK_USER_AGENT = b"mtls-gateway-health-check"
-
 
 class Target:
     """One backend address of a group, with its pool, load and health."""
@@ -243,19 +236,19 @@ class TargetGroup:
         self.health_check = health_check
         self.ssl = ssl_context
         self.errors = errors
-        self.observer = NULL_OBSERVER
         hostname = (lambda host: server_name or host) if ssl_context is not None else (lambda host: None)
         self.targets = tuple(Target(h, p, hostname(h)) for h, p in targets)
         self._by_address = {(t.host, t.port): t for t in self.targets}
         self._available: tuple[Target, ...] = self.targets
         self._next = 0
         self._sweeper: asyncio.TimerHandle | None = None
-        self._health_request = b""
-        if health_check is not None:
-            self._health_request = (
-                b"GET %s HTTP/1.1\r\nHost: %%s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
-                b"Connection: close\r\n\r\n" % (health_check.path.encode("ascii"),
-                                                HEALTH_CHECK_USER_AGENT))
+        self.health = health = Health(name, self.targets, health_check,
+                                      ejection_failures=ejection_failures,
+                                      ejection_duration_s=ejection_duration_s,
+                                      ssl_context=ssl_context, changed=self.recompute, log=self._log)
+        # what the connection core and connect() report go straight to the group's health
+        self.connection_failed = health.connection_failed
+        self.connection_ok = health.connection_ok
 
     @classmethod
     def from_spec(cls, spec, errors=None) -> "TargetGroup":
@@ -273,27 +266,24 @@ class TargetGroup:
 
     # -- life --------------------------------------------------------------------------------------
 
+    @property
+    def observer(self) -> Any:
+        """Where the targets' changes of state are reported (the health's observer)."""
+        return self.health.observer
+
+    @observer.setter
+    def observer(self, observer: Any) -> None:
+        self.health.observer = observer
+
     def start(self, observer=None) -> None:
         """Called once in each worker when its loop runs: health checks start here."""
-        if observer is not None:
-            self.observer = observer
-        if self.health_check is None:
-            return
-        loop = asyncio.get_running_loop()
-        for target in self.targets:
-            if target._probe_task is None:
-                target._probe_task = loop.create_task(self._probe_loop(target))
+        self.health.start(observer)
 
     def close(self) -> None:
         for target in self.targets:
             while target.idle:
                 target.idle.pop().close()
-            if target._probe_task is not None:
-                target._probe_task.cancel()
-                target._probe_task = None
-            if target._uneject is not None:
-                target._uneject.cancel()
-                target._uneject = None
+        self.health.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -346,113 +336,9 @@ class TargetGroup:
         """The exchange that picked `target` is over."""
         target.outstanding -= 1
 
-    def _recompute(self) -> None:
+    def recompute(self) -> None:
+        """The available targets, again: one of them changed its health."""
         self._available = tuple(t for t in self.targets if t.healthy and not t.ejected)
-
-    # -- passive ejection --------------------------------------------------------------------------
-
-    def connection_failed(self, target: Target, reason: str) -> None:
-        """A connection to `target` failed (refused, reset, TLS, closed before answering)."""
-        target.failures += 1
-        limit = self.ejection_failures
-        if limit and target.failures >= limit and not target.ejected:
-            target.ejected = True
-            self._recompute()
-            self._log("warning", "target_ejected",
-                      f"target {target.label} of group {self.name} taken out of rotation for "
-                      f"{self.ejection_duration_s:g}s after {target.failures} connection failures "
-                      f"in a row (last: {reason})", target, detail=reason)
-            self.observer.upstream(self.name, target.label, 0.0, False)
-            target._uneject = asyncio.get_running_loop().call_later(
-                self.ejection_duration_s, self._return, target, "ejection_ended")
-
-    def connection_ok(self, target: Target) -> None:
-        target.failures = 0
-
-    def _return(self, target: Target, why: str) -> None:
-        if target._uneject is not None:
-            target._uneject.cancel()
-            target._uneject = None
-        if not target.ejected:
-            return
-        target.ejected = False
-        target.failures = 0
-        self._recompute()
-        self._log("info", "target_returned", f"target {target.label} of group {self.name} back "
-                  f"in rotation ({why.replace('_', ' ')})", target)
-
-    # -- active health checks ----------------------------------------------------------------------
-
-    async def _probe_loop(self, target: Target) -> None:
-        hc = self.health_check
-        loop = asyncio.get_running_loop()
-        first = True
-        while True:
-            started = loop.time()
-            ok, detail = await self.probe(target)
-            self._health_result(target, ok, detail, first, loop.time() - started)
-            first = False
-            await asyncio.sleep(max(0.0, hc.interval_s - (loop.time() - started)))
-
-    async def probe(self, target: Target) -> tuple[bool, str]:
-        """One health check of `target`: (passed, what was seen)."""
-        hc = self.health_check
-        loop = asyncio.get_running_loop()
-        host = target.server_hostname or target.label
-        request = self._health_request % host.encode("ascii")
-        waiter = loop.create_future()
-        transport = None
-        try:
-            async with asyncio.timeout(hc.timeout_s):
-                transport, _ = await loop.create_connection(
-                    lambda: _Probe(request, waiter), target.host, target.port, ssl=self.ssl,
-                    server_hostname=target.server_hostname)
-                status = await waiter
-        except TimeoutError:
-            return False, f"no answer within {hc.timeout_s:g}s"
-        except UpstreamError as exc:
-            return False, str(exc)
-        except OSError as exc:
-            return False, _os_error(exc)
-        finally:
-            if transport is not None:
-                transport.close()
-        for lo, hi in hc.matcher:
-            if lo <= status <= hi:
-                return True, f"status {status}"
-        return False, f"status {status} does not match {_matcher_text(hc.matcher)}"
-
-    def _health_result(self, target: Target, ok: bool, detail: str, first: bool,
-                       latency_s: float) -> None:
-        hc = self.health_check
-        if ok:
-            target.fails = 0
-            if target.ejected:
-                self._return(target, "health_check_passed")
-            if target.healthy:
-                return
-            target.passes += 1
-            if target.passes < hc.healthy_threshold and not first:
-                return
-            target.passes = 0
-            target.healthy = True
-            self._recompute()
-            self._log("info", "target_healthy", f"target {target.label} of group {self.name} is "
-                      f"healthy ({detail})", target, detail=detail)
-            self.observer.upstream(self.name, target.label, latency_s, True)
-            return
-        target.passes = 0
-        if not target.healthy:
-            return
-        target.fails += 1
-        if target.fails < hc.unhealthy_threshold and not first:
-            return
-        target.fails = 0
-        target.healthy = False
-        self._recompute()
-        self._log("warning", "target_unhealthy", f"target {target.label} of group {self.name} "
-                  f"failed its health check: {detail}", target, detail=detail)
-        self.observer.upstream(self.name, target.label, latency_s, False)
 
     def _log(self, level: str, reason: str, message: str, target: Target, **fields) -> None:
         if self.errors is not None:
@@ -490,13 +376,13 @@ class TargetGroup:
             error = UpstreamError(f"TLS to {target.label} failed: {exc.reason or exc}", status=502,
                                   reason="upstream_tls_failed", target=target.label)
         except OSError as exc:
-            error = UpstreamError(f"connect to {target.label} failed: {_os_error(exc)}",
+            error = UpstreamError(f"connect to {target.label} failed: {os_error(exc)}",
                                   status=502, reason="upstream_connect_failed",
                                   target=target.label)
         else:
-            target.failures = 0
+            target.failures = 0         # health.connection_ok, inline
             return conn
-        self.connection_failed(target, error.reason)
+        self.health.connection_failed(target, error.reason)
         raise error
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -533,45 +419,3 @@ class TargetGroup:
             remaining += len(idle)
         if remaining:
             self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout_s / 2, self._sweep)
-
-
-class _Probe(asyncio.Protocol):
-    """A health-check exchange: send the request, read up to the status of the response."""
-
-    def __init__(self, request: bytes, waiter: asyncio.Future) -> None:
-        self.request = request
-        self.waiter = waiter
-        self.reader = response_reader()
-        self.reader.expect(b"GET")
-
-    def connection_made(self, transport) -> None:
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        if self.waiter.done():
-            return
-        try:
-            self.reader.feed(data)
-            event = self.reader.next_event()
-        except UpstreamError as exc:
-            self.waiter.set_exception(exc)
-            return
-        if type(event) is Response:
-            self.waiter.set_result(event.status)
-
-    def connection_lost(self, exc) -> None:
-        if not self.waiter.done():
-            self.waiter.set_exception(UpstreamError("closed the connection before answering",
-                                                    reason="upstream_closed"))
-
-
-def _os_error(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not accepted: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc.reason or exc}"
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
-
-
-def _matcher_text(matcher) -> str:
-    return ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in matcher)

@@ -13,7 +13,8 @@ import pytest
 from gateway.config import HealthCheckSpec, TargetGroupSpec, UpstreamTLSSpec
 from gateway.errors import UpstreamError
 from gateway.http1 import Data, EndOfMessage, Response
-from gateway.upstream import (TargetGroup, UpstreamClosed, UpstreamConnection, UpstreamFailed, _Probe,
+from gateway.health import _Probe
+from gateway.upstream import (TargetGroup, UpstreamClosed, UpstreamConnection, UpstreamFailed,
                               client_context)
 
 A, B, C = ("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.3", 80)
@@ -120,7 +121,7 @@ def test_first_health_check_decides_at_once():
     g = make(health_check=HC, errors=log)
     g.observer = obs
     a, b, c = g.targets
-    g._health_result(b, False, "connection refused", True, 0.01)
+    g.health.result(b, False, "connection refused", True, 0.01)
     assert not b.healthy and g.available == (a, c)
     assert log.reasons() == ["target_unhealthy"] and log.lines[0][0] == "warning"
     assert log.lines[0][3] == {"target_group": "app", "target": "10.0.0.2:80",
@@ -133,23 +134,23 @@ def test_thresholds_count_consecutive_results():
     g = make(health_check=HC, errors=log)
     a = g.targets[0]
     for ok in (False, False, True, False, False):       # a pass resets the failure run
-        g._health_result(a, ok, "x", False, 0.0)
+        g.health.result(a, ok, "x", False, 0.0)
     assert a.healthy
-    g._health_result(a, False, "status 500 does not match 200-399", False, 0.0)
+    g.health.result(a, False, "status 500 does not match 200-399", False, 0.0)
     assert not a.healthy and a not in g.available
-    g._health_result(a, True, "status 200", False, 0.0)
+    g.health.result(a, True, "status 200", False, 0.0)
     assert not a.healthy                                  # healthy_threshold = 2
-    g._health_result(a, False, "x", False, 0.0)
-    g._health_result(a, True, "status 200", False, 0.0)
+    g.health.result(a, False, "x", False, 0.0)
+    g.health.result(a, True, "status 200", False, 0.0)
     assert not a.healthy                                  # the run of passes was broken
-    g._health_result(a, True, "status 200", False, 0.0)
+    g.health.result(a, True, "status 200", False, 0.0)
     assert a.healthy and a in g.available
     assert log.reasons() == ["target_unhealthy", "target_healthy"]
 
 
 def test_no_available_target_means_pick_returns_none():
     g = make(targets=(A,), health_check=HC)
-    g._health_result(g.targets[0], False, "down", True, 0.0)
+    g.health.result(g.targets[0], False, "down", True, 0.0)
     assert g.pick() is None
 
 
@@ -185,7 +186,7 @@ def test_a_passing_health_check_ends_an_ejection(loop):
     a = g.targets[0]
     g.connection_failed(a, "upstream_connect_failed")
     assert a.ejected
-    g._health_result(a, True, "status 200", False, 0.0)
+    g.health.result(a, True, "status 200", False, 0.0)
     assert not a.ejected and a in g.available and a._uneject is None
     assert log.reasons() == ["target_ejected", "target_returned"]
     assert "health check passed" in log.lines[1][2]
@@ -370,7 +371,7 @@ def test_from_spec_plain():
             g.idle_timeout_s, g.least_outstanding, g.ejection_failures,
             g.ejection_duration_s, g.health_check) == ("app", 1.0, 2.0, 3, 4.0, True, 6, 7.0, HC)
     assert g.ssl is None and all(t.server_hostname is None for t in g.targets)
-    assert g._health_request % b"10.0.0.1:80" == (
+    assert g.health._request % b"10.0.0.1:80" == (
         b"GET /healthz HTTP/1.1\r\nHost: 10.0.0.1:80\r\nUser-Agent: mtls-gateway-health-check\r\n"
         b"Accept: */*\r\nConnection: close\r\n\r\n")
 
