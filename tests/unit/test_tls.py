@@ -14,6 +14,7 @@ from gateway import pki
 from gateway.identity import VerifyStatus
 from gateway import tls as gtls
 from gateway import tlspump
+from gateway.testing import MemoryTLSClient
 from gateway.tls import REFUSAL_ALERTS, HandshakeDone, HandshakeFailed, ListenerTLS
 from gateway.trust import FAILURE_TTL_S, TrustStore, Verdict
 
@@ -459,21 +460,18 @@ def _tls13_flight_with(files, ca, tmp_path, after):
     _, inter, _ = ca
     listener = _listener(files, ca)
     ctx = _client_ctx(files, tmp_path, pki.make_client(inter, "frank"), version=ssl.TLSVersion.TLSv1_3)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    client = MemoryTLSClient(ctx)
     server = listener.connection()
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            reply, _, evs = server.receive(out.read())
-            assert evs == ()
-            inc.write(reply)
-    flight = out.read()          # the client's Finished, not yet given to the server
-    flight += after(client, out)
+
+    def deliver(data: bytes) -> None:
+        reply, _, evs = server.receive(data)
+        assert evs == ()
+        client.incoming.write(reply)
+    client.handshake(deliver, flights=10)
+    flight = client.outgoing.read()          # the client's Finished, not yet given to the server
+    flight += after(client.tls, client.outgoing)
     reply, plain, events = server.receive(flight)
-    return server, client, reply, plain, events
+    return server, client.tls, reply, plain, events
 
 
 def test_close_notify_behind_finished_is_not_lost(files, ca, tmp_path):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 
 from gateway import pki, tls, tlspump
+from gateway.testing import MemoryTLSClient
 from gateway.errors import NativeUnavailable
 from gateway.tls import HandshakeFailed, ListenerTLS, PeerClosed, TLSState
 
@@ -47,15 +48,19 @@ def _listener(files) -> ListenerTLS:
     return ListenerTLS(name="p", certificates=[(files / "server.pem", files / "server.key", ("localhost",))])
 
 
-def _client(files, version=None, alpn=None):
+def _client_context(files, version=None, alpn=None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(files / "root.pem")
     if version is not None:
         ctx.minimum_version = ctx.maximum_version = version
     if alpn is not None:
         ctx.set_alpn_protocols(alpn)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    return ctx.wrap_bio(inc, out, server_hostname="localhost"), inc, out
+    return ctx
+
+
+def _client(files, version=None, alpn=None):
+    client = MemoryTLSClient(_client_context(files, version, alpn))
+    return client.tls, client.incoming, client.outgoing
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -74,21 +79,17 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 def _established(files, alpn=None, events=None):
     """A server connection and its client, handshake done and the tickets delivered (the server's
     events of the handshake appended to `events`, if given)."""
-    client, inc, out = _client(files, alpn=alpn)
+    client = MemoryTLSClient(_client_context(alpn=alpn, files=files))
     server = _listener(files).connection()
     seen = events if events is not None else []
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            reply, _, evs = server.receive(out.read())
-            seen.extend(evs)
-            inc.write(reply)
-    reply, _, evs = server.receive(out.read())
-    seen.extend(evs)
-    inc.write(reply)                    # TLS 1.3 tickets
-    return server, client, inc, out
+
+    def deliver(data: bytes) -> None:
+        reply, _, evs = server.receive(data)
+        seen.extend(evs)
+        client.incoming.write(reply)
+    client.handshake(deliver, flights=10)
+    deliver(client.outgoing.read())     # the client's Finished; TLS 1.3 tickets come back
+    return server, client.tls, client.incoming, client.outgoing
 
 
 def _run(files, payloads: list[bytes], replies: list[bytes], cuts: list[int], version=None) -> dict:
