@@ -22,6 +22,7 @@ Nothing here imports tests, bench or pytest: the module is part of the installed
 """
 from __future__ import annotations
 
+import http.client
 import signal
 import socket
 import ssl
@@ -79,6 +80,24 @@ def client_context(root: str | Path, cert: str | Path | None = None, key: str | 
     elif version == "1.3":
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     return ctx
+
+
+def https_request(port: int, ctx: ssl.SSLContext | None, method: str = "GET", path: str = "/", *,
+                  headers: Mapping[str, str] | None = None, body: bytes | str | None = None,
+                  conn: http.client.HTTPSConnection | None = None, timeout: float = 30.0,
+                  ) -> tuple[http.client.HTTPResponse, bytes]:
+    """One request with http.client to 127.0.0.1:`port` (server name localhost): on `conn` when
+    given (kept open: keep-alive), else on a new connection closed after the response. Returns
+    the response and its body."""
+    own = conn is None
+    if conn is None:
+        conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    if own:
+        conn.close()
+    return resp, data
 
 
 class MemoryTLSClient:

@@ -74,15 +74,7 @@ def ctx_for(test_pki, client: str | None, *, version=None) -> ssl.SSLContext:
 
 
 def request(port, ctx, method="GET", path="/", headers=None, body=None, conn=None):
-    own = conn is None
-    if own:
-        conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
-    conn.request(method, path, body=body, headers=headers or {})
-    resp = conn.getresponse()
-    data = resp.read()
-    if own:
-        conn.close()
-    return resp, data
+    return testing.https_request(port, ctx, method, path, headers=headers, body=body, conn=conn)
 
 
 def echoed(data: bytes) -> dict[str, list[str]]:

@@ -148,16 +148,9 @@ def group(name: str, ports, extra: str = "") -> str:
 
 def get(gw, test_pki, path="/", *, method="GET", headers=None, body=None, client=None, conn=None,
         timeout=30):
-    own = conn is None
-    if own:
-        conn = http.client.HTTPSConnection("localhost", gw.port("main"), timeout=timeout,
-                                           context=client_ctx(test_pki, client))
-    conn.request(method, path, body=body, headers=headers or {})
-    resp = conn.getresponse()
-    data = resp.read()
-    if own:
-        conn.close()
-    return resp, data
+    ctx = client_ctx(test_pki, client) if conn is None else None
+    return testing.https_request(gw.port("main"), ctx, method, path, headers=headers, body=body,
+                                 conn=conn, timeout=timeout)
 
 
 def raw(gw, test_pki, data: bytes, *, client=None, timeout=10.0, pause: float = 0.0) -> bytes:
