@@ -183,7 +183,7 @@ cdef object _der(void *x509):
 
 
 def peer_leaf_der(uintptr_t ssl):
-    """gateway.tls._peer_leaf_der's twin: the DER of the peer's certificate, or None."""
+    """gateway.tlspump.peer_leaf_der's twin: the DER of the peer's certificate, or None."""
     cdef void *x = c_peer_certificate(<void *>ssl)
     if x == NULL:
         return None
@@ -194,7 +194,7 @@ def peer_leaf_der(uintptr_t ssl):
 
 
 def store_cert_der(uintptr_t store):
-    """gateway.tls._current_cert_der's twin: the DER of the verify callback's current certificate."""
+    """gateway.tlspump.current_cert_der's twin: the DER of the verify callback's current certificate."""
     cdef void *x = c_store_current_cert(<void *>store)
     if x == NULL:
         raise ValueError("no current certificate")
@@ -202,7 +202,7 @@ def store_cert_der(uintptr_t store):
 
 
 def session_digest(uintptr_t ssl, bytes label):
-    """gateway.tls._session_digest's twin: SHA-256 over `label` and the current session's secret
+    """gateway.tlspump.session_digest's twin: SHA-256 over `label` and the current session's secret
     (None without a session or key). The key is only ever in KEY_BUF, seen by the hash through a
     memoryview, and wiped before this returns."""
     cdef const void *sess = c_get_session(<void *>ssl)
@@ -234,8 +234,8 @@ def bound():
 # OpenSSL calls it for every record header and every protocol message of a connection, both ways,
 # for its whole life: the filter must cost next to nothing per record, so it is C, and only the
 # three messages gateway.tls cares about (a received ClientHello or Certificate, a written
-# NewSessionTicket: a few per handshake) reach Python. gateway.tls._py_message_callback is the pure
-# twin. The handler is gateway.tls._on_message(ssl address, write_p, message type, length).
+# NewSessionTicket: a few per handshake) reach Python. gateway.tlspump.py_message_callback is the pure
+# twin. The handler is gateway.tlspump._on_message(ssl address, write_p, message type, length).
 cdef object message_handler = None
 
 cdef enum:
@@ -243,6 +243,16 @@ cdef enum:
     MT_CLIENT_HELLO = 1
     MT_NEW_SESSION_TICKET = 4
     MT_CERTIFICATE = 11
+
+# The C enums above, for tests/unit/test_twin_constants.py to hold equal to gateway.tlspump's (a
+# cdef enum is compiled in, so it cannot be handed in at load as the tables are)
+ENUMS = {
+    "CHUNK": CHUNK, "MAX_WRITE": MAX_WRITE, "RENEW_AT": RENEW_AT,
+    "E_WANT_READ": E_WANT_READ, "E_SYSCALL": E_SYSCALL, "E_ZERO_RETURN": E_ZERO_RETURN,
+    "RT_HANDSHAKE": RT_HANDSHAKE, "MT_CLIENT_HELLO": MT_CLIENT_HELLO,
+    "MT_NEW_SESSION_TICKET": MT_NEW_SESSION_TICKET, "MT_CERTIFICATE": MT_CERTIFICATE,
+    "KEY_MAX": sizeof(KEY_BUF),
+}
 
 
 # gateway.tls.TLSState's members (bind_connection)
@@ -356,7 +366,7 @@ def server(uintptr_t ctx, owner):
 
 
 cdef class Pump:
-    """The pump of one server connection; see gateway.tls.PyPump for the contract."""
+    """The pump of one server connection; see gateway.tlspump.PyPump for the contract."""
     cdef void *ssl
     cdef void *rbio         # network -> OpenSSL
     cdef void *wbio         # OpenSSL -> network
@@ -387,7 +397,7 @@ cdef class Pump:
     def ssl_address(self):
         return <uintptr_t>self.ssl
 
-    # what the handshake reads of this SSL (gateway.tls.PyPump's methods are the pure twins)
+    # what the handshake reads of this SSL (gateway.tlspump.PyPump's methods are the pure twins)
     def leaf_der(self):
         """The DER of the peer's certificate, or None."""
         if c_peer_certificate == NULL:
@@ -568,7 +578,7 @@ cdef object NOT_VERIFIED = None
 cdef object VERIFY_NOT_FOUND = None
 cdef object ssl_pointer = None          # address -> the cffi `SSL *` the pure methods take
 cdef object monotonic_clock = None
-cdef dict _names = {}                   # gateway.tls._NAMES' twin: one string per distinct name
+cdef dict _names = {}                   # gateway.tlspump._NAMES' twin: one string per distinct name
 cdef Py_ssize_t NAMES_MAX = 1024
 cdef int NAMETYPE_HOST = 0
 
@@ -594,7 +604,7 @@ def bind_connection(*, states, handshake_done, handshake_failed, no_events, no_s
 
 
 cdef object _name_of(const char *raw):
-    """gateway.tls._name's twin: the shared string of a name OpenSSL gives (NUL-terminated)."""
+    """gateway.tlspump.name_of's twin: the shared string of a name OpenSSL gives (NUL-terminated)."""
     cdef bytes key = raw
     name = _names.get(key)
     if name is None:

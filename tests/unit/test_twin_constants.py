@@ -51,6 +51,14 @@ TWINS = {
         "CLOSED": (None, tlspump.CLOSED),
         "FAILED": (None, tlspump.FAILED),
         "FUNCTIONS": (None, tlspump.PUMP_FUNCTIONS),
+        # the pump's compiled-in enums, against the pure pump's constants of the same meaning
+        "ENUMS": (None, {
+            "CHUNK": tlspump._CHUNK, "MAX_WRITE": tlspump._MAX_WRITE, "RENEW_AT": tlspump._RENEW_AT,
+            "E_WANT_READ": tlspump._SSL_ERROR_WANT_READ, "E_SYSCALL": tlspump._SSL_ERROR_SYSCALL,
+            "E_ZERO_RETURN": tlspump._SSL_ERROR_ZERO_RETURN, "RT_HANDSHAKE": tlspump._RT_HANDSHAKE,
+            "MT_CLIENT_HELLO": tlspump.MT_CLIENT_HELLO,
+            "MT_NEW_SESSION_TICKET": tlspump.MT_NEW_SESSION_TICKET,
+            "MT_CERTIFICATE": tlspump.MT_CERTIFICATE, "KEY_MAX": tlspump._KEY_MAX}),
     },
     "gateway._conn_c": {
         "PATH_WORK_BYTES": (None, _path_work()),
