@@ -2,6 +2,8 @@
 from collections.abc import Callable
 from typing import Any
 
+from typing_extensions import Self, disjoint_base
+
 WANT: int
 DONE: int
 CLOSED: int
@@ -16,9 +18,11 @@ def peer_leaf_der(ssl: int) -> bytes | None: ...
 def store_cert_der(store: int) -> bytes: ...
 def session_digest(ssl: int, label: bytes) -> bytes | None: ...
 
+@disjoint_base
 class Pump:
     error: BaseException | None
-    def __init__(self, owner: Any, ssl: int, rbio: int, wbio: int) -> None: ...
+    # __cinit__: the arguments reach the type's __new__ (there is no __init__ of its own)
+    def __new__(cls, owner: Any, ssl: int, rbio: int, wbio: int) -> Self: ...
     @property
     def ssl_address(self) -> int: ...
     def leaf_der(self) -> bytes | None: ...
@@ -41,6 +45,7 @@ def bind_connection(*, states: tuple[Any, Any, Any, Any, Any], handshake_done: t
                     not_verified: Any, not_found: Any, pointer: Callable[[int], Any],
                     monotonic: Callable[[], float], names_max: int, nametype_host: int) -> None: ...
 
+@disjoint_base
 class TLSCore:
     """gateway.tls.STATE in a C struct, and the connection's common path."""
     _tls: Any

@@ -186,9 +186,7 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
         try:
             tls = ListenerTLS(
                 name=spec.name,
-                # paths, which ListenerTLS opens (its annotation says str: fixed with tls.py's split)
-                certificates=[(c.cert, c.key, c.names)  # type: ignore[misc]
-                              for c in spec.certificates],
+                certificates=[(c.cert, c.key, c.names) for c in spec.certificates],
                 mtls=spec.mtls, store=store if spec.mtls in ("verify", "optional") else None,
                 max_chain_depth=spec.max_chain_depth,
                 ignore_expiry=spec.ignore_client_certificate_expiry,

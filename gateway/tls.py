@@ -43,7 +43,10 @@ import enum
 import hashlib
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from OpenSSL import SSL, crypto
 
@@ -52,10 +55,17 @@ from .identity import Identity, VerifyStatus, identity_from_der
 # The machinery (every touch of pyOpenSSL's private surface): bound here as module globals, once,
 # since the handshake calls them for every connection (DESIGN.md's hot-path rule 10). The pump's
 # result codes are the connection core's too, named through this module (conn.py, bench).
-from .tlspump import (ALPN_SELECT_CALLBACK, CLOSED, DONE, FAILED, MT_CERTIFICATE, MT_CLIENT_HELLO,
-                      MT_NEW_SESSION_TICKET, NAMES_MAX, NAMETYPE_HOST, NATIVE_MESSAGE_CALLBACK,
-                      NATIVE_PUMP, NATIVE_SERVER, NATIVE_UNAVAILABLE, SERVERNAME_CALLBACK,
-                      SESSION_LABEL, VERIFY_CALLBACK, WANT, X509_V_ERR_CERT_CHAIN_TOO_LONG,
+# The names other modules read through this one are re-exported explicitly (`X as X`).
+from .tlspump import CLOSED as CLOSED
+from .tlspump import DONE as DONE
+from .tlspump import FAILED as FAILED
+from .tlspump import NATIVE_MESSAGE_CALLBACK as NATIVE_MESSAGE_CALLBACK
+from .tlspump import NATIVE_PUMP as NATIVE_PUMP
+from .tlspump import NATIVE_UNAVAILABLE as NATIVE_UNAVAILABLE
+from .tlspump import WANT as WANT
+from .tlspump import (ALPN_SELECT_CALLBACK, MT_CERTIFICATE, MT_CLIENT_HELLO, MT_NEW_SESSION_TICKET,
+                      NAMES_MAX, NAMETYPE_HOST, NATIVE_SERVER, SERVERNAME_CALLBACK, SESSION_LABEL,
+                      VERIFY_CALLBACK, CData, PumpFactory, TLSPump, X509_V_ERR_CERT_CHAIN_TOO_LONG,
                       X509_V_ERR_CERT_HAS_EXPIRED, X509_V_ERR_CERT_REJECTED, X509_V_ERR_CERT_REVOKED,
                       X509_V_ERR_INVALID_PURPOSE, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
                       alpn_selected, c_bytes, c_callback, cipher_name, context_address,
@@ -64,7 +74,10 @@ from .tlspump import (ALPN_SELECT_CALLBACK, CLOSED, DONE, FAILED, MT_CERTIFICATE
                       set_alpn_select_callback, set_message_callback, set_servername_callback,
                       set_ssl_context, set_verify_callback, set_verify_error, ssl_of, ssl_pointer,
                       store_ssl, verify_depth, version_name)
-from .trust import ChainCache, TrustStore, Verdict, Verifier
+from .trust import ChainCache, Implementation, TrustStore, Verdict, Verifier
+
+if TYPE_CHECKING:
+    from .sessions import ChainStore
 
 MODES = ("off", "passthrough", "verify", "optional")
 DEFAULT_CIPHERS_TLS12 = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -79,6 +92,8 @@ class TLSState(enum.Enum):
     PEER_CLOSED = "peer_closed"     # close_notify received: we may still write (a half-close)
     CLOSED = "closed"
     FAILED = "failed"
+
+    _successors: tuple[TLSState, ...]     # set below, from _TRANSITIONS
 
 
 _TRANSITIONS = {
@@ -129,8 +144,11 @@ class PeerClosed:
     """The peer sent close_notify."""
 
 
+# what TLSConnection.receive returns, in order, for one arrival
+TLSEvent: TypeAlias = "HandshakeDone | HandshakeFailed | TLSFailed | PeerClosed"
+
 PEER_CLOSED = PeerClosed()
-NO_EVENTS: tuple = ()
+NO_EVENTS: tuple[()] = ()
 
 
 # -- refusals as TLS alerts -------------------------------------------------------------------------
@@ -175,16 +193,22 @@ _UNMAPPED_REFUSAL = REFUSAL_ALERTS[VerifyStatus.UNMAPPED]
 _SSL_TLSEXT_ERR_OK = 0
 _SSL_TLSEXT_ERR_ALERT_FATAL = 2
 
+# tlspump.owner, typed: the connection of an SSL, found for OpenSSL's callbacks (tlspump, a layer
+# below, cannot name TLSConnection). None for an SSL that is not ours: the callback then fails on
+# it, which is a refusal like any exception there.
+_owner: Callable[[CData], TLSConnection | None] = owner
+
 
 @c_callback(VERIFY_CALLBACK)
-def _c_verify(ok: int, store) -> int:
+def _c_verify(ok: int, store: CData) -> int:
     """OpenSSL's verify callback, installed with SSL_CTX_set_verify (not pyOpenSSL's wrapper, which
     gives no access to the store and so cannot name a refusal: OpenSSL 3+ then records
     X509_V_ERR_UNSPECIFIED and ssl_x509err2alert() turns it into internal_error). A refusal sets
     the X509_V_ERR_* whose alert fits the verify status (REFUSAL_ALERTS). Nothing may cross the C
     boundary: any exception is a refusal (internal_error)."""
     try:
-        refused = owner(store_ssl(store))._on_verify(store, verify_depth(store), ok)
+        refused = _owner(store_ssl(store))._on_verify(  # type: ignore[union-attr]  # None: refused
+            store, verify_depth(store), ok)
         if refused is None:
             # accepted at the gateway's level: OpenSSL's own complaint (its store is empty) must not
             # linger as the connection's verify result (pyOpenSSL's wrapper does the same)
@@ -202,14 +226,14 @@ def _c_verify(ok: int, store) -> int:
 
 
 @c_callback(SERVERNAME_CALLBACK)
-def _c_client_hello(ssl, alert, arg) -> int:
+def _c_client_hello(ssl: CData, alert: CData, arg: CData) -> int:
     """OpenSSL's servername callback, which it calls for every ClientHello, with or without SNI,
     once the extensions are parsed (final_server_name): by then SSL_session_reused() says whether a
     session resumes (TLS 1.2 ticket or session id: ssl_get_prev_session; TLS 1.3: the PSK, its
     binder checked) and that session's peer certificate is readable. Returning ALERT_FATAL with
     *alert set sends that alert before the ServerHello. Any exception refuses (internal_error)."""
     try:
-        return owner(ssl)._on_client_hello(alert)
+        return _owner(ssl)._on_client_hello(alert)  # type: ignore[union-attr]  # None: refused
     except BaseException as exc:   # noqa: BLE001 - fail closed
         try:
             alert[0] = ALERT_INTERNAL_ERROR
@@ -237,13 +261,14 @@ def session_id_context(name: str, mtls: str, store: TrustStore | None, max_chain
 class ListenerTLS:
     """One listener's TLS: contexts per certificate, SNI selection, the client-cert verifier."""
 
-    def __init__(self, *, name: str, certificates: list[tuple[str, str, tuple[str, ...]]],
+    def __init__(self, *, name: str,
+                 certificates: Sequence[tuple[str | Path, str | Path, tuple[str, ...]]],
                  mtls: str = "off", store: TrustStore | None = None, max_chain_depth: int = 4,
                  ignore_expiry: bool = False, advertise_ca_names: bool = False,
                  min_version: str = "1.2", ciphers_tls12: str = DEFAULT_CIPHERS_TLS12,
                  session_tickets: bool = True, session_timeout_s: int = 300,
-                 max_chain_bytes: int = 65536, message_callback=None,
-                 trust_implementation=None) -> None:
+                 max_chain_bytes: int = 65536, message_callback: CData | None = None,
+                 trust_implementation: Implementation | None = None) -> None:
         if mtls not in MODES:
             raise ValueError(f"mtls must be one of {MODES}")
         if mtls in ("verify", "optional") and store is None:
@@ -253,7 +278,7 @@ class ListenerTLS:
         self.store = store
         self.verifier = (Verifier(store, max_chain_depth=max_chain_depth, ignore_expiry=ignore_expiry,
                                   max_chain_bytes=max_chain_bytes)
-                         if mtls in ("verify", "optional") else None)
+                         if mtls in ("verify", "optional") and store is not None else None)
         self.max_chain_bytes = max_chain_bytes
         self.max_chain_depth = max_chain_depth
         # passthrough identities by chain key, and by session for resumptions
@@ -264,7 +289,7 @@ class ListenerTLS:
         self.session_timeout_s = session_timeout_s
         # chains by session, shared by the workers for resumed sessions (gateway.sessions); set by
         # the server when it has one
-        self._chain_store = None
+        self._chain_store: ChainStore | None = None
         # The session id context binds sessions to this listener and the verification policy that
         # admitted them: a session verified under one listener, or under another CA set, depth or
         # expiry policy, must never resume under this one (RFC 5246 F.1.4's concern; OpenSSL does
@@ -292,7 +317,8 @@ class ListenerTLS:
                 else:
                     self._exact.setdefault(n, ctx)
         self.default_context = self._contexts[0]
-        self._native_address: tuple = (None, 0)     # (a context, its SSL_CTX address)
+        # (a context, its SSL_CTX address)
+        self._native_address: tuple[SSL.Context | None, int] = (None, 0)
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
         self._callbacks = (_c_verify, _c_client_hello, _c_select_alpn, self._message_callback)
@@ -308,17 +334,17 @@ class ListenerTLS:
         set_servername_callback(self.default_context, _c_client_hello)
 
     @property
-    def chain_store(self):
+    def chain_store(self) -> ChainStore | None:
         return self._chain_store
 
     @chain_store.setter
-    def chain_store(self, store) -> None:
+    def chain_store(self, store: ChainStore | None) -> None:
         self._chain_store = store
         if store is not None:
             # the store's sweep may drop a name once no listener's session can outlive it
             store.keep_for(self.session_timeout_s)
 
-    def _build_context(self, cert_path: str, key_path: str, sid: bytes, min_version: str,
+    def _build_context(self, cert_path: str | Path, key_path: str | Path, sid: bytes, min_version: str,
                        ciphers: str, tickets: bool, timeout_s: int, advertise: bool) -> SSL.Context:
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(_TLS_VERSIONS[min_version])
@@ -356,7 +382,7 @@ class ListenerTLS:
                                             for ca in self.store.cas])
         return ctx
 
-    def _on_sni(self, tc: "TLSConnection", ssl) -> None:
+    def _on_sni(self, tc: TLSConnection, ssl: CData) -> None:
         """Switch `tc` to the certificate the client's SNI names, read from `ssl`, its SSL (an
         unknown or absent name: the default one). Called from the servername callback, which
         catches what this raises."""
@@ -381,7 +407,7 @@ class ListenerTLS:
             self._native_address = (ctx, address)
         return address
 
-    def connection(self) -> "TLSConnection":
+    def connection(self) -> TLSConnection:
         """A new connection: the native twin when its SSL can be made without a pyOpenSSL
         Connection (gateway._tls_c.server) and the native pump is chosen, else the pure one."""
         if self._native_setup and _make_pump is NATIVE_PUMP and NativeTLSConnection is not None:
@@ -409,7 +435,7 @@ def select_alpn(offered: bytes) -> int:
 
 
 @c_callback(ALPN_SELECT_CALLBACK)
-def _c_select_alpn(ssl, out, outlen, inp, inlen, arg) -> int:
+def _c_select_alpn(ssl: CData, out: CData, outlen: CData, inp: CData, inlen: int, arg: CData) -> int:
     """OpenSSL's ALPN select callback: point at http/1.1 in the client's own list, or carry on
     without ALPN (NOACK), as pyOpenSSL's NO_OVERLAPPING_PROTOCOLS does. Stateless: no connection
     is looked up. An exception answers NOACK."""
@@ -428,8 +454,8 @@ def _c_select_alpn(ssl, out, outlen, inp, inlen, arg) -> int:
 # gateway.tlspump's self-test found, at import, which twins of the pump and of the message filter
 # this process has (NATIVE_PUMP, NATIVE_MESSAGE_CALLBACK, NATIVE_SERVER); set_native picks among
 # them for the connections and contexts made afterwards.
-_make_pump = py_pump
-_message_callback = py_message_callback
+_make_pump: PumpFactory = py_pump
+_message_callback: CData = py_message_callback
 native_mode = "python"
 
 
@@ -447,8 +473,9 @@ def set_native(mode: str) -> str:
                                 f"(reinstall with `pip install -e .` to "
                                 f"build it, or install a cryptography within the range "
                                 f"pyproject.toml names)")
-    native = mode != "off" and NATIVE_PUMP is not None
-    _make_pump = NATIVE_PUMP if native else py_pump
+    native_pump = NATIVE_PUMP if mode != "off" else None
+    native = native_pump is not None
+    _make_pump = native_pump if native_pump is not None else py_pump
     # contexts built afterwards get the matching message callback (see ListenerTLS._build_context)
     _message_callback = NATIVE_MESSAGE_CALLBACK if native else py_message_callback
     native_mode = "native" if native else "python"
@@ -463,7 +490,7 @@ def fallback_reason(mode: str) -> str | None:
 set_native("auto")
 
 
-_NO_SESSIONS: tuple = ()      # what an established connection keeps of its sessions
+_NO_SESSIONS: tuple[()] = ()      # what an established connection keeps of its sessions
 
 
 # The state of a TLS connection, one name each: PureTLSConnection keeps it in slots, the native
@@ -482,15 +509,40 @@ class TLSConnection:
     and whose `__init__`, `receive`, `send`, `close`, `_to` and `_handshake_done` are C; the rest
     (the callbacks, verdicts, refusals) is these methods for both. Made by ListenerTLS.connection."""
 
-    __slots__ = ()
+    # No slots of its own (the layout is the subclass's); a type checker, told `()`, would refuse
+    # every state assignment below, so it is given STATE's names and types instead.
+    if not TYPE_CHECKING:
+        __slots__ = ()
+    _tls: ListenerTLS
+    _conn: SSL.Connection | None        # None: the native pump made the SSL itself
+    _ssl: CData                         # the connection's `SSL *`
+    _ctx: SSL.Context
+    _pump: TLSPump
+    state: TLSState
+    _chain: list[bytes] | None          # the chain by verify depth; None once OPEN
+    _decision: bool | None
+    _verdict: Verdict | None
+    _called: bool
+    started: float
+    handshake_s: float
+    identity: Identity | None
+    _resumed: bool
+    _renegotiating: bool
+    _cert_bytes: int
+    _hello_seen: bool
+    _sessions: list[bytes] | tuple[()]  # _NO_SESSIONS once OPEN
+    _resumed_session: bytes | None
+    _callback_error: str | None
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
         self._ctx = tls.default_context
+        pump: TLSPump
         if tls._native_setup and _make_pump is NATIVE_PUMP:
             # the native twin: the SSL and its BIOs made in one call, owned by the pump, found by
             # OpenSSL's callbacks through the pump's registry (weakly: see gateway._tls_c.server)
-            pump = NATIVE_SERVER(tls._native_context_address(self._ctx), self)
+            pump = NATIVE_SERVER(  # type: ignore[misc]  # _native_setup: NATIVE_SERVER is set
+                tls._native_context_address(self._ctx), self)
             self._conn = None
             self._ssl = ssl_pointer(pump.ssl_address)
         else:
@@ -502,20 +554,20 @@ class TLSConnection:
             pump = _make_pump(conn)
         self._pump = pump
         self.state = TLSState.HANDSHAKING
-        self._chain: list[bytes] = []
-        self._decision: bool | None = None
-        self._verdict: Verdict | None = None
+        self._chain = []
+        self._decision = None
+        self._verdict = None
         self._called = False
         self._resumed = False           # set by the servername callback
         self._renegotiating = False     # set by the message callback
         self._cert_bytes = -1           # the client Certificate message's body, as received
         self._hello_seen = False        # the servername callback ran: the ClientHello is processed
-        self._sessions: list[bytes] = []        # digests of the sessions this handshake issued
-        self._resumed_session: bytes | None = None      # digest of the session it resumed
-        self._callback_error: str | None = None         # the first exception a callback caught
+        self._sessions = []             # digests of the sessions this handshake issued
+        self._resumed_session = None    # digest of the session it resumed
+        self._callback_error = None     # the first exception a callback caught
         self.started = time.monotonic()
         self.handshake_s = 0.0
-        self.identity: Identity | None = None
+        self.identity = None
 
     def _keep_error(self, where: str, exc: BaseException) -> None:
         if self._callback_error is None:
@@ -535,11 +587,12 @@ class TLSConnection:
         self.state = new
 
     # -- the verify callback ---------------------------------------------------------------------
-    def _on_verify(self, store, depth: int, ok: int) -> VerifyStatus | None:
+    def _on_verify(self, store: CData, depth: int, ok: int) -> VerifyStatus | None:
         """One call of OpenSSL's verify callback: None accepts, a status refuses (see _c_verify)."""
         self._called = True
         if self._decision is not None:
-            return None if self._decision else self._verdict.status
+            # a decision is made with its verdict (_decide, the size refusal)
+            return None if self._decision else self._verdict.status  # type: ignore[union-attr]
         tls = self._tls
         if depth == 0 and ok:
             too_big = self._size_refusal()
@@ -550,7 +603,8 @@ class TLSConnection:
         if tls.verifier is None:
             # passthrough: nothing is verified; the presented chain is read after the handshake
             return None
-        chain = self._chain
+        # a list until the connection is OPEN, and OpenSSL calls this only while handshaking
+        chain: list[bytes] = self._chain  # type: ignore[assignment]
         if depth >= len(chain):
             chain.extend([b""] * (depth + 1 - len(chain)))
         if not chain[depth]:
@@ -561,7 +615,7 @@ class TLSConnection:
             # The verdict comes at the final call, depth 0 with preverify ok: by then OpenSSL has
             # walked every certificate it could chain from what the client sent.
             return None
-        return None if self._decide() else self._verdict.status
+        return None if self._decide() else self._verdict.status  # type: ignore[union-attr]
 
     def _size_refusal(self) -> Verdict | None:
         """max_client_cert_chain_bytes, applied to what the client sent: the body of its Certificate
@@ -583,7 +637,8 @@ class TLSConnection:
             self._verdict = too_big
             self._decision = False
             return False
-        verdict = self._tls.verifier.verify_der(tuple(d for d in self._chain if d))
+        # called only for a listener that verifies, while handshaking (the chain is still a list)
+        verdict = self._tls.verifier.verify_der(tuple(d for d in self._chain if d))  # type: ignore[union-attr]
         self._verdict = verdict
         self._decision = verdict.ok
         return verdict.ok
@@ -609,10 +664,11 @@ class TLSConnection:
     def _note_session(self) -> None:
         d = self._pump.session_digest(SESSION_LABEL)
         if d is not None and d != self._resumed_session and d not in self._sessions:
-            self._sessions.append(d)
+            # noted only while handshaking, when the digests are still a list
+            self._sessions.append(d)  # type: ignore[union-attr]
 
     # -- the servername callback -------------------------------------------------------------------
-    def _on_client_hello(self, alert) -> int:
+    def _on_client_hello(self, alert: CData) -> int:
         """Every ClientHello: the SNI switch, then, when a session resumes, the verdict on it. A
         resumed session whose client is no longer admitted (revoked since, expired, its CA gone) is
         refused here, with the alert of its status, before the ServerHello: the client never gets
@@ -642,7 +698,7 @@ class TLSConnection:
         return _SSL_TLSEXT_ERR_ALERT_FATAL
 
     # -- bytes in and out ----------------------------------------------------------------------------
-    def receive(self, data: bytes) -> tuple[bytes, bytes, tuple]:
+    def receive(self, data: bytes) -> tuple[bytes, bytes, tuple[TLSEvent, ...]]:
         """Feed ciphertext; get (ciphertext to send, plaintext received, events): every event of
         this arrival, in order, as a tuple (NO_EVENTS, the empty tuple, in the common case)."""
         state = self.state
@@ -680,7 +736,7 @@ class TLSConnection:
         pump.renew()        # drop the handshake's buffers: most connections idle from here
         return out, plain, (event,)
 
-    def _read_ended(self, code: int):
+    def _read_ended(self, code: int) -> PeerClosed | TLSFailed:
         if code == CLOSED and not self._renegotiating:
             self._to(TLSState.PEER_CLOSED)
             return PEER_CLOSED
@@ -711,7 +767,7 @@ class TLSConnection:
         return b""
 
     # -- handshake outcome -------------------------------------------------------------------------
-    def _failure(self, exc: Exception) -> HandshakeFailed:
+    def _failure(self, exc: BaseException | None) -> HandshakeFailed:
         if self._callback_error is not None:
             # one of our OpenSSL callbacks failed (and refused, failing closed): that is the cause,
             # whatever OpenSSL says about the alert it then sent
@@ -755,10 +811,11 @@ class TLSConnection:
             if verdict is None and self._called:
                 # a full handshake whose final callback never came: decide now, fail closed
                 self._decide()
-                verdict = self._verdict
-                if not verdict.ok:
-                    return HandshakeFailed(verdict.status, "client_cert_refused", verdict.detail,
-                                           verdict.identity)
+                decided: Verdict = self._verdict  # type: ignore[assignment]  # _decide sets it
+                if not decided.ok:
+                    return HandshakeFailed(decided.status, "client_cert_refused", decided.detail,
+                                           decided.identity)
+                verdict = decided
             elif verdict is None:
                 leaf = self._pump.leaf_der()
                 if leaf is not None:
@@ -800,7 +857,8 @@ class TLSConnection:
         if store is not None and len(chain) > 1:
             store.put([d.hex() for d in sessions], chain)
 
-    def _session_chain(self, cache: ChainCache, leaf_der: bytes, now: float):
+    def _session_chain(self, cache: ChainCache, leaf_der: bytes,
+                       now: float) -> tuple[Verdict, None] | tuple[None, tuple[bytes, ...]]:
         """What is known of the resumed session's own chain: (verdict kept in this worker, None),
         or (None, the chain to decide on: the shared store's, else the leaf alone). Never the chain
         of another session of the same leaf."""
@@ -808,7 +866,8 @@ class TLSConnection:
         if session is None:
             return None, (leaf_der,)
         known = cache.by_session(session, now)
-        if known is not None and known.identity.chain_der[0] == leaf_der:
+        # a verdict kept by session has its identity (ChainCache.put_session keeps no other)
+        if known is not None and known.identity.chain_der[0] == leaf_der:  # type: ignore[union-attr]
             return known, None
         store = self._tls.chain_store
         chain = store.get(session.hex()) if store is not None else None
@@ -817,7 +876,8 @@ class TLSConnection:
         return None, chain
 
     def _resumed_verdict(self, leaf_der: bytes) -> Verdict:
-        verifier = self._tls.verifier
+        # called only for a listener that verifies
+        verifier: Verifier = self._tls.verifier  # type: ignore[assignment]
         now = time.time()
         known, chain = self._session_chain(verifier.cache, leaf_der, now)
         if known is not None:
@@ -826,13 +886,14 @@ class TLSConnection:
         # it): the chain presented then, read back from the shared store, is verified again in
         # full against the current trust store, like a presented chain. Without it only the leaf is
         # known, and it must chain to the bundle on its own or the session is refused.
-        verdict = verifier.verify_der(chain, now)
+        verdict = verifier.verify_der(chain, now)  # type: ignore[arg-type]  # no verdict: a chain
         if self._resumed_session is not None:
             verifier.cache.put_session(self._resumed_session, verdict, now + self._tls.session_timeout_s)
         return verdict
 
-    def _passthrough_identity(self, ssl) -> Identity | None:
-        cache = self._tls.passthrough_cache
+    def _passthrough_identity(self, ssl: CData) -> Identity | None:
+        # called only for a passthrough listener, which has this cache
+        cache: ChainCache = self._tls.passthrough_cache  # type: ignore[assignment]
         now = time.time()
         leaf_der = self._pump.leaf_der()
         if leaf_der is None:
@@ -846,7 +907,8 @@ class TLSConnection:
             if not ders or ders[0] != leaf_der:
                 ders = (leaf_der,) + ders
         else:
-            known, ders = self._session_chain(cache, leaf_der, now)
+            known, ders = self._session_chain(  # type: ignore[assignment]  # no verdict: a chain
+                cache, leaf_der, now)
             if known is not None:
                 self._keep(known, cache)       # TLS 1.3: the new ticket gets the same chain
                 return known.identity
@@ -876,7 +938,7 @@ class PureTLSConnection(TLSConnection):
     __slots__ = STATE + ("__weakref__",)
 
 
-def _native_connection():
+def _native_connection() -> type[TLSConnection] | None:
     if NATIVE_SERVER is None:
         return None
     from . import _tls_c
@@ -891,7 +953,9 @@ def _native_connection():
         not_found=VerifyStatus.NOT_FOUND, pointer=ssl_pointer,
         monotonic=time.monotonic, names_max=NAMES_MAX, nametype_host=NAMETYPE_HOST)
 
-    class NativeTLSConnection(_tls_c.TLSCore, TLSConnection):
+    # TLSCore's _pump is always the Pump it made, a TLSPump (the checker asks the two declarations
+    # of a settable attribute to be the same type)
+    class NativeTLSConnection(_tls_c.TLSCore, TLSConnection):  # type: ignore[misc]
         """The native twin: the state and the common path in C (gateway._tls_c.TLSCore)."""
 
         __slots__ = ()
@@ -899,10 +963,11 @@ def _native_connection():
     return NativeTLSConnection
 
 
-NativeTLSConnection = _native_connection()
+NativeTLSConnection: type[TLSConnection] | None = _native_connection()
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException | None) -> str:
+    # `exc` is a pump's `error`, typed optional; a call that returned FAILED always set it
     args = getattr(exc, "args", ())
     if args and isinstance(args[0], list):
         parts = [e[2] if isinstance(e, tuple) and len(e) > 2 else str(e) for e in args[0]]

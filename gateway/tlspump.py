@@ -30,8 +30,10 @@ No socket and no event loop here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from functools import partial
 from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from OpenSSL import SSL, crypto
 from OpenSSL._util import exception_from_error_queue as _error_from_queue
@@ -39,6 +41,15 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from .errors import BindingsUnsupported
+
+if TYPE_CHECKING:
+    from . import _tls_c
+
+# A cffi object of the bindings (an `SSL *`, an `X509_STORE_CTX *`, an `int *` out-parameter, a C
+# callback): the bindings are untyped (cryptography declares `lib` and `ffi` as Any), so to the
+# checker every such value is Any; the alias says which ones are C data. A value read from the
+# bindings gets its type where it is bound, by an annotated name, which costs nothing at run time.
+CData: TypeAlias = Any
 
 # Every OpenSSL function and constant the TLS layer reaches through the `cryptography` bindings
 # (pyOpenSSL's `_util.lib` is that same object). Upstream calls the raw bindings unsupported and
@@ -64,7 +75,7 @@ REQUIRED_BINDINGS = (
 )
 
 
-def missing_bindings(lib, names) -> tuple[str, ...]:
+def missing_bindings(lib: object, names: Iterable[str]) -> tuple[str, ...]:
     """The names of `names` that `lib` does not have."""
     return tuple(n for n in names if not hasattr(lib, n))
 
@@ -104,28 +115,29 @@ ALPN_SELECT_CALLBACK = ("int(SSL *, const unsigned char **, unsigned char *, con
 MESSAGE_CALLBACK = "void(int, int, int, void *, size_t, SSL *, void *)"
 
 
-def c_callback(signature: str):
+def c_callback(signature: str) -> Callable[[Callable[..., object]], CData]:
     """A decorator making a Python function a C callback of `signature` (one of the four above).
     The object it returns must outlive every context that installed it; nothing may raise out of
     the function (cffi would only print it)."""
-    return _ffi.callback(signature)
+    decorator: Callable[[Callable[..., object]], CData] = _ffi.callback(signature)
+    return decorator
 
 
-def set_verify_callback(ctx: SSL.Context, flags: int, callback) -> None:
+def set_verify_callback(ctx: SSL.Context, flags: int, callback: CData) -> None:
     """SSL_CTX_set_verify with a C callback of VERIFY_CALLBACK: pyOpenSSL's Context is told
     nothing, so its _verify_helper stays None and a pump's failure skips it."""
     _lib.SSL_CTX_set_verify(ctx._context, flags, callback)
 
 
-def set_servername_callback(ctx: SSL.Context, callback) -> None:
+def set_servername_callback(ctx: SSL.Context, callback: CData) -> None:
     _lib.SSL_CTX_set_tlsext_servername_callback(ctx._context, callback)
 
 
-def set_alpn_select_callback(ctx: SSL.Context, callback) -> None:
+def set_alpn_select_callback(ctx: SSL.Context, callback: CData) -> None:
     _lib.SSL_CTX_set_alpn_select_cb(ctx._context, callback, _ffi.NULL)
 
 
-def set_message_callback(ctx: SSL.Context, callback) -> None:
+def set_message_callback(ctx: SSL.Context, callback: CData) -> None:
     """SSL_CTX_set_msg_callback: `py_message_callback` or NATIVE_MESSAGE_CALLBACK."""
     _lib.SSL_CTX_set_msg_callback(ctx._context, callback)
 
@@ -135,7 +147,7 @@ def context_address(ctx: SSL.Context) -> int:
     return int(_ffi.cast("uintptr_t", ctx._context))
 
 
-def set_ssl_context(ssl, ctx: SSL.Context) -> None:
+def set_ssl_context(ssl: CData, ctx: SSL.Context) -> None:
     """SSL_set_SSL_CTX: the SNI switch of an SSL that has no pyOpenSSL Connection."""
     _lib.SSL_set_SSL_CTX(ssl, ctx._context)
 
@@ -144,14 +156,15 @@ ssl_of = attrgetter("_ssl")                 # a pyOpenSSL Connection's `SSL *`
 ssl_pointer = partial(_ffi.cast, "SSL *")   # an SSL's address -> its `SSL *`
 
 
-def pointer_address(pointer) -> int:
+def pointer_address(pointer: CData) -> int:
     """The address of a cffi pointer (an `SSL *`, an `X509_STORE_CTX *`), as an int."""
     return int(_ffi.cast("uintptr_t", pointer))
 
 
-def c_bytes(pointer, length: int) -> bytes:
+def c_bytes(pointer: CData, length: int) -> bytes:
     """A copy of `length` bytes at a C callback's pointer."""
-    return _ffi.buffer(pointer, length)[:]
+    data: bytes = _ffi.buffer(pointer, length)[:]
+    return data
 
 
 # -- what a verify callback reads and sets of its store ---------------------------------------------
@@ -168,12 +181,12 @@ verify_depth = _lib.X509_STORE_CTX_get_error_depth
 set_verify_error = _lib.X509_STORE_CTX_set_error
 
 
-def store_ssl(store):
+def store_ssl(store: CData) -> CData:
     """The `SSL *` a verify callback's X509_STORE_CTX belongs to."""
     return _store_ssl(store, _STORE_SSL_IDX)
 
 
-def current_cert_der(store) -> bytes:
+def current_cert_der(store: CData) -> bytes:
     x = _store_cert(store)
     _x509_up_ref(x)
     return _dump(_ASN1, _X509_from_ptr(x))
@@ -187,12 +200,12 @@ _ALPN_LEN = _ffi.new("unsigned int *")
 session_reused = _lib.SSL_session_reused       # (ssl) -> nonzero when a session resumes
 
 
-def servername(ssl) -> bytes | None:
+def servername(ssl: CData) -> bytes | None:
     name = _lib.SSL_get_servername(ssl, NAMETYPE_HOST)
     return _ffi.string(name) if name != _ffi.NULL else None
 
 
-def peer_leaf_der(ssl) -> bytes | None:
+def peer_leaf_der(ssl: CData) -> bytes | None:
     """The DER of the peer's certificate (SSL_get_peer_certificate: a reference of our own,
     which the X509 wrapper frees), or None."""
     x = _lib.SSL_get_peer_certificate(ssl)
@@ -201,12 +214,12 @@ def peer_leaf_der(ssl) -> bytes | None:
     return _dump(_ASN1, _X509_from_ptr(x))
 
 
-def peer_chain_ders(ssl) -> tuple[bytes, ...] | None:
+def peer_chain_ders(ssl: CData) -> tuple[bytes, ...] | None:
     """SSL_get_peer_cert_chain as DER (on a server: without the leaf), or None without one."""
     stack = _lib.SSL_get_peer_cert_chain(ssl)
     if stack == _ffi.NULL:
         return None
-    out = []
+    out: list[bytes] = []
     for i in range(_lib.sk_X509_num(stack)):
         x = _lib.sk_X509_value(stack, i)
         _x509_up_ref(x)
@@ -230,16 +243,16 @@ def name_of(raw: bytes) -> str:
     return name
 
 
-def version_name(ssl) -> str:
+def version_name(ssl: CData) -> str:
     return name_of(_ffi.string(_lib.SSL_get_version(ssl)))
 
 
-def cipher_name(ssl) -> str:
+def cipher_name(ssl: CData) -> str:
     cipher = _lib.SSL_get_current_cipher(ssl)
     return name_of(_ffi.string(_lib.SSL_CIPHER_get_name(cipher))) if cipher != _ffi.NULL else ""
 
 
-def alpn_selected(ssl) -> bytes:
+def alpn_selected(ssl: CData) -> bytes:
     _lib.SSL_get0_alpn_selected(ssl, _ALPN_OUT, _ALPN_LEN)
     n = _ALPN_LEN[0]
     return _ffi.buffer(_ALPN_OUT[0], n)[:] if n else b""
@@ -262,7 +275,7 @@ SESSION_LABEL = b"mtls-gateway session chain v1\0"
 _sha256 = hashlib.sha256
 
 
-def session_digest(ssl, label: bytes = SESSION_LABEL) -> bytes | None:
+def session_digest(ssl: CData, label: bytes = SESSION_LABEL) -> bytes | None:
     """SHA-256 over a label and the current session's secret (None without a session or key).
     The key passes through one static buffer, wiped after use, and never becomes a Python object."""
     sess = _get_session(ssl)
@@ -280,12 +293,15 @@ def session_digest(ssl, label: bytes = SESSION_LABEL) -> bytes | None:
 # -- the owner of an SSL ------------------------------------------------------------------------------
 _Connection = SSL.Connection
 _reverse_get = _Connection._reverse_mapping.get
-_native_owner = None        # gateway._tls_c.owner_of once the native pump is bound (load_native)
+# gateway._tls_c.owner_of once the native pump is bound (load_native)
+_native_owner: Callable[[int], Any] | None = None
 
 
-def owner(ssl):
+def owner(ssl: CData) -> Any:
     """The TLSConnection of an SSL (a cffi `SSL *`): one the native pump made (no pyOpenSSL
-    Connection: gateway._tls_c's registry), else a pyOpenSSL Connection's app data."""
+    Connection: gateway._tls_c's registry), else a pyOpenSSL Connection's app data; None for an
+    SSL that is neither. Any to the checker: gateway.tls is a layer above, not named here (it
+    gives the result its type where it calls this)."""
     if _native_owner is not None:
         tc = _native_owner(int(_ffi.cast("uintptr_t", ssl)))
         if tc is not None:
@@ -294,7 +310,7 @@ def owner(ssl):
     return conn._app_data if conn is not None else None
 
 
-def keep_callback_error(ssl, where: str, exc: BaseException) -> None:
+def keep_callback_error(ssl: CData, where: str, exc: BaseException) -> None:
     """Keep the first exception an OpenSSL callback caught on its connection, so the handshake's
     outcome names it (httptools keeps `_last_error` for the same reason): an exception may not
     cross the C boundary, but it must not vanish either."""
@@ -318,13 +334,15 @@ MT_CERTIFICATE = 11
 
 def _on_message(ssl_addr: int, write_p: int, msg_type: int, length: int) -> None:
     conn = _Connection._reverse_mapping.get(_ffi.cast("SSL *", ssl_addr))
-    tc = conn._app_data if conn is not None else None
+    # the TLSConnection (a layer above) that set itself as the app data, which pyOpenSSL types None
+    tc: Any = conn._app_data if conn is not None else None
     if tc is not None:
         tc._on_message(write_p, msg_type, length)
 
 
-@_ffi.callback(MESSAGE_CALLBACK)
-def py_message_callback(write_p, version, content_type, buf, length, ssl, arg) -> None:
+@c_callback(MESSAGE_CALLBACK)
+def py_message_callback(write_p: int, version: int, content_type: int, buf: CData, length: int,
+                        ssl: CData, arg: CData) -> None:
     """The pure twin of tlspump's C filter."""
     if content_type != _RT_HANDSHAKE or length < 1:
         return
@@ -354,7 +372,7 @@ PUMP_FUNCTIONS = ("SSL_do_handshake", "SSL_shutdown", "SSL_read", "SSL_write", "
                   "BIO_get_mem_data", "BIO_free", "SSL_pending")
 
 
-def _tls_error(conn: SSL.Connection | None, code: int) -> SSL.Error:
+def _tls_error(conn: SSL.Connection | None, code: int) -> Exception:
     """The exception pyOpenSSL would raise for SSL_get_error() == `code`: a problem recorded by one
     of pyOpenSSL's callback helpers first (a pyOpenSSL Connection's context may have them; the
     gateway's own contexts install none), else OpenSSL's error queue, which this consumes. `conn`
@@ -384,6 +402,24 @@ def _bios_renewed(conn: SSL.Connection, rbio: int, wbio: int) -> None:
     conn._into_ssl = _ffi.cast("BIO *", rbio)
     conn._from_ssl = _ffi.cast("BIO *", wbio)
 
+
+class TLSPump(Protocol):
+    """What gateway.tls drives, whichever twin: PyPump below, or gateway._tls_c.Pump."""
+
+    @property
+    def error(self) -> BaseException | None: ...     # what the last FAILED was
+    def renew(self) -> bool: ...
+    def handshake(self, data: bytes) -> tuple[int, bytes]: ...
+    def read(self, data: bytes) -> tuple[int, bytes, bytes]: ...
+    def write(self, data: bytes) -> tuple[int, bytes]: ...
+    def shutdown(self) -> bytes: ...
+    def leaf_der(self) -> bytes | None: ...
+    def session_digest(self, label: bytes) -> bytes | None: ...
+    def store_cert_der(self, store: int) -> bytes: ...
+
+
+# a pump for a pyOpenSSL Connection: py_pump, or the native one load_native returns
+PumpFactory: TypeAlias = Callable[[SSL.Connection], TLSPump]
 
 _READ_BUF = _ffi.new("char[]", _CHUNK)
 _MEM_DATA = _ffi.new("char **")
@@ -424,7 +460,7 @@ class PyPump:
         return FAILED
 
     @staticmethod
-    def _carry(old, new) -> None:
+    def _carry(old: CData, new: CData) -> None:
         n = _lib.BIO_get_mem_data(old, _MEM_DATA)
         if n > 0 and _lib.BIO_write(new, _MEM_DATA[0], n) != n:
             raise MemoryError("BIO_write failed")
@@ -527,7 +563,7 @@ def py_pump(conn: SSL.Connection) -> PyPump:
     return PyPump(conn)
 
 
-def load_native():
+def load_native() -> PumpFactory | None:
     """The native pump's factory, or None with the reason in NATIVE_UNAVAILABLE (the self-test:
     the extension imports, runs on the very OpenSSL pyOpenSSL uses, and every function it calls is
     still in the bindings)."""
@@ -566,7 +602,7 @@ def load_native():
     NATIVE_SERVER = _tls_c.server
     _native_owner = _tls_c.owner_of
 
-    def native_pump(conn: SSL.Connection):
+    def native_pump(conn: SSL.Connection) -> _tls_c.Pump:
         return Pump(conn, int(cast("uintptr_t", conn._ssl)), int(cast("uintptr_t", conn._into_ssl)),
                     int(cast("uintptr_t", conn._from_ssl)))
     global NATIVE_MESSAGE_CALLBACK
@@ -581,9 +617,9 @@ def load_native():
 
 # What the self-test finds, once, at import; gateway.tls takes these names then and chooses
 # between the twins with its set_native.
-NATIVE_MESSAGE_CALLBACK = None
+NATIVE_MESSAGE_CALLBACK: CData | None = None
 # gateway._tls_c.server: a connection's SSL made without a pyOpenSSL Connection (None: an old build,
 # or bindings without SSL_new & co.: connections then get a pyOpenSSL Connection and the native pump)
-NATIVE_SERVER = None
+NATIVE_SERVER: Callable[[int, Any], _tls_c.Pump] | None = None
 NATIVE_UNAVAILABLE: str | None = None      # why the native pump is not there, when it is not
 NATIVE_PUMP = load_native()
