@@ -85,7 +85,7 @@ def gateway_factory(tmp_path):
     def start(listeners: str, extra: str = "", names: list[str] | None = None, gateway: str = "") -> Gateway:
         """`listeners` is TOML with {port_NAME} placeholders; a free port is chosen for each name."""
         names = names or []
-        ports = {n: free_port() for n in names}
+        ports = dict(zip(names, testing.free_ports(len(names))))
         d = tmp_path / f"gw{len(started)}"
         d.mkdir()
         head = testing.toml({"gateway": {**testing.log_settings(d), "log_level": "debug"}})
