@@ -85,3 +85,22 @@ def current() -> Selection:
     return Selection("current", headers.native_mode == "native", trust.native_mode == "native",
                      tls.native_mode == "native", http1.native_mode == "native",
                      conn.native_mode == "native")
+
+
+def interpreter_build(maps: str = "/proc/self/maps") -> str:
+    """How the running interpreter was built, as far as it shows: "shared libpython" when the
+    executable calls into a libpython.so, else "static". A shared build calls between the
+    interpreter's own functions through the PLT and is, in practice, the unoptimised kind
+    (pyenv's and python-build's default: no PGO, no LTO); a distribution's python3 is a static,
+    PGO+LTO executable, on which the same gateway spends 2-6% less CPU per handshake and 11% less
+    per proxied request (bench/NATIVE.md, "The interpreter"): the start-up log says which runs."""
+    import sysconfig
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return "static"
+    # Debian's python3 says --enable-shared (its libpython3.X.so is built too), yet its executable
+    # is linked statically: what the process has mapped decides
+    try:
+        with open(maps) as lines:
+            return "shared libpython" if any("libpython" in line for line in lines) else "static"
+    except OSError:
+        return "shared libpython"

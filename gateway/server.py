@@ -18,6 +18,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,6 +632,9 @@ class Master:
             self.errors.info("listening", f"listener {spec.name} on {spec.host}:{spec.port} "
                              f"mtls={spec.mtls}", listener=spec.name)
         self.errors.info("native", f"hot paths: {self.runtime.native}")
+        build = native_switch.interpreter_build()
+        self.errors.info("interpreter", f"python {sys.version.split()[0]} ({sys.executable}, "
+                         f"{build})", python=sys.version.split()[0], build=build)
         fallback = tls_fallback_reason(self.config.gateway.native)
         if fallback is not None:
             # the start-up self-test found the native pump unusable: one line, then the pure twin

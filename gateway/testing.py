@@ -321,8 +321,9 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def gateway_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "gateway", "run", "--config", str(config)]
+def gateway_command(config: Path, python: str | None = None) -> list[str]:
+    """`python -m gateway run --config CONFIG`, with this interpreter unless `python` names one."""
+    return [python or sys.executable, "-m", "gateway", "run", "--config", str(config)]
 
 
 class GatewayProcess:

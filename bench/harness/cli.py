@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", help="TLS versions (default 1.3,1.2; quick 1.3)")
     p.add_argument("--keys", help="server key types (default ecdsa,rsa; quick ecdsa)")
     p.add_argument("--peers", default="gateway,nginx,haproxy", help="kinds of peer to run")
+    p.add_argument("--gateway-python", metavar="PYTHON",
+                   help="the interpreter that runs the gateway (default: this one); it needs the "
+                        "gateway installed. A static, PGO+LTO build (a distribution's python3) runs "
+                        "it with far less CPU than a shared-libpython one (bench/NATIVE.md)")
     p.add_argument("--nginx", default="nginx", help="nginx binary ('none' to skip the system's)")
     p.add_argument("--haproxy", default="haproxy", help="HAProxy binary ('none' to skip the system's)")
     p.add_argument("--root", action="append", type=Path, default=[],
@@ -375,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
     specs: list[peers.PeerSpec] = []
     skipped: list[peers.Missing] = []
     if "gateway" in kinds:
-        specs.append(peers.find_gateway())
+        specs.append(peers.find_gateway(args.gateway_python))
     for kind in ("nginx", "haproxy"):
         if kind not in kinds:
             continue

@@ -164,23 +164,52 @@ def find_server(kind: str, binary: str, root: Path | None) -> PeerSpec | Missing
     return PeerSpec(kind, name, path, version, ssl or "OpenSSL ?", root)
 
 
-def find_gateway() -> PeerSpec:
-    from OpenSSL import SSL
-    try:
-        version = importlib.metadata.version("mtls-gateway")
-    except importlib.metadata.PackageNotFoundError:
-        version = "?"
-    raw = SSL.OpenSSL_version(SSL.OPENSSL_VERSION) if hasattr(SSL, "OpenSSL_version") \
-        else SSL.SSLeay_version(SSL.SSLEAY_VERSION)
-    ssl = raw.decode() if isinstance(raw, bytes) else str(raw)
-    openssl = " ".join(ssl.split()[:2])
-    notes = [f"python {sys.version.split()[0]}",
-             f"pyOpenSSL {importlib.metadata.version('pyOpenSSL')}",
-             f"cryptography {importlib.metadata.version('cryptography')}"]
+_GATEWAY_FACTS = """
+import importlib.metadata, json, sys
+from OpenSSL import SSL
+from gateway.native import interpreter_build
+raw = SSL.OpenSSL_version(SSL.OPENSSL_VERSION)
+try:
+    version = importlib.metadata.version("mtls-gateway")
+except importlib.metadata.PackageNotFoundError:
+    version = "?"
+print(json.dumps({"version": version, "openssl": raw.decode() if isinstance(raw, bytes) else str(raw),
+                  "python": sys.version.split()[0], "build": interpreter_build(),
+                  "pyOpenSSL": importlib.metadata.version("pyOpenSSL"),
+                  "cryptography": importlib.metadata.version("cryptography")}))
+"""
+
+
+def find_gateway(python: str | None = None) -> PeerSpec:
+    """The gateway as `python` (default: this interpreter) runs it; its versions are read by
+    running that interpreter when it is another one."""
+    import json
+
+    from gateway.native import interpreter_build
+    if python is None or os.path.realpath(python) == os.path.realpath(sys.executable):
+        python = sys.executable
+        from OpenSSL import SSL
+        raw = SSL.OpenSSL_version(SSL.OPENSSL_VERSION)
+        try:
+            version = importlib.metadata.version("mtls-gateway")
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+        facts = {"version": version, "openssl": raw.decode() if isinstance(raw, bytes) else str(raw),
+                 "python": sys.version.split()[0], "build": interpreter_build(),
+                 "pyOpenSSL": importlib.metadata.version("pyOpenSSL"),
+                 "cryptography": importlib.metadata.version("cryptography")}
+    else:
+        out = subprocess.run([python, "-c", _GATEWAY_FACTS], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"{python} cannot run the gateway: {out.stderr.strip()[-300:]}")
+        facts = json.loads(out.stdout)
+    openssl = " ".join(facts["openssl"].split()[:2])
+    notes = [f"python {facts['python']} ({python}, {facts['build']})",
+             f"pyOpenSSL {facts['pyOpenSSL']}", f"cryptography {facts['cryptography']}"]
     revision = _source_revision()
     if revision:
         notes.append(revision)
-    return PeerSpec("gateway", "gateway", sys.executable, version, openssl, notes=notes)
+    return PeerSpec("gateway", "gateway", python, facts["version"], openssl, notes=notes)
 
 
 def _source_revision() -> str | None:
@@ -338,7 +367,7 @@ class Peer:
         if spec.kind == "gateway":
             text = render_gateway(eps, self.pki, workers=workers, crl=crl, workdir=seen)
             conf = self._host_dir / "gateway.toml"
-            cmd = testing.gateway_command(conf)
+            cmd = testing.gateway_command(conf, spec.binary)
         elif spec.kind == "nginx":
             text = render_nginx(eps, self.pki, workers=workers, crl=crl, workdir=seen,
                                 as_root=os.geteuid() == 0)

@@ -2,7 +2,7 @@
 
     python -m mtls_gateway_bench.scenarios.paired [--mode off|passthrough|verify] [--full] [--tls 1.3|1.2]
                            [--repeats 5] [--seconds 4] [--root /var/tmp/trixie]
-                           [--variant NAME=VAR=VALUE ...]
+                           [--variant NAME=VAR=VALUE ...] [--python NAME=PYTHON ...]
 
 How this works: one throwaway PKI (`harness.certs`), one gateway of one worker per variant (a variant
 is the gateway started with one more environment variable, e.g. `--variant pure=
@@ -88,16 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=None, help="run nginx in this root (chroot)")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=VAR=VALUE: a gateway started with VAR=VALUE in its environment")
+    parser.add_argument("--python", action="append", default=[], metavar="NAME=PYTHON",
+                        help="a gateway run by this interpreter (which has it installed)")
     args = parser.parse_args(argv)
-    variants: list[tuple[str, dict[str, str]]] = []
+    variants: list[tuple[str, dict[str, str], str | None]] = []
     for v in args.variant:
         name, _, assignment = v.partition("=")
         var, _, value = assignment.partition("=")
         if not name or not var:
             parser.error(f"--variant {v!r}: expected NAME=VAR=VALUE")
-        variants.append((name, {var: value}))
+        variants.append((name, {var: value}, None))
+    for v in args.python:
+        name, _, python = v.partition("=")
+        if not name or not python:
+            parser.error(f"--python {v!r}: expected NAME=PYTHON")
+        variants.append((name, {}, python))
     if not variants:
-        variants = [("gateway", {})]
+        variants = [("gateway", {}, None)]
     nginx = peers.find_server("nginx", "nginx", args.root)
     if isinstance(nginx, peers.Missing):
         print(nginx.reason, file=sys.stderr)
@@ -106,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     pki = certs.make(workdir / "pki")
     running: list[tuple[str, peers.Peer]] = []
     try:
-        for name, env in variants:
+        for name, env, python in variants:
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:
-                peer = peers.Peer(peers.find_gateway(), pki, [(args.mode, "ecdsa")], workers=1,
+                peer = peers.Peer(peers.find_gateway(python), pki, [(args.mode, "ecdsa")], workers=1,
                                   server_cpus=(0,), crl=False, workdir=workdir / name)
                 peer.start()
             finally:

@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the runs as JSON too")
     parser.add_argument("--in-process", type=int, metavar="N", default=0,
                         help="measure the gateway alone, in this process, over N requests")
+    parser.add_argument("--python", default=None, metavar="PYTHON",
+                        help="the interpreter that runs the gateway (default: this one)")
     parser.add_argument("--root", type=Path, default=None,
                         help="run nginx from this root (chroot), as the harness does")
     parser.add_argument("--pki", type=Path, default=None,
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(_start(nginx_cmd("upstream"), upstream_cpus, [up_port],
                             workdir / "upstream.stderr"))
         servers = {
-            "gateway": _start(gateway_command(workdir / "gateway.toml"), server_cpus, [gw_port],
+            "gateway": _start(gateway_command(workdir / "gateway.toml", args.python), server_cpus, [gw_port],
                               workdir / "gateway.stderr"),
             "nginx": _start(nginx_cmd("proxy"), server_cpus, [ngx_port], workdir / "nginx.stderr"),
             "nginx-lean": _start(nginx_cmd("lean"), server_cpus, [lean_port],

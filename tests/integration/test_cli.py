@@ -12,6 +12,7 @@ import http.client
 
 import pytest
 
+from gateway import native as native_switch
 from gateway import testing
 
 from .conftest import free_port, wait_port
@@ -93,6 +94,10 @@ def test_workers_share_the_listener_and_a_dead_worker_is_replaced(tmp_path):
         started = [l for l in errors.read_text().splitlines() if "worker_started" in l]
         assert len(started) == 2
         import json
+        # the start-up log says which interpreter runs, and how it was built
+        said = [json.loads(l) for l in errors.read_text().splitlines() if '"interpreter"' in l]
+        assert len(said) == 1 and said[0]["build"] == native_switch.interpreter_build(), said
+        assert said[0]["python"] == sys.version.split()[0]
         pids = [json.loads(l)["pid"] for l in started]
         os.kill(pids[0], signal.SIGKILL)
         deadline = time.monotonic() + 5

@@ -88,3 +88,26 @@ def test_the_shell_follows_the_cores_switch(restore):
         before = time.monotonic()
         now = _conn_c.monotonic_now()
         assert before <= now <= time.monotonic()
+
+
+@pytest.mark.parametrize("shared, maps, expected", [
+    (0, None, "static"),                                                  # built without --enable-shared
+    (1, "7f0 r-xp /usr/lib/libpython3.11.so.1.0\n", "shared libpython"),   # pyenv's kind
+    (1, "7f0 r-xp /usr/bin/python3.11\n", "static"),                     # Debian's: says shared, is not
+    (1, "", "static"),
+])
+def test_interpreter_build_reads_what_the_process_maps(tmp_path, monkeypatch, shared, maps, expected):
+    import sysconfig
+    real = sysconfig.get_config_var
+    monkeypatch.setattr(sysconfig, "get_config_var",
+                        lambda name: shared if name == "Py_ENABLE_SHARED" else real(name))
+    path = tmp_path / "maps"
+    if maps is not None:
+        path.write_text(maps)
+    assert native.interpreter_build(str(path)) == expected
+
+
+def test_interpreter_build_without_proc_says_shared(tmp_path, monkeypatch):
+    import sysconfig
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: 1)
+    assert native.interpreter_build(str(tmp_path / "absent")) == "shared libpython"
