@@ -60,7 +60,10 @@ from gateway.spec import (  # noqa: F401 - re-exported: the spec's names are con
     DEFAULT_CONNECTION_LOG_FORMAT, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_EJECTION_DURATION_S, DEFAULT_EJECTION_FAILURES, DEFAULT_ERROR_LOG,
     DEFAULT_ESCAPED_SLASHES, DEFAULT_FIXED_RESPONSE_BODY, DEFAULT_FIXED_RESPONSE_CONTENT_TYPE,
-    DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_HEADER_STYLE, DEFAULT_HEADER_TIMEOUT_S,
+    ALPN_PROTOCOLS, DEFAULT_ALPN, DEFAULT_H2_HEADER_TABLE_SIZE, DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+    DEFAULT_H2_MAX_CONTINUATION_FRAMES, DEFAULT_H2_MAX_CONTROL_FRAMES_PER_S,
+    DEFAULT_H2_MAX_EMPTY_FRAMES, DEFAULT_H2_MAX_RESETS_PER_S, DEFAULT_H2_STALL_TIMEOUT_S,
+    MAX_H2_HEADER_TABLE_SIZE, MAX_H2_MAX_CONCURRENT_STREAMS, DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_HEADER_STYLE, DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_CHECK_INTERVAL_S, DEFAULT_HEALTH_CHECK_MATCHER,
     DEFAULT_HEALTH_CHECK_PATH, DEFAULT_HEALTH_CHECK_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_IGNORE_CLIENT_CERTIFICATE_EXPIRY, DEFAULT_LOAD_BALANCING, DEFAULT_LOG_LEVEL,
@@ -1027,6 +1030,30 @@ class _Reader:
             styles.append(style)
         return tuple(styles)
 
+    def alpn(self, table: dict[str, Any], prefix: str) -> tuple[str, ...] | None:
+        """The protocols ALPN may choose, in the server's order of preference."""
+        if "alpn" not in table:
+            return DEFAULT_ALPN
+        value = table["alpn"]
+        key = f"{prefix}.alpn"
+        if not isinstance(value, list):
+            self.add(key, f"expected an array of strings (of {_one_of(ALPN_PROTOCOLS)}), got "
+                          f"{_type_name(value)}")
+            return None
+        if not value:
+            self.add(key, f"must not be empty; give one or both of: {_one_of(ALPN_PROTOCOLS)}")
+            return None
+        out: list[str] = []
+        for index, item in enumerate(value):
+            proto = self.choice_value(item, f"{key}[{index}]", ALPN_PROTOCOLS)
+            if proto is None:
+                continue
+            if proto in out:
+                self.add(f"{key}[{index}]", f"duplicate protocol {proto!r}")
+                continue
+            out.append(proto)
+        return tuple(out)
+
     def ciphers(self, table: dict[str, Any], prefix: str) -> str | None:
         value: str | None = self.field(ListenerSpec, table, prefix, "ciphers_tls12")
         if value is None or "ciphers_tls12" not in table:
@@ -1471,6 +1498,7 @@ _LISTENER_READERS: dict[str, _Explicit] = {
     "trust_store": _Reader.listener_trust_store,
     "header_style": _Reader.listener_header_style,
     "ciphers_tls12": lambda r, table, prefix, values: r.ciphers(table, prefix),
+    "alpn": lambda r, table, prefix, values: r.alpn(table, prefix),
     "rules": lambda r, table, prefix, values: r.rules(table, prefix, r.group_names,
                                                       values["mtls"]),
     "strip_request_headers": lambda r, table, prefix, values: r.header_globs(

@@ -117,7 +117,7 @@ def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
     ca_set = bundle_fingerprint(store.ca_bundle) if verifies else ""  # type: ignore[union-attr]
     return (spec.name, certs, spec.mtls, spec.trust_store, spec.tls_min_version, spec.ciphers_tls12,
             spec.session_tickets, spec.session_timeout_s, spec.max_chain_depth, advertised, ca_set,
-            spec.ignore_client_certificate_expiry)
+            spec.ignore_client_certificate_expiry, spec.alpn)
 
 
 def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | None = None,
@@ -196,7 +196,8 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
                 session_timeout_s=spec.session_timeout_s,
                 max_chain_bytes=spec.max_client_cert_chain_bytes,
                 message_callback=selection.message_callback,
-                trust_implementation=selection.trust_implementation)
+                trust_implementation=selection.trust_implementation,
+                alpn=spec.alpn)
         except Exception as exc:   # an OpenSSL refusal of a cipher string, a key, ...
             problems.append(Problem(source, f"listener[{i}]", f"TLS setup failed: {exc}"))
             continue

@@ -222,6 +222,18 @@ DEFAULT_ESCAPED_SLASHES = "reject"
 #: A request whose Host is not a name of the certificate SNI chose gets 421; None means "on unless
 #: mtls is off" (a client authenticated for one name must not reach another through it).
 DEFAULT_STRICT_SNI_HOST: bool | None = None
+# HTTP/2 (gateway.h2): what ALPN offers, in the server's order of preference, and the abuse limits
+ALPN_PROTOCOLS: tuple[str, ...] = ("h2", "http/1.1")
+DEFAULT_ALPN: tuple[str, ...] = ("http/1.1",)    # h2 joins once gateway.h2 serves it
+DEFAULT_H2_MAX_CONCURRENT_STREAMS = 100        # SETTINGS_MAX_CONCURRENT_STREAMS (nginx: 128)
+MAX_H2_MAX_CONCURRENT_STREAMS = 1000
+DEFAULT_H2_HEADER_TABLE_SIZE = 4096            # SETTINGS_HEADER_TABLE_SIZE: the HPACK table we keep
+MAX_H2_HEADER_TABLE_SIZE = 65536
+DEFAULT_H2_MAX_RESETS_PER_S = 100              # streams a client cancels (CVE-2023-44487)
+DEFAULT_H2_MAX_CONTROL_FRAMES_PER_S = 100      # PING, SETTINGS, PRIORITY, WINDOW_UPDATE w/o traffic
+DEFAULT_H2_MAX_EMPTY_FRAMES = 32               # DATA/HEADERS/CONTINUATION with nothing in them
+DEFAULT_H2_MAX_CONTINUATION_FRAMES = 32        # CONTINUATION frames of one header block (CVE-2024-27316)
+DEFAULT_H2_STALL_TIMEOUT_S = 30.0              # a response held up by a window the client keeps at 0
 #: Extra request header names to strip on a listener (`*` wildcards), beside the built-in list.
 MAX_STRIP_REQUEST_HEADERS = 256
 
@@ -389,6 +401,20 @@ class ListenerSpec:
     merge_slashes: bool = boolean(DEFAULT_MERGE_SLASHES)
     escaped_slashes: str = choice(DEFAULT_ESCAPED_SLASHES, ESCAPED_SLASHES)
     strict_sni_host: bool | None = boolean(DEFAULT_STRICT_SNI_HOST)
+    alpn: tuple[str, ...] = explicit(DEFAULT_ALPN)
+    h2_max_concurrent_streams: int = integer(DEFAULT_H2_MAX_CONCURRENT_STREAMS, 1,
+                                             MAX_H2_MAX_CONCURRENT_STREAMS)
+    h2_header_table_size: int = integer(DEFAULT_H2_HEADER_TABLE_SIZE, 0, MAX_H2_HEADER_TABLE_SIZE)
+    h2_max_resets_per_s: int = integer(DEFAULT_H2_MAX_RESETS_PER_S, 1)
+    h2_max_control_frames_per_s: int = integer(DEFAULT_H2_MAX_CONTROL_FRAMES_PER_S, 1)
+    h2_max_empty_frames: int = integer(DEFAULT_H2_MAX_EMPTY_FRAMES, 1)
+    h2_max_continuation_frames: int = integer(DEFAULT_H2_MAX_CONTINUATION_FRAMES, 1)
+    h2_stall_timeout_s: float = seconds(DEFAULT_H2_STALL_TIMEOUT_S)
+
+    @property
+    def http2(self) -> bool:
+        """ALPN offers h2."""
+        return "h2" in self.alpn
 
     def __post_init__(self) -> None:
         mode = self.mtls

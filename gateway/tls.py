@@ -268,7 +268,8 @@ class ListenerTLS:
                  min_version: str = "1.2", ciphers_tls12: str = DEFAULT_CIPHERS_TLS12,
                  session_tickets: bool = True, session_timeout_s: int = 300,
                  max_chain_bytes: int = 65536, message_callback: CData | None = None,
-                 trust_implementation: Implementation | None = None) -> None:
+                 trust_implementation: Implementation | None = None,
+                 alpn: Sequence[str] = ("http/1.1",)) -> None:
         if mtls not in MODES:
             raise ValueError(f"mtls must be one of {MODES}")
         if mtls in ("verify", "optional") and store is None:
@@ -276,6 +277,9 @@ class ListenerTLS:
         self.name = name
         self.mtls = mtls
         self.store = store
+        # the protocols ALPN may choose, in this listener's order of preference
+        self.alpn = tuple(p.encode("ascii") for p in alpn)
+        self._select_alpn = _alpn_callback(self.alpn)
         self.verifier = (Verifier(store, max_chain_depth=max_chain_depth, ignore_expiry=ignore_expiry,
                                   max_chain_bytes=max_chain_bytes)
                          if mtls in ("verify", "optional") and store is not None else None)
@@ -321,7 +325,7 @@ class ListenerTLS:
         self._native_address: tuple[SSL.Context | None, int] = (None, 0)
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
-        self._callbacks = (_c_verify, _c_client_hello, _c_select_alpn, self._message_callback)
+        self._callbacks = (_c_verify, _c_client_hello, self._select_alpn, self._message_callback)
         # connections of this listener get an SSL of their own, without a pyOpenSSL Connection,
         # when the native pump can make one and these contexts carry the native message filter
         # (which finds such connections by the SSL's address)
@@ -359,7 +363,7 @@ class ListenerTLS:
         ctx.check_privatekey()
         # our own ALPN callback, not pyOpenSSL's wrapper (which finds the pyOpenSSL Connection of
         # the SSL, and the native twin makes none)
-        set_alpn_select_callback(ctx, _c_select_alpn)
+        set_alpn_select_callback(ctx, self._select_alpn)
         set_message_callback(ctx, self._message_callback)
         ctx.set_session_id(sid)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
@@ -418,36 +422,54 @@ class ListenerTLS:
 _SSL_TLSEXT_ERR_NOACK = 3
 
 
-def select_alpn(offered: bytes) -> int:
-    """The offset in `offered` (the ClientHello's ALPN list: length-prefixed names, RFC 7301 3.1)
-    of the protocol chosen, or -1 for none. Only http/1.1 is spoken; never pick h2 just because the
-    client offers it."""
+def select_alpn(offered: bytes, preference: Sequence[bytes] = (_ALPN_HTTP11,)) -> tuple[int, int]:
+    """(offset, length) in `offered` (the ClientHello's ALPN list: length-prefixed names, RFC 7301
+    3.1) of the protocol chosen, or (-1, 0) for none: the first of the listener's `preference` the
+    client offers (the server's order decides, as nginx's and OpenSSL's own selection do). Never a
+    protocol the listener does not speak just because the client offers it."""
+    found: dict[bytes, int] = {}
     i, n = 0, len(offered)
     while i < n:
         size = offered[i]
         end = i + 1 + size
         if end > n:
-            return -1       # a malformed list (OpenSSL checks it first): nothing is chosen
-        if offered[i + 1:end] == _ALPN_HTTP11:
-            return i + 1
+            return -1, 0    # a malformed list (OpenSSL checks it first): nothing is chosen
+        found.setdefault(offered[i + 1:end], i + 1)
         i = end
-    return -1
+    for proto in preference:
+        at = found.get(proto)
+        if at is not None:
+            return at, len(proto)
+    return -1, 0
 
 
-@c_callback(ALPN_SELECT_CALLBACK)
-def _c_select_alpn(ssl: CData, out: CData, outlen: CData, inp: CData, inlen: int, arg: CData) -> int:
-    """OpenSSL's ALPN select callback: point at http/1.1 in the client's own list, or carry on
-    without ALPN (NOACK), as pyOpenSSL's NO_OVERLAPPING_PROTOCOLS does. Stateless: no connection
-    is looked up. An exception answers NOACK."""
-    try:
-        at = select_alpn(c_bytes(inp, inlen))
-        if at < 0:
+def _alpn_callback(preference: tuple[bytes, ...]) -> CData:
+    """OpenSSL's ALPN select callback for one order of preference: point at the protocol chosen
+    in the client's own list, or carry on without ALPN (NOACK), as pyOpenSSL's
+    NO_OVERLAPPING_PROTOCOLS does. Stateless: no connection is looked up. An exception answers
+    NOACK. One per preference, made once and kept for the process's life (ALPN_CALLBACKS)."""
+    callback = _ALPN_CALLBACKS.get(preference)
+    if callback is not None:
+        return callback
+
+    @c_callback(ALPN_SELECT_CALLBACK)
+    def select(ssl: CData, out: CData, outlen: CData, inp: CData, inlen: int, arg: CData) -> int:
+        try:
+            at, size = select_alpn(c_bytes(inp, inlen), preference)
+            if at < 0:
+                return _SSL_TLSEXT_ERR_NOACK
+            out[0] = inp + at
+            outlen[0] = size
+            return _SSL_TLSEXT_ERR_OK
+        except BaseException:   # noqa: BLE001 - nothing crosses the C boundary
             return _SSL_TLSEXT_ERR_NOACK
-        out[0] = inp + at
-        outlen[0] = len(_ALPN_HTTP11)
-        return _SSL_TLSEXT_ERR_OK
-    except BaseException:   # noqa: BLE001 - nothing crosses the C boundary
-        return _SSL_TLSEXT_ERR_NOACK
+
+    _ALPN_CALLBACKS[preference] = select
+    return select
+
+
+_ALPN_CALLBACKS: dict[tuple[bytes, ...], CData] = {}
+_c_select_alpn = _alpn_callback((_ALPN_HTTP11,))
 
 
 # -- which twin -----------------------------------------------------------------------------------

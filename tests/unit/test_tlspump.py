@@ -44,8 +44,9 @@ def _use(twin: str) -> None:
     assert tls.set_native("off" if twin == "python" else "on") == twin
 
 
-def _listener(files) -> ListenerTLS:
-    return ListenerTLS(name="p", certificates=[(files / "server.pem", files / "server.key", ("localhost",))])
+def _listener(files, alpn=("http/1.1",)) -> ListenerTLS:
+    return ListenerTLS(name="p", certificates=[(files / "server.pem", files / "server.key", ("localhost",))],
+                       alpn=alpn)
 
 
 def _client_context(files, version=None, alpn=None) -> ssl.SSLContext:
@@ -76,11 +77,11 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
-def _established(files, alpn=None, events=None):
+def _established(files, alpn=None, events=None, listener_alpn=("http/1.1",)):
     """A server connection and its client, handshake done and the tickets delivered (the server's
     events of the handshake appended to `events`, if given)."""
     client = MemoryTLSClient(_client_context(alpn=alpn, files=files))
-    server = _listener(files).connection()
+    server = _listener(files, listener_alpn).connection()
     seen = events if events is not None else []
 
     def deliver(data: bytes) -> None:
@@ -337,15 +338,41 @@ def test_alpn_answers_http11_and_never_h2(files, twin, offered, chosen):
     assert server.alpn == (chosen.encode() if chosen else None)
 
 
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("listener,offered,chosen", [
+    (("h2", "http/1.1"), ["http/1.1", "h2"], "h2"), (("h2", "http/1.1"), ["http/1.1"], "http/1.1"),
+    (("h2", "http/1.1"), ["h2"], "h2"), (("http/1.1", "h2"), ["h2", "http/1.1"], "http/1.1"),
+    (("h2",), ["http/1.1"], None), (("h2", "http/1.1"), None, None)])
+def test_alpn_follows_the_listeners_protocols(files, twin, listener, offered, chosen):
+    """A listener's `alpn`, in its order of preference, on both twins."""
+    _use(twin)
+    events = []
+    server, client, _, _ = _established(files, alpn=offered, events=events, listener_alpn=listener)
+    assert [type(e).__name__ for e in events] == ["HandshakeDone"]
+    assert client.selected_alpn_protocol() == chosen
+    assert server.alpn == (chosen.encode() if chosen else None)
+
+
 def test_select_alpn_reads_the_length_prefixed_list():
-    assert tls.select_alpn(b"\x02h2\x08http/1.1") == 4
-    assert tls.select_alpn(b"\x08http/1.1") == 1
-    assert tls.select_alpn(b"\x02h2") == -1
-    assert tls.select_alpn(b"") == -1
+    assert tls.select_alpn(b"\x02h2\x08http/1.1") == (4, 8)
+    assert tls.select_alpn(b"\x08http/1.1") == (1, 8)
+    assert tls.select_alpn(b"\x02h2") == (-1, 0)
+    assert tls.select_alpn(b"") == (-1, 0)
     # a name that merely contains or prefixes http/1.1 is not it
-    assert tls.select_alpn(b"\x09http/1.10\x05http/") == -1
+    assert tls.select_alpn(b"\x09http/1.10\x05http/") == (-1, 0)
     # a length running past the end (OpenSSL validates the list first; this must still not match)
-    assert tls.select_alpn(b"\x20http/1.1") == -1
+    assert tls.select_alpn(b"\x20http/1.1") == (-1, 0)
+
+
+def test_select_alpn_follows_the_listeners_order_not_the_clients():
+    both = (b"h2", b"http/1.1")
+    assert tls.select_alpn(b"\x08http/1.1\x02h2", both) == (10, 2)
+    assert tls.select_alpn(b"\x02h2\x08http/1.1", both) == (1, 2)
+    assert tls.select_alpn(b"\x02h2\x08http/1.1", (b"http/1.1", b"h2")) == (4, 8)
+    assert tls.select_alpn(b"\x08http/1.1", both) == (1, 8)
+    assert tls.select_alpn(b"\x02h3\x02h2", (b"http/1.1",)) == (-1, 0)
+    # the same preference, the same callback (made once)
+    assert tls._alpn_callback(both) is tls._alpn_callback((b"h2", b"http/1.1"))
 
 
 @pytest.mark.parametrize("twin", TWINS)
