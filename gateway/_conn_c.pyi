@@ -54,6 +54,7 @@ class Core:
     close_reason: Any
     batch: Any
     owner: Any
+    h2: Any
     requests: int
     conn_timer: int
     read_paused: bool

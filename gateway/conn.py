@@ -66,6 +66,7 @@ from .tls import HandshakeDone, HandshakeFailed, PeerClosed, TLSState
 from .tls import _name_matches as name_matches
 
 if TYPE_CHECKING:
+    from .streams import H2Session
     from .headers import HeaderPolicy
     from .http1 import Event, HTTPLimits, RequestReader
     from .logs import LogSink
@@ -157,7 +158,7 @@ STATE = ("rt", "acts", "client_ip", "client_port", "client_ip_b", "tls", "state"
          "read_paused", "write_paused", "header_deadline_armed", "conn_deadline",
          "conn_timer", "idle_deadline", "up_deadline", "tunnel_deadline", "connected_at",
          "rx_at", "tx_at", "close_reason", "batch", "draining", "peer_done", "owner",
-         "armed")
+         "armed", "h2")
 
 
 class Listener(Protocol):
@@ -238,6 +239,7 @@ class ConnectionCore:
     peer_done: bool
     owner: Any          # the shell (gateway.proxy's GatewayProtocol), a layer above
     armed: float
+    h2: H2Session | None
 
     def __init__(self, rt: Listener, client_ip: str, client_port: int, now: float) -> None:
         self.rt = rt
@@ -274,6 +276,7 @@ class ConnectionCore:
         # when the shell's timer fires (0: none armed): it is moved only for an earlier deadline,
         # so a deadline that moves later per request (idle, read) costs nothing until it fires
         self.armed = 0.0
+        self.h2 = None                   # the HTTP/2 session, when ALPN chose h2 (gateway.streams)
         self._done()
 
     @property
@@ -339,6 +342,8 @@ class ConnectionCore:
             return self.acts
         self.state = _CLOSED
         self._cancel_timers()
+        if self.h2 is not None:
+            self.h2.lost(now)
         ex = self.current
         if ex is not None:
             self.tunnel_deadline = 0.0
@@ -360,6 +365,9 @@ class ConnectionCore:
         self.draining = True
         if self.state is not _OPEN:
             return self._done()     # a handshake in progress completes; its first request is served, then close
+        if self.h2 is not None:
+            self.h2.drain(now)      # GOAWAY; open streams finish
+            return self._done()
         if self.current is not None:
             self.current.keep_alive = False
         elif self.requests > 0 and self.reader.idle:
@@ -416,11 +424,16 @@ class ConnectionCore:
                 self._on_client_timer(now)
         d = self.idle_deadline
         if d and d <= now and self.state is _OPEN:
+            if self.h2 is not None:
+                self.h2.idle_close()
             self._close("idle_timeout")
         d = self.up_deadline
         if d and d <= now:
             self.up_deadline = 0.0
-            self._on_upstream_timer(now)
+            if self.h2 is not None:
+                self.h2.timeout(now)
+            else:
+                self._on_upstream_timer(now)
         d = self.tunnel_deadline
         if d and d <= now:
             self.tunnel_deadline = 0.0
@@ -540,12 +553,17 @@ class ConnectionCore:
         flight can still be written (the actions are in `acts`)."""
         ex = self.current
         keep = False
-        if self.state is _OPEN and ex is not None and ex.request_done:
+        if self.h2 is not None:
+            keep = self.state is _OPEN and self.h2.has_streams()
+        elif self.state is _OPEN and ex is not None and ex.request_done:
             keep = self._tunnel_client_done(ex, now) if ex.tunnel else True
         self._done()
         return keep
 
     def _peer_closed(self, now: float) -> None:
+        if self.h2 is not None:
+            self.h2.peer_closed(now)
+            return
         ex = self.current
         if ex is not None and ex.tunnel:
             self._tunnel_client_done(ex, now)
@@ -573,6 +591,9 @@ class ConnectionCore:
         self.conn_deadline = 0.0
         # the first request is awaited as long as a header may take; nothing sent: a quiet close
         self._idle(now, rt.spec.header_timeout_s)
+        if rt.spec.http2 and self.tls.alpn == b"h2":
+            from .streams import H2Session
+            self.h2 = H2Session(self, now)     # its SETTINGS go out with this arrival's answer
 
     def _on_handshake_failed(self, event: HandshakeFailed, now: float) -> None:
         self.close_reason = event.reason
@@ -592,6 +613,10 @@ class ConnectionCore:
         self.acts.more = True
 
     def _feed(self, plain: bytes, now: float) -> None:
+        h2 = self.h2
+        if h2 is not None:
+            h2.receive(plain, now)
+            return
         ex = self.current
         if ex is not None and ex.tunnel:
             ex.bytes_in += len(plain)
@@ -871,6 +896,12 @@ class ConnectionCore:
 
     def upstream_connected(self, ex: Exchange, conn: UpstreamConnection, now: float) -> Actions:
         """A connection the shell opened for `ex` (an entry of Actions.connects) is up."""
+        if self.h2 is not None:
+            if self.state is _OPEN:
+                self.h2.upstream_connected(ex, conn, now)  # type: ignore[arg-type]  # its own
+            else:
+                conn.close()
+            return self._done()
         ex.connecting = False
         if self.current is not ex or self.state is not _OPEN:
             conn.close()
@@ -883,6 +914,10 @@ class ConnectionCore:
                                 exc: UpstreamError,
                                 now: float) -> Actions:
         """The connection the shell opened for `ex` failed (refused, timed out, TLS)."""
+        if self.h2 is not None:
+            if self.state is _OPEN:
+                self.h2.upstream_connect_failed(ex, group, target, exc, now)  # type: ignore[arg-type]
+            return self._done()
         ex.connecting = False
         if self.current is not ex or self.state is not _OPEN:
             return self._done()
@@ -928,6 +963,12 @@ class ConnectionCore:
     def upstream_event(self, conn: UpstreamConnection, events: Sequence[UpstreamEvent],
                        now: float) -> Actions:
         """What one read of the target produced (gateway.upstream: the connection parses)."""
+        if self.h2 is not None:
+            if self.state is _OPEN:
+                self.h2.upstream_event(conn, events, now)
+            else:
+                conn.close()
+            return self._done()
         ex = self.current
         if ex is None or ex.upstream is not conn:
             conn.close()
@@ -1067,6 +1108,9 @@ class ConnectionCore:
 
     def upstream_pause_writing(self, now: float) -> Actions:
         """The current exchange's target stopped taking bytes: stop reading from the client."""
+        if self.h2 is not None:
+            self.h2.upstream_pause_writing(now)
+            return self._done()
         ex = self.current
         if ex is not None and ex.upstream is not None:
             ex.upstream.paused = True
@@ -1076,6 +1120,9 @@ class ConnectionCore:
         return self._done()
 
     def upstream_resume_writing(self, now: float) -> Actions:
+        if self.h2 is not None:
+            self.h2.upstream_resume_writing(now)
+            return self._done()
         ex = self.current
         if ex is not None and ex.upstream is not None:
             ex.upstream.paused = False
@@ -1141,6 +1188,9 @@ class ConnectionCore:
         """The client's transport buffer is full."""
         self.write_paused = True
         self.tx_at = now
+        if self.h2 is not None:
+            self.h2.pause_writing(now)
+            return self._done()
         ex = self.current
         if ex is not None:
             if ex.upstream is not None:
@@ -1152,6 +1202,9 @@ class ConnectionCore:
     def resume_writing(self, now: float) -> Actions:
         self.write_paused = False
         self.tx_at = now
+        if self.h2 is not None:
+            self.h2.resume_writing(now)
+            return self._done()
         ex = self.current
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume_reading()

@@ -265,7 +265,7 @@ cdef class Core:
 
     cdef public object rt, acts, client_ip, client_port, client_ip_b, tls, state, reader
     cdef public object current, held, identity_lines, done_event, refusals
-    cdef public object close_reason, batch, owner
+    cdef public object close_reason, batch, owner, h2
     cdef public long requests
     cdef public int conn_timer
     cdef public bint read_paused, write_paused, header_deadline_armed, draining, peer_done
@@ -308,6 +308,7 @@ cdef class Core:
         self.peer_done = False
         self.owner = None
         self.armed = 0.0
+        self.h2 = None
         self._finish()
 
     def receive(self, data, double now):
@@ -319,7 +320,8 @@ cdef class Core:
         if state is HANDSHAKE:
             return self._handshake_arrival(data, now)
         if (state is not OPEN or self.current is not None or self.held is not None
-                or self.read_paused or self.write_paused or self.draining or self.peer_done):
+                or self.h2 is not None or self.read_paused or self.write_paused or self.draining
+                or self.peer_done):
             return general_receive(self, data, now)
         # gateway.tls.TLSConnection.receive of an open connection, its pump called from here
         tls = self.tls
@@ -350,7 +352,7 @@ cdef class Core:
             self.acts.out.append(out)
         self._on_handshake(events[0], now)
         self.rx_at = now
-        if self.state is OPEN:
+        if self.state is OPEN and self.h2 is None:
             self._serve_plain(plain, now)
         else:
             self._feed(plain, now)

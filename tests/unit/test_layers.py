@@ -28,7 +28,7 @@ LAYER = {
     # the pure pump under tls (DESIGN.md's layout): tls imports it, it imports only errors
     "tlspump": 4,
     "tls": 5,
-    "conn": 6, "exchange": 6, "upstream": 6, "health": 6, "wheel": 6,
+    "conn": 6, "exchange": 6, "streams": 6, "upstream": 6, "health": 6, "wheel": 6,
     "accept": 7, "proxy": 7, "native": 7,
     "admin": 8, "server": 8,
     "pki": 9, "echo": 9, "testing": 9,
@@ -36,13 +36,14 @@ LAYER = {
 }
 # imports inside one layer that the design names (the data path's order within a layer)
 SAME_LAYER = {
-    ("trust", "identity"), ("headers", "identity"),
+    ("trust", "identity"), ("headers", "identity"), ("http2", "http1"), ("http2", "headers"),
+    ("conn", "streams"), ("streams", "exchange"), ("streams", "upstream"), ("streams", "conn"),
     ("conn", "exchange"), ("conn", "upstream"), ("upstream", "exchange"), ("exchange", "upstream"),
     ("upstream", "health"), ("health", "upstream"),
     ("server", "admin"), ("admin", "server"),
 }
 SANS_IO = ("errors", "spec", "config", "identity", "trust", "headers", "http1", "http2", "routes",
-           "paths", "tlspump", "tls", "conn", "exchange")
+           "paths", "tlspump", "tls", "conn", "exchange", "streams")
 
 
 def _imports(path: Path) -> set[str]:

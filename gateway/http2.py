@@ -1,0 +1,282 @@
+"""HTTP/2 framing, sans-IO: the `h2` library's connection set up with a listener's limits, the
+flood guard in front of it, and a stream's header block made into the same `http1.Request` an
+HTTP/1.1 reader makes (gateway.streams serves the streams, behind the connection core).
+
+How this works: `connection(...)` makes a server-side `h2.connection.H2Connection` whose SETTINGS
+carry the listener's limits (streams open at once, the header list as `max_header_bytes`, the HPACK
+table; no server push). `h2` validates frames, HPACK, the stream states, flow control and the header
+rules of RFC 9113 8.2 (lower-case names, no connection-specific fields, `te` only `trailers`,
+pseudo-headers once and first). `request_of` then refuses what RFC 9113 8.2-8.3 calls malformed and
+`h2` lets through (CR, LF or NUL in a value, surrounding whitespace, a `content-length` that is not
+one number, `:authority` and `host` that disagree, a missing or odd `:scheme`/`:path`, CONNECT) and
+builds the Request: `host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and
+the body's framing for the target decided here, never taken from the client: the declared length
+(which `h2` holds the DATA frames to), else chunked.
+
+`FrameGuard` reads every frame header off the byte stream before `h2` parses it and counts what the
+known floods are made of: streams the client resets (rapid reset, CVE-2023-44487), CONTINUATION
+frames of one header block (CVE-2024-27316), PING/SETTINGS/PRIORITY frames per second, frames that
+carry nothing. It names the limit passed; the caller answers GOAWAY (ENHANCE_YOUR_CALM).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import h2.config
+import h2.connection
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+from . import headers as hdrs
+from .http1 import Request, Response
+
+__all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "goaway_frame", "request_of",
+           "response_fields", "split_answer", "CONNECTION_SPECIFIC"]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# frame types (RFC 9113 6)
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, \
+    _WINDOW_UPDATE, _CONTINUATION = range(10)
+_END_STREAM = 0x1
+_END_HEADERS = 0x4
+
+# what a response may not carry over HTTP/2 (RFC 9113 8.2.2), nor anything the target's
+# Connection names; the length is the target's own when it gave one
+_RESPONSE_DROP = hdrs.HOP_BY_HOP | {b"content-length"}
+CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                                 b"transfer-encoding", b"upgrade"))
+_BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
+NO_BODY_STATUS = (204, 304)
+
+
+def connection(max_streams: int, header_table_size: int, max_header_bytes: int
+               ) -> h2.connection.H2Connection:
+    """The server side of one HTTP/2 connection, its SETTINGS (and the preface to send) queued."""
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                       validate_inbound_headers=True,
+                                       normalize_inbound_headers=True)
+    conn = h2.connection.H2Connection(config=config)
+    conn.local_settings = h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
+        h2.settings.SettingCodes.HEADER_TABLE_SIZE: header_table_size,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
+        h2.settings.SettingCodes.ENABLE_PUSH: 0,
+    })
+    conn.max_inbound_frame_size = 16384
+    conn.decoder.max_header_list_size = max_header_bytes
+    conn.decoder.max_allowed_table_size = header_table_size
+    conn.initiate_connection()
+    return conn
+
+
+def goaway_frame(last_stream: int, code: int) -> bytes:
+    """A GOAWAY frame, written by the caller itself rather than through h2's close_connection
+    (which ends h2's state machine and would refuse the DATA still due on open streams)."""
+    return GoAwayFrame(stream_id=0, last_stream_id=last_stream, error_code=code).serialize()
+
+
+def response_fields(resp: Response, method: bytes) -> list[tuple[bytes, bytes]]:
+    """The fields of a target's response as HTTP/2 carries them: lower-case names, without the
+    hop-by-hop and connection-specific ones (and those its Connection names); the length when the
+    target declared one."""
+    drop = _RESPONSE_DROP | resp.connection if resp.connection else _RESPONSE_DROP
+    fields: list[tuple[bytes, bytes]] = []
+    for name, value in resp.headers:
+        low = name.lower()
+        if low in drop or low in CONNECTION_SPECIFIC:
+            continue
+        fields.append((low, value))
+    bodyless = method == b"HEAD" or resp.status in NO_BODY_STATUS
+    if resp.content_length is not None and (not bodyless or method == b"HEAD"):
+        fields.append((b"content-length", b"%d" % resp.content_length))
+    return fields
+
+
+class H2Refused(Exception):
+    """A request stream the gateway refuses as malformed (a stream error)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class FrameGuard:
+    """Reads frame headers off the client's byte stream (after the preface), before `h2` parses
+    them, and says when a flood limit is passed (`scan` returns the reason code, else None)."""
+
+    __slots__ = ("_skip", "_head", "_payload", "_block", "_continuations", "_empty",
+                 "_window_at", "_resets", "_control", "max_resets", "max_control", "max_empty",
+                 "max_continuations")
+
+    def __init__(self, max_resets: int, max_control: int, max_empty: int,
+                 max_continuations: int) -> None:
+        self._skip = len(PREFACE)
+        self._head = b""            # a frame header split across arrivals
+        self._payload = 0           # payload bytes of the current frame still to come
+        self._block = False         # inside a header block (HEADERS without END_HEADERS)
+        self._continuations = 0
+        self._empty = 0
+        self._window_at = -1.0      # the start of the current one-second window
+        self._resets = 0
+        self._control = 0
+        self.max_resets = max_resets
+        self.max_control = max_control
+        self.max_empty = max_empty
+        self.max_continuations = max_continuations
+
+    def scan(self, data: bytes, now: float) -> str | None:
+        if now - self._window_at >= 1.0:
+            self._window_at = now
+            self._resets = self._control = 0
+        i, n = 0, len(data)
+        if self._skip:
+            take = min(self._skip, n)
+            self._skip -= take
+            i = take
+        while i < n:
+            if self._payload:
+                take = min(self._payload, n - i)
+                self._payload -= take
+                i += take
+                continue
+            need = 9 - len(self._head)
+            piece = data[i:i + need]
+            i += len(piece)
+            if len(piece) < need:
+                self._head += piece
+                break
+            head = self._head + piece if self._head else piece
+            self._head = b""
+            length = int.from_bytes(head[0:3], "big")
+            kind = head[3]
+            flags = head[4]
+            self._payload = length
+            reason = self._frame(kind, flags, length)
+            if reason is not None:
+                return reason
+        return None
+
+    def _frame(self, kind: int, flags: int, length: int) -> str | None:
+        if kind == _CONTINUATION:
+            self._continuations += 1
+            if self._continuations > self.max_continuations:
+                return "h2_continuation_flood"
+            if length == 0:
+                return self._count_empty()
+            if flags & _END_HEADERS:
+                self._block = False
+            return None
+        if kind == _DATA:
+            if length == 0 and not flags & _END_STREAM:
+                return self._count_empty()
+            return None
+        if kind == _HEADERS:
+            self._continuations = 0
+            self._block = not flags & _END_HEADERS
+            if length == 0:
+                return self._count_empty()
+            return None
+        if kind == _RST_STREAM:
+            self._resets += 1
+            return "h2_rapid_reset" if self._resets > self.max_resets else None
+        if kind in (_PING, _SETTINGS, _PRIORITY):
+            self._control += 1
+            return "h2_control_flood" if self._control > self.max_control else None
+        return None
+
+    def _count_empty(self) -> str | None:
+        self._empty += 1
+        return "h2_empty_frames" if self._empty > self.max_empty else None
+
+
+def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) -> Request:
+    """The request a stream's header block makes, checked as RFC 9113 8.2-8.3 asks beyond what
+    the h2 library checks; H2Refused names what is malformed."""
+    method = scheme = path = authority = None
+    fields: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    host = None
+    lengths: set[bytes] = set()
+    if len(raw) > max_count:
+        raise H2Refused("too_many_headers", f"more than {max_count} header fields")
+    for name, value in raw:
+        if any(b in value for b in _BAD_VALUE_BYTES) or any(b in name for b in _BAD_VALUE_BYTES):
+            raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
+        if value != value.strip(b" \t"):
+            raise H2Refused("h2_bad_header_value", "whitespace around a header value")
+        if name.startswith(b":"):
+            if fields or cookies:
+                raise H2Refused("h2_pseudo_header_order", "a pseudo-header after a regular field")
+            if name == b":method" and method is None:
+                method = value
+            elif name == b":scheme" and scheme is None:
+                scheme = value
+            elif name == b":path" and path is None:
+                path = value
+            elif name == b":authority" and authority is None:
+                authority = value
+            else:
+                raise H2Refused("h2_bad_pseudo_header", f"pseudo-header {name!r} unknown or repeated")
+            continue
+        if name != name.lower() or not name:
+            raise H2Refused("h2_bad_header_name", "an upper-case or empty header name")
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+            raise H2Refused("h2_connection_header", f"connection-specific field {name!r}")
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        if name == b"host":
+            if host is not None:
+                raise H2Refused("h2_bad_host", "more than one host field")
+            host = value
+        elif name == b"content-length":
+            for part in value.split(b","):
+                part = part.strip()
+                if not part.isdigit():
+                    raise H2Refused("h2_bad_content_length", "content-length is not a number")
+                lengths.add(part.lstrip(b"0") or b"0")
+        fields.append((name, value))
+    if method is None:
+        raise H2Refused("h2_missing_pseudo_header", ":method missing")
+    if method == b"CONNECT":
+        raise H2Refused("h2_connect", "CONNECT is not served")
+    if scheme is None or path is None:
+        raise H2Refused("h2_missing_pseudo_header", ":scheme or :path missing")
+    if scheme != b"https":
+        raise H2Refused("h2_bad_scheme", f":scheme {scheme!r} on a TLS connection")
+    if not path.startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
+        raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
+    if authority is not None and host is not None and authority.lower() != host.lower():
+        raise H2Refused("h2_authority_host_mismatch", ":authority and host disagree")
+    if len(lengths) > 1:
+        raise H2Refused("h2_bad_content_length", "content-length values disagree")
+    if authority is not None and host is None:
+        fields.insert(0, (b"host", authority))
+    if cookies:
+        # RFC 9113 8.2.3: one field for HTTP/1.1
+        fields.append((b"cookie", b"; ".join(cookies)))
+    content_length = int(lengths.pop()) if lengths else None
+    if ended and content_length not in (None, 0):
+        raise H2Refused("h2_content_length_mismatch", "content-length without a body")
+    return Request(method=method, target=path, http_version=b"2", headers=fields, keep_alive=True,
+                   content_length=content_length,
+                   chunked=content_length is None and not ended,
+                   expect_continue=False, upgrade=None,
+                   host=authority if authority is not None else host, connection=frozenset())
+
+
+def split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, lower-case fields, body) of a whole HTTP/1.1 response the gateway made; the
+    fields HTTP/2 does not carry are left out."""
+    head, _, body = payload.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    fields = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        low = name.strip().lower()
+        if low in CONNECTION_SPECIFIC:
+            continue
+        fields.append((low, value.strip()))
+    return status, fields, body
