@@ -224,7 +224,7 @@ DEFAULT_ESCAPED_SLASHES = "reject"
 DEFAULT_STRICT_SNI_HOST: bool | None = None
 # HTTP/2 (gateway.h2): what ALPN offers, in the server's order of preference, and the abuse limits
 ALPN_PROTOCOLS: tuple[str, ...] = ("h2", "http/1.1")
-DEFAULT_ALPN: tuple[str, ...] = ("http/1.1",)    # h2 joins once gateway.h2 serves it
+DEFAULT_ALPN: tuple[str, ...] = ("h2", "http/1.1")
 DEFAULT_H2_MAX_CONCURRENT_STREAMS = 100        # SETTINGS_MAX_CONCURRENT_STREAMS (nginx: 128)
 MAX_H2_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_H2_HEADER_TABLE_SIZE = 4096            # SETTINGS_HEADER_TABLE_SIZE: the HPACK table we keep

@@ -83,7 +83,7 @@ class H2Session:
     """The HTTP/2 side of one client connection; its core (`core`) owns the TLS and the logs."""
 
     __slots__ = ("core", "conn", "guard", "streams", "by_upstream", "goaway_sent", "last_stream",
-                 "closing", "rt", "now", "draining", "drain_at")
+                 "closing", "rt", "now", "draining", "drain_at", "waiting")
 
     def __init__(self, core: ConnectionCore, now: float) -> None:
         self.core = core
@@ -94,6 +94,7 @@ class H2Session:
         self.guard = FrameGuard(spec.h2_max_resets_per_s, spec.h2_max_control_frames_per_s,
                                 spec.h2_max_empty_frames, spec.h2_max_continuation_frames)
         self.streams: dict[int, StreamExchange] = {}
+        self.waiting: dict[int, StreamExchange] = {}    # streams whose response waits on a window
         self.by_upstream: dict[Any, StreamExchange] = {}
         self.goaway_sent = False
         self.last_stream = 0
@@ -408,7 +409,7 @@ class H2Session:
         if body and not head_only:
             self._queue(ex, body, end=True)
         ex.discard = True       # whatever more of the request comes is dropped
-        self._send_pending(now)
+        self._send_stream(ex, now)
 
     def _answer_error(self, ex: StreamExchange, status: int, body: bytes, reason: str,
                       now: float) -> None:
@@ -434,51 +435,57 @@ class H2Session:
             ex.end_pending = True
 
     def _send_pending(self, now: float) -> None:
-        """Send what the client's windows allow, stream by stream."""
+        """A window opened: send what the streams waiting on one may now send."""
+        for ex in list(self.waiting.values()):
+            self._send_stream(ex, now)
+
+    def _send_stream(self, ex: StreamExchange, now: float) -> None:
+        """Send what the client's windows allow of one stream's response."""
+        if ex.closed or (not ex.pending and not ex.end_pending):
+            self.waiting.pop(ex.stream_id, None)
+            return
         conn = self.conn
-        for ex in list(self.streams.values()):
-            if ex.closed or (not ex.pending and not ex.end_pending):
-                continue
-            sid = ex.stream_id
-            while ex.pending:
-                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                chunk = ex.pending[0]
-                if len(chunk) > window:
-                    ex.pending[0] = chunk[window:]
-                    chunk = chunk[:window]
-                else:
-                    ex.pending.pop(0)
-                ex.pending_bytes -= len(chunk)
-                ex.bytes_out += len(chunk)
-                if not ex.pending and ex.end_pending:
-                    # the last bytes carry END_STREAM: no empty frame of its own
-                    ex.end_pending = False
-                    conn.send_data(sid, chunk, end_stream=True)
-                    self._stream_done(ex)
-                    break
-                conn.send_data(sid, chunk)
-            if ex.closed:
-                continue
-            if ex.pending:
-                if not ex.stalled_at:
-                    ex.stalled_at = now
+        sid = ex.stream_id
+        while ex.pending:
+            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if window <= 0:
+                break
+            chunk = ex.pending[0]
+            if len(chunk) > window:
+                ex.pending[0] = chunk[window:]
+                chunk = chunk[:window]
             else:
-                ex.stalled_at = 0.0
-                if ex.end_pending:
-                    ex.end_pending = False
-                    conn.end_stream(sid)
-                    self._stream_done(ex)
-                    continue
-            up = ex.upstream
-            if up is not None:
-                if ex.pending_bytes > STREAM_HIGH_WATER_BYTES and not ex.read_paused:
-                    ex.read_paused = True
-                    up.pause_reading()
-                elif ex.pending_bytes <= STREAM_HIGH_WATER_BYTES and ex.read_paused:
-                    ex.read_paused = False
-                    up.resume_reading()
+                ex.pending.pop(0)
+            ex.pending_bytes -= len(chunk)
+            ex.bytes_out += len(chunk)
+            if not ex.pending and ex.end_pending:
+                # the last bytes carry END_STREAM: no empty frame of its own
+                ex.end_pending = False
+                conn.send_data(sid, chunk, end_stream=True)
+                self.waiting.pop(sid, None)
+                self._stream_done(ex)
+                return
+            conn.send_data(sid, chunk)
+        if ex.pending:
+            self.waiting[sid] = ex
+            if not ex.stalled_at:
+                ex.stalled_at = now
+        else:
+            self.waiting.pop(sid, None)
+            ex.stalled_at = 0.0
+            if ex.end_pending:
+                ex.end_pending = False
+                conn.end_stream(sid)
+                self._stream_done(ex)
+                return
+        up = ex.upstream
+        if up is not None:
+            if ex.pending_bytes > STREAM_HIGH_WATER_BYTES and not ex.read_paused:
+                ex.read_paused = True
+                up.pause_reading()
+            elif ex.pending_bytes <= STREAM_HIGH_WATER_BYTES and ex.read_paused:
+                ex.read_paused = False
+                up.resume_reading()
 
     def _stream_done(self, ex: StreamExchange) -> None:
         """The response is complete: the stream's record, and the stream forgotten."""
@@ -486,6 +493,7 @@ class H2Session:
             return
         ex.closed = True
         self.streams.pop(ex.stream_id, None)
+        self.waiting.pop(ex.stream_id, None)
         if ex.upstream is not None:
             # answered by the gateway before the target finished: the target's connection cannot
             # be reused (a response may still be coming on it)
@@ -511,6 +519,7 @@ class H2Session:
             return
         ex.closed = True
         self.streams.pop(ex.stream_id, None)
+        self.waiting.pop(ex.stream_id, None)
         if ex.upstream is not None:
             self.by_upstream.pop(ex.upstream, None)
             ex.upstream.close()
@@ -572,7 +581,7 @@ class H2Session:
         for event in events:
             if not self._upstream_event(ex, conn, event, now):
                 break
-        self._send_pending(now)
+        self._send_stream(ex, now)
         self._flush()
         self._schedule(now)
 

@@ -539,3 +539,97 @@ def test_idle_h2_connection_gets_goaway_at_the_idle_deadline(test_pki, rt2):
     p.at(p.deadline)
     p.collect()
     assert p.goaway() is not None and p.closed
+
+
+# --- no stream frames a second request upstream (hypothesis) ---------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SMUGGLE = [b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", b"0\r\n\r\nGET /s HTTP/1.1\r\n\r\n",
+            b"\r\n\r\n", b"5\r\nhello\r\n", b"x" * 40]
+_FIELDS = st.sampled_from([
+    (b"content-length", b"0"), (b"content-length", b"5"), (b"content-length", b"40"),
+    (b"content-length", b"abc"), (b"content-length", b"5, 5"), (b"transfer-encoding", b"chunked"),
+    (b"te", b"trailers"), (b"te", b"gzip"), (b"connection", b"close"), (b"host", b"localhost"),
+    (b"host", b"evil"), (b"x-a", b"1\r\nContent-Length: 0"), (b"X-Upper", b"1"), (b"x-b", b"\x00"),
+    (b"expect", b"100-continue"), (b"upgrade", b"websocket"), (b"cookie", b"a=1"),
+])
+_STREAM = st.tuples(
+    st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD"]),
+    st.lists(_FIELDS, max_size=4),
+    st.lists(st.one_of(st.sampled_from(_SMUGGLE), st.binary(max_size=30)), max_size=4),
+    st.booleans(),          # END_STREAM on the last frame
+    st.booleans(),          # reset by the client afterwards
+)
+
+
+def _frames_of(streams) -> bytes:
+    from hpack import Encoder
+    enc = Encoder()
+    out = []
+    sid = 1
+    for method, fields, chunks, end, reset in streams:
+        block = enc.encode([(b":method", method), (b":scheme", b"https"), (b":path", b"/app/h"),
+                            (b":authority", b"localhost"), *fields])
+        flags = ["END_HEADERS"] + (["END_STREAM"] if end and not chunks else [])
+        out.append(HeadersFrame(sid, data=block, flags=flags).serialize())
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            out.append(DataFrame(sid, data=chunk, flags=["END_STREAM"] if last and end else []).serialize())
+        if reset:
+            out.append(RstStreamFrame(sid, error_code=8).serialize())
+        sid += 2
+    return b"".join(out)
+
+
+_RT_CACHE: dict = {}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(streams=st.lists(_STREAM, min_size=1, max_size=4), cuts=st.lists(st.integers(1, 400), max_size=4))
+def test_no_http2_input_frames_more_than_one_request_per_stream(test_pki, streams, cuts):
+    """Whatever the client sends on its streams (lengths that lie, framing fields, CR/LF, bytes
+    that look like requests, resets, the arrival split anywhere), what reaches each target
+    connection parses as at most one request, and nothing follows a request that ended."""
+    from gateway import http1
+    from gateway.http1 import HTTPLimits
+    from gateway.errors import HTTPProtocolError
+    rt = _RT_CACHE.get(id(test_pki))
+    if rt is None:
+        rt = _RT_CACHE[id(test_pki)] = _h2_runtime(test_pki)
+    rt.target_groups["app"].idle.clear()
+    p = open_h2(test_pki, rt, validate=False)
+    ups: list[FakeUpstream] = []
+    data = _frames_of(streams)
+    at = 0
+    for cut in sorted(set(cuts)) + [len(data)]:
+        if at >= len(data) or p.closed:
+            break
+        piece, at = data[at:cut], max(at, cut)
+        if not piece:
+            continue
+        p.tls.write(piece)
+        p.pump()
+        while p.connects:       # every target connection comes up at once
+            ex, group, _ = p.connects.pop(0)
+            up = FakeUpstream(group)
+            ups.append(up)
+            p.take(p.core.upstream_connected(ex, up, p.now))
+    for up in ups:
+        sent = b"".join(up.written)
+        reader = http1.request_reader(HTTPLimits())
+        requests, ended = 0, False
+        try:
+            reader.feed(sent)
+            while (event := reader.next_event()) is not None:
+                if type(event) is http1.Request:
+                    requests += 1
+                    assert not ended, sent          # a second request after the first ended
+                elif type(event) is http1.EndOfMessage:
+                    ended = True
+        except HTTPProtocolError:
+            raise AssertionError(f"the gateway framed bytes the target cannot parse: {sent!r}")
+        assert requests <= 1, sent
+        assert b"/smuggled" not in sent.split(b"\r\n\r\n", 1)[0]
+        if ended:
+            assert reader.buffered_bytes == 0, sent
