@@ -300,3 +300,58 @@ def test_sigterm_drains_http2_streams(gateway_factory, test_pki, echo_backend):
     body, version, code = _split(out)
     assert (version, code) == ("2", "200"), err
     assert json.loads(body)["target"] == "/delay/1500"
+
+
+def _raw_flood(client: H2Client, data: bytes):
+    """Send raw frames on an open HTTP/2 connection; the GOAWAY the gateway answers, if any."""
+    from hyperframe.frame import Frame
+    client.sock.sendall(data)
+    buf = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            chunk = client.sock.recv(65536)
+        except (ConnectionError, ssl.SSLError):
+            break
+        if not chunk:
+            break
+        buf += chunk
+    while len(buf) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+        frame.parse_body(memoryview(buf[9:9 + length]))
+        buf = buf[9 + length:]
+        if type(frame).__name__ == "GoAwayFrame":
+            return frame
+    return None
+
+
+@pytest.mark.parametrize("flood, reason", [
+    ("ping", "h2_control_flood"), ("settings", "h2_control_flood"),
+    ("continuation", "h2_continuation_flood"), ("empty_data", "h2_empty_frames"),
+])
+def test_floods_get_goaway_enhance_your_calm(gw, test_pki, flood, reason):
+    from hpack import Encoder
+    from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, SettingsFrame
+    client = H2Client(gw.port("verify"), ctx_for(test_pki, "alice"))
+    try:
+        if flood == "ping":
+            data = b"".join(PingFrame(0, opaque_data=b"%08d" % i).serialize() for i in range(200))
+        elif flood == "settings":
+            data = b"".join(SettingsFrame(0, settings={4: 65535}).serialize() for _ in range(200))
+        elif flood == "continuation":
+            block = Encoder().encode([(":method", "GET"), (":scheme", "https"), (":path", "/"),
+                                      (":authority", "localhost")] + [(f"x-pad-{i}", f"{i:020d}") for i in range(40)])
+            pieces = [block[i:i + 8] for i in range(0, len(block), 8)]
+            assert len(pieces) > 40
+            data = HeadersFrame(1, data=pieces[0]).serialize() + b"".join(
+                ContinuationFrame(1, data=p).serialize() for p in pieces[1:])
+        else:
+            block = Encoder().encode([(":method", "POST"), (":scheme", "https"), (":path", "/up"),
+                                      (":authority", "localhost")])
+            data = HeadersFrame(1, data=block, flags=["END_HEADERS"]).serialize() + b"".join(
+                DataFrame(1, data=b"").serialize() for _ in range(100))
+        goaway = _raw_flood(client, data)
+    finally:
+        client.close()
+    assert goaway is not None and goaway.error_code == 11, goaway       # ENHANCE_YOUR_CALM
+    gw.wait_log("error", lambda l: l.get("reason") == reason)
