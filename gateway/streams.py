@@ -229,6 +229,11 @@ class H2Session:
         self.last_stream = max(self.last_stream, stream_id)
         core.requests += 1
         core.idle_deadline = 0.0        # _schedule sets it again once no stream is open
+        limit = rt.spec.max_requests_per_connection
+        if limit and core.requests >= limit and not self.goaway_sent:
+            # the connection's last request (nginx's keepalive_requests applies to HTTP/2 too):
+            # GOAWAY naming this stream; it and those before it finish
+            self._send_goaway(0)
         try:
             request = request_of(raw, ended, rt.http_limits.max_header_count)
         except H2Refused as exc:

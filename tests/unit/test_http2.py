@@ -633,3 +633,23 @@ def test_no_http2_input_frames_more_than_one_request_per_stream(test_pki, stream
         assert b"/smuggled" not in sent.split(b"\r\n\r\n", 1)[0]
         if ended:
             assert reader.buffered_bytes == 0, sent
+
+
+def test_max_requests_per_connection_ends_an_h2_connection_with_goaway(test_pki):
+    rt = _h2_runtime(test_pki, max_requests_per_connection=3)
+    p = open_h2(test_pki, rt, validate=False)
+    from hpack import Encoder
+    enc = Encoder()
+    frames = [HeadersFrame(sid, data=enc.encode([(":method", "GET"), (":scheme", "https"), (":path", "/"),
+                                                 (":authority", "localhost")]),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize() for sid in (1, 3, 5, 7)]
+    p.tls.write(b"".join(frames))
+    p.pump()
+    got = raw_frames(p.read())
+    goaway = [f for f in got if type(f).__name__ == "GoAwayFrame"]
+    answered = {f.stream_id for f in got if type(f).__name__ == "HeadersFrame"}
+    resets = {f.stream_id: f.error_code for f in got if type(f).__name__ == "RstStreamFrame"}
+    assert goaway and goaway[0].last_stream_id == 5 and goaway[0].error_code == 0
+    # stream 7 is past the GOAWAY's last stream: never processed (the client may retry it)
+    assert answered == {1, 3, 5} and resets in ({}, {7: h2.errors.ErrorCodes.REFUSED_STREAM})
+    assert p.closed
