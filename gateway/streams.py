@@ -132,6 +132,22 @@ class H2Session:
         elif not core.idle_deadline and not self.closing:
             core.idle_deadline = now + self.rt.spec.idle_timeout_s
 
+    def _reset(self, stream_id: int, code: int) -> None:
+        """RST_STREAM, unless the stream is closed already (the client's own reset, say, read in
+        the same arrival as its request)."""
+        try:
+            self.conn.reset_stream(stream_id, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def _acknowledge(self, n: int, stream_id: int) -> None:
+        """Give the client back `n` bytes of window (the connection's, and the stream's while it
+        is open)."""
+        try:
+            self.conn.acknowledge_received_data(n, stream_id)
+        except h2.exceptions.StreamClosedError:
+            pass
+
     def _close_now(self, reason: str) -> None:
         """Close the connection after what h2 has still to send."""
         self.closing = True
@@ -182,10 +198,16 @@ class H2Session:
                 self._abort_stream(ex, 0, reason, reset=False)
             self._close_now(reason)
             return
-        for event in events:
-            if self.closing:
-                break
-            self._event(event, now)
+        try:
+            for event in events:
+                if self.closing:
+                    break
+                self._event(event, now)
+        except Exception as exc:  # noqa: BLE001 - fail closed: this connection, not the worker
+            self.core._error("error", "h2_internal_error", f"HTTP/2 session failed: {exc!r}",
+                             listener=self.rt.spec.name, client=self.core.client)
+            self._goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "h2_internal_error", repr(exc))
+            return
         self._flush()
         self._schedule(now)
 
@@ -224,13 +246,13 @@ class H2Session:
         core = self.core
         rt = self.rt
         if self.goaway_sent and stream_id > self.last_stream:
-            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self.last_stream = max(self.last_stream, stream_id)
         core.requests += 1
         core.idle_deadline = 0.0        # _schedule sets it again once no stream is open
-        limit = rt.spec.max_requests_per_connection
-        if limit and core.requests >= limit and not self.goaway_sent:
+        most = rt.spec.max_requests_per_connection
+        if most and core.requests >= most and not self.goaway_sent:
             # the connection's last request (nginx's keepalive_requests applies to HTTP/2 too):
             # GOAWAY naming this stream; it and those before it finish
             self._send_goaway(0)
@@ -239,7 +261,7 @@ class H2Session:
         except H2Refused as exc:
             core._error("info", exc.reason, str(exc), listener=rt.spec.name, client=core.client,
                         stream=stream_id)
-            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             core._access_log_bare(400, exc.reason)
             return
         ex = StreamExchange(request, now, stream_id)
@@ -352,14 +374,14 @@ class H2Session:
         if ex is None or ex.closed or ex.discard:
             # a stream answered already (or refused): the bytes are dropped, the window given back
             if flow:
-                self.conn.acknowledge_received_data(flow, stream_id)
+                self._acknowledge(flow, stream_id)
             return
         ex.bytes_in += len(data)
         ex.body_bytes += len(data)
         limit = self.rt.http_limits.max_body_bytes
         if limit is not None and ex.body_bytes > limit:
             if flow:
-                self.conn.acknowledge_received_data(flow, stream_id)
+                self._acknowledge(flow, stream_id)
             if ex.head_sent:
                 self._abort_stream(ex, h2.errors.ErrorCodes.CANCEL, "body_too_large")
             else:
@@ -381,10 +403,7 @@ class H2Session:
         """Open the client's window again for what the target has taken."""
         n, ex.unacked = ex.unacked, 0
         if n and not ex.closed:
-            try:
-                self.conn.acknowledge_received_data(n, ex.stream_id)
-            except h2.exceptions.StreamClosedError:
-                pass
+            self._acknowledge(n, ex.stream_id)
 
     def _request_end(self, ex: StreamExchange, now: float) -> None:
         ex.request_done = True
@@ -427,7 +446,12 @@ class H2Session:
         block.extend(fields)
         ex.head_sent = True
         ex.bytes_out += sum(len(n) + len(v) + 4 for n, v in block)
-        self.conn.send_headers(ex.stream_id, block, end_stream=end)
+        try:
+            self.conn.send_headers(ex.stream_id, block, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            # the client reset it meanwhile (in this very arrival, after its request)
+            self._abort_stream(ex, 0, "client_reset", reset=False)
+            return
         if end:
             ex.end_pending = False
             self._stream_done(ex)
@@ -463,14 +487,18 @@ class H2Session:
                 ex.pending.pop(0)
             ex.pending_bytes -= len(chunk)
             ex.bytes_out += len(chunk)
-            if not ex.pending and ex.end_pending:
-                # the last bytes carry END_STREAM: no empty frame of its own
+            last = not ex.pending and ex.end_pending
+            try:
+                conn.send_data(sid, chunk, end_stream=last)
+            except h2.exceptions.StreamClosedError:
+                self._abort_stream(ex, 0, "client_reset", reset=False)
+                return
+            if last:
+                # the last bytes carried END_STREAM: no empty frame of its own
                 ex.end_pending = False
-                conn.send_data(sid, chunk, end_stream=True)
                 self.waiting.pop(sid, None)
                 self._stream_done(ex)
                 return
-            conn.send_data(sid, chunk)
         if ex.pending:
             self.waiting[sid] = ex
             if not ex.stalled_at:
@@ -480,7 +508,11 @@ class H2Session:
             ex.stalled_at = 0.0
             if ex.end_pending:
                 ex.end_pending = False
-                conn.end_stream(sid)
+                try:
+                    conn.end_stream(sid)
+                except h2.exceptions.StreamClosedError:
+                    self._abort_stream(ex, 0, "client_reset", reset=False)
+                    return
                 self._stream_done(ex)
                 return
         up = ex.upstream
@@ -510,10 +542,7 @@ class H2Session:
         if not ex.request_done:
             # the response is complete and the client is still sending: it need not (RFC 9113
             # 8.1: NO_ERROR reset)
-            try:
-                self.conn.reset_stream(ex.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
-                pass
+            self._reset(ex.stream_id, h2.errors.ErrorCodes.NO_ERROR)
         if self.goaway_sent and not self.streams and not self.closing:
             self._close_now("shutdown")
 
@@ -535,10 +564,7 @@ class H2Session:
         ex.reason = ex.reason or reason
         self.core._access_log(ex, self.now, aborted=True)
         if reset:
-            try:
-                self.conn.reset_stream(ex.stream_id, code)
-            except h2.exceptions.StreamClosedError:
-                pass
+            self._reset(ex.stream_id, code)
         if self.goaway_sent and not self.streams and not self.closing:
             self._close_now("shutdown")
 

@@ -7,6 +7,7 @@ forward is driven event by event. Every test runs on both twins of the core.
 """
 from __future__ import annotations
 
+import os
 import ssl
 
 import h2.config
@@ -585,7 +586,7 @@ def _frames_of(streams) -> bytes:
 _RT_CACHE: dict = {}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get('MTLS_GATEWAY_HYPOTHESIS_EXAMPLES', '60')), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(streams=st.lists(_STREAM, min_size=1, max_size=4), cuts=st.lists(st.integers(1, 400), max_size=4))
 def test_no_http2_input_frames_more_than_one_request_per_stream(test_pki, streams, cuts):
     """Whatever the client sends on its streams (lengths that lie, framing fields, CR/LF, bytes
@@ -615,6 +616,7 @@ def test_no_http2_input_frames_more_than_one_request_per_stream(test_pki, stream
             up = FakeUpstream(group)
             ups.append(up)
             p.take(p.core.upstream_connected(ex, up, p.now))
+    assert "h2_internal_error" not in p.errors()        # no input makes the session fail
     for up in ups:
         sent = b"".join(up.written)
         reader = http1.request_reader(HTTPLimits())
@@ -653,3 +655,26 @@ def test_max_requests_per_connection_ends_an_h2_connection_with_goaway(test_pki)
     # stream 7 is past the GOAWAY's last stream: never processed (the client may retry it)
     assert answered == {1, 3, 5} and resets in ({}, {7: h2.errors.ErrorCodes.REFUSED_STREAM})
     assert p.closed
+
+
+@settings(max_examples=int(os.environ.get('MTLS_GATEWAY_HYPOTHESIS_EXAMPLES', '60')), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 255), st.sampled_from([0, 1, 3, 5, 2]),
+                                 st.binary(max_size=40)), max_size=12))
+def test_arbitrary_frames_never_break_the_session(test_pki, frames):
+    """Frames of any type, flags, stream and payload (valid or not) after the preface: the
+    session answers or refuses, and never fails."""
+    rt = _RT_CACHE.get(id(test_pki))
+    if rt is None:
+        rt = _RT_CACHE[id(test_pki)] = _h2_runtime(test_pki)
+    p = open_h2(test_pki, rt, validate=False)
+    wire = b"".join(len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
+                    for kind, flags, sid, payload in frames)
+    p.tls.write(wire)
+    p.pump()
+    while p.connects:
+        ex, group, _ = p.connects.pop(0)
+        p.take(p.core.upstream_connected(ex, FakeUpstream(group), p.now))
+    assert "h2_internal_error" not in p.errors()
+    p.at(p.now + 100)           # every deadline comes: nothing is left half done
+    assert "h2_internal_error" not in p.errors()
