@@ -64,7 +64,7 @@ class StreamExchange(Exchange):
     """An Exchange of one HTTP/2 stream: the request, the response's send state."""
 
     __slots__ = ("stream_id", "pending", "pending_bytes", "end_pending", "stalled_at",
-                 "unacked", "read_paused", "closed", "body_bytes")
+                 "unacked", "read_paused", "closed", "body_bytes", "rx_at")
 
     def __init__(self, request: Request, started: float, stream_id: int) -> None:
         super().__init__(request, started)
@@ -77,6 +77,7 @@ class StreamExchange(Exchange):
         self.read_paused = False            # the target is not read (the client is behind)
         self.closed = False
         self.body_bytes = 0                 # request body so far (DATA payload)
+        self.rx_at = started                # the request's last bytes from the client
 
 
 class H2Session:
@@ -116,9 +117,13 @@ class H2Session:
         core = self.core
         soonest = 0.0
         stall = self.rt.spec.h2_stall_timeout_s
+        body = self.rt.spec.body_timeout_s
         for ex in self.streams.values():
             if ex.upstream is not None:
                 d = ex.upstream.last_activity + ex.upstream.group.read_timeout_s
+                soonest = d if not soonest or d < soonest else soonest
+            if self._body_awaited(ex):
+                d = ex.rx_at + body
                 soonest = d if not soonest or d < soonest else soonest
             if ex.stalled_at:
                 d = ex.stalled_at + stall
@@ -378,6 +383,7 @@ class H2Session:
             return
         ex.bytes_in += len(data)
         ex.body_bytes += len(data)
+        ex.rx_at = now
         limit = self.rt.http_limits.max_body_bytes
         if limit is not None and ex.body_bytes > limit:
             if flow:
@@ -713,8 +719,17 @@ class H2Session:
                 ex.read_paused = False
                 ex.upstream.resume_reading()
 
+    def _body_awaited(self, ex: StreamExchange) -> bool:
+        """The stream's request body is the client's to send (not held back by the gateway,
+        whose window it waits on while the target is slow to take the bytes)."""
+        if ex.request_done or ex.discard or ex.closed:
+            return False
+        up = ex.upstream
+        return not (ex.unacked and (up is None or up.paused))
+
     def timeout(self, now: float) -> None:
-        """The core's upstream deadline came: targets too slow, responses stalled on a window."""
+        """The core's upstream deadline came: targets too slow, responses stalled on a window,
+        request bodies stalled."""
         self.now = now
         if self.draining and now >= self.drain_at:
             self._drained()
@@ -726,6 +741,19 @@ class H2Session:
                 self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "h2_window_stall",
                              f"the client kept its HTTP/2 window closed for {stall:g}s")
                 return
+            body = self.rt.spec.body_timeout_s
+            if self._body_awaited(ex) and now - ex.rx_at >= body:
+                core = self.core
+                core._error("info", "body_timeout", f"no request body bytes for {body:g}s",
+                            listener=self.rt.spec.name, client=core.client,
+                            target=ex.target or None, stream=ex.stream_id)
+                if ex.head_sent:
+                    ex.status = ex.status or 408
+                    self._abort_stream(ex, h2.errors.ErrorCodes.CANCEL, "body_timeout")
+                else:
+                    self._answer_error(ex, 408, b"request timeout: the request body stalled\n",
+                                       "body_timeout", now)
+                continue
             up = ex.upstream
             if up is None or up.paused or ex.read_paused:
                 continue

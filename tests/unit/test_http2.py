@@ -678,3 +678,20 @@ def test_arbitrary_frames_never_break_the_session(test_pki, frames):
     assert "h2_internal_error" not in p.errors()
     p.at(p.now + 100)           # every deadline comes: nothing is left half done
     assert "h2_internal_error" not in p.errors()
+
+
+def test_a_stalled_request_body_is_408_on_its_stream(test_pki):
+    rt = _h2_runtime(test_pki, body_timeout_s=5)
+    p = open_h2(test_pki, rt)
+    group = rt.target_groups["app"]
+    sid = p.request("/app/up", method="POST", body=b"part", end=False)
+    (ex, _, _), = p.connects
+    up = FakeUpstream(group)
+    p.take(p.core.upstream_connected(ex, up, p.now))
+    assert p.deadline == p.now + 5
+    p.at(p.now + 5)
+    p.collect()
+    status, _, body, ended, _ = p.response(sid)
+    assert status == 408 and b"stalled" in body and ended
+    assert "body_timeout" in p.errors() and up.closed and not p.closed
+    assert p.access()[-1]["status"] == 408
