@@ -430,10 +430,7 @@ class H2Session:
         status, fields, body = split_answer(payload)
         ex.status = status
         ex.body_queue = None
-        if ex.upstream is not None:
-            self.by_upstream.pop(ex.upstream, None)
-            ex.upstream.close()
-            ex.upstream = None
+        self._drop_upstream(ex)
         head_only = ex.request.method == b"HEAD"
         self._send_head(ex, status, fields, end=head_only or not body)
         if body and not head_only:
@@ -530,20 +527,27 @@ class H2Session:
                 ex.read_paused = False
                 up.resume_reading()
 
+    def _drop_upstream(self, ex: StreamExchange) -> None:
+        """Close the stream's target connection, never to be pooled: a response may still be
+        coming on it, or a request body still be owed."""
+        if ex.upstream is not None:
+            self.by_upstream.pop(ex.upstream, None)
+            ex.upstream.close()
+            ex.upstream = None
+
+    def _forget(self, ex: StreamExchange) -> None:
+        """The stream is over: no longer served, its target connection and target let go."""
+        ex.closed = True
+        self.streams.pop(ex.stream_id, None)
+        self.waiting.pop(ex.stream_id, None)
+        self._drop_upstream(ex)
+        ex.done_with_target()
+
     def _stream_done(self, ex: StreamExchange) -> None:
         """The response is complete: the stream's record, and the stream forgotten."""
         if ex.closed:
             return
-        ex.closed = True
-        self.streams.pop(ex.stream_id, None)
-        self.waiting.pop(ex.stream_id, None)
-        if ex.upstream is not None:
-            # answered by the gateway before the target finished: the target's connection cannot
-            # be reused (a response may still be coming on it)
-            self.by_upstream.pop(ex.upstream, None)
-            ex.upstream.close()
-            ex.upstream = None
-        ex.done_with_target()
+        self._forget(ex)
         self.core._access_log(ex, self.now)
         if not ex.request_done:
             # the response is complete and the client is still sending: it need not (RFC 9113
@@ -557,14 +561,7 @@ class H2Session:
         aborted."""
         if ex.closed:
             return
-        ex.closed = True
-        self.streams.pop(ex.stream_id, None)
-        self.waiting.pop(ex.stream_id, None)
-        if ex.upstream is not None:
-            self.by_upstream.pop(ex.upstream, None)
-            ex.upstream.close()
-            ex.upstream = None
-        ex.done_with_target()
+        self._forget(ex)
         if ex.status == 0:
             ex.status = 499
         ex.reason = ex.reason or reason
@@ -680,10 +677,7 @@ class H2Session:
             core._error("warning", exc.reason, str(exc), listener=self.rt.spec.name,
                         target=exc.target or ex.target or None, target_group=group_name,
                         client=core.client)
-        if ex.upstream is not None:
-            self.by_upstream.pop(ex.upstream, None)
-            ex.upstream.close()
-            ex.upstream = None
+        self._drop_upstream(ex)
         if ex.head_sent:
             self._abort_stream(ex, h2.errors.ErrorCodes.INTERNAL_ERROR, exc.reason)
             return
