@@ -159,11 +159,11 @@ class H2Session:
         self._flush()
         self.core._close(reason)
 
-    def _goaway(self, code: int, reason: str, message: str) -> None:
+    def _goaway(self, code: int, reason: str, message: str, level: str = "info") -> None:
         """GOAWAY with `code` and close the connection now (a limit passed, a protocol error)."""
         core = self.core
         if code != 0:
-            core._error("info", reason, message, listener=self.rt.spec.name, client=core.client,
+            core._error(level, reason, message, listener=self.rt.spec.name, client=core.client,
                         h2_error=h2.errors.ErrorCodes(code).name)
         self._send_goaway(code)
         for ex in list(self.streams.values()):
@@ -209,9 +209,8 @@ class H2Session:
                     break
                 self._event(event, now)
         except Exception as exc:  # noqa: BLE001 - fail closed: this connection, not the worker
-            self.core._error("error", "h2_internal_error", f"HTTP/2 session failed: {exc!r}",
-                             listener=self.rt.spec.name, client=self.core.client)
-            self._goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "h2_internal_error", repr(exc))
+            self._goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "h2_internal_error",
+                         f"HTTP/2 session failed: {exc!r}", level="error")
             return
         self._flush()
         self._schedule(now)
