@@ -865,24 +865,20 @@ class ConnectionCore:
 
     def _forward(self, ex: Exchange, action: Forward, request: Request, now: float) -> None:
         group = self.rt.target_groups[action.target_group]
-        ex.group = group
-        target = group.pick()
-        if target is None:
-            self._upstream_failed(ex, UpstreamError(
-                f"no healthy target in group {group.name} ({len(group.targets)} target(s), "
-                f"none available)", status=503, reason="no_healthy_target"), now, count=False)
+        none = ex.pick_target(group)
+        if none is not None:
+            self._upstream_failed(ex, none, now, count=False)
             return
-        ex.picked = target
-        ex.target = target.label
+        target = ex.picked
         if request.expect_continue:
             self._write(CONTINUE)
         if request.chunked or request.content_length:
             self._arm(now + self.rt.spec.body_timeout_s, _CLIENT)
-        conn = group.take_idle(target)
+        conn = group.take_idle(target)  # type: ignore[arg-type]  # picked above
         if conn is not None:
             self._attach(ex, conn, now)
         else:
-            self._connect(ex, group, target)
+            self._connect(ex, group, target)  # type: ignore[arg-type]
 
     def _connect(self, ex: Exchange, group: TargetGroup, target: Target) -> None:
         ex.connecting = True
@@ -926,30 +922,17 @@ class ConnectionCore:
         self._error("warning", exc.reason, str(exc), listener=self.rt.spec.name, target=exc.target,
                     target_group=group.name, client=self.client)
         self.rt.observer.upstream(group.name, exc.target, now - ex.started, False)
-        ex.tried = ex.tried + (target,)
-        other = group.pick(ex.tried) if ex.body_queue is not None else None
+        other = ex.retarget(group, target)
         if other is None:
             self._upstream_failed(ex, exc, now, count=False, logged=True)
             return self._done()
-        ex.done_with_target()
-        ex.picked = other
-        ex.target = other.label
         self._connect(ex, group, other)
         return self._done()
 
     def _attach(self, ex: Exchange, conn: UpstreamConnection, now: float) -> None:
         rt = self.rt
-        req = ex.request
-        ex.upstream = conn
-        conn.owner = self.owner
-        conn.paused = False
-        conn.expect(req.method, ex.upgrade)
-        head = ex.request_head(self.identity_lines, self.client_ip_b, self.client_port, rt.port,
-                               rt.header_policy)
-        queued = ex.body_queue or ()
-        ex.body_queue = None
-        conn.write(head + b"".join(queued) if queued else head)
-        conn.last_activity = now
+        ex.send_head(conn, self.owner, self.identity_lines, self.client_ip_b, self.client_port,
+                     rt.port, rt.header_policy, now)
         # one deadline per client connection watches whichever exchange is current (see
         # _on_upstream_timer); it is moved only when it is not due soon enough
         deadline = now + conn.group.read_timeout_s

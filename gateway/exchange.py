@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import headers as hdrs
 from . import http1
+from .errors import UpstreamError
 from .http1 import Request, Response
 from .logs import iso_now
 from .tls import HandshakeDone
 
 if TYPE_CHECKING:
-    from .errors import UpstreamError
     from .headers import HeaderPolicy
     from .routes import Fixed, Forward, RedirectAction
     from .tls import HandshakeFailed
@@ -201,6 +201,46 @@ class Exchange:
         self.bytes_out += len(head)
         self.head_sent = True
         return head
+
+    def pick_target(self, group: TargetGroup) -> UpstreamError | None:
+        """Pick the target of a forward from `group` (the exchange now counts as outstanding
+        there); the 503 to answer when none is available."""
+        self.group = group
+        target = group.pick()
+        if target is None:
+            return UpstreamError(
+                f"no healthy target in group {group.name} ({len(group.targets)} target(s), "
+                f"none available)", status=503, reason="no_healthy_target")
+        self.picked = target
+        self.target = target.label
+        return None
+
+    def retarget(self, group: TargetGroup, failed: Target) -> Target | None:
+        """After `failed` refused the connection: another target of `group` to try, when nothing
+        of the request has gone anywhere yet (its body is still queued here: nginx's
+        proxy_next_upstream error timeout), else None."""
+        self.tried = self.tried + (failed,)
+        other = group.pick(self.tried) if self.body_queue is not None else None
+        if other is not None:
+            self.done_with_target()
+            self.picked = other
+            self.target = other.label
+        return other
+
+    def send_head(self, conn: UpstreamConnection, owner: Any, identity_lines: bytes,
+                  client_ip_b: bytes, client_port: int, listener_port: int,
+                  policy: HeaderPolicy | None, now: float) -> None:
+        """Take `conn` for this exchange (its events go to `owner`) and write the request head,
+        with what of the body is queued already."""
+        self.upstream = conn
+        conn.owner = owner
+        conn.paused = False
+        conn.expect(self.request.method, self.upgrade)
+        head = self.request_head(identity_lines, client_ip_b, client_port, listener_port, policy)
+        queued = self.body_queue or ()
+        self.body_queue = None
+        conn.write(head + b"".join(queued) if queued else head)
+        conn.last_activity = now
 
     def done_with_target(self) -> None:
         """The target picked for this exchange no longer counts it as outstanding."""

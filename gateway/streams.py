@@ -340,36 +340,23 @@ class H2Session:
 
     def _forward(self, ex: StreamExchange, action: Forward, now: float) -> None:
         group = self.rt.target_groups[action.target_group]
-        ex.group = group
-        target = group.pick()
-        if target is None:
-            self._failed(ex, UpstreamError(
-                f"no healthy target in group {group.name} ({len(group.targets)} target(s), "
-                f"none available)", status=503, reason="no_healthy_target"), now, count=False)
+        none = ex.pick_target(group)
+        if none is not None:
+            self._failed(ex, none, now, count=False)
             return
-        ex.picked = target
-        ex.target = target.label
-        conn = group.take_idle(target)
+        target = ex.picked
+        conn = group.take_idle(target)  # type: ignore[arg-type]  # picked above
         if conn is not None:
             self._attach(ex, conn, now)
         else:
-            ex.connecting = True
-            self.core._connect(ex, group, target)
+            self.core._connect(ex, group, target)  # type: ignore[arg-type]
 
     def _attach(self, ex: StreamExchange, conn: UpstreamConnection, now: float) -> None:
         core = self.core
         rt = self.rt
-        ex.upstream = conn
         self.by_upstream[conn] = ex
-        conn.owner = core.owner
-        conn.paused = False
-        conn.expect(ex.request.method, False)
-        head = ex.request_head(core.identity_lines, core.client_ip_b, core.client_port, rt.port,
-                               rt.header_policy)
-        queued = ex.body_queue or ()
-        ex.body_queue = None
-        conn.write(head + b"".join(queued) if queued else head)
-        conn.last_activity = now
+        ex.send_head(conn, core.owner, core.identity_lines, core.client_ip_b, core.client_port,
+                     rt.port, rt.header_policy, now)
         if ex.unacked:
             self._ack(ex)
 
@@ -591,15 +578,10 @@ class H2Session:
         core._error("warning", exc.reason, str(exc), listener=self.rt.spec.name,
                     target=exc.target, target_group=group.name, client=core.client)
         self.rt.observer.upstream(group.name, exc.target, now - ex.started, False)
-        ex.tried = ex.tried + (target,)
-        other = group.pick(ex.tried) if ex.body_queue is not None else None
+        other = ex.retarget(group, target)
         if other is None:
             self._failed(ex, exc, now, count=False, logged=True)
         else:
-            ex.done_with_target()
-            ex.picked = other
-            ex.target = other.label
-            ex.connecting = True
             core._connect(ex, group, other)
         self._flush()
         self._schedule(now)
