@@ -31,8 +31,8 @@ from pathlib import Path
 from gateway import testing
 
 from ..harness import certs, cpu
-from ..harness.peers import _wait_ports, free_ports
-from .proxy_keepalive import _stop
+from ..harness.peers import free_ports
+from .proxy_keepalive import _start, _stop
 
 SHAPES = (("1 connection x 100 streams", 1, 100), ("8 connections x 10 streams", 8, 10))
 
@@ -44,6 +44,7 @@ def gateway_config(port: int, pki: certs.BenchPKI, workdir: Path) -> str:
         "listener": [testing.listener("h2", port, pki.server_certs["ecdsa"], pki.server_keys["ecdsa"],
                                       alpn=["h2", "http/1.1"], tls_min_version="1.3",
                                       h2_max_control_frames_per_s=100000,
+                                      max_requests_per_connection=0,     # nginx: 1000000
                                       rules=[testing.fixed_response(body="ok")])],
     })
 
@@ -121,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 "nginx": ["chroot", str(root), *ngx_cmd] if root is not None else ngx_cmd}
         ports = {"gateway": gw_port, "nginx": ngx_port}
         for name, cmd in cmds.items():
-            procs[name] = subprocess.Popen(cmd, preexec_fn=cpu.pin(server_cpus), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL,
-                                           stderr=(workdir / f"{name}.stderr").open("wb"))
-            _wait_ports([ports[name]], procs[name], 30.0)
+            procs[name] = _start(cmd, server_cpus, [ports[name]], workdir / f"{name}.stderr")
         proto = "HTTP/1.1 keep-alive" if args.h1 else "HTTP/2"
         print(f"{proto} requests (fixed 200 \"ok\", TLS 1.3 ECDSA, mtls off), h2load on CPU "
               f"{cpu.format_cpus(client_cpus)}, servers on CPU {cpu.format_cpus(server_cpus)}, "

@@ -162,6 +162,25 @@ def open_h2(test_pki, rt, **kw) -> H2Peer:
     return p
 
 
+def _target_up(p, group=None, only=True):
+    """The target connection the core asked for (`only`: the one it asked for) comes up: (its
+    exchange, the fake connection)."""
+    if only:
+        assert len(p.connects) == 1, p.connects
+    ex, asked, _ = p.connects.pop(0)
+    up = FakeUpstream(group or asked)
+    p.take(p.core.upstream_connected(ex, up, p.now))
+    return ex, up
+
+
+def _headers(sid, enc, path="/", method="GET", end=True) -> bytes:
+    """A raw HEADERS frame of a request, its block from `enc` (an hpack Encoder)."""
+    block = enc.encode([(":method", method), (":scheme", "https"), (":path", path),
+                        (":authority", "localhost")])
+    flags = ["END_HEADERS", "END_STREAM"] if end else ["END_HEADERS"]
+    return HeadersFrame(sid, data=block, flags=flags).serialize()
+
+
 def ok(length, headers) -> Response:
     return Response(status=200, reason=b"OK", http_version=b"1.1", headers=headers, keep_alive=True,
                     content_length=length, chunked=length is None)
@@ -246,20 +265,15 @@ def test_request_bodies_are_framed_by_the_gateway(test_pki, rt2):
     group = rt2.target_groups["app"]
     # no content-length: chunked to the target, the END_STREAM its last chunk
     sid = p.request("/app/up", method="POST", body=b"abc", end=False)
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     p.h2.send_data(sid, b"defg", end_stream=True)
     p.flush()
     sent = b"".join(up.written)
     assert b"Transfer-Encoding: chunked\r\n" in sent
     assert sent.endswith(b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
     # a declared length: Content-Length, the bytes as they are
-    p.connects.clear()
     sid2 = p.request("/app/up", method="POST", extra=[("content-length", "3")], body=b"xyz")
-    (ex2, _, _), = p.connects
-    up2 = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex2, up2, p.now))
+    ex2, up2 = _target_up(p, group)
     sent2 = b"".join(up2.written)
     assert b"Content-Length: 3\r\n" in sent2 and sent2.endswith(b"\r\n\r\nxyz")
     assert sid2 != sid
@@ -269,9 +283,7 @@ def test_a_content_length_the_data_frames_break_ends_the_connection(test_pki, rt
     p = open_h2(test_pki, rt2, validate=False)
     group = rt2.target_groups["app"]
     sid = p.request("/app/up", method="POST", extra=[("content-length", "2")], body=b"ab", end=False)
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     # more DATA than declared: the stream's bytes may never reach the target as a second request
     p.raw(DataFrame(sid, data=b"GET /smuggled HTTP/1.1\r\n\r\n", flags=["END_STREAM"]).serialize())
     assert b"smuggled" not in b"".join(up.written)
@@ -283,9 +295,7 @@ def test_a_reset_stream_closes_its_target_connection(test_pki, rt2):
     p = open_h2(test_pki, rt2)
     group = rt2.target_groups["app"]
     sid = p.request("/app/slow")
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     p.h2.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
     p.flush()
     assert up.closed and group.released == [] and group.outstanding == 0
@@ -298,9 +308,7 @@ def test_the_target_is_read_no_faster_than_the_client_takes(test_pki, rt2):
     p = open_h2(test_pki, rt2)
     group = rt2.target_groups["app"]
     sid = p.request("/app/big")
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     chunk = b"x" * 16384
     p.take(p.core.upstream_event(up, [ok(None, [])] + [Data(chunk)] * 12, p.now))
     # the client's initial window (65535) is spent; the rest waits and the target is paused
@@ -443,12 +451,7 @@ def test_more_streams_than_the_setting_ends_the_connection(test_pki):
     p = open_h2(test_pki, rt, validate=False)
     from hpack import Encoder
     enc = Encoder()
-    frames = []
-    for sid in (1, 3, 5):
-        frames.append(HeadersFrame(sid, data=enc.encode([(":method", "GET"), (":scheme", "https"),
-                                                          (":path", "/app/x"), (":authority", "localhost")]),
-                                   flags=["END_HEADERS", "END_STREAM"]).serialize())
-    p.raw(b"".join(frames))
+    p.raw(b"".join(_headers(sid, enc, "/app/x") for sid in (1, 3, 5)))
     # h2 makes the excess stream a connection error (RFC 9113 5.1.2 allows a stream error too):
     # the whole arrival is refused, nothing reaches a target
     assert p.connects == []
@@ -462,9 +465,7 @@ def test_a_window_kept_at_zero_is_goaway_after_the_stall_timeout(test_pki):
     p.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
     p.flush()
     sid = p.request("/app/x")
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     p.take(p.core.upstream_event(up, [ok(5, []), Data(b"hello"), EndOfMessage()], p.now))
     assert p.deadline == p.now + 3
     p.at(p.now + 3)
@@ -491,9 +492,7 @@ def test_drain_sends_goaway_and_lets_open_streams_finish(test_pki, rt2):
     p = open_h2(test_pki, rt2, validate=False)
     group = rt2.target_groups["app"]
     sid = p.request("/app/x")
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     p.take(p.core.drain(p.now))
     # first a PING and a GOAWAY naming the highest id
     first = raw_frames(p.read())
@@ -501,9 +500,7 @@ def test_drain_sends_goaway_and_lets_open_streams_finish(test_pki, rt2):
     assert kinds == ["PingFrame", "GoAwayFrame"] and first[1].last_stream_id == 2 ** 31 - 1
     # a stream the client sent before it saw the GOAWAY is still taken
     from hpack import Encoder
-    late = HeadersFrame(3, data=Encoder().encode([(":method", "GET"), (":scheme", "https"),
-                                                  (":path", "/"), (":authority", "localhost")]),
-                        flags=["END_HEADERS", "END_STREAM"]).serialize()
+    late = _headers(3, Encoder())
     p.tls.write(late + PingFrame(0, opaque_data=first[0].opaque_data, flags=["ACK"]).serialize())
     p.pump()
     second = raw_frames(p.read())
@@ -612,10 +609,7 @@ def test_no_http2_input_frames_more_than_one_request_per_stream(test_pki, stream
         p.tls.write(piece)
         p.pump()
         while p.connects:       # every target connection comes up at once
-            ex, group, _ = p.connects.pop(0)
-            up = FakeUpstream(group)
-            ups.append(up)
-            p.take(p.core.upstream_connected(ex, up, p.now))
+            ups.append(_target_up(p, only=False)[1])
     assert "h2_internal_error" not in p.errors()        # no input makes the session fail
     for up in ups:
         sent = b"".join(up.written)
@@ -642,10 +636,7 @@ def test_max_requests_per_connection_ends_an_h2_connection_with_goaway(test_pki)
     p = open_h2(test_pki, rt, validate=False)
     from hpack import Encoder
     enc = Encoder()
-    frames = [HeadersFrame(sid, data=enc.encode([(":method", "GET"), (":scheme", "https"), (":path", "/"),
-                                                 (":authority", "localhost")]),
-                           flags=["END_HEADERS", "END_STREAM"]).serialize() for sid in (1, 3, 5, 7)]
-    p.tls.write(b"".join(frames))
+    p.tls.write(b"".join(_headers(sid, enc) for sid in (1, 3, 5, 7)))
     p.pump()
     got = raw_frames(p.read())
     goaway = [f for f in got if type(f).__name__ == "GoAwayFrame"]
@@ -673,8 +664,7 @@ def test_arbitrary_frames_never_break_the_session(test_pki, frames):
     p.tls.write(wire)
     p.pump()
     while p.connects:
-        ex, group, _ = p.connects.pop(0)
-        p.take(p.core.upstream_connected(ex, FakeUpstream(group), p.now))
+        _target_up(p, only=False)
     assert "h2_internal_error" not in p.errors()
     p.at(p.now + 100)           # every deadline comes: nothing is left half done
     assert "h2_internal_error" not in p.errors()
@@ -685,9 +675,7 @@ def test_a_stalled_request_body_is_408_on_its_stream(test_pki):
     p = open_h2(test_pki, rt)
     group = rt.target_groups["app"]
     sid = p.request("/app/up", method="POST", body=b"part", end=False)
-    (ex, _, _), = p.connects
-    up = FakeUpstream(group)
-    p.take(p.core.upstream_connected(ex, up, p.now))
+    ex, up = _target_up(p, group)
     assert p.deadline == p.now + 5
     p.at(p.now + 5)
     p.collect()
