@@ -469,7 +469,6 @@ def _alpn_callback(preference: tuple[bytes, ...]) -> CData:
 
 
 _ALPN_CALLBACKS: dict[tuple[bytes, ...], CData] = {}
-_c_select_alpn = _alpn_callback((_ALPN_HTTP11,))
 
 
 # -- which twin -----------------------------------------------------------------------------------
