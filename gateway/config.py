@@ -54,7 +54,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.spec import (  # noqa: F401 - re-exported: the spec's names are config's too
     AdminSpec, CertificateSpec, ClientAllow, Config, FixedResponse, GatewaySpec, HealthCheckSpec,
     ListenerSpec, MTLSMode, Redirect, RuleSpec, TargetGroupSpec, TrustStoreSpec, UpstreamTLSSpec,
-    Key, Kind, REQUIRED, keys_of, toml_keys, ACTIONS, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
+    Key, Kind, REQUIRED, keys_of, toml_keys, parse_http_url, MAX_CRL_URLS, ACTIONS, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
     DEFAULT_ADMIN_BIND, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_ADVERTISE_CA_NAMES,
     DEFAULT_BODY_TIMEOUT_S, DEFAULT_CIPHERS_TLS12, DEFAULT_CONNECTION_LOG,
     DEFAULT_CONNECTION_LOG_FORMAT, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S,
@@ -662,6 +662,63 @@ class _Reader:
             return None
         return str(path)
 
+    def state_dir(self, table: dict[str, Any]) -> Path | None:
+        if "state_dir" not in table:
+            return None
+        key = "gateway.state_dir"
+        path = self.path_value(table["state_dir"], key)
+        if path is None:
+            return None
+        try:
+            if path.exists() and not path.is_dir():
+                self.add(key, f"not a directory: {path}")
+                return None
+        except OSError as exc:
+            self.add(key, f"cannot access {path}: {_os_reason(exc)}")
+            return None
+        return path     # made at start when missing (gateway.revocations)
+
+    def token_file(self, table: dict[str, Any]) -> Path | None:
+        """The revocation API's bearer token: a file only its owner may read, holding one token of
+        at least 16 printable characters."""
+        if "token_file" not in table:
+            return None
+        key = "admin.token_file"
+        path = self.path_value(table["token_file"], key)
+        if path is None:
+            return None
+        data = self.read(path, key)
+        if data is None:
+            return None
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            self.add(key, f"cannot access {path}: {_os_reason(exc)}")
+            return None
+        if mode & 0o077:
+            self.add(key, f"{path} may be read by other users (mode {mode & 0o777:04o}); "
+                          f"chmod 600 it")
+            return None
+        token = data.strip()
+        if len(token) < 16 or not all(0x21 <= b <= 0x7e for b in token):
+            self.add(key, f"{path} must hold one token of at least 16 printable characters "
+                          f"(no spaces)")
+            return None
+        return path
+
+    def http_url(self, value: object, key: str) -> str | None:
+        """An http:// URL of a responder or a distribution point (https would need revocation
+        checks of its own: RFC 5280 4.2.1.13 and RFC 6960 appendix A.1 use plain http)."""
+        if not isinstance(value, str):
+            self.add(key, f"expected a string (an http:// URL), got {_type_name(value)}")
+            return None
+        try:
+            parse_http_url(value)
+        except ValueError as exc:
+            self.add(key, str(exc))
+            return None
+        return value
+
     # sections
 
     def document(self, doc: dict[str, Any], source: Path | None) -> Config:
@@ -712,6 +769,8 @@ class _Reader:
                         binds[where] = index
                 listeners.append(listener)
 
+        if gateway is not None:
+            self.cross_sections(gateway, admin)
         return Config(
             source=source.absolute() if source is not None else None,
             gateway=gateway,
@@ -720,6 +779,11 @@ class _Reader:
             target_groups=MappingProxyType(target_groups),
             admin=admin,
         )
+
+    def cross_sections(self, gateway: GatewaySpec, admin: AdminSpec | None) -> None:
+        if admin is not None and admin.token_file is not None and gateway.state_dir is None:
+            self.add("admin.token_file", "the revocation API keeps what it is told under "
+                                         "gateway.state_dir: set it (e.g. /var/lib/mtls-gateway)")
 
     def gateway(self, raw: object) -> GatewaySpec:
         table = self.table(raw, "gateway")
@@ -748,12 +812,13 @@ class _Reader:
         if not isinstance(text, str):
             self.add("admin.bind", f"expected a string (host:port), got {_type_name(text)}")
             return None
+        token_file = self.token_file(table)
         try:
             host, port = parse_address(text, listen=True)
         except ValueError as exc:
             self.add("admin.bind", str(exc))
             return None
-        return AdminSpec(host, port)
+        return AdminSpec(host, port, token_file)
 
     def trust_store(self, name: str, raw: object) -> TrustStoreSpec | None:
         prefix = _join("trust_store", name)
@@ -797,9 +862,23 @@ class _Reader:
             except _Invalid as exc:
                 self.add(f"{prefix}.deny_serials[{index}]", str(exc))
 
-        return TrustStoreSpec(**self.fields(TrustStoreSpec, table, prefix, name=name,
-                                            ca_bundle=bundle_path, crls=tuple(crls),
-                                            deny_serials=frozenset(serials)))
+        responder = None
+        if "ocsp_responder" in table:
+            responder = self.http_url(table["ocsp_responder"], f"{prefix}.ocsp_responder")
+        urls: list[str] = []
+        raw_urls = self.array(table, "crl_urls", prefix, []) or []
+        if len(raw_urls) > MAX_CRL_URLS:
+            self.add(f"{prefix}.crl_urls", f"at most {MAX_CRL_URLS} URLs, got {len(raw_urls)}")
+        for index, value in enumerate(raw_urls[:MAX_CRL_URLS]):
+            url = self.http_url(value, f"{prefix}.crl_urls[{index}]")
+            if url is not None:
+                urls.append(url)
+        values = self.fields(TrustStoreSpec, table, prefix, name=name, ca_bundle=bundle_path,
+                             crls=tuple(crls), deny_serials=frozenset(serials),
+                             ocsp_responder=responder, crl_urls=tuple(urls))
+        if urls and values.get("crl_fetch") is False:
+            self.add(f"{prefix}.crl_urls", "CRLs are fetched only with crl_fetch = true")
+        return TrustStoreSpec(**values)
 
     def crl(self, path: Path, key: str, cas: list[x509.Certificate] | None,
             bundle_path: Path | None) -> None:
@@ -1490,6 +1569,7 @@ _GATEWAY_READERS: dict[str, _Explicit] = {
     "connection_log": lambda r, table, prefix, values: r.log_target(table, "connection_log",
                                                                     off_ok=True),
     "error_log": lambda r, table, prefix, values: r.log_target(table, "error_log", off_ok=False),
+    "state_dir": lambda r, table, prefix, values: r.state_dir(table),
 }
 _LISTENER_READERS: dict[str, _Explicit] = {
     "name": _Reader.listener_name,

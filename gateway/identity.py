@@ -32,6 +32,13 @@ class VerifyStatus(str, enum.Enum):
     TYPE_UNSUPPORTED = "Failed:ClientCertTypeUnsupported"
     REJECTED = "Failed:ClientCertRejected"
     UNMAPPED = "Failed:UnmappedConnectionError"
+    # beyond ALB's taxonomy: the runtime revocation API, OCSP and fetched CRLs (gateway.revocations,
+    # gateway.ocsp, gateway.crlfetch)
+    REVOKED = "Failed:ClientCertRevoked"
+    OCSP_REVOKED = "Failed:ClientCertOcspRevoked"
+    OCSP_UNKNOWN = "Failed:ClientCertOcspUnknown"
+    OCSP_UNAVAILABLE = "Failed:ClientCertOcspUnavailable"
+    CRL_STALE = "Failed:ClientCertCrlStale"
     # passthrough: a certificate was presented and forwarded, but nothing was verified
     NOT_VERIFIED = "NotVerified"
 

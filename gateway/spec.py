@@ -173,6 +173,9 @@ DEFAULT_CONNECTION_LOG_FORMAT = "json"
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_ADMIN_BIND = f"{DEFAULT_ADMIN_HOST}:{DEFAULT_ADMIN_PORT}"
+#: Where revocations made through the admin API are kept (gateway.revocations); the systemd unit's
+#: StateDirectory. None: no state kept, and the revocation API cannot be turned on.
+DEFAULT_STATE_DIR: Path | None = None
 
 DEFAULT_MTLS = MTLSMode.OFF
 DEFAULT_HEADER_STYLE: tuple[str, ...] = ("alb",)
@@ -236,6 +239,17 @@ DEFAULT_H2_MAX_CONTINUATION_FRAMES = 32        # CONTINUATION frames of one head
 DEFAULT_H2_STALL_TIMEOUT_S = 30.0              # a response held up by a window the client keeps at 0
 #: Extra request header names to strip on a listener (`*` wildcards), beside the built-in list.
 MAX_STRIP_REQUEST_HEADERS = 256
+# Revocation beyond files (gateway.ocsp, gateway.crlfetch): what a trust store checks, how long a
+# responder or a distribution point may take, and what an answer that cannot be had means.
+OCSP_MODES = ("off", "leaf", "chain")
+DEFAULT_OCSP = "off"
+DEFAULT_OCSP_TIMEOUT_S = 3.0            # nginx's resolver_timeout is 30 s; a handshake waits on this
+FAILURE_POLICIES = ("refuse", "allow")
+DEFAULT_OCSP_FAILURE = "refuse"
+DEFAULT_CRL_FETCH = False
+DEFAULT_CRL_STALE = "refuse"
+DEFAULT_CRL_FETCH_TIMEOUT_S = 10.0
+MAX_CRL_URLS = 64
 
 #: ALB's rule priorities run 1..50000; rules without any priority take 1, 2, 3... in file order.
 MIN_RULE_PRIORITY = 1
@@ -283,6 +297,28 @@ MAX_HEALTH_THRESHOLD = 10
 DEFAULT_HEALTH_CHECK_MATCHER = "200-399"
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_http_url(url: str) -> tuple[str, int, str]:
+    """(host, port, path with query) of an http:// URL, as a responder's or a CRL distribution
+    point's; ValueError says what is wrong with it."""
+    from urllib.parse import urlsplit
+    if len(url) > 2048 or any(c in url for c in "\x00\r\n \t"):
+        raise ValueError(f"not a usable URL: {url[:80]!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {url!r} ({exc})") from None
+    if parts.scheme.lower() != "http":
+        raise ValueError(f"{url!r}: only http:// URLs are fetched (OCSP and CRLs are signed, and "
+                         f"a TLS fetch would need revocation checks of its own)")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise ValueError(f"{url!r}: expected http://host[:port]/path")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return parts.hostname, port if port is not None else 80, path
 
 
 def _empty_mapping() -> Mapping[str, Any]:
@@ -433,10 +469,23 @@ class ListenerSpec:
 
 @dataclass(frozen=True, slots=True)
 class TrustStoreSpec:
+    """A CA bundle and what revokes its certificates: CRL files, a serial deny-list, CRLs fetched
+    from distribution points (`crl_fetch`: the bundle's CDPs and `crl_urls`), OCSP (`ocsp`, at the
+    responder in each certificate's AIA unless `ocsp_responder` names one). `*_failure` and
+    `crl_stale` say what an answer that cannot be had means: refuse (the default) or allow."""
+
     name: str = part()
     ca_bundle: Path = explicit()
     crls: tuple[Path, ...] = explicit(())
     deny_serials: frozenset[int] = explicit(frozenset())
+    ocsp: str = choice(DEFAULT_OCSP, OCSP_MODES)
+    ocsp_responder: str | None = explicit(None)
+    ocsp_timeout_s: float = seconds(DEFAULT_OCSP_TIMEOUT_S)
+    ocsp_failure: str = choice(DEFAULT_OCSP_FAILURE, FAILURE_POLICIES)
+    crl_fetch: bool = boolean(DEFAULT_CRL_FETCH)
+    crl_urls: tuple[str, ...] = explicit(())
+    crl_stale: str = choice(DEFAULT_CRL_STALE, FAILURE_POLICIES)
+    crl_fetch_timeout_s: float = seconds(DEFAULT_CRL_FETCH_TIMEOUT_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,14 +551,17 @@ class GatewaySpec:
     watch_files: bool = boolean(DEFAULT_WATCH_FILES)
     watch_interval_s: float = seconds(DEFAULT_WATCH_INTERVAL_S)
     connection_log_format: str = choice(DEFAULT_CONNECTION_LOG_FORMAT, CONNECTION_LOG_FORMATS)
+    state_dir: Path | None = explicit(DEFAULT_STATE_DIR)
 
 
 @dataclass(frozen=True, slots=True)
 class AdminSpec:
-    """The admin listener (metrics, health, certificates): plain HTTP, loopback by default."""
+    """The admin listener (metrics, health, certificates): plain HTTP, loopback by default.
+    `token_file` holds the bearer token of the revocation API (off without one)."""
 
     host: str = explicit(DEFAULT_ADMIN_HOST, toml="bind")
     port: int = part(DEFAULT_ADMIN_PORT)
+    token_file: Path | None = explicit(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,8 +170,10 @@ _X509_V_ERR_UNSPECIFIED = 1     # what OpenSSL 3+ records when a callback refuse
 # servername callback sends itself for a refused resumption, and what the tests check on the wire.
 # OpenSSL maps X509_V_ERR_CERT_NOT_YET_VALID to bad_certificate; RFC 8446 6.2 defines
 # certificate_expired as "expired or not currently valid", so a not-yet-valid certificate is
-# reported through X509_V_ERR_CERT_HAS_EXPIRED. A deny-listed serial is revoked by the operator:
-# certificate_revoked like a CRL hit. No certificate at all is refused by OpenSSL itself
+# reported through X509_V_ERR_CERT_HAS_EXPIRED. A deny-listed serial, one revoked through the
+# admin API or by its OCSP responder is certificate_revoked like a CRL hit; a status that could not
+# be learnt (responder unreachable, CRL stale) or that the responder does not know is
+# bad_certificate, as OpenSSL's own OCSP checks report it. No certificate at all is refused by OpenSSL itself
 # (VERIFY_FAIL_IF_NO_PEER_CERT): certificate_required in TLS 1.3 (RFC 8446 4.4.2.4), and
 # handshake_failure in TLS 1.2, which has no better alert (RFC 5246 7.4.6).
 REFUSAL_ALERTS: dict[VerifyStatus, tuple[int, int]] = {
@@ -181,6 +183,11 @@ REFUSAL_ALERTS: dict[VerifyStatus, tuple[int, int]] = {
     VerifyStatus.NOT_YET_VALID: (X509_V_ERR_CERT_HAS_EXPIRED, ALERT_CERTIFICATE_EXPIRED),
     VerifyStatus.CRL_HIT: (X509_V_ERR_CERT_REVOKED, ALERT_CERTIFICATE_REVOKED),
     VerifyStatus.REJECTED: (X509_V_ERR_CERT_REVOKED, ALERT_CERTIFICATE_REVOKED),
+    VerifyStatus.REVOKED: (X509_V_ERR_CERT_REVOKED, ALERT_CERTIFICATE_REVOKED),
+    VerifyStatus.OCSP_REVOKED: (X509_V_ERR_CERT_REVOKED, ALERT_CERTIFICATE_REVOKED),
+    VerifyStatus.OCSP_UNKNOWN: (X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),
+    VerifyStatus.OCSP_UNAVAILABLE: (X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),
+    VerifyStatus.CRL_STALE: (X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),
     VerifyStatus.PURPOSE_INVALID: (X509_V_ERR_INVALID_PURPOSE, ALERT_UNSUPPORTED_CERTIFICATE),
     VerifyStatus.TYPE_UNSUPPORTED: (X509_V_ERR_INVALID_PURPOSE, ALERT_UNSUPPORTED_CERTIFICATE),
     VerifyStatus.INVALID: (X509_V_ERR_CERT_REJECTED, ALERT_BAD_CERTIFICATE),

@@ -429,9 +429,19 @@ class TrustStore:
             (ca.subject.public_bytes(), _key_identifier(ca, x509.SubjectKeyIdentifier), ca)
             for ca in cas)
         self._caches: dict[tuple[int, bool, int], ChainCache] = {}
+        self._file_crls = tuple(crls)
+        # CRLs fetched from distribution points, by URL (gateway.crlfetch), and whether one of the
+        # sources has no CRL that is still current; `crl_stale_refuses` is the store's crl_stale
+        self.fetched_crls: dict[str, x509.CertificateRevocationList] = {}
+        self.crl_stale = False
+        self.crl_stale_refuses = True
         self.revoked, self.crl_next_update = self._index_crls(crls)
         self._deny_list = frozenset(deny_serials)
         self._deny = self.impl.SerialSet(self._deny_list)
+        # serials revoked through the admin API (gateway.revocations): serial -> reason
+        self.runtime_revoked: dict[int, str] = {}
+        # the store's OCSP checker (gateway.ocsp), when its `ocsp` is not "off"
+        self.ocsp: Any = None
 
     def _index_crls(self, crls: Iterable[x509.CertificateRevocationList],
                     ) -> tuple[dict[bytes, SerialLookup], dict[bytes, float | None]]:
@@ -466,9 +476,51 @@ class TrustStore:
             self._deny = self.impl.SerialSet(frozenset(deny_serials))
             self._deny_list = frozenset(deny_serials)
         self.revoked, self.crl_next_update = revoked, next_update
+        self._bump()
+
+    def _bump(self) -> None:
+        """The revocation data changed: every cached verdict is a miss from now on."""
         self.generation += 1
         for cache in self._caches.values():
             cache.generation = self.generation
+
+    def set_fetched(self, fetched: dict[str, x509.CertificateRevocationList], *,
+                    stale: bool) -> None:
+        """Replace the CRLs fetched from distribution points (by URL; the configured files stay)
+        and say whether a source is stale. A CRL no CA of the bundle signed raises ValueError and
+        changes nothing; a success swaps everything at once and makes every cached verdict stale."""
+        revoked, next_update = self._index_crls(list(self._file_crls) + list(fetched.values()))
+        self.fetched_crls = dict(fetched)
+        self.revoked, self.crl_next_update = revoked, next_update
+        self.crl_stale = stale
+        self._bump()
+
+    def mark_stale(self, stale: bool) -> None:
+        """A fetched source's CRL passed its nextUpdate (or came back): verdicts are decided again."""
+        if stale != self.crl_stale:
+            self.crl_stale = stale
+            self._bump()
+
+    def revoke(self, serial: int, reason: str = "") -> bool:
+        """Revoke a serial at run time (the admin API); False if it already was."""
+        known = serial in self.runtime_revoked
+        self.runtime_revoked[serial] = reason
+        if not known:
+            self._bump()
+        return not known
+
+    def unrevoke(self, serial: int) -> bool:
+        """Take a serial off the runtime revocations; False if it was not on them."""
+        if serial not in self.runtime_revoked:
+            return False
+        del self.runtime_revoked[serial]
+        self._bump()
+        return True
+
+    def set_runtime_revoked(self, revoked: dict[int, str]) -> None:
+        """Replace every runtime revocation at once (a journal read back from disk)."""
+        self.runtime_revoked = dict(revoked)
+        self._bump()
 
     @property
     def deny_serials(self) -> frozenset[int]:
@@ -518,11 +570,16 @@ class TrustStore:
 
     def is_revoked(self, path_serials: tuple[tuple[bytes, int], ...]) -> VerifyStatus | None:
         """Revocation as of this store: one probe per certificate. Used on resumption too."""
+        if self.crl_stale and self.crl_stale_refuses:
+            return VerifyStatus.CRL_STALE
         deny = self._deny
         revoked = self.revoked
+        runtime = self.runtime_revoked
         for issuer, serial in path_serials:
             if serial in deny:
                 return VerifyStatus.REJECTED
+            if runtime and serial in runtime:
+                return VerifyStatus.REVOKED
             serials = revoked.get(issuer)
             if serials is not None and serial in serials:
                 return VerifyStatus.CRL_HIT
@@ -716,10 +773,17 @@ class Verifier:
                              for i in range(len(path) - 1))
         revoked = self.store.is_revoked(path_serials)
         if revoked is not None:
-            return self._fail(revoked, "serial on the CRL" if revoked is VerifyStatus.CRL_HIT
-                              else "serial on the deny-list", chain_der, certs, now)
+            return self._fail(revoked, _REVOCATION_DETAIL[revoked], chain_der, certs, now)
         identity = identity_from_certificates(certs, tuple(chain_der), VerifyStatus.SUCCESS)
         return Verdict(VerifyStatus.SUCCESS, identity, expires_at, "", path_serials)
+
+
+_REVOCATION_DETAIL = {
+    VerifyStatus.CRL_HIT: "serial on the CRL",
+    VerifyStatus.REJECTED: "serial on the deny-list",
+    VerifyStatus.REVOKED: "serial revoked through the admin API",
+    VerifyStatus.CRL_STALE: "a fetched CRL is past its nextUpdate (crl_stale = \"refuse\")",
+}
 
 
 def ca_names_der_size(store: TrustStore) -> int:
