@@ -168,10 +168,13 @@ def make_root(common_name: str, *, key_type: KeyType = "ec", not_before: datetim
 def make_intermediate(parent: Issued, common_name: str, *, key_type: KeyType = "ec",
                       path_length: int | None = 0, not_before: datetime | None = None,
                       not_after: datetime | None = None, organization: str | None = None,
-                      serial: int | None = None) -> Issued:
-    """An intermediate CA signed by `parent`. `path_length=0` lets it sign leaves only."""
+                      serial: int | None = None, ocsp_url: str | None = None,
+                      crl_urls: Sequence[str] = ()) -> Issued:
+    """An intermediate CA signed by `parent`. `path_length=0` lets it sign leaves only.
+    `ocsp_url` and `crl_urls` say where its own status is published (AIA, CDP)."""
     return _issue(parent, _subject(common_name, _organization_of(parent, organization)),
-                  key_type=key_type, extensions=_ca_extensions(path_length),
+                  key_type=key_type,
+                  extensions=_ca_extensions(path_length) + _status_extensions(ocsp_url, crl_urls),
                   not_before=not_before, not_after=not_after,
                   validity=timedelta(days=CA_VALIDITY_DAYS), serial=serial)
 
@@ -213,8 +216,10 @@ def make_client(parent: Issued, common_name: str, *, key_type: KeyType = "ec",
                 extended_key_usage: ExtendedKeyUsage = "client",
                 not_before: datetime | None = None, not_after: datetime | None = None,
                 serial: int | None = None, subject_extra: Mapping | None = None,
-                organization: str | None = None) -> Issued:
-    """A TLS client leaf signed by `parent`.
+                organization: str | None = None, ocsp_url: str | None = None,
+                crl_urls: Sequence[str] = ()) -> Issued:
+    """A TLS client leaf signed by `parent`; `ocsp_url` and `crl_urls` say where its status is
+    published (Authority Information Access, CRL Distribution Points).
 
     `extended_key_usage`: "client" (clientAuth, the default), "server" (serverAuth only: a cert a
     verifier must refuse as a client cert), "both", or "none" (no EKU extension at all, which RFC
@@ -224,9 +229,43 @@ def make_client(parent: Issued, common_name: str, *, key_type: KeyType = "ec",
     """
     subject = _subject(common_name, _organization_of(parent, organization), subject_extra)
     return _issue(parent, subject, key_type=key_type,
-                  extensions=_client_extensions(extended_key_usage, san_dns, san_uri),
+                  extensions=_client_extensions(extended_key_usage, san_dns, san_uri)
+                  + _status_extensions(ocsp_url, crl_urls),
                   not_before=not_before, not_after=not_after,
                   validity=timedelta(days=LEAF_VALIDITY_DAYS), serial=serial)
+
+
+def make_ocsp_signer(parent: Issued, common_name: str, *, key_type: KeyType = "ec",
+                     extended_key_usage: bool = True, not_before: datetime | None = None,
+                     not_after: datetime | None = None) -> Issued:
+    """A delegated OCSP responder certificate (RFC 6960 4.2.2.2): issued by the CA whose
+    certificates it answers for, with id-kp-OCSPSigning (left out with `extended_key_usage=False`,
+    to make one a verifier must refuse) and id-pkix-ocsp-nocheck."""
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (_key_usage(digital_signature=True), True),
+        (x509.OCSPNoCheck(), False),
+    ]
+    if extended_key_usage:
+        extensions.append((x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False))
+    return _issue(parent, _subject(common_name, _organization_of(parent, None)),
+                  key_type=key_type, extensions=extensions, not_before=not_before,
+                  not_after=not_after, validity=timedelta(days=LEAF_VALIDITY_DAYS), serial=None)
+
+
+def _status_extensions(ocsp_url: str | None, crl_urls: Sequence[str],
+                       ) -> list[tuple[x509.ExtensionType, bool]]:
+    """AIA (OCSP) and CRL Distribution Points extensions, as CAs publish them (RFC 5280 4.2.2.1,
+    4.2.1.13)."""
+    out: list[tuple[x509.ExtensionType, bool]] = []
+    if ocsp_url:
+        out.append((x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]),
+            False))
+    if crl_urls:
+        out.append((x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(u) for u in crl_urls], None, None, None)]), False))
+    return out
 
 
 def make_self_signed_client(common_name: str, *, key_type: KeyType = "ec",
