@@ -1,14 +1,24 @@
-"""The admin listener: /metrics, /healthz, /readyz, /certificates. Plain HTTP, loopback by default.
+"""The admin listener: /metrics, /healthz, /readyz, /certificates, /revocations. Plain HTTP,
+loopback by default.
 
 How this works: the master binds the admin socket like any listener and every worker serves it, so
 whichever worker accepts answers: metrics come from prometheus-client's multi-process files (every
 worker's numbers, aggregated), health from the answering worker's own state. It never shares a port
 with traffic and is never enabled unless `[admin]` is configured.
+
+The revocation API (`GET /revocations`, `POST /revocations`, `DELETE /revocations/{store}/{serial}`)
+exists only with `[admin] token_file`: every request must carry `Authorization: Bearer <token>`,
+compared in constant time (a wrong or missing token is 401 and one warning line). A change is
+written to the journal of gateway.revocations before the answer, applied by this worker at once
+and by the others within a second; each change is one audit line in the error log, and the
+connections of a revoked client are closed. Request bodies are JSON, at most `MAX_BODY_BYTES`.
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
+from urllib.parse import parse_qs, unquote
 
 import orjson
 from cryptography import x509
@@ -16,6 +26,10 @@ from cryptography import x509
 from . import http1
 from .errors import HTTPProtocolError
 from .identity import rfc2253, serial_hex
+from .revocations import RevocationError, close_revoked, parse_serial_text
+
+MAX_BODY_BYTES = 65536
+_JSON = b"application/json"
 
 
 def _iso(ts) -> str | None:
@@ -54,8 +68,10 @@ def certificates_report(runtime) -> dict:
 class AdminProtocol(asyncio.Protocol):
     def __init__(self, worker) -> None:
         self.worker = worker
-        self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64))
+        self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64,
+                                                            max_body_bytes=MAX_BODY_BYTES))
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # until connection_made
+        self.body: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -63,25 +79,40 @@ class AdminProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.reader.feed(data)
+            while True:
+                event = self.reader.next_event()
+                if event is None:
+                    return
+                if isinstance(event, http1.Request):
+                    self.request = event
+                    self.body = []
+                elif isinstance(event, http1.Data):
+                    self.body.append(event.data)
+                elif isinstance(event, http1.EndOfMessage):
+                    try:
+                        self._answer(self.request, b"".join(self.body))
+                    except Exception as exc:     # an admin request never takes the worker down
+                        self.worker.runtime.errors.error("admin_failed",
+                                                         f"admin request failed: {exc!r}")
+                        self.transport.write(http1.error_response(500, b"internal error\n"))
+                        self.transport.close()
+                        return
+                    self.body = []
+                    if not self.request.keep_alive:
+                        self.transport.close()
+                        return
         except HTTPProtocolError as exc:
             self.transport.write(http1.error_response(exc.status, b"bad request\n"))
             self.transport.close()
-            return
-        while True:
-            event = self.reader.next_event()
-            if event is None:
-                return
-            if isinstance(event, http1.Request):
-                self.request = event
-            elif isinstance(event, http1.EndOfMessage):
-                self._answer(self.request)
-                if not self.request.keep_alive:
-                    self.transport.close()
-                    return
 
-    def _answer(self, req: http1.Request) -> None:
-        path = req.target.split(b"?", 1)[0]
-        if req.method not in (b"GET", b"HEAD"):
+    def _answer(self, req: http1.Request, body_in: bytes) -> None:
+        target = req.target.split(b"?", 1)
+        path = target[0]
+        query = target[1] if len(target) > 1 else b""
+        extra: list[tuple[bytes, bytes]] = []
+        if path == b"/revocations" or path.startswith(b"/revocations/"):
+            status, ctype, body, extra = self._revocations(req, path, query, body_in)
+        elif req.method not in (b"GET", b"HEAD"):
             status, ctype, body = 405, b"text/plain", b"GET only\n"
         elif path == b"/metrics":
             from .metrics import exposition
@@ -96,12 +127,109 @@ class AdminProtocol(asyncio.Protocol):
             ready = self.worker.serving and not self.worker.stopping.is_set()
             status, ctype, body = (200, b"text/plain", b"ready\n") if ready else (503, b"text/plain", b"draining\n")
         elif path == b"/certificates":
-            status, ctype = 200, b"application/json"
+            status, ctype = 200, _JSON
             body = orjson.dumps(certificates_report(self.worker.runtime), option=orjson.OPT_INDENT_2)
         else:
             status, ctype, body = 404, b"text/plain", b"not found\n"
         head = [(b"Content-Type", ctype), (b"Content-Length", b"%d" % len(body)),
-                (b"Cache-Control", b"no-store")]
+                (b"Cache-Control", b"no-store")] + extra
         if not req.keep_alive:
             head.append((b"Connection", b"close"))
         self.transport.write(http1.response_head(status, head) + (b"" if req.method == b"HEAD" else body))
+
+    # -- the revocation API -----------------------------------------------------------------------
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return f"{peer[0]}:{peer[1]}" if peer else ""
+
+    def _revocations(self, req: http1.Request, path: bytes, query: bytes, body_in: bytes,
+                     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+        runtime = self.worker.runtime
+        revocations = getattr(runtime, "revocations", None)
+        token = getattr(runtime, "admin_token", None)
+        if revocations is None or not token:
+            return 404, b"text/plain", b"the revocation API is off (set [admin] token_file)\n", []
+        given = b""
+        for name, value in req.headers:
+            if name.lower() == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = credentials.strip()
+        if not hmac.compare_digest(given, token):
+            runtime.errors.warning("admin_auth_failed", "revocation API: missing or wrong bearer token",
+                                   client=self._peer(), method=req.method.decode("latin-1"),
+                                   path=path.decode("latin-1")[:200])
+            return (401, _JSON, _error_json("a valid bearer token is required"),
+                    [(b"WWW-Authenticate", b'Bearer realm="mtls-gateway"')])
+        try:
+            if path == b"/revocations":
+                if req.method in (b"GET", b"HEAD"):
+                    return 200, _JSON, self._list(revocations, query), []
+                if req.method == b"POST":
+                    return self._post(runtime, revocations, body_in)
+                return 405, _JSON, _error_json("GET or POST"), [(b"Allow", b"GET, HEAD, POST")]
+            parts = path[len(b"/revocations/"):].split(b"/")
+            if len(parts) != 2 or not all(parts):
+                return 404, _JSON, _error_json("expected /revocations/{trust_store}/{serial}"), []
+            if req.method != b"DELETE":
+                return 405, _JSON, _error_json("DELETE"), [(b"Allow", b"DELETE")]
+            return self._delete(runtime, revocations, unquote(parts[0].decode("latin-1")),
+                                unquote(parts[1].decode("latin-1")))
+        except RevocationError as exc:
+            return exc.status, _JSON, _error_json(str(exc)), []
+        except OSError as exc:
+            runtime.errors.error("revocation_failed", f"revocation journal: {exc}")
+            return 500, _JSON, _error_json("the revocation journal cannot be written"), []
+
+    def _list(self, revocations, query: bytes) -> bytes:
+        params = parse_qs(query.decode("latin-1"))
+        store = params.get("trust_store", [None])[0]
+        serial_text = params.get("serial", [None])[0]
+        serial = parse_serial_text(serial_text) if serial_text is not None else None
+        entries = revocations.listing(store, serial)
+        return orjson.dumps({"revocations": entries, "count": len(entries)})
+
+    def _post(self, runtime, revocations, body_in: bytes):
+        try:
+            doc = orjson.loads(body_in)
+        except orjson.JSONDecodeError as exc:
+            raise RevocationError(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise RevocationError(400, "expected a JSON object")
+        unknown = set(doc) - {"trust_store", "serial", "reason"}
+        if unknown:
+            raise RevocationError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        store = doc.get("trust_store")
+        if not isinstance(store, str) or not store:
+            raise RevocationError(400, "trust_store must name a [trust_store.NAME]")
+        serial = parse_serial_text(doc.get("serial"))
+        change, created, seen = revocations.revoke(runtime.trust_stores, store, serial,
+                                                   doc.get("reason") or "", self._peer())
+        closed = close_revoked(runtime, seen, time.monotonic())
+        if created:
+            runtime.errors.warning("revocation_added", f"serial {serial_hex(serial)} revoked in "
+                                   f"trust store {store}", trust_store=store,
+                                   serial=serial_hex(serial), revocation_reason=change.entry[0],
+                                   by=change.entry[2], connections_closed=closed)
+        record = revocations.listing(store, serial)
+        return (201 if created else 200), _JSON, orjson.dumps(
+            {"revocation": record[0] if record else None, "created": created}), []
+
+    def _delete(self, runtime, revocations, store: str, serial_text: str):
+        if store not in runtime.trust_stores:
+            raise RevocationError(404, f"no trust store {store!r}")
+        serial = parse_serial_text(serial_text)
+        change, seen = revocations.unrevoke(runtime.trust_stores, store, serial, self._peer())
+        close_revoked(runtime, seen, time.monotonic())
+        if change is None:
+            raise RevocationError(404, f"serial {serial_hex(serial)} is not revoked in {store}")
+        runtime.errors.warning("revocation_removed", f"serial {serial_hex(serial)} no longer revoked "
+                               f"in trust store {store}", trust_store=store,
+                               serial=serial_hex(serial), by=self._peer())
+        return 200, _JSON, orjson.dumps({"removed": {"trust_store": store,
+                                                     "serial": serial_hex(serial),
+                                                     "reason": change.entry[0]}}), []
+
+
+def _error_json(message: str) -> bytes:
+    return orjson.dumps({"error": message})

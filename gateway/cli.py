@@ -1,4 +1,4 @@
-"""`mtls-gateway run | check | demo | pki`: the command line, and the only place that exits.
+"""`mtls-gateway run | check | demo | pki | revoke`: the command line, and the only place that exits.
 
 Exit codes: 0 success; 1 a check or the gateway failed at run time; 2 the configuration (or the
 command line) is invalid, with every problem printed, one per line, as `file: key.path: message`.
@@ -43,7 +43,44 @@ def _parser() -> argparse.ArgumentParser:
     revoke = psub.add_parser("revoke", help="revoke a client certificate (re-signs the intermediate's CRL)")
     revoke.add_argument("directory", type=Path)
     revoke.add_argument("name")
+    live = sub.add_parser("revoke", help="revoke a client certificate in a running gateway, at once "
+                                         "(the admin API's /revocations)")
+    live.add_argument("--admin", required=True, help="the admin listener's URL, e.g. http://127.0.0.1:9901")
+    live.add_argument("--token-file", required=True, type=Path, help="the file [admin] token_file names")
+    live.add_argument("--reason", default="", help="why, for the audit line and the listing")
+    live.add_argument("--undo", action="store_true", help="withdraw the revocation instead")
+    live.add_argument("trust_store", help="the [trust_store.NAME] whose clients it concerns")
+    live.add_argument("serial", help="the certificate's serial in hex (colons allowed)")
     return p
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    """POST (or DELETE) one revocation to a running gateway's admin listener; the answer printed."""
+    import http.client
+    import json
+    from urllib.parse import quote, urlsplit
+    url = urlsplit(args.admin)
+    if url.scheme != "http" or not url.hostname:
+        print(f"error: --admin must be an http://host:port URL, got {args.admin!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    token = args.token_file.read_bytes().strip().decode("ascii", "replace")
+    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"}
+    if args.undo:
+        conn.request("DELETE", f"/revocations/{quote(args.trust_store, safe='')}/"
+                               f"{quote(args.serial, safe='')}", headers=headers)
+    else:
+        body = json.dumps({"trust_store": args.trust_store, "serial": args.serial,
+                           "reason": args.reason})
+        headers["Content-Type"] = "application/json"
+        conn.request("POST", "/revocations", body=body, headers=headers)
+    answer = conn.getresponse()
+    text = answer.read().decode("utf-8", "replace")
+    print(text)
+    if answer.status >= 400:
+        print(f"error: HTTP {answer.status}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _print_problems(exc: ConfigError) -> None:
@@ -69,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import main as demo_main
             return demo_main(args.once, args.verify_port, args.passthrough_port)
+        if args.command == "revoke":
+            return _revoke(args)
         if args.command == "pki":
             from . import pki
             if args.pki_command == "init":

@@ -377,6 +377,24 @@ class ConnectionCore:
         # cannot see coming); the header deadline still bounds how long it may take
         return self._done()
 
+    def revoke(self, detail: str, now: float) -> Actions:
+        """The client's certificate was revoked while it is connected (gateway.revocations): one
+        error line, then the connection ends at once, whatever is in flight."""
+        if self.state is _CLOSING or self.state is _CLOSED:
+            return self._done()
+        identity = self.done_event.identity if self.done_event is not None else None
+        self._error("warning", "client_revoked", "connection closed: client certificate revoked",
+                    listener=self.rt.spec.name, client=self.client, detail=detail,
+                    subject=identity.subject if identity is not None else None)
+        if self.h2 is not None:
+            self.h2.lost(now)
+            self._abort("client_revoked")
+        elif self.current is not None:
+            self._drop_exchange(self.current, now, "client_revoked")
+        else:
+            self._close("client_revoked")
+        return self._done()
+
     def _close(self, reason: str = "", *, notify: bool = True) -> None:
         """Close the client connection: close_notify when TLS is open, then FIN after the writes."""
         if self.state is _CLOSING or self.state is _CLOSED:

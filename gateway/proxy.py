@@ -124,6 +124,10 @@ class GatewayProtocol(asyncio.Protocol):
         """Shutdown (gateway.server): finish the exchange in flight, then close."""
         self._apply(self.core.drain(_monotonic()))
 
+    def revoked(self, detail: str) -> None:
+        """The client's certificate was revoked (gateway.revocations): close now."""
+        self._apply(self.core.revoke(detail, _monotonic()))
+
     # -- what upstream connections report (their owner is this protocol) ---------------------------
     def upstream_event(self, conn, events) -> None:
         acts = self.core.upstream_event(conn, events, _monotonic())

@@ -40,6 +40,7 @@ from .upstream import TargetGroup
 
 if TYPE_CHECKING:
     from .accept import Acceptor
+    from .revocations import Revocations
 
 DRAIN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 1024
@@ -90,6 +91,10 @@ class Runtime:
     errors: ErrorLog
     native: str = "python"
     generation: int = 0
+    # the revocation API's journal (gateway.revocations) and bearer token: None without
+    # gateway.state_dir / admin.token_file
+    revocations: "Revocations | None" = None
+    admin_token: bytes | None = None
 
 
 def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
@@ -202,10 +207,30 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
             problems.append(Problem(source, f"listener[{i}]", f"TLS setup failed: {exc}"))
             continue
         listeners[spec.name] = _listener_runtime(spec, tls, ident, groups, access, conns, errors)
+    for name, store_spec in config.trust_stores.items():
+        if name in stores:
+            stores[name].crl_stale_refuses = store_spec.crl_stale == "refuse"
+    revocations = None
+    admin_token = None
+    if g.state_dir is not None:
+        from .revocations import Revocations
+        try:
+            revocations = Revocations(g.state_dir)
+            revocations.load()
+            revocations.attach(stores)
+        except OSError as exc:
+            problems.append(Problem(source, "gateway.state_dir",
+                                    f"cannot keep revocations in {g.state_dir}: {exc}"))
+    if config.admin is not None and config.admin.token_file is not None:
+        try:
+            admin_token = config.admin.token_file.read_bytes().strip()
+        except OSError as exc:
+            problems.append(Problem(source, "admin.token_file", f"cannot read: {exc}"))
     if problems:
         raise ConfigError(problems)         # the selection in force stays as it was
     native_switch.apply(selection)
-    return Runtime(config, listeners, stores, groups, access, conns, errors, native, generation)
+    return Runtime(config, listeners, stores, groups, access, conns, errors, native, generation,
+                   revocations, admin_token)
 
 
 def _listener_runtime(spec, tls, ident, groups, access, conns, errors) -> ListenerRuntime:
@@ -272,6 +297,7 @@ class Worker:
         self.stopping: asyncio.Event = None  # type: ignore[assignment]
         self.serving = False
         self._sampler: asyncio.TimerHandle | None = None
+        self._revocation_timer: asyncio.TimerHandle | None = None
         self._cache_seen: dict[int, tuple[int, int]] = {}  # by id() of a live cache
 
     def runtime_ref(self) -> Runtime:
@@ -296,6 +322,8 @@ class Worker:
             self._sample()
             self.admin_server = await loop.create_server(lambda: AdminProtocol(self),
                                                          sock=self.admin_socket)
+        if self.runtime.revocations is not None:
+            self._poll_revocations()
         from . import accept
         group_observer = getattr(self, "_observer", None)
         for group in self.runtime.target_groups.values():
@@ -312,6 +340,20 @@ class Worker:
                                   backlog=_OWN_BACKLOG.get(sock.fileno()))
             self.servers.append(server)
         self.serving = True
+
+    def _poll_revocations(self) -> None:
+        """Every POLL_INTERVAL_S: what other workers wrote to the revocation journal, applied here,
+        and the connections of clients revoked since closed."""
+        from .revocations import POLL_INTERVAL_S, close_revoked
+        runtime = self.runtime
+        try:
+            changes = runtime.revocations.poll(runtime.trust_stores)  # type: ignore[union-attr]
+            if changes:
+                close_revoked(runtime, changes, time.monotonic())
+        except Exception as exc:    # a journal we cannot read must not stop the worker
+            runtime.errors.error("revocation_poll_failed", f"revocation journal: {exc}")
+        self._revocation_timer = asyncio.get_running_loop().call_later(
+            POLL_INTERVAL_S, self._poll_revocations)
 
     def _sample(self) -> None:
         """Once a second: move the verified-chain cache's hit and miss counts, and what the data
@@ -373,6 +415,8 @@ class Worker:
             group.close()
         if self._sampler is not None:
             self._sampler.cancel()
+        if self._revocation_timer is not None:
+            self._revocation_timer.cancel()
         observer = getattr(self, "_observer", None)
         if observer is not None:
             observer.flush()        # counters outlive the worker in its metric files

@@ -439,7 +439,7 @@ class TrustStore:
         self._deny_list = frozenset(deny_serials)
         self._deny = self.impl.SerialSet(self._deny_list)
         # serials revoked through the admin API (gateway.revocations): serial -> reason
-        self.runtime_revoked: dict[int, str] = {}
+        self.runtime_revoked: dict[int, Any] = {}
         # the store's OCSP checker (gateway.ocsp), when its `ocsp` is not "off"
         self.ocsp: Any = None
 
@@ -501,7 +501,7 @@ class TrustStore:
             self.crl_stale = stale
             self._bump()
 
-    def revoke(self, serial: int, reason: str = "") -> bool:
+    def revoke(self, serial: int, reason: Any = "") -> bool:
         """Revoke a serial at run time (the admin API); False if it already was."""
         known = serial in self.runtime_revoked
         self.runtime_revoked[serial] = reason
@@ -517,9 +517,9 @@ class TrustStore:
         self._bump()
         return True
 
-    def set_runtime_revoked(self, revoked: dict[int, str]) -> None:
-        """Replace every runtime revocation at once (a journal read back from disk)."""
-        self.runtime_revoked = dict(revoked)
+    def set_runtime_revoked(self, revoked: dict[int, Any]) -> None:
+        """Take this dict as the runtime revocations (serial -> what the journal says of it)."""
+        self.runtime_revoked = revoked      # the replay's own dict (gateway.revocations)
         self._bump()
 
     @property

@@ -25,6 +25,9 @@ LAYER = {
     "identity": 3,
     "trust": 4, "headers": 4, "http1": 4, "http2": 4, "routes": 4, "paths": 4, "sessions": 4,
     "logs": 4, "metrics": 4, "systemd": 4,
+    # revocation beyond files (DESIGN.md: trust's revocation sources): the fetch they share, the
+    # OCSP checker and the CRL fetcher a trust store holds, the runtime revocations' journal
+    "fetch": 4, "ocsp": 4, "crlfetch": 4, "revocations": 4,
     # the pure pump under tls (DESIGN.md's layout): tls imports it, it imports only errors
     "tlspump": 4,
     "tls": 5,
@@ -41,6 +44,7 @@ SAME_LAYER = {
     ("conn", "exchange"), ("conn", "upstream"), ("upstream", "exchange"), ("exchange", "upstream"),
     ("upstream", "health"), ("health", "upstream"),
     ("server", "admin"), ("admin", "server"),
+    ("ocsp", "fetch"), ("ocsp", "trust"), ("crlfetch", "fetch"), ("crlfetch", "trust"),
 }
 SANS_IO = ("errors", "spec", "config", "identity", "trust", "headers", "http1", "http2", "routes",
            "paths", "tlspump", "tls", "conn", "exchange", "streams")
