@@ -62,7 +62,7 @@ from .logs import iso_now, validity
 from .metrics import NULL_OBSERVER
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from . import tls as tls_mod
-from .tls import HandshakeDone, HandshakeFailed, PeerClosed, TLSState
+from .tls import HandshakeDone, HandshakeFailed, PeerClosed, StatusPending, TLSState
 from .tls import _name_matches as name_matches
 
 if TYPE_CHECKING:
@@ -377,6 +377,14 @@ class ConnectionCore:
         # cannot see coming); the header deadline still bounds how long it may take
         return self._done()
 
+    def status_settled(self, now: float) -> Actions:
+        """The OCSP answer a finished handshake waited for is in: reading resumes, and the TLS layer
+        ends the handshake (accepted, or refused with the answer's status)."""
+        if self.state is not ConnState.HANDSHAKE:
+            return self._done()
+        self._reading(True)
+        return self.receive(b"", now)
+
     def revoke(self, detail: str, now: float) -> Actions:
         """The client's certificate was revoked while it is connected (gateway.revocations): one
         error line, then the connection ends at once, whatever is in flight."""
@@ -554,6 +562,14 @@ class ConnectionCore:
                 if plain:
                     self._feed(plain, now)
                 self._peer_closed(now)
+                return self._done()
+            elif kind is StatusPending:
+                # the client's OCSP answer is being fetched: read nothing more until it settles
+                # (bounded by ocsp_timeout_s, and by the handshake deadline, still armed)
+                self._reading(False)
+                owner = self.owner
+                if owner is not None:
+                    event.pending.add_waiter(owner.status_settled)
                 return self._done()
             else:
                 # TLSFailed, after the handshake: one error line, not a second connection-log line

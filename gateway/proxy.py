@@ -124,6 +124,11 @@ class GatewayProtocol(asyncio.Protocol):
         """Shutdown (gateway.server): finish the exchange in flight, then close."""
         self._apply(self.core.drain(_monotonic()))
 
+    def status_settled(self) -> None:
+        """The OCSP answer the handshake waited for is in (a gateway.ocsp.Pending's waiter)."""
+        if self.core.state is not _CLOSED and self.core.owner is self:
+            self._apply(self.core.status_settled(_monotonic()))
+
     def revoked(self, detail: str) -> None:
         """The client's certificate was revoked (gateway.revocations): close now."""
         self._apply(self.core.revoke(detail, _monotonic()))

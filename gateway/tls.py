@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from OpenSSL import SSL, crypto
 
@@ -144,8 +144,17 @@ class PeerClosed:
     """The peer sent close_notify."""
 
 
+@dataclass(frozen=True, slots=True)
+class StatusPending:
+    """The handshake is complete at the TLS level but the client's revocation status is still
+    being asked for (gateway.ocsp): the connection reads no more until `pending` settles, then
+    calls `receive(b"")`, which ends the handshake either way (HandshakeDone or HandshakeFailed).
+    nginx's `ssl_ocsp` waits the same way, after the handshake and before the request."""
+    pending: Any
+
+
 # what TLSConnection.receive returns, in order, for one arrival
-TLSEvent: TypeAlias = "HandshakeDone | HandshakeFailed | TLSFailed | PeerClosed"
+TLSEvent: TypeAlias = "HandshakeDone | HandshakeFailed | TLSFailed | PeerClosed | StatusPending"
 
 PEER_CLOSED = PeerClosed()
 NO_EVENTS: tuple[()] = ()
@@ -526,7 +535,8 @@ _NO_SESSIONS: tuple[()] = ()      # what an established connection keeps of its 
 # them equal).
 STATE = ("_tls", "_conn", "_ssl", "_ctx", "_pump", "state", "_chain", "_decision", "_verdict",
          "_called", "started", "handshake_s", "identity", "_resumed", "_renegotiating",
-         "_cert_bytes", "_hello_seen", "_sessions", "_resumed_session", "_callback_error")
+         "_cert_bytes", "_hello_seen", "_sessions", "_resumed_session", "_callback_error",
+         "_awaiting")
 
 
 class TLSConnection:
@@ -561,6 +571,7 @@ class TLSConnection:
     _sessions: list[bytes] | tuple[()]  # _NO_SESSIONS once OPEN
     _resumed_session: bytes | None
     _callback_error: str | None
+    _awaiting: Any                      # an OCSP answer still coming (gateway.ocsp.Pending)
 
     def __init__(self, tls: ListenerTLS) -> None:
         self._tls = tls
@@ -593,6 +604,7 @@ class TLSConnection:
         self._sessions = []             # digests of the sessions this handshake issued
         self._resumed_session = None    # digest of the session it resumed
         self._callback_error = None     # the first exception a callback caught
+        self._awaiting = None           # the client's OCSP status, while it is being asked for
         self.started = time.monotonic()
         self.handshake_s = 0.0
         self.identity = None
@@ -667,9 +679,46 @@ class TLSConnection:
             return False
         # called only for a listener that verifies, while handshaking (the chain is still a list)
         verdict = self._tls.verifier.verify_der(tuple(d for d in self._chain if d))  # type: ignore[union-attr]
+        if verdict.ok:
+            verdict = self._status_checked(verdict)
         self._verdict = verdict
         self._decision = verdict.ok
         return verdict.ok
+
+    def _status_checked(self, verdict: Verdict) -> Verdict:
+        """A good chain verdict, with the trust store's OCSP answer applied: a known refusal
+        refuses now (inside the handshake, with its alert), an answer still coming is waited for
+        after the handshake (`_awaiting`), a good one changes nothing. The checker's fast path is a
+        cache lookup by CertID; the verdict in the chain cache is never changed."""
+        checker = self._tls.verifier.store.ocsp  # type: ignore[union-attr]  # a verifying listener
+        if checker is None:
+            return verdict
+        outcome = checker.check(verdict, time.time())
+        if outcome is None:
+            return verdict
+        if isinstance(outcome, VerifyStatus):
+            return _refused(verdict, outcome, "OCSP")
+        self._awaiting = outcome
+        return verdict
+
+    def _settle(self, out: bytes) -> tuple[bytes, bytes, tuple[TLSEvent, ...]] | None:
+        """The handshake is done at the TLS level and an OCSP answer was awaited: None when it came
+        back good (the handshake ends as usual), else what `receive` returns (still waiting, or
+        the refusal)."""
+        pending = self._awaiting
+        if not pending.done:
+            return out, b"", (StatusPending(pending),)
+        self._awaiting = None
+        status = pending.result
+        if status is None:
+            return None
+        awaited: Verdict = self._verdict  # type: ignore[assignment]  # awaited: a verdict was made
+        verdict = _refused(awaited, status, f"OCSP: {pending.detail}" if pending.detail else "OCSP")
+        self._verdict = verdict
+        self._to(TLSState.FAILED)
+        return out + self._pump.shutdown(), b"", (HandshakeFailed(
+            status, "resumed_client_refused" if self._resumed else "client_cert_refused",
+            verdict.detail, verdict.identity, self._resumed),)
 
     # -- the message callback ----------------------------------------------------------------------
     def _on_message(self, write_p: int, msg_type: int, length: int) -> None:
@@ -719,6 +768,8 @@ class TLSConnection:
             # a session of an optional-mode client that sent no certificate: nothing to re-check
             return _SSL_TLSEXT_ERR_OK
         verdict = self._resumed_verdict(leaf)
+        if verdict.ok:
+            verdict = self._status_checked(verdict)
         self._verdict = verdict
         if verdict.ok:
             return _SSL_TLSEXT_ERR_OK
@@ -744,6 +795,10 @@ class TLSConnection:
         if code == FAILED:
             self._to(TLSState.FAILED)
             return out, b"", (self._failure(pump.error),)
+        if self._awaiting is not None:
+            held = self._settle(out)
+            if held is not None:
+                return held
         event = self._handshake_done()
         if type(event) is HandshakeFailed:
             self._to(TLSState.FAILED)
@@ -992,6 +1047,12 @@ def _native_connection() -> type[TLSConnection] | None:
 
 
 NativeTLSConnection: type[TLSConnection] | None = _native_connection()
+
+
+def _refused(verdict: Verdict, status: VerifyStatus, detail: str) -> Verdict:
+    """A good verdict turned into a refusal by a revocation source outside the chain cache."""
+    identity = verdict.identity.with_status(status) if verdict.identity is not None else None
+    return Verdict(status, identity, 0.0, detail, verdict.path_serials)
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -619,7 +619,7 @@ cdef class TLSCore:
     """The state of one server TLS connection (every name of gateway.tls.STATE) and its common path."""
 
     cdef public object _tls, _conn, _ssl, _ctx, _pump, state, _chain, _decision, _verdict
-    cdef public object identity, _sessions, _resumed_session, _callback_error
+    cdef public object identity, _sessions, _resumed_session, _callback_error, _awaiting
     cdef public bint _called, _resumed, _renegotiating, _hello_seen
     cdef public long _cert_bytes
     cdef public double started, handshake_s
@@ -647,6 +647,7 @@ cdef class TLSCore:
         self._sessions = []
         self._resumed_session = None
         self._callback_error = None
+        self._awaiting = None
         self.started = monotonic_clock()
         self.handshake_s = 0.0
         self.identity = None
@@ -674,6 +675,10 @@ cdef class TLSCore:
         if code == FAILED:
             self._to(T_FAILED)
             return out, b"", (self._failure(pump.error),)
+        if self._awaiting is not None:
+            held = self._settle(out)
+            if held is not None:
+                return held
         event = self._handshake_done()
         if type(event) is HandshakeFailedType:
             self._to(T_FAILED)

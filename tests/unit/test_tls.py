@@ -152,6 +152,11 @@ EXPECTED_ALERT = {
     VerifyStatus.MAX_SIZE: "SSLV3_ALERT_BAD_CERTIFICATE",
     VerifyStatus.NOT_FOUND: "SSLV3_ALERT_BAD_CERTIFICATE",
     VerifyStatus.UNMAPPED: "TLSV1_ALERT_INTERNAL_ERROR",
+    VerifyStatus.REVOKED: "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    VerifyStatus.OCSP_REVOKED: "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    VerifyStatus.OCSP_UNKNOWN: "SSLV3_ALERT_BAD_CERTIFICATE",
+    VerifyStatus.OCSP_UNAVAILABLE: "SSLV3_ALERT_BAD_CERTIFICATE",
+    VerifyStatus.CRL_STALE: "SSLV3_ALERT_BAD_CERTIFICATE",
 }
 VERSIONS = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
 
@@ -174,6 +179,7 @@ class _ForcedVerifier:
 
     def __init__(self, verify_der):
         self.verify_der = verify_der
+        self.store = TrustStore("forced", [])       # no revocation source beside the verdict
 
 
 def test_refusal_table_covers_every_failure_status():
