@@ -124,7 +124,7 @@ class GatewayProtocol(asyncio.Protocol):
         """Shutdown (gateway.server): finish the exchange in flight, then close."""
         self._apply(self.core.drain(_monotonic()))
 
-    def status_settled(self) -> None:
+    def status_settled(self, pending: object = None) -> None:
         """The OCSP answer the handshake waited for is in (a gateway.ocsp.Pending's waiter)."""
         if self.core.state is not _CLOSED and self.core.owner is self:
             self._apply(self.core.status_settled(_monotonic()))

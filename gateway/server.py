@@ -95,6 +95,8 @@ class Runtime:
     # gateway.state_dir / admin.token_file
     revocations: "Revocations | None" = None
     admin_token: bytes | None = None
+    # the CRL fetchers of trust stores with crl_fetch (gateway.crlfetch): each worker runs them
+    crl_fetchers: list = field(default_factory=list)
 
 
 def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
@@ -207,9 +209,19 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
             problems.append(Problem(source, f"listener[{i}]", f"TLS setup failed: {exc}"))
             continue
         listeners[spec.name] = _listener_runtime(spec, tls, ident, groups, access, conns, errors)
+    fetchers = []
     for name, store_spec in config.trust_stores.items():
-        if name in stores:
-            stores[name].crl_stale_refuses = store_spec.crl_stale == "refuse"
+        built = stores.get(name)
+        if built is None:
+            continue
+        built.crl_stale_refuses = store_spec.crl_stale == "refuse"
+        if store_spec.ocsp != "off":
+            from .ocsp import OCSPChecker
+            built.ocsp = OCSPChecker(built, mode=store_spec.ocsp, responder=store_spec.ocsp_responder,
+                                     timeout_s=store_spec.ocsp_timeout_s,
+                                     failure=store_spec.ocsp_failure, log=errors.log)
+        if store_spec.crl_fetch:
+            fetchers.append(_crl_fetcher(built, store_spec, g.state_dir, errors))
     revocations = None
     admin_token = None
     if g.state_dir is not None:
@@ -228,9 +240,39 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
             problems.append(Problem(source, "admin.token_file", f"cannot read: {exc}"))
     if problems:
         raise ConfigError(problems)         # the selection in force stays as it was
+    _first_crls(fetchers, errors)
     native_switch.apply(selection)
     return Runtime(config, listeners, stores, groups, access, conns, errors, native, generation,
-                   revocations, admin_token)
+                   revocations, admin_token, fetchers)
+
+
+def _crl_fetcher(store: TrustStore, spec, state_dir: Path | None, errors: ErrorLog):
+    """The CRL fetcher of a trust store with `crl_fetch`; what earlier fetches kept under the state
+    directory is loaded at once, so a restart or a reload starts with current CRLs."""
+    from .crlfetch import CRLFetcher
+    fetcher = CRLFetcher(store, spec, state_dir=state_dir, log=errors.log)
+    fetcher.load_cached()
+    return fetcher
+
+
+def _first_crls(fetchers: list, errors: ErrorLog) -> None:
+    """Before the workers start: fetch what no cached copy covers (bounded by each store's
+    crl_fetch_timeout_s), so the first clients are not refused for a CRL not yet fetched. Inside a
+    running loop (an in-process gateway, the tests) the workers' fetchers do it instead."""
+    now = time.time()
+    stale = [f for f in fetchers if f.stale(now)]
+    if not stale:
+        return
+    try:
+        asyncio.get_running_loop()
+        return
+    except RuntimeError:
+        pass
+
+    async def fetch_all() -> None:
+        await asyncio.gather(*(f.refresh_all() for f in stale))
+
+    asyncio.run(fetch_all())
 
 
 def _listener_runtime(spec, tls, ident, groups, access, conns, errors) -> ListenerRuntime:
@@ -298,6 +340,7 @@ class Worker:
         self.serving = False
         self._sampler: asyncio.TimerHandle | None = None
         self._revocation_timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task] = []
         self._cache_seen: dict[int, tuple[int, int]] = {}  # by id() of a live cache
 
     def runtime_ref(self) -> Runtime:
@@ -324,6 +367,9 @@ class Worker:
                                                          sock=self.admin_socket)
         if self.runtime.revocations is not None:
             self._poll_revocations()
+        for fetcher in self.runtime.crl_fetchers:
+            fetcher._on_swap = self._crls_swapped
+            self._tasks.append(loop.create_task(fetcher.run()))
         from . import accept
         group_observer = getattr(self, "_observer", None)
         for group in self.runtime.target_groups.values():
@@ -340,6 +386,13 @@ class Worker:
                                   backlog=_OWN_BACKLOG.get(sock.fileno()))
             self.servers.append(server)
         self.serving = True
+
+    def _crls_swapped(self, store: TrustStore) -> None:
+        """Fetched CRLs changed (or went stale): the metrics' CRL gauges follow."""
+        observer = getattr(self, "_observer", None)
+        if observer is not None:
+            observer.trust_store(store.name, store.generation, time.time(), {
+                issuer.hex(): ts for issuer, ts in store.crl_next_update.items()})
 
     def _poll_revocations(self) -> None:
         """Every POLL_INTERVAL_S: what other workers wrote to the revocation journal, applied here,
@@ -417,6 +470,8 @@ class Worker:
             self._sampler.cancel()
         if self._revocation_timer is not None:
             self._revocation_timer.cancel()
+        for task in self._tasks:
+            task.cancel()
         observer = getattr(self, "_observer", None)
         if observer is not None:
             observer.flush()        # counters outlive the worker in its metric files
