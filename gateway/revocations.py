@@ -28,9 +28,8 @@ import fcntl
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import orjson
 
@@ -44,6 +43,9 @@ MAX_BY_CHARS = 128
 COMPACT_SLACK = 1024
 # one journal line at most (a record is ~200 bytes; anything longer was not written by us)
 MAX_LINE_BYTES = 4096
+READ_CHUNK_BYTES = 1 << 22
+
+_intern = sys.intern
 
 #: what a store's runtime_revoked maps a serial to: (reason, revoked at (unix s), by whom)
 Entry = tuple[str, float, str]
@@ -57,8 +59,7 @@ class RevocationError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One change the journal made to the replay: `op` is "revoke" or "unrevoke"."""
 
     op: str
@@ -103,26 +104,26 @@ class RevocationState:
     def apply(self, record: Any) -> Change | None:
         """One journal record; the change it made, or None (no change, or not a record of ours)."""
         self.lines += 1
-        if not isinstance(record, dict):
-            return None
-        op, store, serial = record.get("op"), record.get("trust_store"), record.get("serial")
-        if op not in ("revoke", "unrevoke") or not isinstance(store, str) \
-                or not isinstance(serial, str):
-            return None
         try:
-            number = int(serial, 16)
-        except ValueError:
+            op, store, number = record["op"], record["trust_store"], int(record["serial"], 16)
+        except (KeyError, TypeError, ValueError):
             return None
-        entries = self.stores.setdefault(store, {})
+        if type(store) is not str:
+            return None
+        entries = self.stores.get(store)
+        if entries is None:
+            entries = self.stores[store] = {}
         if op == "revoke":
-            at = record.get("at")
-            entry: Entry = (sys.intern(str(record.get("reason") or "")),
-                            float(at) if isinstance(at, (int, float)) else 0.0,
-                            sys.intern(str(record.get("by") or "")))
             if number in entries:
                 return None
+            at = record.get("at")
+            entry: Entry = (_intern(str(record.get("reason") or "")),
+                            float(at) if type(at) in (int, float) else 0.0,
+                            _intern(str(record.get("by") or "")))
             entries[number] = entry
             return Change("revoke", store, number, entry)
+        if op != "unrevoke":
+            return None
         old = entries.pop(number, None)
         if old is None:
             return None
@@ -154,49 +155,50 @@ class Journal:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
-    def read_new(self) -> tuple[bool, list[Any]]:
-        """(whether the journal was replaced or shortened: start over, the records appended since
-        the last read). A missing journal is an empty one."""
+    def read_new(self, apply: Callable[[Any], object]) -> bool:
+        """Hand every record appended since the last read to `apply`, in order, a chunk at a time
+        (a journal of a million lines is never held whole); True when the journal was replaced or
+        shortened since (start over). A missing journal is an empty one."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             restart = self.inode != -1 and self.offset > 0
             self.inode, self.offset, self._tail = -1, 0, b""
-            return restart, []
+            return restart
         try:
             st = os.fstat(fd)
             restart = False
             if st.st_ino != self.inode or st.st_size < self.offset:
                 restart = self.inode != -1
                 self.inode, self.offset, self._tail = st.st_ino, 0, b""
-            if st.st_size == self.offset:
-                return restart, []
-            chunks = []
-            pos = self.offset
-            while pos < st.st_size:
-                data = os.pread(fd, min(st.st_size - pos, 1 << 22), pos)
+            while self.offset < st.st_size:
+                data = os.pread(fd, min(st.st_size - self.offset, READ_CHUNK_BYTES), self.offset)
                 if not data:
                     break
-                chunks.append(data)
-                pos += len(data)
+                self.offset += len(data)
+                self._lines(self._tail + data if self._tail else data, apply)
         finally:
             os.close(fd)
-        data = self._tail + b"".join(chunks)
-        self.offset = pos
+        return restart
+
+    def _lines(self, data: bytes, apply: Callable[[Any], object]) -> None:
         end = data.rfind(b"\n")
         if end < 0:
             self._tail = data if len(data) <= MAX_LINE_BYTES else b""
-            return restart, []
+            return
         self._tail = data[end + 1:] if len(data) - end - 1 <= MAX_LINE_BYTES else b""
-        records = []
-        for line in data[:end].split(b"\n"):
-            if not line:
-                continue
-            try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue        # a torn line left by a crash: nothing we told anyone about
-        return restart, records
+        loads = orjson.loads
+        start = 0
+        while start < end:
+            stop = data.find(b"\n", start, end + 1)
+            if stop > start:
+                try:
+                    record = loads(data[start:stop])
+                except orjson.JSONDecodeError:
+                    record = None   # a torn line left by a crash: nothing we told anyone about
+                if record is not None:
+                    apply(record)
+            start = stop + 1
 
     def append(self, record: dict[str, Any]) -> None:
         """One record, durably, by the caller holding the lock (see Revocations._locked)."""
@@ -269,9 +271,7 @@ class Revocations:
     def _replay_all(self) -> None:
         self.journal.inode, self.journal.offset, self.journal._tail = -1, 0, b""
         state = RevocationState()
-        _, records = self.journal.read_new()
-        for record in records:
-            state.apply(record)
+        self.journal.read_new(state.apply)
         self.state = state
 
     def _live_records(self) -> Iterable[dict[str, Any]]:
@@ -287,7 +287,8 @@ class Revocations:
     # -- every worker, every POLL_INTERVAL_S --------------------------------------------------------
     def poll(self, stores: dict[str, Any]) -> list[Change]:
         """What other processes appended since the last look, applied to the stores."""
-        restart, records = self.journal.read_new()
+        records: list[Any] = []
+        restart = self.journal.read_new(records.append)
         if restart:
             # compacted or replaced: read it all again, and tell what differs
             before = {name: dict(entries) for name, entries in self.state.stores.items()}
