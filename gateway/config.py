@@ -54,7 +54,9 @@ from gateway.errors import ConfigError, Problem
 from gateway.spec import (  # noqa: F401 - re-exported: the spec's names are config's too
     AdminSpec, CertificateSpec, ClientAllow, Config, FixedResponse, GatewaySpec, HealthCheckSpec,
     ListenerSpec, MTLSMode, Redirect, RuleSpec, TargetGroupSpec, TrustStoreSpec, UpstreamTLSSpec,
-    Key, Kind, REQUIRED, keys_of, toml_keys, parse_http_url, MAX_CRL_URLS, ACTIONS, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
+    Key, Kind, REQUIRED, keys_of, toml_keys, parse_http_url, MAX_CRL_URLS, ACTIONS,
+    DEFAULT_CRL_FETCH, DEFAULT_CRL_FETCH_TIMEOUT_S, DEFAULT_CRL_STALE, DEFAULT_OCSP,
+    DEFAULT_OCSP_FAILURE, DEFAULT_OCSP_TIMEOUT_S, DEFAULT_STATE_DIR, FAILURE_POLICIES, OCSP_MODES, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
     DEFAULT_ADMIN_BIND, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_ADVERTISE_CA_NAMES,
     DEFAULT_BODY_TIMEOUT_S, DEFAULT_CIPHERS_TLS12, DEFAULT_CONNECTION_LOG,
     DEFAULT_CONNECTION_LOG_FORMAT, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S,

@@ -65,8 +65,8 @@ def test_toml_keys_are_the_keys_the_file_may_hold():
     assert spec.toml_keys(spec.GatewaySpec) == (
         "workers", "native", "access_log", "connection_log", "error_log", "log_level",
         "drain_timeout_s", "ticket_rotation_s", "watch_files", "watch_interval_s",
-        "connection_log_format")
-    assert spec.toml_keys(spec.AdminSpec) == ("bind",)
+        "connection_log_format", "state_dir")
+    assert spec.toml_keys(spec.AdminSpec) == ("bind", "token_file")
     assert spec.toml_keys(spec.CertificateSpec) == ("cert", "key")
     assert spec.toml_keys(spec.RuleSpec) == (
         "priority", "host", "path", "action", "target_group", "fixed_response", "methods",
@@ -74,7 +74,9 @@ def test_toml_keys_are_the_keys_the_file_may_hold():
     assert spec.toml_keys(spec.Redirect) == ("status", "scheme", "host", "port", "path", "query")
     assert spec.toml_keys(spec.ClientAllow) == ("subject", "issuer", "san_dns", "san_uri")
     assert spec.toml_keys(spec.FixedResponse) == ("status", "content_type", "body")
-    assert spec.toml_keys(spec.TrustStoreSpec) == ("ca_bundle", "crls", "deny_serials")
+    assert spec.toml_keys(spec.TrustStoreSpec) == (
+        "ca_bundle", "crls", "deny_serials", "ocsp", "ocsp_responder", "ocsp_timeout_s",
+        "ocsp_failure", "crl_fetch", "crl_urls", "crl_stale", "crl_fetch_timeout_s")
     assert spec.toml_keys(spec.TargetGroupSpec) == (
         "targets", "connect_timeout_s", "read_timeout_s", "max_idle_per_target",
         "idle_timeout_s", "load_balancing", "ejection_failures", "ejection_duration_s",
