@@ -618,7 +618,10 @@ class OCSPChecker:
                 certs.append(x509.load_der_x509_certificate(der))
             except ValueError:
                 continue
-        cert = next((c for c in certs if c.serial_number == serial
+        # an intermediate of the bundle the client did not send is on the path too (the
+        # verifier checks it: gateway.trust.Verifier._above)
+        cas = tuple(getattr(self.store, "cas", ()))
+        cert = next((c for c in (*certs, *cas) if c.serial_number == serial
                      and c.issuer.public_bytes() == issuer_name), None)
         if cert is None:
             return self._unavailable("no_certificate", f"serial {serial_hex(serial)} is not in "

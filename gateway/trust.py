@@ -714,6 +714,25 @@ class Verifier:
             return self._fail(VerifyStatus.INVALID, f"malformed certificate: {exc}", chain_der, certs,
                               now)
 
+    def _above(self, anchor: x509.Certificate) -> tuple[tuple[bytes, int], ...]:
+        """(issuer, serial) of the anchor and of each bundle CA above it, up to a self-signed root:
+        a bundle intermediate is where the path stops, but its own issuer may have revoked it (RFC
+        5280 6.1.3 (a)(3) checks every certificate of the path; a CRL fetched from a CA's
+        distribution point exists to do exactly that). Each link's signature is checked; the walk
+        is bounded by the bundle. Only on a cache miss."""
+        out: list[tuple[bytes, int]] = []
+        current = anchor
+        seen = {id(anchor)}
+        while current.subject != current.issuer and len(out) < len(self.store.cas):
+            parent = next((ca for ca in self.store.issuers_of(current)
+                           if id(ca) not in seen and _signed_by(current, ca)), None)
+            if parent is None:
+                break
+            out.append((parent.subject.public_bytes(), current.serial_number))
+            seen.add(id(parent))
+            current = parent
+        return tuple(out)
+
     def _decide_parsed(self, certs: list[x509.Certificate], chain_der: Sequence[bytes],
                        now: float) -> Verdict:
         leaf = certs[0]
@@ -770,7 +789,7 @@ class Verifier:
         else:
             expires_at = now + 3600.0
         path_serials = tuple((path[i + 1].subject.public_bytes(), path[i].serial_number)
-                             for i in range(len(path) - 1))
+                             for i in range(len(path) - 1)) + self._above(path[-1])
         revoked = self.store.is_revoked(path_serials)
         if revoked is not None:
             return self._fail(revoked, _REVOCATION_DETAIL[revoked], chain_der, certs, now)

@@ -507,8 +507,6 @@ def test_a_slow_distribution_point_is_bounded_by_the_fetch_timeout(env):
     assert point.asked("/root.crl") >= 1 and point.asked("/a.crl") >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="an issuing CA in the bundle is a trust anchor: the "
-                   "revocation of it that its own distribution point serves is never checked")
 def test_a_ca_revoked_by_the_crl_at_its_own_distribution_point_refuses_its_clients(env):
     """R's CRL, fetched from the distribution point B's certificate names, revokes B: B's clients
     must be CRL hits (RFC 5280 6.1.3 (a)(3): every certificate of the path is checked, not the

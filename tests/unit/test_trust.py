@@ -177,7 +177,12 @@ def test_crl_and_deny_list_and_generation(trust_impl, ca):
     assert store.impl is trust_impl
     v = Verifier(store)
     good = v.verify_der((_der(alice),))
-    assert good.ok and good.path_serials == ((inter.cert.subject.public_bytes(), alice.cert.serial_number),)
+    # the bundle's intermediate is where the path stops, and its own revocation by the root counts
+    assert good.ok and good.path_serials == (
+        (inter.cert.subject.public_bytes(), alice.cert.serial_number),
+        (root.cert.subject.public_bytes(), inter.cert.serial_number))
+    by_root = TrustStore("r", [root.cert, inter.cert], [pki.make_crl(root, [inter.cert.serial_number])])
+    assert Verifier(by_root).verify_der((_der(alice),)).status is VerifyStatus.CRL_HIT
     assert v.verify_der((_der(bob),)).status is VerifyStatus.CRL_HIT
     assert v.verify_der((_der(alice),)) is good and v.cache.hits == 1
     # a deny-list change: the cached verdict is stale at once, and the new decision is taken
