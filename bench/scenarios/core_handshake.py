@@ -32,7 +32,8 @@ REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 
 
 def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, count: int,
-        workdir: Path, keep: Path | None = None, tls: str = "1.3") -> list[float]:
+        workdir: Path, keep: Path | None = None, tls: str = "1.3", prepare=None) -> list[float]:
+    """`prepare(runtime, pki)`, when given, adjusts the built runtime before the first connection."""
     import uvloop
 
     from gateway import config
@@ -42,6 +43,8 @@ def run(core: str, mode: str, resumed: bool, rounds: int, connections: int, coun
 
     pki = _pki(workdir, keep)
     runtime = build_runtime(config.loads(_config(pki, mode)))
+    if prepare is not None:
+        prepare(runtime, pki)
     conn_mod.set_native("on" if core == "native" else "off")
 
     async def main() -> list[float]:
