@@ -55,6 +55,8 @@ from gateway.spec import (  # noqa: F401 - re-exported: the spec's names are con
     AdminSpec, CertificateSpec, ClientAllow, Config, FixedResponse, GatewaySpec, HealthCheckSpec,
     ListenerSpec, MTLSMode, Redirect, RuleSpec, TargetGroupSpec, TrustStoreSpec, UpstreamTLSSpec,
     Key, Kind, REQUIRED, keys_of, toml_keys, parse_http_url, MAX_CRL_URLS, ACTIONS,
+    IdentitySignatureSpec, ACCESS_LOG_FIELDS, DEFAULT_IDENTITY_SIGNATURE_HEADER,
+    DEFAULT_MTLS_ENFORCEMENT, IDENTITY_FIELDS, MIN_SIGNATURE_KEY_BYTES, MTLS_ENFORCEMENTS,
     DEFAULT_CRL_FETCH, DEFAULT_CRL_FETCH_TIMEOUT_S, DEFAULT_CRL_STALE, DEFAULT_OCSP,
     DEFAULT_OCSP_FAILURE, DEFAULT_OCSP_TIMEOUT_S, DEFAULT_STATE_DIR, FAILURE_POLICIES, OCSP_MODES, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
     DEFAULT_ADMIN_BIND, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_ADVERTISE_CA_NAMES,
@@ -357,6 +359,7 @@ _TRUST_STORE_KEYS = toml_keys(TrustStoreSpec)
 _TARGET_GROUP_KEYS = toml_keys(TargetGroupSpec)
 _HEALTH_CHECK_KEYS = toml_keys(HealthCheckSpec)
 _UPSTREAM_TLS_KEYS = toml_keys(UpstreamTLSSpec)
+_SIGNATURE_KEYS = toml_keys(IdentitySignatureSpec)
 _TOP_KEYS = ("gateway", "admin", "listener", "trust_store", "target_group")
 
 #: Keys explicit readers take that are no field's own: a listener's `bind` (host and port).
@@ -1023,7 +1026,13 @@ class _Reader:
             return None
         self.keys(table, _LISTENER_KEYS, prefix)
         self.store_names, self.group_names = stores, groups
-        return ListenerSpec(**self.fields(ListenerSpec, table, prefix, _LISTENER_READERS))
+        values = self.fields(ListenerSpec, table, prefix, _LISTENER_READERS)
+        mode = values.get("mtls")
+        if (values.get("mtls_enforcement") == "report" and mode is not None
+                and not MTLSMode(mode).verifies):
+            self.add(f"{prefix}.mtls_enforcement", f"\"report\" applies to mtls = \"verify\" or "
+                                                   f"\"optional\", not {str(mode)!r}")
+        return ListenerSpec(**values)
 
     def listener_name(self, table: dict[str, Any], prefix: str,
                       values: dict[str, Any]) -> str | None:
@@ -1134,6 +1143,73 @@ class _Reader:
                 continue
             out.append(proto)
         return tuple(out)
+
+    def name_list(self, table: dict[str, Any], name: str, prefix: str, choices: tuple[str, ...],
+                  default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """An array of distinct names out of `choices` (identity_fields, log_fields)."""
+        if name not in table:
+            return default
+        value = table[name]
+        key = f"{prefix}.{name}"
+        if not isinstance(value, list):
+            self.add(key, f"expected an array of strings (of {_one_of(choices)}), got "
+                          f"{_type_name(value)}")
+            return None
+        out: list[str] = []
+        for index, item in enumerate(value):
+            chosen = self.choice_value(item, f"{key}[{index}]", choices)
+            if chosen is None:
+                continue
+            if chosen in out:
+                self.add(f"{key}[{index}]", f"duplicate {chosen!r}")
+                continue
+            out.append(chosen)
+        return tuple(out)
+
+    def signature_key(self, path: Path, key: str) -> bool:
+        """A signing key file: only its owner may read it, at least MIN_SIGNATURE_KEY_BYTES."""
+        data = self.read(path, key)
+        if data is None:
+            return False
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            self.add(key, f"cannot access {path}: {_os_reason(exc)}")
+            return False
+        if mode & 0o077:
+            self.add(key, f"{path} may be read by other users (mode {mode & 0o777:04o}); chmod 600 it")
+            return False
+        if len(data.strip()) < MIN_SIGNATURE_KEY_BYTES:
+            self.add(key, f"{path} holds {len(data.strip())} bytes; a signing key needs at least "
+                          f"{MIN_SIGNATURE_KEY_BYTES} (e.g. `head -c 32 /dev/urandom | base64`)")
+            return False
+        return True
+
+    def identity_signature(self, table: dict[str, Any], prefix: str) -> IdentitySignatureSpec | None:
+        if "identity_signature" not in table:
+            return None
+        key = f"{prefix}.identity_signature"
+        raw = self.table(table["identity_signature"], key)
+        if raw is None:
+            return None
+        self.keys(raw, _SIGNATURE_KEYS, key)
+        if "key_file" not in raw:
+            self.add(f"{key}.key_file", "missing required key")
+            return None
+        key_file = self.path_value(raw["key_file"], f"{key}.key_file")
+        ok = key_file is not None and self.signature_key(key_file, f"{key}.key_file")
+        previous = None
+        if "previous_key_file" in raw:
+            previous = self.path_value(raw["previous_key_file"], f"{key}.previous_key_file")
+            if previous is not None and not self.signature_key(previous, f"{key}.previous_key_file"):
+                previous = None
+        header = raw.get("header", DEFAULT_IDENTITY_SIGNATURE_HEADER)
+        if not isinstance(header, str) or not _TOKEN_RE.fullmatch(header):
+            self.add(f"{key}.header", f"expected a header name (an HTTP token), got {header!r}")
+            return None
+        if not ok:
+            return None
+        return IdentitySignatureSpec(key_file, header, previous)  # type: ignore[arg-type]
 
     def ciphers(self, table: dict[str, Any], prefix: str) -> str | None:
         value: str | None = self.field(ListenerSpec, table, prefix, "ciphers_tls12")
@@ -1581,6 +1657,11 @@ _LISTENER_READERS: dict[str, _Explicit] = {
     "header_style": _Reader.listener_header_style,
     "ciphers_tls12": lambda r, table, prefix, values: r.ciphers(table, prefix),
     "alpn": lambda r, table, prefix, values: r.alpn(table, prefix),
+    "identity_signature": lambda r, table, prefix, values: r.identity_signature(table, prefix),
+    "identity_fields": lambda r, table, prefix, values: r.name_list(
+        table, "identity_fields", prefix, IDENTITY_FIELDS, ()),
+    "log_fields": lambda r, table, prefix, values: r.name_list(
+        table, "log_fields", prefix, ACCESS_LOG_FIELDS, None),
     "rules": lambda r, table, prefix, values: r.rules(table, prefix, r.group_names,
                                                       values["mtls"]),
     "strip_request_headers": lambda r, table, prefix, values: r.header_globs(
@@ -1605,6 +1686,7 @@ def _plan(cls: type) -> None:
 
 
 for _cls in (GatewaySpec, AdminSpec, ListenerSpec, CertificateSpec, RuleSpec, Redirect,
+             IdentitySignatureSpec,
              ClientAllow, FixedResponse, TrustStoreSpec, TargetGroupSpec, HealthCheckSpec,
              UpstreamTLSSpec):
     _plan(_cls)

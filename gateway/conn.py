@@ -191,10 +191,16 @@ class Listener(Protocol):
     def path_policy(self) -> PathPolicy: ...
     @property
     def sni_host_strict(self) -> bool: ...
+    @property
+    def identity_fields(self) -> tuple[str, ...]: ...
+    @property
+    def signer(self) -> Any: ...
 
 
 class _TLSFactory(Protocol):
     def connection(self) -> TLSConnection: ...
+    @property
+    def reports(self) -> bool: ...
 
 
 class ConnectionCore:
@@ -617,8 +623,18 @@ class ConnectionCore:
         identity = event.identity
         if identity is not None:
             self.identity_lines = hdrs.identity_block(identity, event.status is not None and identity.verified,
-                                                      rt.header_styles)
-        self._connection_log(event, "")
+                                                      rt.header_styles, fields=rt.identity_fields)
+        reason = ""
+        if rt.tls.reports:
+            # mtls_enforcement = "report": served whatever the verdict; the backend, the logs and
+            # the metrics learn what enforcing would have done
+            status = event.status
+            if status is not None:
+                self.identity_lines += hdrs.verify_status_line(status.value)
+                if status.value.startswith("Failed:"):
+                    reason = "would_refuse"
+                    rt.observer.would_refuse(rt.spec.name, status.value)
+        self._connection_log(event, reason)
         rt.observer.handshake(rt.spec.name, rt.spec.mtls, "accepted",
                               event.status.value if event.status is not None else None,
                               event.resumed, self.tls.handshake_s)
@@ -966,7 +982,7 @@ class ConnectionCore:
     def _attach(self, ex: Exchange, conn: UpstreamConnection, now: float) -> None:
         rt = self.rt
         ex.send_head(conn, self.owner, self.identity_lines, self.client_ip_b, self.client_port,
-                     rt.port, rt.header_policy, now)
+                     rt.port, rt.header_policy, now, rt.signer)
         # one deadline per client connection watches whichever exchange is current (see
         # _on_upstream_timer); it is moved only when it is not due soon enough
         deadline = now + conn.group.read_timeout_s

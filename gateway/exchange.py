@@ -229,9 +229,14 @@ class Exchange:
 
     def send_head(self, conn: UpstreamConnection, owner: Any, identity_lines: bytes,
                   client_ip_b: bytes, client_port: int, listener_port: int,
-                  policy: HeaderPolicy | None, now: float) -> None:
+                  policy: HeaderPolicy | None, now: float, signer: Any = None) -> None:
         """Take `conn` for this exchange (its events go to `owner`) and write the request head,
-        with what of the body is queued already."""
+        with what of the body is queued already. With the listener's `signer`
+        (gateway.signature), the identity lines get their signature over this request."""
+        if signer is not None:
+            req = self.request
+            identity_lines = identity_lines + signer.sign_lines(
+                identity_lines, req.method, self.forward_target, (req.host or b"").lower())
         self.upstream = conn
         conn.owner = owner
         conn.paused = False

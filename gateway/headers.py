@@ -89,11 +89,24 @@ ALB_HEADER_NAMES = frozenset({
     b"x-amzn-mtls-clientcert-validity",
     b"x-amzn-mtls-clientcert-leaf",
 })
+# `identity_fields`: more of the leaf, in ALB's naming (ALB itself sends none of them)
+FIELD_HEADERS: dict[str, bytes] = {
+    "sha256_fingerprint": b"X-Amzn-Mtls-Clientcert-Sha256-Fingerprint",
+    "san_dns": b"X-Amzn-Mtls-Clientcert-San-Dns",
+    "san_uri": b"X-Amzn-Mtls-Clientcert-San-Uri",
+    "san_email": b"X-Amzn-Mtls-Clientcert-San-Email",
+    "spiffe_id": b"X-Amzn-Mtls-Clientcert-Spiffe-Id",
+}
+# `mtls_enforcement = "report"`: the verdict enforcing would have given; the signature's default name
+VERIFY_STATUS_HEADER = b"X-Mtls-Verify-Status"
+SIGNATURE_HEADER = b"X-Mtls-Identity-Signature"
 IDENTITY_HEADER_NAMES: frozenset[bytes] = ALB_HEADER_NAMES | {
     b"x-forwarded-client-cert",
     b"client-cert",
     b"client-cert-chain",
-}
+    VERIFY_STATUS_HEADER.lower(),
+    SIGNATURE_HEADER.lower(),
+} | {name.lower() for name in FIELD_HEADERS.values()}
 # The gateway sets these; X-Forwarded-For is appended to instead (ALB's default "append" mode).
 FORWARDED_OVERWRITE: frozenset[bytes] = frozenset({b"x-forwarded-proto", b"x-forwarded-port"})
 # RFC 9110 section 7.6.1 (Connection), plus Keep-Alive and Proxy-Connection, which predate it.
@@ -681,8 +694,10 @@ def _rfc9440_lines(identity: Identity) -> list[bytes]:
 
 
 def identity_block(identity: Identity | None, verified: bool, styles: tuple[str, ...],
-                   by: bytes = b"") -> bytes:
-    """The identity header lines (``Name: value\\r\\n`` ...) for `styles`, in the order given.
+                   by: bytes = b"", fields: tuple[str, ...] = ()) -> bytes:
+    """The identity header lines (``Name: value\\r\\n`` ...) for `styles`, in the order given,
+    then the `identity_fields` asked for (`fields`, see FIELD_HEADERS: a field the certificate
+    does not have is left out).
 
     `verified` picks ALB's verify-mode set (serial, issuer, subject, validity, leaf) or, when False,
     passthrough's single X-Amzn-Mtls-Clientcert with the whole chain. XFCC and RFC 9440 are the same
@@ -690,7 +705,7 @@ def identity_block(identity: Identity | None, verified: bool, styles: tuple[str,
     """
     if identity is None:
         return b""
-    key = (verified, styles, by)
+    key = (verified, styles, by, fields)
     cache = identity.header_cache
     block = cache.get(key)
     if block is not None:
@@ -705,5 +720,49 @@ def identity_block(identity: Identity | None, verified: bool, styles: tuple[str,
             lines += _rfc9440_lines(identity)
         else:
             raise ValueError(f"unknown header style {style!r}; expected one of {STYLES}")
+    if fields:
+        lines += _field_lines(identity, fields)
     block = cache[key] = b"".join(lines)
     return block
+
+
+def identity_field_values(identity: Identity) -> dict[str, str | list[str] | None]:
+    """The `identity_fields` of an identity, as the access log writes them."""
+    return {"sha256_fingerprint": identity.fingerprint, "san_dns": list(identity.san_dns),
+            "san_uri": list(identity.san_uri), "san_email": list(identity.san_email),
+            "spiffe_id": identity.spiffe_id}
+
+
+_LIST_SPECIALS = re.compile(b"[\x00-\x1f\x7f%,]")
+
+
+def _list_value(values: tuple[str, ...]) -> bytes:
+    """SANs in one header value: comma-separated, each with control bytes, "%" and "," percent-
+    encoded (so no value can pass for two, nor split the line)."""
+    return b",".join(_LIST_SPECIALS.sub(lambda m: b"%%%02X" % m[0][0],
+                                        v.encode("utf-8", "surrogateescape")) for v in values)
+
+
+def _field_lines(identity: Identity, fields: tuple[str, ...]) -> list[bytes]:
+    out = []
+    for name in fields:
+        header = FIELD_HEADERS[name]
+        if name == "sha256_fingerprint":
+            value = identity.fingerprint.encode("ascii")
+        elif name == "spiffe_id":
+            spiffe = identity.spiffe_id
+            if spiffe is None:
+                continue
+            value = _text_value(spiffe)
+        else:
+            items = getattr(identity, name)
+            if not items:
+                continue
+            value = _list_value(items)
+        out.append(header + b": " + value + b"\r\n")
+    return out
+
+
+def verify_status_line(status: str) -> bytes:
+    """`X-Mtls-Verify-Status: <ALB status>` (a report-only listener's verdict)."""
+    return VERIFY_STATUS_HEADER + b": " + status.encode("ascii") + b"\r\n"

@@ -64,8 +64,18 @@ class Identity:
     san_uri: tuple[str, ...]
     chain_der: tuple[bytes, ...]  # as presented, leaf first
     status: VerifyStatus = VerifyStatus.NOT_VERIFIED
-    # encoded headers by (mode, styles) key, filled lazily by gateway.headers
-    header_cache: dict[tuple[bool, tuple[str, ...], bytes], bytes] = field(default_factory=dict)
+    # encoded headers by (mode, styles, by, fields) key, filled lazily by gateway.headers
+    header_cache: dict[tuple[object, ...], bytes] = field(default_factory=dict)
+    san_email: tuple[str, ...] = ()
+
+    @property
+    def spiffe_id(self) -> str | None:
+        """The SPIFFE ID: the one URI SAN of an X509-SVID, when it is a spiffe:// URI (the SPIFFE
+        X509-SVID specification, 2: exactly one URI SAN); None otherwise."""
+        uris = self.san_uri
+        if len(uris) == 1 and uris[0].lower().startswith("spiffe://"):
+            return uris[0]
+        return None
 
     @property
     def leaf_der(self) -> bytes:
@@ -77,7 +87,8 @@ class Identity:
 
     def with_status(self, status: VerifyStatus) -> "Identity":
         return Identity(self.fingerprint, self.serial, self.subject, self.issuer, self.not_before,
-                        self.not_after, self.san_dns, self.san_uri, self.chain_der, status)
+                        self.not_after, self.san_dns, self.san_uri, self.chain_der, status,
+                        san_email=self.san_email)
 
 
 def serial_hex(serial: int) -> str:
@@ -101,10 +112,12 @@ def identity_from_certificates(certs: list[x509.Certificate], chain_der: tuple[b
     leaf = certs[0]
     san_dns: tuple[str, ...] = ()
     san_uri: tuple[str, ...] = ()
+    san_email: tuple[str, ...] = ()
     try:
         ext = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         san_dns = tuple(ext.get_values_for_type(x509.DNSName))
         san_uri = tuple(ext.get_values_for_type(x509.UniformResourceIdentifier))
+        san_email = tuple(ext.get_values_for_type(x509.RFC822Name))
     except (x509.ExtensionNotFound, ValueError):
         pass
     return Identity(
@@ -118,6 +131,7 @@ def identity_from_certificates(certs: list[x509.Certificate], chain_der: tuple[b
         san_uri=san_uri,
         chain_der=chain_der,
         status=status,
+        san_email=san_email,
     )
 
 

@@ -22,6 +22,9 @@ class Observer:
     def connection_opened(self, listener: str) -> None:
         pass
 
+    def would_refuse(self, listener: str, verify_status: str) -> None:
+        """A report-only listener served a client its verdict refuses (mtls_enforcement)."""
+
     def connection_closed(self, listener: str) -> None:
         pass
 
@@ -87,6 +90,9 @@ class PrometheusObserver(Observer):
             "connections": Gauge("mtls_gateway_connections_open", "Open client connections",
                                  ["listener"], multiprocess_mode="livesum"),
             "requests": Counter("mtls_gateway_requests_total", "Requests answered", ["listener", "status"]),
+            "would_refuse": Counter("mtls_gateway_would_refuse_total",
+                                    "Clients a report-only listener served that enforcing would refuse",
+                                    ["listener", "verify_status"]),
             "request_seconds": Histogram("mtls_gateway_request_seconds", "Request duration",
                                          ["listener"], buckets=_LATENCY_BUCKETS),
             "upstream_seconds": Histogram("mtls_gateway_upstream_seconds", "Upstream exchange duration",
@@ -137,6 +143,9 @@ class PrometheusObserver(Observer):
         self._count(("handshakes", (listener, mode, result, verify_status or "none", r)))
         if result == "accepted":
             self._observe("handshake_seconds", (listener, r), latency_s)
+
+    def would_refuse(self, listener, verify_status) -> None:
+        self._count(("would_refuse", (listener, verify_status)))
 
     def connection_opened(self, listener) -> None:
         key = ("connections", (listener,))

@@ -23,6 +23,7 @@ import asyncio
 import time
 
 from . import conn as _conn
+from . import headers as hdrs
 from .conn import ABORT, CLOSE, ConnState
 from .errors import UpstreamError
 from .wheel import Wheel
@@ -211,7 +212,10 @@ class GatewayProtocol(asyncio.Protocol):
         for entry in logs:
             kind = entry[0]
             if kind == "access":
-                rt.access_log.write(entry[1])
+                record = entry[1]
+                if rt.identity_fields or rt.log_fields is not None:
+                    record = _chosen(record, rt, self.core.done_event)
+                rt.access_log.write(record)
             elif kind == "connection":
                 rt.connection_log.write(entry[1])
             else:
@@ -224,6 +228,21 @@ class GatewayProtocol(asyncio.Protocol):
     def _cancel_timer(self) -> None:
         if self.timer is not None:
             self.wheel.disarm(self)     # the wheel lets go of this connection
+
+
+def _chosen(record: dict, rt, event) -> dict:
+    """An access record with the listener's identity_fields added and only its log_fields kept."""
+    identity = getattr(event, "identity", None)
+    fields = rt.log_fields
+    names = rt.identity_fields + tuple(f for f in (fields or ()) if f in hdrs.FIELD_HEADERS
+                                       and f not in rt.identity_fields)
+    if names:
+        values = hdrs.identity_field_values(identity) if identity is not None else {}
+        for name in names:
+            record[name] = values.get(name)
+    if fields is not None:
+        record = {name: record[name] for name in fields if name in record}
+    return record
 
 
 # --- the shell's native twin --------------------------------------------------------------------------

@@ -78,6 +78,10 @@ class ListenerRuntime:
     # what the native core reads of this runtime as C fields (gateway._conn_c.Listener), made by
     # its first connection: the fields above are fixed from then on
     native: object = None
+    # identity_fields (headers and access log), log_fields (None: every field), identity_signature
+    identity_fields: tuple[str, ...] = ()
+    log_fields: tuple[str, ...] | None = None
+    signer: object = None
 
 
 @dataclass(eq=False)
@@ -124,7 +128,7 @@ def _tls_identity(spec: ListenerSpec, config: Config) -> tuple:
     ca_set = bundle_fingerprint(store.ca_bundle) if verifies else ""  # type: ignore[union-attr]
     return (spec.name, certs, spec.mtls, spec.trust_store, spec.tls_min_version, spec.ciphers_tls12,
             spec.session_tickets, spec.session_timeout_s, spec.max_chain_depth, advertised, ca_set,
-            spec.ignore_client_certificate_expiry, spec.alpn)
+            spec.ignore_client_certificate_expiry, spec.alpn, spec.mtls_enforcement)
 
 
 def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | None = None,
@@ -204,7 +208,7 @@ def build_runtime(config: Config, *, generation: int = 0, errors: ErrorLog | Non
                 max_chain_bytes=spec.max_client_cert_chain_bytes,
                 message_callback=selection.message_callback,
                 trust_implementation=selection.trust_implementation,
-                alpn=spec.alpn)
+                alpn=spec.alpn, report_only=spec.reports_only)
         except Exception as exc:   # an OpenSSL refusal of a cipher string, a key, ...
             problems.append(Problem(source, f"listener[{i}]", f"TLS setup failed: {exc}"))
             continue
@@ -284,9 +288,21 @@ def _listener_runtime(spec, tls, ident, groups, access, conns, errors) -> Listen
         spec=spec, port=spec.port, tls=tls, routes=RouteTable(spec.rules),
         header_styles=tuple(spec.header_style), http_limits=limits, target_groups=groups,
         access_log=access, connection_log=conns, errors=errors, tls_identity=ident,
-        header_policy=hdrs.HeaderPolicy(spec.underscore_headers, spec.strip_request_headers),
+        header_policy=hdrs.HeaderPolicy(spec.underscore_headers, spec.strip_request_headers + (
+            (spec.identity_signature.header,) if spec.identity_signature is not None else ())),
         path_policy=paths.PathPolicy(spec.merge_slashes, spec.escaped_slashes),
-        sni_host_strict=spec.host_must_match_sni and len(spec.certificates) > 1)
+        sni_host_strict=spec.host_must_match_sni and len(spec.certificates) > 1,
+        identity_fields=tuple(spec.identity_fields), log_fields=spec.log_fields,
+        signer=_signer(spec))
+
+
+def _signer(spec: ListenerSpec):
+    """The listener's identity signer (gateway.signature), its key read now: a reload rotates it."""
+    sig = spec.identity_signature
+    if sig is None:
+        return None
+    from .signature import Signer, load_key
+    return Signer(load_key(sig.key_file), sig.header)
 
 
 def _with_store(old: ListenerTLS, store: TrustStore | None, spec: ListenerSpec) -> ListenerTLS:

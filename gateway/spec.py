@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = [
     "AdminSpec", "CertificateSpec", "ClientAllow", "Config", "FixedResponse", "GatewaySpec",
-    "HealthCheckSpec", "Key", "Kind", "ListenerSpec", "MTLSMode", "Redirect", "RuleSpec",
+    "HealthCheckSpec", "IdentitySignatureSpec", "Key", "Kind", "ListenerSpec", "MTLSMode", "Redirect", "RuleSpec",
     "TargetGroupSpec", "TrustStoreSpec", "UpstreamTLSSpec",
 ]
 
@@ -237,6 +237,19 @@ DEFAULT_H2_MAX_CONTROL_FRAMES_PER_S = 100      # PING, SETTINGS, PRIORITY, WINDO
 DEFAULT_H2_MAX_EMPTY_FRAMES = 32               # DATA/HEADERS/CONTINUATION with nothing in them
 DEFAULT_H2_MAX_CONTINUATION_FRAMES = 32        # CONTINUATION frames of one header block (CVE-2024-27316)
 DEFAULT_H2_STALL_TIMEOUT_S = 30.0              # a response held up by a window the client keeps at 0
+# Rolling mTLS out (gateway.signature; ALB has no report-only mode, Google's load balancer's is
+# ALLOW_INVALID_OR_MISSING_CLIENT_CERT): "report" serves a client that would have been refused and
+# tells the backend and the logs what the verdict would have been.
+MTLS_ENFORCEMENTS = ("enforce", "report")
+DEFAULT_MTLS_ENFORCEMENT = "enforce"
+DEFAULT_IDENTITY_SIGNATURE_HEADER = "X-Mtls-Identity-Signature"
+MIN_SIGNATURE_KEY_BYTES = 32
+#: Optional identity headers (ALB-style names, X-Amzn-Mtls-Clientcert-...), by what they carry.
+IDENTITY_FIELDS = ("sha256_fingerprint", "san_dns", "san_uri", "san_email", "spiffe_id")
+#: Access-log fields `log_fields` may choose (the record's keys; identity fields as above).
+ACCESS_LOG_FIELDS = ("time", "listener", "client", "method", "target", "status", "bytes_in",
+                     "bytes_out", "duration_ms", "upstream", "rule", "verify_status", "subject",
+                     "aborted", "reason") + IDENTITY_FIELDS
 #: Extra request header names to strip on a listener (`*` wildcards), beside the built-in list.
 MAX_STRIP_REQUEST_HEADERS = 256
 # Revocation beyond files (gateway.ocsp, gateway.crlfetch): what a trust store checks, how long a
@@ -398,6 +411,16 @@ class RuleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentitySignatureSpec:
+    """HMAC-SHA256 over the request and the identity headers the gateway set (gateway.signature):
+    `key_file` signs, `previous_key_file` is what a backend may still accept during a rotation."""
+
+    key_file: Path = explicit()
+    header: str = explicit(DEFAULT_IDENTITY_SIGNATURE_HEADER)
+    previous_key_file: Path | None = explicit(None)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerSpec:
     """One bound address. `host` is a canonical IP literal, "localhost", or "" for all addresses.
     `certificates[0]` serves clients without SNI or with a name no certificate carries.
@@ -446,6 +469,15 @@ class ListenerSpec:
     h2_max_empty_frames: int = integer(DEFAULT_H2_MAX_EMPTY_FRAMES, 1)
     h2_max_continuation_frames: int = integer(DEFAULT_H2_MAX_CONTINUATION_FRAMES, 1)
     h2_stall_timeout_s: float = seconds(DEFAULT_H2_STALL_TIMEOUT_S)
+    mtls_enforcement: str = choice(DEFAULT_MTLS_ENFORCEMENT, MTLS_ENFORCEMENTS)
+    identity_signature: IdentitySignatureSpec | None = explicit(None)
+    identity_fields: tuple[str, ...] = explicit(())
+    log_fields: tuple[str, ...] | None = explicit(None)
+
+    @property
+    def reports_only(self) -> bool:
+        """A verifying listener that serves every client and reports what it would have refused."""
+        return self.mtls_enforcement == "report" and self.mtls in MTLS_VERIFYING_MODES
 
     @property
     def http2(self) -> bool:

@@ -356,7 +356,7 @@ class H2Session:
         rt = self.rt
         self.by_upstream[conn] = ex
         ex.send_head(conn, core.owner, core.identity_lines, core.client_ip_b, core.client_port,
-                     rt.port, rt.header_policy, now)
+                     rt.port, rt.header_policy, now, rt.signer)
         if ex.unacked:
             self._ack(ex)
 

@@ -285,7 +285,7 @@ class ListenerTLS:
                  session_tickets: bool = True, session_timeout_s: int = 300,
                  max_chain_bytes: int = 65536, message_callback: CData | None = None,
                  trust_implementation: Implementation | None = None,
-                 alpn: Sequence[str] = ("http/1.1",)) -> None:
+                 alpn: Sequence[str] = ("http/1.1",), report_only: bool = False) -> None:
         if mtls not in MODES:
             raise ValueError(f"mtls must be one of {MODES}")
         if mtls in ("verify", "optional") and store is None:
@@ -293,6 +293,9 @@ class ListenerTLS:
         self.name = name
         self.mtls = mtls
         self.store = store
+        # mtls_enforcement = "report": a client the verdict refuses is served, the verdict reported
+        # (HandshakeDone with the failed status); only for a listener that verifies
+        self.reports = report_only and mtls in ("verify", "optional")
         # the protocols ALPN may choose, in this listener's order of preference
         self.alpn = tuple(p.encode("ascii") for p in alpn)
         self._select_alpn = _alpn_callback(self.alpn)
@@ -317,7 +320,8 @@ class ListenerTLS:
         # purpose: revocation is re-checked on every resumption, and a CRL update must not cost
         # every client a full handshake. gateway.server._tls_identity keeps the contexts over a
         # reload only while all of this is unchanged.
-        self.session_id_context = session_id_context(name, mtls, store, max_chain_depth, ignore_expiry)
+        self.session_id_context = session_id_context(
+            name, mtls + ("|report" if self.reports else ""), store, max_chain_depth, ignore_expiry)
         sid = self.session_id_context
         self._contexts: list[SSL.Context] = []
         self._exact: dict[str, SSL.Context] = {}
@@ -388,7 +392,7 @@ class ListenerTLS:
             ctx.set_verify(SSL.VERIFY_NONE)
         else:
             flags = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
-            if self.mtls == "verify":
+            if self.mtls == "verify" and not self.reports:
                 flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
             # our own C-level callback (see _c_verify); pyOpenSSL's Context is told nothing, so its
             # _verify_helper stays None and the pump's failure skips it
@@ -628,7 +632,15 @@ class TLSConnection:
 
     # -- the verify callback ---------------------------------------------------------------------
     def _on_verify(self, store: CData, depth: int, ok: int) -> VerifyStatus | None:
-        """One call of OpenSSL's verify callback: None accepts, a status refuses (see _c_verify)."""
+        """One call of OpenSSL's verify callback: None accepts, a status refuses (see _c_verify).
+        A listener that only reports accepts what its verdict refuses; the verdict stays, and the
+        handshake's outcome carries its status (`_handshake_done`)."""
+        refused = self._judge(store, depth, ok)
+        if refused is not None and self._tls.reports:
+            return None
+        return refused
+
+    def _judge(self, store: CData, depth: int, ok: int) -> VerifyStatus | None:
         self._called = True
         if self._decision is not None:
             # a decision is made with its verdict (_decide, the size refusal)
@@ -715,6 +727,8 @@ class TLSConnection:
         awaited: Verdict = self._verdict  # type: ignore[assignment]  # awaited: a verdict was made
         verdict = _refused(awaited, status, f"OCSP: {pending.detail}" if pending.detail else "OCSP")
         self._verdict = verdict
+        if self._tls.reports:
+            return None         # served; the handshake's outcome reports the refusal
         self._to(TLSState.FAILED)
         return out + self._pump.shutdown(), b"", (HandshakeFailed(
             status, "resumed_client_refused" if self._resumed else "client_cert_refused",
@@ -771,7 +785,7 @@ class TLSConnection:
         if verdict.ok:
             verdict = self._status_checked(verdict)
         self._verdict = verdict
-        if verdict.ok:
+        if verdict.ok or tls.reports:
             return _SSL_TLSEXT_ERR_OK
         alert[0] = REFUSAL_ALERTS.get(verdict.status, _UNMAPPED_REFUSAL)[1]
         return _SSL_TLSEXT_ERR_ALERT_FATAL
@@ -895,7 +909,7 @@ class TLSConnection:
                 # a full handshake whose final callback never came: decide now, fail closed
                 self._decide()
                 decided: Verdict = self._verdict  # type: ignore[assignment]  # _decide sets it
-                if not decided.ok:
+                if not decided.ok and not tls.reports:
                     return HandshakeFailed(decided.status, "client_cert_refused", decided.detail,
                                            decided.identity)
                 verdict = decided
@@ -906,7 +920,7 @@ class TLSConnection:
                     # this is the fail-closed net). Find the identity proved at the full
                     # handshake and check revocation again, now.
                     verdict = self._resumed_verdict(leaf)
-                    if not verdict.ok:
+                    if not verdict.ok and not tls.reports:
                         return HandshakeFailed(verdict.status, "resumed_client_refused",
                                                verdict.detail, verdict.identity, True)
             if verdict is not None:
@@ -914,7 +928,10 @@ class TLSConnection:
                 if self._sessions:
                     self._keep(verdict, tls.verifier.cache)
             elif tls.mtls == "verify":
-                return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing", "no certificate")
+                if not tls.reports:
+                    return HandshakeFailed(VerifyStatus.NOT_FOUND, "client_cert_missing",
+                                           "no certificate")
+                status = VerifyStatus.NOT_FOUND
         elif tls.passthrough_cache is not None:
             identity = self._passthrough_identity(ssl)
             status = VerifyStatus.NOT_VERIFIED if identity is not None else None

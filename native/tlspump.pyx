@@ -734,14 +734,14 @@ cdef class TLSCore:
             if verdict is None and self._called:
                 self._decide()
                 verdict = self._verdict
-                if not verdict.ok:
+                if not verdict.ok and not tls.reports:
                     return HandshakeFailedType(verdict.status, "client_cert_refused", verdict.detail,
                                                verdict.identity)
             elif verdict is None:
                 leaf = pump.leaf_der()
                 if leaf is not None:
                     verdict = self._resumed_verdict(leaf)
-                    if not verdict.ok:
+                    if not verdict.ok and not tls.reports:
                         return HandshakeFailedType(verdict.status, "resumed_client_refused",
                                                    verdict.detail, verdict.identity, True)
             if verdict is not None:
@@ -749,7 +749,10 @@ cdef class TLSCore:
                 if self._sessions:
                     self._keep(verdict, verifier.cache)
             elif tls.mtls == "verify":
-                return HandshakeFailedType(VERIFY_NOT_FOUND, "client_cert_missing", "no certificate")
+                if not tls.reports:
+                    return HandshakeFailedType(VERIFY_NOT_FOUND, "client_cert_missing",
+                                               "no certificate")
+                status = VERIFY_NOT_FOUND
         elif tls.passthrough_cache is not None:
             identity = self._passthrough_identity(self._ssl)
             status = NOT_VERIFIED if identity is not None else None

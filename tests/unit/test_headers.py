@@ -285,7 +285,7 @@ def test_styles_in_order_and_cached(impl, pki):
     assert names[2] == b"X-Amzn-Mtls-Clientcert-Serial-Number"
     assert names[-1] == b"X-Forwarded-Client-Cert"
     assert headers.identity_block(ident, True, ("rfc9440", "alb", "xfcc")) is block
-    assert (True, ("rfc9440", "alb", "xfcc"), b"") in ident.header_cache
+    assert (True, ("rfc9440", "alb", "xfcc"), b"", ()) in ident.header_cache
     assert headers.identity_block(None, True, headers.STYLES) == b""
     with pytest.raises(ValueError):
         headers.identity_block(ident, True, ("nginx",))
@@ -699,6 +699,10 @@ _EXPECTED_MANAGED = {
     "X_AMZN_MTLS_CLIENTCERT", "X_AMZN_MTLS_CLIENTCERT_SERIAL_NUMBER", "X_AMZN_MTLS_CLIENTCERT_ISSUER",
     "X_AMZN_MTLS_CLIENTCERT_SUBJECT", "X_AMZN_MTLS_CLIENTCERT_VALIDITY", "X_AMZN_MTLS_CLIENTCERT_LEAF",
     "X_FORWARDED_CLIENT_CERT", "CLIENT_CERT", "CLIENT_CERT_CHAIN",
+    # identity_fields, report-only mode's verdict and the signature's default name
+    "X_AMZN_MTLS_CLIENTCERT_SHA256_FINGERPRINT", "X_AMZN_MTLS_CLIENTCERT_SAN_DNS",
+    "X_AMZN_MTLS_CLIENTCERT_SAN_URI", "X_AMZN_MTLS_CLIENTCERT_SAN_EMAIL",
+    "X_AMZN_MTLS_CLIENTCERT_SPIFFE_ID", "X_MTLS_VERIFY_STATUS", "X_MTLS_IDENTITY_SIGNATURE",
     "X_FORWARDED_FOR", "X_FORWARDED_PROTO", "X_FORWARDED_PORT",
     "CONNECTION", "KEEP_ALIVE", "PROXY_CONNECTION", "TE", "TRAILER", "TRANSFER_ENCODING", "UPGRADE",
     "CONTENT_LENGTH",

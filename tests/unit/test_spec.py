@@ -61,7 +61,8 @@ def test_toml_keys_are_the_keys_the_file_may_hold():
         "underscore_headers", "strip_request_headers", "merge_slashes", "escaped_slashes",
         "strict_sni_host", "alpn", "h2_max_concurrent_streams", "h2_header_table_size",
         "h2_max_resets_per_s", "h2_max_control_frames_per_s", "h2_max_empty_frames",
-        "h2_max_continuation_frames", "h2_stall_timeout_s")
+        "h2_max_continuation_frames", "h2_stall_timeout_s", "mtls_enforcement",
+        "identity_signature", "identity_fields", "log_fields")
     assert spec.toml_keys(spec.GatewaySpec) == (
         "workers", "native", "access_log", "connection_log", "error_log", "log_level",
         "drain_timeout_s", "ticket_rotation_s", "watch_files", "watch_interval_s",

@@ -16,7 +16,7 @@ from gateway import tls as gtls
 from gateway import tlspump
 from gateway.testing import MemoryTLSClient
 from gateway.tls import REFUSAL_ALERTS, HandshakeDone, HandshakeFailed, ListenerTLS
-from gateway.trust import FAILURE_TTL_S, TrustStore, Verdict
+from gateway.trust import FAILURE_TTL_S, ChainCache, TrustStore, Verdict
 
 pytestmark = pytest.mark.usefixtures("trust_impl", "pump_twin")
 
@@ -180,6 +180,7 @@ class _ForcedVerifier:
     def __init__(self, verify_der):
         self.verify_der = verify_der
         self.store = TrustStore("forced", [])       # no revocation source beside the verdict
+        self.cache = ChainCache()
 
 
 def test_refusal_table_covers_every_failure_status():
@@ -913,3 +914,63 @@ def test_the_connection_twins_hold_the_same_state(files, ca, pump_twin):
         assert type(conn) is gtls.PureTLSConnection
     for name in gtls.STATE:
         getattr(conn, name)         # every name is set by either twin's __init__
+
+
+# -- mtls_enforcement = "report" -----------------------------------------------------------------
+
+@pytest.mark.parametrize("status", sorted(REFUSAL_ALERTS, key=lambda s: s.value))
+@pytest.mark.parametrize("version", VERSIONS)
+def test_report_only_serves_what_the_verdict_refuses(files, ca, tmp_path, status, version):
+    """Whatever the verdict refuses with, a report-only listener completes the handshake, reads the
+    request, and its HandshakeDone carries the would-be status (and the identity presented)."""
+    _, inter, _ = ca
+    listener = _listener(files, ca, report_only=True)
+    client = pki.make_client(inter, "reported")
+    listener.verifier = _ForcedVerifier(lambda chain, now=None: Verdict(status, None, 0.0, "forced"))
+    _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, client, version=version))
+    assert err is None
+    assert [type(e) for e in events] == [HandshakeDone]
+    assert events[0].status is status
+    assert plain.startswith(b"GET / HTTP/1.1")
+    # the same verdict under enforce is a refusal (the difference is the mode, nothing else)
+    enforcing = _listener(files, ca)
+    enforcing.verifier = listener.verifier
+    _, _, events, plain, err = handshake(enforcing, _client_ctx(files, tmp_path, client, version=version))
+    assert [type(e) for e in events] == [HandshakeFailed] and plain == b""
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_report_only_without_a_certificate_is_not_found_and_served(files, ca, tmp_path, version):
+    listener = _listener(files, ca, report_only=True)
+    _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, version=version))
+    assert err is None
+    assert [type(e) for e in events] == [HandshakeDone]
+    assert events[0].status is VerifyStatus.NOT_FOUND and events[0].identity is None
+    assert plain.startswith(b"GET / HTTP/1.1")
+
+
+def test_report_only_with_real_refusals(files, ca, tmp_path):
+    """Real verdicts (not forced): an untrusted, an expired and a revoked client are served with
+    their status; a good one gets Success."""
+    root, inter, _ = ca
+    stranger = pki.make_client(pki.make_intermediate(pki.make_root("Elsewhere"), "Other"), "eve")
+    past = datetime.now(timezone.utc) - timedelta(days=30)
+    expired = pki.make_client(inter, "old", not_before=past, not_after=past + timedelta(days=1))
+    revoked = pki.make_client(inter, "gone")
+    good = pki.make_client(inter, "fine")
+    listener = _listener(files, ca, report_only=True,
+                         store=_store(ca, crl_serials=[revoked.cert.serial_number]))
+    for client, want in ((stranger, VerifyStatus.UNTRUSTED), (expired, VerifyStatus.EXPIRED),
+                         (revoked, VerifyStatus.CRL_HIT), (good, VerifyStatus.SUCCESS)):
+        _, _, events, plain, err = handshake(listener, _client_ctx(files, tmp_path, client))
+        assert err is None and [type(e) for e in events] == [HandshakeDone], client.cert.subject
+        assert events[0].status is want
+        assert events[0].identity is not None and events[0].identity.verified is (want is VerifyStatus.SUCCESS)
+
+
+def test_report_only_sessions_do_not_resume_into_enforce(files, ca):
+    """The enforcement is part of the session id context: a session a report-only listener
+    issued (perhaps to a client it would refuse) never resumes under the enforcing one."""
+    store = _store(ca)
+    assert _listener(files, ca, store=store).session_id_context != \
+        _listener(files, ca, store=store, report_only=True).session_id_context
