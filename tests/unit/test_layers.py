@@ -28,6 +28,8 @@ LAYER = {
     # revocation beyond files (DESIGN.md: trust's revocation sources): the fetch they share, the
     # OCSP checker and the CRL fetcher a trust store holds, the runtime revocations' journal
     "fetch": 4, "ocsp": 4, "crlfetch": 4, "revocations": 4,
+    # the signed identity: stdlib only, the verifier backends import too
+    "signature": 1,
     # the pure pump under tls (DESIGN.md's layout): tls imports it, it imports only errors
     "tlspump": 4,
     "tls": 5,
