@@ -622,8 +622,11 @@ class ConnectionCore:
         rt = self.rt
         identity = event.identity
         if identity is not None:
-            self.identity_lines = hdrs.identity_block(identity, event.status is not None and identity.verified,
-                                                      rt.header_styles, fields=rt.identity_fields)
+            verified = event.status is not None and identity.verified
+            # identity_fields are claims of a verified certificate only: never a passthrough's or a
+            # report-only listener's would-be refusal (their names would pass for proven ones)
+            self.identity_lines = hdrs.identity_block(identity, verified, rt.header_styles,
+                                                      fields=rt.identity_fields if verified else ())
         reason = ""
         if rt.tls.reports:
             # mtls_enforcement = "report": served whatever the verdict; the backend, the logs and

@@ -698,9 +698,6 @@ class Verifier:
         if sum(len(d) for d in chain_der) > self.max_chain_bytes:
             return Verdict(VerifyStatus.MAX_SIZE, None, now + FAILURE_TTL_S,
                            f"chain larger than {self.max_chain_bytes} bytes")
-        if len(chain_der) > self.max_chain_depth:
-            return Verdict(VerifyStatus.MAX_CHAIN_DEPTH, None, now + FAILURE_TTL_S,
-                           f"{len(chain_der)} certificates presented, at most {self.max_chain_depth}")
         try:
             certs = [x509.load_der_x509_certificate(d) for d in chain_der]
             leaf = certs[0]
@@ -708,6 +705,12 @@ class Verifier:
             _ = leaf.extensions
         except Exception as exc:
             return Verdict(VerifyStatus.INVALID, None, now + FAILURE_TTL_S, f"unparseable: {exc}")
+        if len(chain_der) > self.max_chain_depth:
+            # parsed first (the size cap above bounds the work) so the refusal keeps the identity
+            # presented: the logs name it, and a report-only listener forwards the chain
+            return self._fail(VerifyStatus.MAX_CHAIN_DEPTH,
+                              f"{len(chain_der)} certificates presented, at most {self.max_chain_depth}",
+                              chain_der, certs, now)
         try:
             return self._decide_parsed(certs, chain_der, now)
         except Exception as exc:    # fail closed on anything unexpected in a hostile certificate

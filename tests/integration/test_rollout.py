@@ -251,16 +251,7 @@ def test_report_serves_a_client_enforcing_would_refuse(gw, test_pki, client, sta
     assert _access_line(gw, path)["verify_status"] == status
 
 
-# A chain longer than max_chain_depth is refused on its length before a certificate of it is read
-# (gateway/trust.py, Verifier._decide): the verdict has no identity, so report mode has no chain to
-# forward and the connection log no subject.
-DEPTH_CHAIN_LOST = pytest.mark.xfail(
-    strict=True, reason="trust.py Verifier._decide: a MaxChainDepthExceeded refusal on the count of "
-                        "certificates presented carries no identity, so report mode forwards no chain")
-
-
-@pytest.mark.parametrize("client", [pytest.param(c, marks=DEPTH_CHAIN_LOST) if c == "deep" else c
-                                    for c, _ in REFUSALS if c is not None])
+@pytest.mark.parametrize("client", [c for c, _ in REFUSALS if c is not None])
 def test_report_forwards_the_presented_chain_unverified(gw, test_pki, client):
     """The chain as presented goes passthrough's way: the backend sees who it was, unverified."""
     _, h, port, _ = _request(gw.port("report"), _ctx(test_pki, client), _unique("chain"))
@@ -306,9 +297,6 @@ def impostors(test_pki, tmp_path_factory):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="headers.py identity_block adds the identity_fields lines "
-                                       "whatever `verified` says: report mode sends an unverified "
-                                       "certificate's SPIFFE ID and SANs as identity headers")
 @pytest.mark.parametrize("which,status", [("self-signed", "Failed:ClientCertUntrusted"),
                                           ("expired", "Failed:ClientCertExpired")])
 def test_report_sends_no_identity_fields_for_a_would_refuse_client(gw, test_pki, impostors, which, status):
