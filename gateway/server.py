@@ -293,16 +293,23 @@ def _listener_runtime(spec, tls, ident, groups, access, conns, errors) -> Listen
         path_policy=paths.PathPolicy(spec.merge_slashes, spec.escaped_slashes),
         sni_host_strict=spec.host_must_match_sni and len(spec.certificates) > 1,
         identity_fields=tuple(spec.identity_fields), log_fields=spec.log_fields,
-        signer=_signer(spec))
+        signer=_signer(spec, errors))
 
 
-def _signer(spec: ListenerSpec):
-    """The listener's identity signer (gateway.signature), its key read now: a reload rotates it."""
+def _signer(spec: ListenerSpec, errors: ErrorLog):
+    """The listener's identity signer (gateway.signature), its key read now: a reload rotates it.
+    The key ids go to the log, so an operator rotating keys sees which one signs (and which one
+    backends should still accept) without ever seeing a key."""
     sig = spec.identity_signature
     if sig is None:
         return None
-    from .signature import Signer, load_key
-    return Signer(load_key(sig.key_file), sig.header)
+    from .signature import Signer, key_id, load_key
+    signer = Signer(load_key(sig.key_file), sig.header)
+    previous = key_id(load_key(sig.previous_key_file)) if sig.previous_key_file is not None else None
+    errors.info("identity_signature", f"listener {spec.name} signs identities with key {signer.kid}"
+                + (f" (backends may still accept {previous})" if previous else ""),
+                listener=spec.name, kid=signer.kid, previous_kid=previous)
+    return signer
 
 
 def _with_store(old: ListenerTLS, store: TrustStore | None, spec: ListenerSpec) -> ListenerTLS:

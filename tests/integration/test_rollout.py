@@ -869,6 +869,11 @@ def test_key_rotation_by_reload_keeps_requests_valid(tmp_path, test_pki, echo):
         assert err.value.reason == "unknown_key"
         # a request signed before the rotation still verifies against [new, old]
         assert signature.verify(*before, [new, old]) == my_verify(*before, [new, old]) == my_kid(old)
+        # the error log names the key ids in force, never a key
+        said = [r for r in gw.lines("error") if r.get("reason") == "identity_signature"]
+        assert [(r["kid"], r["previous_kid"]) for r in said][-1] == (my_kid(new), my_kid(old))
+        text = (tmp_path / "error.log").read_bytes()
+        assert new not in text and old not in text
     finally:
         assert gw.stop() == 0, gw.stderr_tail()
 
