@@ -1109,16 +1109,7 @@ class _Reader:
         if not value:
             self.add(key, f"must not be empty; give one or more of: {_one_of(HEADER_STYLES)}")
             return None
-        styles: list[str] = []
-        for index, item in enumerate(value):
-            style = self.choice_value(item, f"{key}[{index}]", HEADER_STYLES)
-            if style is None:
-                continue
-            if style in styles:
-                self.add(f"{key}[{index}]", f"duplicate header style {style!r}")
-                continue
-            styles.append(style)
-        return tuple(styles)
+        return self.distinct(value, key, HEADER_STYLES, "header style")
 
     def alpn(self, table: dict[str, Any], prefix: str) -> tuple[str, ...] | None:
         """The protocols ALPN may choose, in the server's order of preference."""
@@ -1133,16 +1124,7 @@ class _Reader:
         if not value:
             self.add(key, f"must not be empty; give one or both of: {_one_of(ALPN_PROTOCOLS)}")
             return None
-        out: list[str] = []
-        for index, item in enumerate(value):
-            proto = self.choice_value(item, f"{key}[{index}]", ALPN_PROTOCOLS)
-            if proto is None:
-                continue
-            if proto in out:
-                self.add(f"{key}[{index}]", f"duplicate protocol {proto!r}")
-                continue
-            out.append(proto)
-        return tuple(out)
+        return self.distinct(value, key, ALPN_PROTOCOLS, "protocol")
 
     def name_list(self, table: dict[str, Any], name: str, prefix: str, choices: tuple[str, ...],
                   default: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -1155,13 +1137,19 @@ class _Reader:
             self.add(key, f"expected an array of strings (of {_one_of(choices)}), got "
                           f"{_type_name(value)}")
             return None
+        return self.distinct(value, key, choices, "")
+
+    def distinct(self, items: list[Any], key: str, choices: tuple[str, ...],
+                 what: str) -> tuple[str, ...]:
+        """The items of an array that are each one of `choices`, in order; a repeat is a problem
+        ("duplicate <what> 'x'") at its index, as is anything not a choice."""
         out: list[str] = []
-        for index, item in enumerate(value):
+        for index, item in enumerate(items):
             chosen = self.choice_value(item, f"{key}[{index}]", choices)
             if chosen is None:
                 continue
             if chosen in out:
-                self.add(f"{key}[{index}]", f"duplicate {chosen!r}")
+                self.add(f"{key}[{index}]", f"duplicate {what + ' ' if what else ''}{chosen!r}")
                 continue
             out.append(chosen)
         return tuple(out)
