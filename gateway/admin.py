@@ -29,6 +29,9 @@ from .identity import rfc2253, serial_hex
 from .revocations import RevocationError, close_revoked, parse_serial_text
 
 MAX_BODY_BYTES = 65536
+# GET /revocations pages (offset, limit): a listing of 500,000 must not hold up a worker
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10000
 _JSON = b"application/json"
 
 
@@ -186,8 +189,18 @@ class AdminProtocol(asyncio.Protocol):
         store = params.get("trust_store", [None])[0]
         serial_text = params.get("serial", [None])[0]
         serial = parse_serial_text(serial_text) if serial_text is not None else None
-        entries = revocations.listing(store, serial)
-        return orjson.dumps({"revocations": entries, "count": len(entries)})
+        try:
+            offset = int(params.get("offset", ["0"])[0])
+            limit = int(params.get("limit", [str(DEFAULT_PAGE)])[0])
+        except ValueError:
+            raise RevocationError(400, "offset and limit must be integers") from None
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise RevocationError(400, f"offset must be >= 0 and limit 1..{MAX_PAGE}")
+        entries, total = revocations.listing(store, serial, offset, limit)
+        doc: dict = {"revocations": entries, "count": len(entries), "total": total}
+        if offset + len(entries) < total:
+            doc["next_offset"] = offset + len(entries)
+        return orjson.dumps(doc)
 
     def _post(self, runtime, revocations, body_in: bytes):
         try:
@@ -211,7 +224,7 @@ class AdminProtocol(asyncio.Protocol):
                                    f"trust store {store}", trust_store=store,
                                    serial=serial_hex(serial), revocation_reason=change.entry[0],
                                    by=change.entry[2], connections_closed=closed)
-        record = revocations.listing(store, serial)
+        record, _ = revocations.listing(store, serial)
         return (201 if created else 200), _JSON, orjson.dumps(
             {"revocation": record[0] if record else None, "created": created}), []
 

@@ -28,6 +28,7 @@ import fcntl
 import os
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -355,19 +356,31 @@ class Revocations:
             os.close(fd)
         return Change("unrevoke", store, serial, current), seen
 
-    def listing(self, store: str | None = None, serial: int | None = None) -> list[dict[str, Any]]:
-        out = []
+    def listing(self, store: str | None = None, serial: int | None = None, offset: int = 0,
+                limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """(the revocations from `offset`, at most `limit` of them, in journal order; how many
+        match in all). A page is bounded so that listing 500,000 never stalls a worker."""
+        out: list[dict[str, Any]] = []
+        total = 0
         for name, entries in self.state.stores.items():
             if store is not None and name != store:
                 continue
-            items: Iterable[tuple[int, Entry]] = entries.items()
+            items: Iterable[tuple[int, Entry]]
             if serial is not None:
                 found = entries.get(serial)
                 items = [(serial, found)] if found is not None else []
+                count = len(items)
+            else:
+                count = len(entries)
+                skip = max(0, offset - total)
+                items = islice(entries.items(), skip, None) if skip < count else ()
+            total += count
             for number, (reason, at, by) in items:
+                if limit is not None and len(out) >= limit:
+                    break
                 out.append({"trust_store": name, "serial": serial_hex(number), "reason": reason,
                             "revoked_at": _iso(at), "by": by})
-        return out
+        return out, total
 
 
 def _iso(ts: float) -> str:

@@ -119,3 +119,22 @@ def test_records_not_of_ours_change_nothing(tmp_path, stores):
                                           b'{"op":"revoke","trust_store":"main","serial":"0F"}\n')
     a = _process(tmp_path, stores)
     assert set(a.state.stores["main"]) == {15}
+
+
+def test_listing_pages_through_every_revocation(tmp_path, stores):
+    a = _process(tmp_path, stores)
+    for serial in range(1, 26):
+        a.revoke(stores, "main" if serial % 5 else "other", serial, f"r{serial}", "")
+    seen, offset = [], 0
+    while True:
+        page, total = a.listing(offset=offset, limit=7)
+        assert total == 25 and len(page) <= 7
+        seen += [(r["trust_store"], int(r["serial"], 16)) for r in page]
+        if not page:
+            break
+        offset += len(page)
+    assert sorted(s for _, s in seen) == list(range(1, 26)) and len(set(seen)) == 25
+    page, total = a.listing("other", offset=2, limit=10)
+    assert total == 5 and [int(r["serial"], 16) for r in page] == [15, 20, 25]
+    page, total = a.listing("main", serial=7)
+    assert total == 1 and page[0]["reason"] == "r7"
