@@ -773,6 +773,7 @@ class Master:
         next_ping = time.monotonic()
         watch_s = self.config.gateway.watch_interval_s if self.config.gateway.watch_files else None
         watched = _file_state(self.config)
+        settling: dict[str, tuple] | None = None     # a changed state seen once, not yet applied
         next_watch = time.monotonic() + watch_s if watch_s else None
         next_sweep = time.monotonic() + CHAIN_SWEEP_INTERVAL_S
         while True:
@@ -788,12 +789,20 @@ class Master:
                 next_sweep = now + CHAIN_SWEEP_INTERVAL_S
             if next_watch is not None and now >= next_watch and not self.stopping:
                 current = _file_state(self.config)
-                if current != watched:
-                    # a certificate, key, CA bundle or CRL changed on disk (e.g. renewed by an
-                    # ACME client or a CRL fetcher): reload as SIGHUP would
+                if current == watched:
+                    settling = None
+                elif current != settling:
+                    # changed since the last look: wait one more look, so a file still being
+                    # written in place is never read half-way (a rename or Kubernetes' ..data
+                    # symlink swap is whole at once; an in-place writer is not)
+                    settling = current
+                else:
+                    # a certificate, key, CA bundle, CRL or the configuration itself changed on
+                    # disk and held still for a look (an ACME client, a CRL fetcher, a Secret or
+                    # ConfigMap update): reload as SIGHUP would, once
                     self.reload("watched files changed")
-                    current = _file_state(self.config)
-                watched = current
+                    watched = _file_state(self.config)
+                    settling = None
                 next_watch = time.monotonic() + watch_s  # type: ignore[operator]  # set: watch_s is
             timeout = 1.0
             if watchdog_s is not None:
@@ -863,8 +872,12 @@ def _raise_fd_limit() -> None:
 
 
 def _file_state(config: Config) -> dict[str, tuple]:
-    """(inode, size, mtime) of every file the configuration loads, to notice replacements."""
+    """(inode, size, mtime) of every file the configuration loads, and of the configuration file
+    itself, to notice replacements. stat() follows symbolic links, so a Kubernetes volume's `..data`
+    swap (every file a link through `..data` to a new directory) shows as new inodes."""
     paths = [p for l in config.listeners for c in l.certificates for p in (c.cert, c.key)]
+    if config.source is not None:
+        paths.append(config.source)
     for store in config.trust_stores.values():
         paths.append(store.ca_bundle)
         paths.extend(store.crls)
