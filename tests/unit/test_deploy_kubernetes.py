@@ -68,6 +68,8 @@ def test_the_deployment_keeps_the_gateways_contract():
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
     assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    # one worker per CPU the container may use
+    assert config["gateway"]["workers"] == int(container["resources"]["limits"]["cpu"])
     # keys, CA bundles and CRLs from Secrets, the configuration from the ConfigMap
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == kinds["ConfigMap"]["metadata"]["name"]
