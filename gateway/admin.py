@@ -127,7 +127,7 @@ class AdminProtocol(asyncio.Protocol):
         elif path == b"/healthz":
             status, ctype, body = 200, b"text/plain", b"ok\n"
         elif path == b"/readyz":
-            ready = self.worker.serving and not self.worker.stopping.is_set()
+            ready = self.worker.serving and not self.worker.unready and not self.worker.stopping.is_set()
             status, ctype, body = (200, b"text/plain", b"ready\n") if ready else (503, b"text/plain", b"draining\n")
         elif path == b"/certificates":
             status, ctype = 200, _JSON

@@ -9,8 +9,10 @@ and therefore the same session-ticket keys: a client resumes whichever worker it
 forks N workers that each run a uvloop loop over the inherited sockets while the master supervises
 (a worker that dies is replaced and the event logged; the master never serves traffic).
 
-SIGTERM/SIGINT drain: stop accepting, let in-flight requests finish (up to `DRAIN_TIMEOUT_S`), close
-idle keep-alive connections with close_notify, exit 0.
+SIGTERM/SIGINT leave, then drain: /readyz answers 503 at once while the listeners keep accepting for
+`shutdown_delay_s` (0 unless set: a load balancer's health check takes the instance out meanwhile),
+then every worker stops accepting, lets in-flight requests finish (up to `drain_timeout_s`), closes
+idle keep-alive connections with close_notify and exits 0. A second SIGTERM drains at once.
 """
 from __future__ import annotations
 
@@ -361,10 +363,15 @@ class Worker:
         # made by start(), on the loop it serves (None until then; nothing waits on it before)
         self.stopping: asyncio.Event = None  # type: ignore[assignment]
         self.serving = False
+        # the instance is leaving (the master's stop, not a reload): /readyz answers 503 and the
+        # admin listener answers it until the worker exits
+        self.unready = False
+        self.admin_server: asyncio.AbstractServer | None = None
         self._sampler: asyncio.TimerHandle | None = None
         self._revocation_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self._cache_seen: dict[int, tuple[int, int]] = {}  # by id() of a live cache
+        self.shutdown_delay_s = 0.0
 
     def runtime_ref(self) -> Runtime:
         return self.runtime
@@ -457,6 +464,16 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        loop.add_signal_handler(signal.SIGUSR2, self.leave)
+
+    def leave(self, delay_s: float = 0.0) -> None:
+        """The master's stop (SIGUSR2): not ready from now on, still accepting for `delay_s`
+        (the master's `shutdown_delay_s`, given to run_worker), then the drain."""
+        if self.unready:
+            return
+        self.unready = True
+        delay_s = delay_s or self.shutdown_delay_s
+        asyncio.get_running_loop().call_later(delay_s, self.stopping.set)
 
     def reopen_logs(self) -> None:
         """After logrotate moved the files: write to new ones from now on."""
@@ -471,6 +488,10 @@ class Worker:
         self.serving = False
         for server in self.servers:
             server.close()
+        if self.admin_server is not None and not self.unready:
+            # rolled out by a reload: the new generation answers /readyz (200) and /metrics; an
+            # old worker answering 503 there would take a serving instance out of its balancer
+            self.admin_server.close()
         if on_closed is not None:
             on_closed()         # the master may now say the new generation alone accepts
         deadline = time.monotonic() + timeout_s
@@ -516,14 +537,19 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_worker(runtime: Runtime, sockets: dict[str, socket.socket], *, ready_fd: int = -1,
-               drain_timeout_s: float = DRAIN_TIMEOUT_S, admin_socket: socket.socket | None = None) -> None:
+               drain_timeout_s: float = DRAIN_TIMEOUT_S, admin_socket: socket.socket | None = None,
+               shutdown_delay_s: float = 0.0, left: list[int] | None = None) -> None:
+    """`left` collects a SIGUSR2 that came before the loop's handlers were installed."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(runtime, sockets, admin_socket)
+    worker.shutdown_delay_s = shutdown_delay_s
 
     async def main() -> None:
         await worker.start()
         worker.install_signals()
+        if left:
+            worker.leave()
         if ready_fd >= 0:
             os.write(ready_fd, b"R")
         await worker.stopping.wait()
@@ -617,8 +643,11 @@ class Master:
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                left: list[int] = []    # the master left before this worker's loop listens
+                signal.signal(signal.SIGUSR2, lambda signum, frame: left.append(signum))
                 run_worker(self.runtime, self.sockets, ready_fd=w,
-                           drain_timeout_s=self._drain_timeout_s(), admin_socket=self.admin_socket)
+                           drain_timeout_s=self._drain_timeout_s(), admin_socket=self.admin_socket,
+                           shutdown_delay_s=float(self.config.gateway.shutdown_delay_s), left=left)
             except BaseException:
                 code = 1
             finally:
@@ -655,10 +684,12 @@ class Master:
     def _wait_ready(self, procs: list[_WorkerProc], timeout_s: float = 30.0) -> bool:
         return self._wait_pipe(procs, b"R", timeout_s)
 
-    def _stop_worker(self, proc: _WorkerProc) -> None:
+    def _stop_worker(self, proc: _WorkerProc, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: drain now (a reload's rollout, a second stop). SIGUSR2: the instance leaves
+        (not ready, accepting for `shutdown_delay_s`, then the drain)."""
         proc.stopping = True
         try:
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, sig)
         except ProcessLookupError:
             pass
 
@@ -749,7 +780,8 @@ class Master:
         os.set_blocking(w, False)
         os.set_blocking(r, False)
         signal.set_wakeup_fd(w)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD,
+                    signal.SIGUSR2):
             signal.signal(sig, lambda signum, frame: None)
         for spec in self.config.listeners:
             self.errors.info("listening", f"listener {spec.name} on {spec.host}:{spec.port} "
@@ -821,7 +853,22 @@ class Master:
                 if signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
                     self.stopping = True
                     self.systemd.stopping()
-                    self.errors.info("stopping", "draining workers")
+                    delay = float(self.config.gateway.shutdown_delay_s)
+                    if delay > 0:
+                        self.errors.info("stopping", f"not ready: /readyz answers 503; accepting for "
+                                         f"{delay:g} s while load balancers take this instance out, "
+                                         "then draining workers", shutdown_delay_s=delay)
+                    else:
+                        self.errors.info("stopping", "draining workers")
+                    for proc in list(self.workers.values()):
+                        self._stop_worker(proc, signal.SIGUSR2)
+                    # the workers hold the listening sockets now: once they stop accepting, a new
+                    # connection is refused at once (a balancer retries it elsewhere) instead of
+                    # waiting in the backlog for the master to exit
+                    for sock in self.sockets.values():
+                        sock.close()
+                elif signum in (signal.SIGTERM, signal.SIGINT):
+                    self.errors.info("stopping", "second stop signal: draining workers now")
                     for proc in list(self.workers.values()):
                         self._stop_worker(proc)
                 elif signum == signal.SIGHUP and not self.stopping:

@@ -165,6 +165,7 @@ DEFAULT_CONNECTION_LOG = LOG_STDOUT
 DEFAULT_ERROR_LOG = LOG_STDOUT  # "-" means stderr for the error log
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+DEFAULT_SHUTDOWN_DELAY_S = 0.0        # 0: drain at once on SIGTERM
 DEFAULT_TICKET_ROTATION_S = 0.0       # 0: never roll workers just to rotate ticket keys
 DEFAULT_WATCH_FILES = False
 DEFAULT_WATCH_INTERVAL_S = 2.0
@@ -569,8 +570,8 @@ class TargetGroupSpec:
 @dataclass(frozen=True, slots=True)
 class GatewaySpec:
     """Process-wide settings. Log fields hold "-" (stdout; stderr for `error_log`), "off" (not for
-    `error_log`) or an absolute file path. `ticket_rotation_s` is 0 (never) unless given, and
-    then a duration > 0."""
+    `error_log`) or an absolute file path. `ticket_rotation_s` and `shutdown_delay_s` are 0
+    (never; none) unless given, and then a duration > 0."""
 
     workers: int = explicit(DEFAULT_WORKERS)
     native: str = choice(DEFAULT_NATIVE, NATIVE_MODES)
@@ -579,6 +580,7 @@ class GatewaySpec:
     error_log: str = string(DEFAULT_ERROR_LOG)
     log_level: str = choice(DEFAULT_LOG_LEVEL, LOG_LEVELS)
     drain_timeout_s: float = seconds(DEFAULT_DRAIN_TIMEOUT_S)
+    shutdown_delay_s: float = seconds(DEFAULT_SHUTDOWN_DELAY_S)
     ticket_rotation_s: float = seconds(DEFAULT_TICKET_ROTATION_S)
     watch_files: bool = boolean(DEFAULT_WATCH_FILES)
     watch_interval_s: float = seconds(DEFAULT_WATCH_INTERVAL_S)

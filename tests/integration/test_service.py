@@ -523,3 +523,75 @@ def test_reload_under_load_with_certificate_rotation_and_a_crl(tmp_path, pki_dir
             _get(port, _ctx(pki_dir, "eve"))
     finally:
         assert _stop(proc) == 0
+
+
+def test_shutdown_delay_answers_not_ready_while_accepting_then_refuses(tmp_path, pki_dir):
+    """SIGTERM with shutdown_delay_s: /readyz is 503 at once, handshakes and requests still succeed
+    for the delay (the balancer's health check takes the instance out meanwhile), then the drain:
+    a new connection is refused at once, not left in a backlog."""
+    port, admin = free_port(), free_port()
+    proc, _ = _start(tmp_path, _config(tmp_path, pki_dir, port, "leaving", extra="shutdown_delay_s = 1.5\n")
+                     + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
+    try:
+        wait_port(port, proc)
+        wait_port(admin, proc)
+        assert _admin_get(admin, "/readyz") == (200, b"ready\n")
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        deadline = sent + 5
+        while _admin_get(admin, "/readyz")[0] != 503:
+            assert time.monotonic() < deadline, "readyz never went to 503"
+        answered = 0
+        while time.monotonic() - sent < 1.2:     # well inside the delay
+            assert _get(port, _ctx(pki_dir)) == (200, b"leaving")
+            answered += 1
+        assert answered > 0
+        assert _admin_get(admin, "/readyz") == (503, b"draining\n")
+        # after the delay: refused (ECONNREFUSED) while the master is still there or already gone
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    s.settimeout(2)
+                    assert time.monotonic() < deadline, "still accepting 10 s after the delay"
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.02)
+        assert time.monotonic() - sent >= 1.5
+        assert proc.wait(30) == 0
+        log = (tmp_path / "error.log").read_text()
+        assert "accepting for 1.5 s while load balancers take this instance out" in log
+    finally:
+        _stop(proc)
+
+
+def test_readyz_stays_200_across_a_reload(tmp_path, pki_dir):
+    """During a reload the old workers drain; they must not answer /readyz (503) for the instance."""
+    port, admin = free_port(), free_port()
+    proc, config = _start(tmp_path, _config(tmp_path, pki_dir, port, "r0")
+                          + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
+    echo = start_echo()
+    try:
+        wait_port(port, proc)
+        wait_port(admin, proc)
+        # a slow in-flight request keeps an old worker draining across the reload
+        slow = threading.Thread(target=lambda: _get(port, _ctx(pki_dir), "/up/delay/1500"))
+        config.write_text(_config(tmp_path, pki_dir, port, "r1", echo_port=echo.port)
+                          + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
+        proc.send_signal(signal.SIGHUP)
+        _wait_generation(tmp_path / "error.log", 1)
+        slow.start()
+        time.sleep(0.1)
+        config.write_text(_config(tmp_path, pki_dir, port, "r2", echo_port=echo.port)
+                          + f'\n[admin]\nbind = "127.0.0.1:{admin}"\n')
+        proc.send_signal(signal.SIGHUP)
+        statuses = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            statuses.append(_admin_get(admin, "/readyz")[0])
+        slow.join(30)
+        _wait_generation(tmp_path / "error.log", 2)
+        assert set(statuses) == {200}, statuses.count(503)
+    finally:
+        _stop(proc)
+        echo.stop()

@@ -65,7 +65,7 @@ def test_toml_keys_are_the_keys_the_file_may_hold():
         "identity_signature", "identity_fields", "log_fields")
     assert spec.toml_keys(spec.GatewaySpec) == (
         "workers", "native", "access_log", "connection_log", "error_log", "log_level",
-        "drain_timeout_s", "ticket_rotation_s", "watch_files", "watch_interval_s",
+        "drain_timeout_s", "shutdown_delay_s", "ticket_rotation_s", "watch_files", "watch_interval_s",
         "connection_log_format", "state_dir")
     assert spec.toml_keys(spec.AdminSpec) == ("bind", "token_file")
     assert spec.toml_keys(spec.CertificateSpec) == ("cert", "key")
