@@ -39,8 +39,9 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from gateway import testing
@@ -62,9 +63,12 @@ def haproxy_config(front_port: int, servers: Sequence[tuple[str, int, int]], *, 
     lines = [
         "global",
         f"    stats socket {stats_socket} mode 600 level admin",
+        "    log stdout format raw local0",
         "    maxconn 4096",
         "defaults",
         "    mode tcp",
+        "    log global",
+        "    option tcplog",
         "    timeout connect 1s",
         "    timeout client 30s",
         "    timeout server 30s",
@@ -104,6 +108,25 @@ def parse_stat(csv: str) -> dict[str, str]:
     return out
 
 
+def servers_in_log(text: str, connections: Mapping[str, float]) -> dict[str, str]:
+    """From HAProxy's tcplog lines (`SRC:PORT [accept date] frontend backend/server ...`): for each
+    client "ip:port" -> the wall-clock time it connected, the server of the line with that source
+    accepted nearest that time (within a second; a source port comes back in later connections)."""
+    best: dict[str, tuple[float, str]] = {}
+    for line in text.splitlines():
+        m = _TCPLOG.search(line)
+        if m is None or m.group(1) not in connections:
+            continue
+        accepted = datetime.strptime(m.group(2), "%d/%b/%Y:%H:%M:%S.%f").timestamp()
+        off = abs(accepted - connections[m.group(1)])
+        if off <= 1.0 and (m.group(1) not in best or off < best[m.group(1)][0]):
+            best[m.group(1)] = (off, m.group(3))
+    return {source: server for source, (_, server) in best.items()}
+
+
+_TCPLOG = re.compile(r"(\d+\.\d+\.\d+\.\d+:\d+) \[([^\]]*)\] \S+ " + BACKEND + r"/(\S+) ")
+
+
 class HAProxy:
     def __init__(self, directory: Path, front_port: int, servers: Sequence[tuple[str, int, int]], *,
                  balance: str, binary: str = "haproxy", cpus: Sequence[int] | None = None) -> None:
@@ -113,9 +136,11 @@ class HAProxy:
         self.config = directory / "haproxy.cfg"
         self.config.write_text(haproxy_config(front_port, servers, balance=balance,
                                               stats_socket=self.stats_socket))
-        self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=open(directory / "haproxy.log", "wb"), start_new_session=True,
-                                     preexec_fn=cpu.pin(cpus) if cpus else None)
+        self.log = directory / "haproxy.log"     # one tcplog line per connection, at its end
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdout=out, stderr=out,
+                                         start_new_session=True,
+                                         preexec_fn=cpu.pin(cpus) if cpus else None)
         testing.wait_port(front_port, self.proc)
 
     def command(self, line: str) -> str:
@@ -127,6 +152,12 @@ class HAProxy:
             while chunk := s.recv(65536):
                 out += chunk
         return out.decode()
+
+    def servers_of(self, outcomes: Sequence[Outcome]) -> dict[str, str]:
+        """{client "ip:port": the server HAProxy sent that connection to} for these outcomes' last
+        connections, from its connection log (a connection is logged when it ends)."""
+        return servers_in_log(self.log.read_text(errors="replace"),
+                              {o.source: o.connected for o in outcomes if o.source})
 
     def states(self) -> dict[str, str]:
         return parse_stat(self.command("show stat"))
@@ -337,6 +368,8 @@ class Outcome:
     first: bool = False        # the client's first connection: nothing to resume
     retried: bool = False      # a keep-alive connection was closed under it; sent again, once
     error: str | None = None
+    source: str | None = None  # the client's "ip:port" of the (last) connection it went on
+    connected: float = 0.0     # time.time() when that connection was made
 
 
 _HEAD_END = b"\r\n\r\n"
@@ -402,10 +435,14 @@ class Load:
         with self._lock:
             self.outcomes.append(outcome)
 
-    def _connect(self, client: int, session) -> ssl.SSLSocket:
-        # 127.0.0.0/8 is all loopback: a source address per client, for `balance source`
+    def _tcp(self, client: int) -> tuple[socket.socket, str]:
+        """A connection to the balancer and its source "ip:port"; 127.0.0.0/8 is all loopback: a
+        source address per client, for `balance source`."""
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout,
                                         source_address=(f"127.0.0.{10 + client}", 0))
+        return sock, "%s:%d" % sock.getsockname()[:2]
+
+    def _tls(self, sock: socket.socket, session) -> ssl.SSLSocket:
         try:
             return self.ctx.wrap_socket(sock, server_hostname="localhost", session=session)
         except BaseException:
@@ -418,31 +455,39 @@ class Load:
         request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         while not self._stop.is_set():
             started = time.monotonic()
+            source, connected = None, 0.0
             try:
-                with self._connect(client, session) as tls:
+                sock, source = self._tcp(client)
+                connected = time.time()
+                with self._tls(sock, session) as tls:
                     tls.sendall(request)
                     head, body, _ = _read_response(tls)
                     resumed = bool(tls.session_reused)
                     session = tls.session
                 ok = head.startswith(b"HTTP/1.1 200")
                 self._record(Outcome("new", client, started, time.monotonic(), ok, body.decode(errors="replace"),
-                                     resumed, first, error=None if ok else head.split(b"\r\n", 1)[0].decode()))
+                                     resumed, first, error=None if ok else head.split(b"\r\n", 1)[0].decode(),
+                                     source=source, connected=connected))
             except (OSError, EOFError, ssl.SSLError) as exc:
                 self._record(Outcome("new", client, started, time.monotonic(), False, first=first,
-                                     error=f"{type(exc).__name__}: {exc}"))
+                                     error=f"{type(exc).__name__}: {exc}", source=source,
+                                     connected=connected))
             first = False
 
     def _keepalive_client(self, client: int) -> None:
         request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
         tls: ssl.SSLSocket | None = None
         reused = False
+        source, connected = None, 0.0
         while not self._stop.is_set():
             started = time.monotonic()
             retried = False
             for attempt in (0, 1):
                 try:
                     if tls is None:
-                        tls, reused = self._connect(client, None), False
+                        sock, source = self._tcp(client)
+                        connected = time.time()
+                        tls, reused = self._tls(sock, None), False
                     tls.sendall(request)
                     head, body, closing = _read_response(tls)
                     ok = head.startswith(b"HTTP/1.1 200")
@@ -466,7 +511,8 @@ class Load:
                         retried = True
                         continue
                     self._record(Outcome("keepalive", client, started, time.monotonic(), False,
-                                         retried=retried, error=f"{type(exc).__name__}: {exc}"))
+                                         retried=retried, error=f"{type(exc).__name__}: {exc}",
+                                         source=source, connected=connected))
                     break
         if tls is not None:
             tls.close()

@@ -55,3 +55,18 @@ def test_summarize_counts_resumption_over_returning_connections_only():
     assert (s.resumable, s.resumed) == (2, 1)
     assert s.resumption_rate == 0.5
     assert F.summarize([]).resumption_rate is None
+
+
+def test_servers_in_log_takes_the_line_accepted_nearest_the_connection():
+    from datetime import datetime
+    at = datetime(2026, 12, 4, 19, 12, 0, 123000).timestamp()
+    log = ("127.0.0.10:40001 [04/Dec/2026:19:11:30.000] fleet gateways/gw1 1/0/5 123 CD 1/1/0/0/0 0/0\n"
+           "127.0.0.10:40001 [04/Dec/2026:19:12:00.124] fleet gateways/gw0 1/0/5 123 SD 1/1/0/0/0 0/0\n"
+           "127.0.0.10:40001 [04/Dec/2026:19:12:40.000] fleet gateways/gw2 1/0/5 123 CD 1/1/0/0/0 0/0\n"
+           "127.0.0.11:40002 [04/Dec/2026:19:12:00.124] fleet gateways/gw2 1/0/5 123 SD 1/1/0/0/0 0/0\n"
+           "127.0.0.12:40003 [04/Dec/2026:19:12:00.125] fleet gateways/<NOSRV> -1/-1/0 0 SC 0/0/0/0/3 0/0\n"
+           "127.0.0.13:40004 [04/Dec/2026:19:14:00.125] fleet gateways/gw1 1/0/5 123 SD 1/1/0/0/0 0/0\n"
+           "Proxy fleet started.\n")
+    assert F.servers_in_log(log, {"127.0.0.10:40001": at, "127.0.0.11:40002": at,
+                                  "127.0.0.13:40004": at, "127.0.0.99:1": at}) == {
+        "127.0.0.10:40001": "gw0", "127.0.0.11:40002": "gw2"}
