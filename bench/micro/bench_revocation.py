@@ -68,7 +68,24 @@ def _gateway(tmp, loaded: int):
     config = testing.write_config(tmp / "gateway.toml", doc)
     started = time.perf_counter()
     gw = testing.GatewayProcess(config, {"verify": verify, "admin": admin}, timeout=120)
+    # the ports accept once the master has bound them, before any worker is forked: the start
+    # is over when a worker answers /readyz
+    deadline = time.monotonic() + 120
+    while not _ready(admin):
+        assert time.monotonic() < deadline, "no worker became ready"
+        time.sleep(0.01)
     return gw, admin, time.perf_counter() - started
+
+
+def _ready(admin: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="module")
