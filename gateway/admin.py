@@ -69,8 +69,14 @@ def certificates_report(runtime) -> dict:
 
 
 class AdminProtocol(asyncio.Protocol):
+    """One admin connection. A silent or slow peer cannot hold it: each request must be whole
+    within `[admin] idle_timeout_s` of the connection's start or of the last answer, and a worker
+    keeps at most `[admin] max_connections` (any above is closed at once, logged once a second)."""
+
     def __init__(self, worker) -> None:
         self.worker = worker
+        self._timer: asyncio.TimerHandle | None = None
+        self._counted = False
         self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64,
                                                             max_body_bytes=MAX_BODY_BYTES))
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # until connection_made
@@ -78,6 +84,38 @@ class AdminProtocol(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        worker = self.worker
+        spec = worker.runtime.config.admin
+        if worker.admin_connections >= spec.max_connections:
+            now = time.monotonic()
+            if now - worker.admin_refused_logged >= 1.0:
+                worker.admin_refused_logged = now
+                worker.runtime.errors.warning(
+                    "admin_connection_refused", f"admin listener: {spec.max_connections} connections "
+                    "open in this worker (admin.max_connections); closing new ones")
+            transport.abort()
+            return
+        worker.admin_connections += 1
+        self._counted = True
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(
+            self.worker.runtime.config.admin.idle_timeout_s, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self.transport.abort()      # nothing whole came in time: a silent or slow peer
+
+    def connection_lost(self, exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._counted:
+            self._counted = False
+            self.worker.admin_connections -= 1
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -104,6 +142,7 @@ class AdminProtocol(asyncio.Protocol):
                     if not self.request.keep_alive:
                         self.transport.close()
                         return
+                    self._arm()      # the next request has its own time
         except HTTPProtocolError as exc:
             self.transport.write(http1.error_response(exc.status, b"bad request\n"))
             self.transport.close()

@@ -59,7 +59,8 @@ from gateway.spec import (  # noqa: F401 - re-exported: the spec's names are con
     DEFAULT_MTLS_ENFORCEMENT, IDENTITY_FIELDS, MIN_SIGNATURE_KEY_BYTES, MTLS_ENFORCEMENTS,
     DEFAULT_CRL_FETCH, DEFAULT_CRL_FETCH_TIMEOUT_S, DEFAULT_CRL_STALE, DEFAULT_OCSP,
     DEFAULT_OCSP_FAILURE, DEFAULT_OCSP_TIMEOUT_S, DEFAULT_STATE_DIR, FAILURE_POLICIES, OCSP_MODES, CONNECTION_LOG_FORMATS, DEFAULT_ACCESS_LOG,
-    DEFAULT_ADMIN_BIND, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_ADVERTISE_CA_NAMES,
+    DEFAULT_ADMIN_BIND, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_IDLE_TIMEOUT_S,
+    DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMIN_PORT, DEFAULT_ADVERTISE_CA_NAMES,
     DEFAULT_BODY_TIMEOUT_S, DEFAULT_CIPHERS_TLS12, DEFAULT_CONNECTION_LOG,
     DEFAULT_CONNECTION_LOG_FORMAT, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_EJECTION_DURATION_S, DEFAULT_EJECTION_FAILURES, DEFAULT_ERROR_LOG,
@@ -818,12 +819,18 @@ class _Reader:
             self.add("admin.bind", f"expected a string (host:port), got {_type_name(text)}")
             return None
         token_file = self.token_file(table)
+        idle = DEFAULT_ADMIN_IDLE_TIMEOUT_S
+        if "idle_timeout_s" in table:
+            idle = self.seconds_value(table["idle_timeout_s"], "admin.idle_timeout_s") or idle
+        most = DEFAULT_ADMIN_MAX_CONNECTIONS
+        if "max_connections" in table:
+            most = self.integer_value(table["max_connections"], "admin.max_connections", 1, 100000) or most
         try:
             host, port = parse_address(text, listen=True)
         except ValueError as exc:
             self.add("admin.bind", str(exc))
             return None
-        return AdminSpec(host, port, token_file)
+        return AdminSpec(host, port, token_file, idle, most)
 
     def trust_store(self, name: str, raw: object) -> TrustStoreSpec | None:
         prefix = _join("trust_store", name)

@@ -367,6 +367,8 @@ class Worker:
         # admin listener answers it until the worker exits
         self.unready = False
         self.admin_server: asyncio.AbstractServer | None = None
+        self.admin_connections = 0          # open admin connections (AdminProtocol counts them)
+        self.admin_refused_logged = 0.0
         self._sampler: asyncio.TimerHandle | None = None
         self._revocation_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []

@@ -174,6 +174,8 @@ DEFAULT_CONNECTION_LOG_FORMAT = "json"
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_ADMIN_BIND = f"{DEFAULT_ADMIN_HOST}:{DEFAULT_ADMIN_PORT}"
+DEFAULT_ADMIN_IDLE_TIMEOUT_S = 10.0      # a request must come whole within it (or the next one)
+DEFAULT_ADMIN_MAX_CONNECTIONS = 64       # per worker
 #: Where revocations made through the admin API are kept (gateway.revocations); the systemd unit's
 #: StateDirectory. None: no state kept, and the revocation API cannot be turned on.
 DEFAULT_STATE_DIR: Path | None = None
@@ -591,11 +593,15 @@ class GatewaySpec:
 @dataclass(frozen=True, slots=True)
 class AdminSpec:
     """The admin listener (metrics, health, certificates): plain HTTP, loopback by default.
-    `token_file` holds the bearer token of the revocation API (off without one)."""
+    `token_file` holds the bearer token of the revocation API (off without one). A connection has
+    `idle_timeout_s` for each whole request (from its start or the last answer); a worker holds at
+    most `max_connections` admin connections and closes any above."""
 
     host: str = explicit(DEFAULT_ADMIN_HOST, toml="bind")
     port: int = part(DEFAULT_ADMIN_PORT)
     token_file: Path | None = explicit(None)
+    idle_timeout_s: float = explicit(DEFAULT_ADMIN_IDLE_TIMEOUT_S)
+    max_connections: int = explicit(DEFAULT_ADMIN_MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True, slots=True)

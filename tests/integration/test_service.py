@@ -595,3 +595,60 @@ def test_readyz_stays_200_across_a_reload(tmp_path, pki_dir):
     finally:
         _stop(proc)
         echo.stop()
+
+
+def test_admin_listener_cuts_silent_and_slow_peers_and_caps_connections(tmp_path, pki_dir):
+    port, admin = free_port(), free_port()
+    text = testing.toml({
+        "gateway": {"workers": 1, **testing.log_settings(tmp_path)},
+        "admin": {"bind": f"127.0.0.1:{admin}", "idle_timeout_s": 0.5, "max_connections": 3},
+        "listener": [testing.listener("svc", port, pki_dir / "server.pem", pki_dir / "server.key")],
+    })
+    proc, _ = _start(tmp_path, text + native_setting(""))
+    try:
+        wait_port(admin, proc)
+        assert _admin_get(admin, "/readyz")[0] == 200
+
+        def closed_after(sock: socket.socket) -> float:
+            began = time.monotonic()
+            sock.settimeout(10)
+            try:
+                while sock.recv(1024):
+                    pass
+            except ConnectionResetError:
+                pass
+            return time.monotonic() - began
+
+        # silent: cut at the idle timeout, not before
+        with socket.create_connection(("127.0.0.1", admin)) as silent:
+            assert 0.4 <= closed_after(silent) < 5
+        # slow: a byte every 0.1 s of a request that would take 3 s is cut at the same bound
+        with socket.create_connection(("127.0.0.1", admin)) as slow:
+            began = time.monotonic()
+            try:
+                for b in b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n":
+                    slow.send(bytes([b]))
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            assert time.monotonic() - began < 2.5
+        # a keep-alive client gets its own time per request
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+        for _ in range(3):
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read() == b"ok\n"
+            time.sleep(0.3)
+        conn.close()
+        # capped: three held, the fourth is closed at once and the refusal logged
+        held = [socket.create_connection(("127.0.0.1", admin)) for _ in range(3)]
+        time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", admin)) as extra:
+            assert closed_after(extra) < 0.3
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while _admin_get(admin, "/readyz")[0] != 200:
+            assert time.monotonic() < deadline
+        assert "admin_connection_refused" in (tmp_path / "error.log").read_text()
+    finally:
+        assert _stop(proc) == 0

@@ -67,7 +67,7 @@ def test_toml_keys_are_the_keys_the_file_may_hold():
         "workers", "native", "access_log", "connection_log", "error_log", "log_level",
         "drain_timeout_s", "shutdown_delay_s", "ticket_rotation_s", "watch_files", "watch_interval_s",
         "connection_log_format", "state_dir")
-    assert spec.toml_keys(spec.AdminSpec) == ("bind", "token_file")
+    assert spec.toml_keys(spec.AdminSpec) == ("bind", "token_file", "idle_timeout_s", "max_connections")
     assert spec.toml_keys(spec.CertificateSpec) == ("cert", "key")
     assert spec.toml_keys(spec.RuleSpec) == (
         "priority", "host", "path", "action", "target_group", "fixed_response", "methods",
