@@ -17,6 +17,10 @@ the body's framing for the target decided here, never taken from the client: the
 known floods are made of: streams the client resets (rapid reset, CVE-2023-44487), CONTINUATION
 frames of one header block (CVE-2024-27316), PING/SETTINGS/PRIORITY frames per second, frames that
 carry nothing. It names the limit passed; the caller answers GOAWAY (ENHANCE_YOUR_CALM).
+
+HPACK has a native twin (gateway._hpack_c, from native/hpack.pyx): the connection's encoder and
+decoder are swapped for it when the `native` switch allows (`set_native`), the rest of `h2` left
+as it is. tests/unit/test_hpack_native.py holds it to the hpack library byte for byte.
 """
 from __future__ import annotations
 
@@ -28,10 +32,32 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from . import headers as hdrs
+from .errors import NativeUnavailable
 from .http1 import Request, Response
 
 __all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "goaway_frame", "request_of",
-           "response_fields", "split_answer", "CONNECTION_SPECIFIC"]
+           "response_fields", "split_answer", "CONNECTION_SPECIFIC", "NATIVE", "set_native",
+           "native_mode"]
+
+try:
+    from . import _hpack_c as NATIVE
+except ImportError:         # not built: hpack's own codec serves
+    NATIVE = None  # type: ignore[assignment]
+
+native_mode = "python"
+
+
+def set_native(mode: str) -> str:
+    """Pick the native or the hpack library's HPACK codec for connections made from now on:
+    ``"auto"``, ``"on"`` (NativeUnavailable without the extension) or ``"off"``; the choice."""
+    global native_mode
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
+    if mode == "on" and NATIVE is None:
+        raise NativeUnavailable("native = \"on\" but gateway._hpack_c cannot be imported "
+                                "(reinstall with `pip install -e .` to build it)")
+    native_mode = "native" if mode != "off" and NATIVE is not None else "python"
+    return native_mode
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -57,6 +83,9 @@ def connection(max_streams: int, header_table_size: int, max_header_bytes: int
                                        validate_inbound_headers=True,
                                        normalize_inbound_headers=True)
     conn = h2.connection.H2Connection(config=config)
+    if native_mode == "native":
+        conn.encoder = NATIVE.Encoder()  # type: ignore[assignment]  # hpack's Encoder's twin
+        conn.decoder = NATIVE.Decoder()  # type: ignore[assignment]
     conn.local_settings = h2.settings.Settings(client=False, initial_values={
         h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
         h2.settings.SettingCodes.HEADER_TABLE_SIZE: header_table_size,

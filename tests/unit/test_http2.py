@@ -3,7 +3,8 @@
 The shell is played as in test_conn.py (whose fakes these tests share): a real TLS client (Python's
 ssl over memory BIOs, ALPN h2) and a real HTTP/2 client (the h2 library, client side) talk to a
 core built from a real listener runtime; target groups hand out fake upstream connections, so a
-forward is driven event by event. Every test runs on both twins of the core.
+forward is driven event by event. Every test runs on both twins of the core, and with them both
+twins of the HPACK codec (the pure core with hpack's, the native core with gateway._hpack_c).
 """
 from __future__ import annotations
 
@@ -122,6 +123,10 @@ def _peer(test_pki, rt, **kw) -> H2Peer:
     ctx.load_cert_chain(c.cert, c.key)
     ctx.set_alpn_protocols(p._alpn)
     from gateway import conn as conn_mod
+    from gateway import http2 as http2_mod
+    # the HPACK codec's twins go with the core's: the pure core's runs have hpack's, the native
+    # core's the native codec (the runtime's build applied "auto" to both)
+    http2_mod.set_native("on" if conn_mod.native_mode == "native" and http2_mod.NATIVE else "off")
     p.incoming, p.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     p.tls = ctx.wrap_bio(p.incoming, p.outgoing, server_hostname="localhost")
     p.now = T0

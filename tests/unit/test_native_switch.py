@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import conn, headers, http1, native, pki, testing, tls, trust
+from gateway import conn, headers, http1, http2, native, pki, testing, tls, trust
 from gateway.config import loads
 from gateway.errors import ConfigError, NativeUnavailable
 from gateway.server import build_runtime
@@ -30,9 +30,10 @@ def test_select_changes_nothing(restore):
     native.apply(native.select("off"))
     chosen = native.select("auto")
     assert chosen.headers == (headers.NATIVE is not None) and chosen.http1 == (http1.NATIVE is not None)
-    assert native.current() == native.Selection("current", False, False, False, False, False)
+    assert native.current() == native.Selection("current", False, False, False, False, False, False)
+    assert chosen.hpack == (http2.NATIVE is not None)
     assert not any((chosen := native.select("off")).__getattribute__(f)
-                   for f in ("headers", "trust", "tls", "http1", "conn"))
+                   for f in ("headers", "trust", "tls", "http1", "conn", "hpack"))
     assert chosen.describe() == "python"
 
 
@@ -41,6 +42,10 @@ def test_on_names_what_is_missing(monkeypatch):
     with pytest.raises(NativeUnavailable, match="http1"):
         native.select("on")
     assert native.select("auto").http1 is False
+    monkeypatch.setattr(http2, "NATIVE", None)
+    with pytest.raises(NativeUnavailable, match="hpack"):
+        native.select("on")
+    assert native.select("auto").hpack is False
 
 
 def test_a_failed_build_leaves_the_selection_alone(tmp_path, restore):
@@ -54,7 +59,7 @@ def test_a_failed_build_leaves_the_selection_alone(tmp_path, restore):
         build_runtime(cfg)
     assert native.current().describe() == "python"      # unchanged by the failed build
     assert headers.native_mode == trust.native_mode == tls.native_mode == http1.native_mode == \
-        conn.native_mode == "python"
+        conn.native_mode == http2.native_mode == "python"
 
 
 def test_a_good_build_applies_its_selection(tmp_path, restore):
@@ -63,11 +68,25 @@ def test_a_good_build_applies_its_selection(tmp_path, restore):
     runtime = build_runtime(_config(tmp_path, "auto"))
     chosen = native.select("auto")
     assert native.current() == native.Selection("current", chosen.headers, chosen.trust, chosen.tls,
-                                                chosen.http1, chosen.conn)
+                                                chosen.http1, chosen.conn, chosen.hpack)
     assert runtime.native == chosen.describe()
     # what it built got the selection too, not the one in force while it was built
     store = runtime.trust_stores["main"]
     assert store.impl is chosen.trust_implementation
+
+
+def test_http2_connections_take_the_chosen_hpack_codec(restore):
+    """gateway.http2.connection: the native codec exactly when the switch chose it."""
+    import hpack
+    native.apply(native.select("off"))
+    conn_ = http2.connection(100, 4096, 16384)
+    assert type(conn_.encoder) is hpack.Encoder and type(conn_.decoder) is hpack.Decoder
+    if http2.NATIVE is None:
+        pytest.skip("gateway._hpack_c is not built")
+    native.apply(native.select("auto"))
+    conn_ = http2.connection(100, 4096, 16384)
+    assert type(conn_.encoder) is http2.NATIVE.Encoder and type(conn_.decoder) is http2.NATIVE.Decoder
+    assert conn_.decoder.max_header_list_size == 16384 and conn_.decoder.max_allowed_table_size == 4096
 
 
 def test_the_shell_follows_the_cores_switch(restore):
