@@ -18,13 +18,15 @@ known floods are made of: streams the client resets (rapid reset, CVE-2023-44487
 frames of one header block (CVE-2024-27316), PING/SETTINGS/PRIORITY frames per second, frames that
 carry nothing. It names the limit passed; the caller answers GOAWAY (ENHANCE_YOUR_CALM).
 
-HPACK has a native twin (gateway._hpack_c, from native/hpack.pyx): the connection's encoder and
+HPACK has a native twin (gateway._http2_c, from native/http2.pyx): the connection's encoder and
 decoder are swapped for it when the `native` switch allows (`set_native`), the rest of `h2` left
-as it is. tests/unit/test_hpack_native.py holds it to the hpack library byte for byte.
+as it is. tests/unit/test_hpack_native.py holds it to the hpack library byte for byte. So does
+`request_of` (`request_builder()` gives the chosen one), held to this one by
+tests/unit/test_http2_request_native.py.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import h2.config
 import h2.connection
@@ -37,10 +39,10 @@ from .http1 import Request, Response
 
 __all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "goaway_frame", "request_of",
            "response_fields", "split_answer", "CONNECTION_SPECIFIC", "NATIVE", "set_native",
-           "native_mode"]
+           "native_mode", "request_builder"]
 
 try:
-    from . import _hpack_c as NATIVE
+    from . import _http2_c as NATIVE
 except ImportError:         # not built: hpack's own codec serves
     NATIVE = None  # type: ignore[assignment]
 
@@ -54,7 +56,7 @@ def set_native(mode: str) -> str:
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"native mode must be 'auto', 'on' or 'off', not {mode!r}")
     if mode == "on" and NATIVE is None:
-        raise NativeUnavailable("native = \"on\" but gateway._hpack_c cannot be imported "
+        raise NativeUnavailable("native = \"on\" but gateway._http2_c cannot be imported "
                                 "(reinstall with `pip install -e .` to build it)")
     native_mode = "native" if mode != "off" and NATIVE is not None else "python"
     return native_mode
@@ -294,6 +296,16 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
                    expect_continue=False, upgrade=None,
                    host=authority if authority is not None else host, connection=frozenset())
 
+
+
+if NATIVE is not None:
+    NATIVE.init(request=Request, refused=H2Refused, connection_specific=CONNECTION_SPECIFIC,
+                pure=request_of)
+
+
+def request_builder() -> Callable[[Sequence[tuple[bytes, bytes]], bool, int], Request]:
+    """The `request_of` the native switch chose (for a session made now)."""
+    return NATIVE.request_of if native_mode == "native" else request_of
 
 def split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """(status, lower-case fields, body) of a whole HTTP/1.1 response the gateway made; the

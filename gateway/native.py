@@ -3,8 +3,8 @@
 How this works: `select(mode)` works out, without changing anything, which twin of each hot path a
 runtime gets: the header encoder (gateway._headers_c), the trust store's data (gateway._trust_c),
 the TLS pump and its message filter (gateway._tls_c), the HTTP/1.1 request reader
-(gateway._http1_c), the connection core (gateway._conn_c) and HTTP/2's HPACK codec
-(gateway._hpack_c). `"on"` with an extension missing
+(gateway._http1_c), the connection core (gateway._conn_c) and HTTP/2's HPACK codec and
+request building (gateway._http2_c). `"on"` with an extension missing
 raises NativeUnavailable, naming it. The builder hands the selection to what it builds (trust stores take their implementation, TLS contexts
 their message callback) and calls `apply(selection)` only once the whole runtime validated: a
 configuration that fails to load, at start or on a reload, leaves the running selection as it was
@@ -32,7 +32,7 @@ class Selection:
     tls: bool
     http1: bool
     conn: bool
-    hpack: bool = False
+    http2: bool = False     # HTTP/2's HPACK codec and request building
 
     @property
     def trust_implementation(self):
@@ -46,7 +46,7 @@ class Selection:
     def describe(self) -> str:
         """One word when every hot path got the same twin, else each one."""
         names = {"headers": self.headers, "trust": self.trust, "tls pump": self.tls,
-                 "request reader": self.http1, "connection core": self.conn, "hpack": self.hpack}
+                 "request reader": self.http1, "connection core": self.conn, "http2": self.http2}
         if all(names.values()):
             return "native"
         if not any(names.values()):
@@ -61,7 +61,7 @@ def select(mode: str) -> Selection:
         raise ValueError(f"native mode must be one of {MODES}, not {mode!r}")
     have = {"headers": headers.NATIVE is not None, "trust": trust.NATIVE is not None,
             "tls": tls.NATIVE_PUMP is not None, "http1": http1.NATIVE is not None,
-            "conn": conn.NATIVE is not None, "hpack": http2.NATIVE is not None}
+            "conn": conn.NATIVE is not None, "http2": http2.NATIVE is not None}
     if mode == "on":
         missing = [name for name, ok in have.items() if not ok]
         if missing:
@@ -71,14 +71,14 @@ def select(mode: str) -> Selection:
                 f"{why}; reinstall with `pip install -e .` to build them, or set native = \"auto\"")
     want = mode != "off"
     return Selection(mode, want and have["headers"], want and have["trust"], want and have["tls"],
-                     want and have["http1"], want and have["conn"], want and have["hpack"])
+                     want and have["http1"], want and have["conn"], want and have["http2"])
 
 
 def apply(selection: Selection) -> None:
     """Make `selection` the process's choice for everything built or connected from now on."""
     for module, native in ((headers, selection.headers), (trust, selection.trust),
                            (tls, selection.tls), (http1, selection.http1),
-                           (conn, selection.conn), (http2, selection.hpack)):
+                           (conn, selection.conn), (http2, selection.http2)):
         module.set_native("on" if native else "off")
 
 

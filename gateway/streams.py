@@ -40,7 +40,7 @@ from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
 from .exchange import UPSTREAM_ERROR_BODIES, Exchange, UpstreamClosed, UpstreamFailed
 from .http1 import Data, EndOfMessage, Request, Response
-from .http2 import FrameGuard, H2Refused, connection, goaway_frame, request_of, response_fields, split_answer
+from .http2 import FrameGuard, H2Refused, connection, goaway_frame, request_builder, response_fields, split_answer
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone
 from .tls import _name_matches as name_matches
@@ -83,7 +83,7 @@ class StreamExchange(Exchange):
 class H2Session:
     """The HTTP/2 side of one client connection; its core (`core`) owns the TLS and the logs."""
 
-    __slots__ = ("core", "conn", "guard", "streams", "by_upstream", "goaway_sent", "last_stream",
+    __slots__ = ("core", "conn", "request_of", "guard", "streams", "by_upstream", "goaway_sent", "last_stream",
                  "closing", "rt", "now", "draining", "drain_at", "waiting")
 
     def __init__(self, core: ConnectionCore, now: float) -> None:
@@ -92,6 +92,7 @@ class H2Session:
         spec = rt.spec
         self.conn = connection(spec.h2_max_concurrent_streams, spec.h2_header_table_size,
                                spec.max_header_bytes)
+        self.request_of = request_builder()     # the twin the native switch chose, as the codec
         self.guard = FrameGuard(spec.h2_max_resets_per_s, spec.h2_max_control_frames_per_s,
                                 spec.h2_max_empty_frames, spec.h2_max_continuation_frames)
         self.streams: dict[int, StreamExchange] = {}
@@ -261,7 +262,7 @@ class H2Session:
             # GOAWAY naming this stream; it and those before it finish
             self._send_goaway(0)
         try:
-            request = request_of(raw, ended, rt.http_limits.max_header_count)
+            request = self.request_of(raw, ended, rt.http_limits.max_header_count)
         except H2Refused as exc:
             core._error("info", exc.reason, str(exc), listener=rt.spec.name, client=core.client,
                         stream=stream_id)

@@ -1,5 +1,6 @@
-"""HTTP/2 requests through the gateway's shell and core, in process: the native HPACK codec beside
-the hpack library's, side by side.
+"""HTTP/2 requests through the gateway's shell and core, in process: the native twins of HTTP/2
+(gateway._http2_c: the HPACK codec and the request's building) beside the hpack library's codec and
+the pure request_of, side by side.
 
     python -m mtls_gateway_bench.scenarios.core_h2 [--streams 1 10 100] [--rounds 7] [--batches 300]
 
@@ -9,7 +10,8 @@ memory transport, and a real client: Python's ssl over memory BIOs with ALPN h2 
 library's client connection, sending h2load's request fields. Each batch is `--streams` requests
 in one TLS record; only the server's side is timed (`data_received`, perf_counter around it), per
 request. For each batch size two connections are open at once, one made with each codec
-(`gateway.http2.set_native`, every other hot path native), and their rounds alternate; the figure
+(`gateway.http2.set_native`: a session takes the codec and the request builder chosen when it
+is made; every other hot path native), and their rounds alternate; the figure
 is the median of the per-round ratios and of each side's per-request time.
 """
 from __future__ import annotations
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-core-h2-"))
     try:
-        print("| streams per arrival | native HPACK µs/request | hpack µs/request | native / hpack |")
+        print("| streams per arrival | native µs/request | pure µs/request | native / pure |")
         print("|---:|---:|---:|---:|")
         for streams in args.streams:
             r = run(streams, args.rounds, max(3, args.batches * 10 // streams), workdir)

@@ -1,4 +1,4 @@
-"""The native HPACK codec (gateway._hpack_c, native/hpack.pyx) against the hpack library it stands in
+"""The native HPACK codec (gateway._http2_c, native/http2.pyx) against the hpack library it stands in
 for: the same bytes out of every encode, the same fields (or the same exception class) out of every
 decode, on generated field lists, table-size changes, valid blocks and blocks mutated at random,
 each codec's state carried across a connection's blocks."""
@@ -14,7 +14,7 @@ from hpack.table import HeaderTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-native = pytest.importorskip("gateway._hpack_c", reason="the native HPACK codec is not built")
+native = pytest.importorskip("gateway._http2_c", reason="the native HPACK codec is not built")
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)

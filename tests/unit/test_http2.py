@@ -4,7 +4,7 @@ The shell is played as in test_conn.py (whose fakes these tests share): a real T
 ssl over memory BIOs, ALPN h2) and a real HTTP/2 client (the h2 library, client side) talk to a
 core built from a real listener runtime; target groups hand out fake upstream connections, so a
 forward is driven event by event. Every test runs on both twins of the core, and with them both
-twins of the HPACK codec (the pure core with hpack's, the native core with gateway._hpack_c).
+twins of the HPACK codec (the pure core with hpack's, the native core with gateway._http2_c).
 """
 from __future__ import annotations
 

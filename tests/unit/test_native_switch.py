@@ -31,9 +31,9 @@ def test_select_changes_nothing(restore):
     chosen = native.select("auto")
     assert chosen.headers == (headers.NATIVE is not None) and chosen.http1 == (http1.NATIVE is not None)
     assert native.current() == native.Selection("current", False, False, False, False, False, False)
-    assert chosen.hpack == (http2.NATIVE is not None)
+    assert chosen.http2 == (http2.NATIVE is not None)
     assert not any((chosen := native.select("off")).__getattribute__(f)
-                   for f in ("headers", "trust", "tls", "http1", "conn", "hpack"))
+                   for f in ("headers", "trust", "tls", "http1", "conn", "http2"))
     assert chosen.describe() == "python"
 
 
@@ -43,9 +43,9 @@ def test_on_names_what_is_missing(monkeypatch):
         native.select("on")
     assert native.select("auto").http1 is False
     monkeypatch.setattr(http2, "NATIVE", None)
-    with pytest.raises(NativeUnavailable, match="hpack"):
+    with pytest.raises(NativeUnavailable, match="http2"):
         native.select("on")
-    assert native.select("auto").hpack is False
+    assert native.select("auto").http2 is False
 
 
 def test_a_failed_build_leaves_the_selection_alone(tmp_path, restore):
@@ -68,21 +68,21 @@ def test_a_good_build_applies_its_selection(tmp_path, restore):
     runtime = build_runtime(_config(tmp_path, "auto"))
     chosen = native.select("auto")
     assert native.current() == native.Selection("current", chosen.headers, chosen.trust, chosen.tls,
-                                                chosen.http1, chosen.conn, chosen.hpack)
+                                                chosen.http1, chosen.conn, chosen.http2)
     assert runtime.native == chosen.describe()
     # what it built got the selection too, not the one in force while it was built
     store = runtime.trust_stores["main"]
     assert store.impl is chosen.trust_implementation
 
 
-def test_http2_connections_take_the_chosen_hpack_codec(restore):
+def test_http2_connections_take_the_chosen_http2_codec(restore):
     """gateway.http2.connection: the native codec exactly when the switch chose it."""
     import hpack
     native.apply(native.select("off"))
     conn_ = http2.connection(100, 4096, 16384)
     assert type(conn_.encoder) is hpack.Encoder and type(conn_.decoder) is hpack.Decoder
     if http2.NATIVE is None:
-        pytest.skip("gateway._hpack_c is not built")
+        pytest.skip("gateway._http2_c is not built")
     native.apply(native.select("auto"))
     conn_ = http2.connection(100, 4096, 16384)
     assert type(conn_.encoder) is http2.NATIVE.Encoder and type(conn_.decoder) is http2.NATIVE.Decoder

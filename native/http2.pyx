@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Native twin of the `hpack` library's Encoder and Decoder, as the `h2` library drives them (a leaf
-module: imports nothing from gateway).
+"""Native twins for HTTP/2: the `hpack` library's Encoder and Decoder as the `h2` library drives
+them, and gateway.http2.request_of (a leaf module: imports nothing from gateway; what request_of
+builds and raises is handed in by gateway.http2 at load, `init`).
 
 How this works. HPACK (RFC 7541) is a per-connection codec: a static table of 61 fields, a dynamic
 table each side keeps in step (newest entry first, sized by 32 + name + value bytes, evicting the
@@ -26,6 +27,13 @@ The Huffman code, the static table and the exception classes are the hpack packa
 classes (it is h2's dependency); the decoding tree and the encoder's code arrays are built from its
 code table at import. tests/unit/test_hpack_native.py holds both classes to hpack's on generated and
 mutated blocks.
+
+`request_of` is the pure one's checks in its order, each field's bytes read once in C (the
+CR/LF/NUL scan, the surrounding blanks, a leading colon, upper case), the rare fields (cookie, host,
+content-length, te) by the same bytes methods the pure one calls; it builds the same
+http1.Request and raises the same H2Refused with the same reason and message. A field that is not
+a pair of bytes goes to the pure function. tests/unit/test_http2_request_native.py holds the two
+equal on generated and mutated header lists.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint32_t, uint64_t
@@ -455,3 +463,128 @@ def huffman_encode_for_tests(bytes data):
 
 def huffman_decode_for_tests(bytes data):
     return huffman_decode(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+
+# -- a stream's request (gateway.http2.request_of's twin) -------------------------------------------
+
+cdef object Request = None
+cdef object H2Refused = None
+cdef object _pure_request_of = None
+cdef frozenset CONNECTION_SPECIFIC = frozenset()
+cdef bint _request_ready = False
+cdef frozenset _EMPTY = frozenset()
+
+
+def init(*, request, refused, connection_specific, pure):
+    """gateway.http2 hands in what request_of builds and raises, and itself for odd input."""
+    global Request, H2Refused, CONNECTION_SPECIFIC, _pure_request_of, _request_ready
+    Request, H2Refused, _pure_request_of = request, refused, pure
+    CONNECTION_SPECIFIC = frozenset(connection_specific)
+    _request_ready = True
+
+
+cdef inline bint _same(const unsigned char *p, Py_ssize_t n, const char *word, Py_ssize_t m):
+    cdef Py_ssize_t i
+    if n != m:
+        return False
+    for i in range(n):
+        if p[i] != <unsigned char>word[i]:
+            return False
+    return True
+
+
+def request_of(raw, bint ended, Py_ssize_t max_count):
+    if not _request_ready:
+        raise RuntimeError("gateway._http2_c.init() was not called")
+    if len(raw) > max_count:
+        raise H2Refused("too_many_headers", f"more than {max_count} header fields")
+    cdef object method = None, scheme = None, path = None, authority = None, host = None
+    cdef list fields = []
+    cdef list cookies = []
+    cdef set lengths = set()
+    cdef object name, value, part
+    cdef const unsigned char *np
+    cdef const unsigned char *vp
+    cdef Py_ssize_t nn, vn, i
+    cdef unsigned char c
+    cdef bint upper
+    for header in raw:
+        name = header[0]
+        value = header[1]
+        if type(name) is not bytes or type(value) is not bytes or len(header) != 2:
+            return _pure_request_of(raw, ended, max_count)
+        np = <const unsigned char *>PyBytes_AS_STRING(name)
+        nn = PyBytes_GET_SIZE(name)
+        vp = <const unsigned char *>PyBytes_AS_STRING(value)
+        vn = PyBytes_GET_SIZE(value)
+        for i in range(vn):
+            c = vp[i]
+            if c == 13 or c == 10 or c == 0:
+                raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
+        upper = False
+        for i in range(nn):
+            c = np[i]
+            if c == 13 or c == 10 or c == 0:
+                raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
+            if 65 <= c <= 90:
+                upper = True
+        if vn and (vp[0] == 32 or vp[0] == 9 or vp[vn - 1] == 32 or vp[vn - 1] == 9):
+            raise H2Refused("h2_bad_header_value", "whitespace around a header value")
+        if nn and np[0] == 58:          # ":"
+            if fields or cookies:
+                raise H2Refused("h2_pseudo_header_order", "a pseudo-header after a regular field")
+            if method is None and _same(np, nn, b":method", 7):
+                method = value
+            elif scheme is None and _same(np, nn, b":scheme", 7):
+                scheme = value
+            elif path is None and _same(np, nn, b":path", 5):
+                path = value
+            elif authority is None and _same(np, nn, b":authority", 10):
+                authority = value
+            else:
+                raise H2Refused("h2_bad_pseudo_header", f"pseudo-header {name!r} unknown or repeated")
+            continue
+        if upper or not nn:
+            raise H2Refused("h2_bad_header_name", "an upper-case or empty header name")
+        if name in CONNECTION_SPECIFIC or (_same(np, nn, b"te", 2) and value.lower() != b"trailers"):
+            raise H2Refused("h2_connection_header", f"connection-specific field {name!r}")
+        if _same(np, nn, b"cookie", 6):
+            cookies.append(value)
+            continue
+        if _same(np, nn, b"host", 4):
+            if host is not None:
+                raise H2Refused("h2_bad_host", "more than one host field")
+            host = value
+        elif _same(np, nn, b"content-length", 14):
+            for part in value.split(b","):
+                part = part.strip()
+                if not part.isdigit():
+                    raise H2Refused("h2_bad_content_length", "content-length is not a number")
+                lengths.add(part.lstrip(b"0") or b"0")
+        fields.append((name, value))
+    if method is None:
+        raise H2Refused("h2_missing_pseudo_header", ":method missing")
+    if method == b"CONNECT":
+        raise H2Refused("h2_connect", "CONNECT is not served")
+    if scheme is None or path is None:
+        raise H2Refused("h2_missing_pseudo_header", ":scheme or :path missing")
+    if scheme != b"https":
+        raise H2Refused("h2_bad_scheme", f":scheme {scheme!r} on a TLS connection")
+    if not (<bytes>path).startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
+        raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
+    if authority is not None and host is not None and authority.lower() != host.lower():
+        raise H2Refused("h2_authority_host_mismatch", ":authority and host disagree")
+    if len(lengths) > 1:
+        raise H2Refused("h2_bad_content_length", "content-length values disagree")
+    if authority is not None and host is None:
+        fields.insert(0, (b"host", authority))
+    if cookies:
+        fields.append((b"cookie", b"; ".join(cookies)))
+    content_length = int(lengths.pop()) if lengths else None
+    if ended and content_length not in (None, 0):
+        raise H2Refused("h2_content_length_mismatch", "content-length without a body")
+    return Request(method, path, b"2", fields, True, content_length,
+                   content_length is None and not ended, False, None,
+                   authority if authority is not None else host, _EMPTY)
+

@@ -1,4 +1,5 @@
-"""Types of the native twin of the hpack library's Encoder and Decoder (built from native/hpack.pyx)."""
+"""Types of the native twins for HTTP/2: the hpack library's Encoder and Decoder, and gateway.http2.request_of
+(built from native/http2.pyx)."""
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,3 +18,7 @@ class Decoder:
     header_table_size: int
     def __init__(self, max_header_list_size: int = 65536) -> None: ...
     def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]: ...
+
+def init(*, request: type[Any], refused: type[Exception], connection_specific: frozenset[bytes],
+         pure: Any) -> None: ...
+def request_of(raw: Any, ended: bool, max_count: int) -> Any: ...

@@ -1,0 +1,91 @@
+"""gateway.http2.request_of's native twin (gateway._http2_c.request_of) against the pure one: the
+same Request, or the same refusal (reason and message), for generated and mutated header lists."""
+from __future__ import annotations
+
+import pytest
+from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import http2
+
+native = pytest.importorskip("gateway._http2_c", reason="the native HTTP/2 extension is not built")
+
+SETTINGS = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+GOOD = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"example.com"), (b":path", b"/a")]
+
+NAMES = [b":method", b":scheme", b":path", b":authority", b":status", b":", b"host", b"Host", b"cookie",
+         b"content-length", b"te", b"connection", b"keep-alive", b"proxy-connection",
+         b"transfer-encoding", b"upgrade", b"user-agent", b"x-a", b"X-A", b"", b"x\x00y", b"x\ry"]
+VALUES = [b"GET", b"POST", b"CONNECT", b"OPTIONS", b"https", b"http", b"/", b"*", b"/x?y", b"x", b"",
+          b"example.com", b"EXAMPLE.com", b"trailers", b"Trailers", b"gzip", b"0", b"00", b"10",
+          b"1, 1", b"1,2", b" 5", b"5 ", b"\t5", b"5\x0b", b"\x0c7", b"1,", b"a=b", b"v\nw", b"v\x00",
+          b"+1", b"\xd9\xa1", b"123456789012345678901234567890"]
+
+name = st.one_of(st.sampled_from(NAMES), st.binary(max_size=6))
+value = st.one_of(st.sampled_from(VALUES), st.binary(max_size=8))
+pair = st.tuples(name, value)
+wrapped = st.one_of(pair, pair.map(lambda p: HeaderTuple(*p)), pair.map(lambda p: NeverIndexedHeaderTuple(*p)))
+
+
+def _outcome(fn, raw, ended, max_count):
+    try:
+        return "ok", fn(raw, ended, max_count)
+    except http2.H2Refused as exc:
+        return "refused", exc.reason, str(exc)
+    except Exception as exc:     # noqa: BLE001 - the class is what is compared
+        return "error", type(exc)
+
+
+def _same(raw, ended=True, max_count=100):
+    assert _outcome(native.request_of, raw, ended, max_count) == \
+        _outcome(http2.request_of, raw, ended, max_count), raw
+
+
+@SETTINGS
+@given(st.lists(wrapped, max_size=10), st.booleans(), st.sampled_from([3, 100]))
+def test_arbitrary_header_lists(raw, ended, max_count):
+    _same(raw, ended, max_count)
+
+
+@SETTINGS
+@given(st.lists(wrapped, max_size=6), st.integers(0, 10), st.booleans())
+def test_a_valid_request_with_fields_spliced_in(extra, where, ended):
+    """A well-formed request (its pseudo-headers first) with fields put anywhere in it."""
+    raw = list(GOOD)
+    for i, field in enumerate(extra):
+        raw.insert(min(where + i, len(raw)), field)
+    _same(raw, ended)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from([b"host", b"cookie", b"content-length", b"te", b"x-a"]), value),
+                max_size=6), st.booleans())
+def test_valid_pseudo_headers_then_regular_fields(fields, ended):
+    _same(GOOD + fields, ended)
+
+
+def test_odd_input_goes_to_the_pure_one():
+    _same([(b":method", b"GET", True)])          # a three-tuple: the pure one's ValueError
+    _same([("x", "y")])                          # text, not bytes
+    _same([(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b"x", bytearray(b"y"))])
+
+
+def test_the_request_is_the_pure_ones():
+    raw = GOOD + [(b"cookie", b"a=1"), (b"x-a", b"1"), (b"cookie", b"b=2"), (b"content-length", b"007")]
+    got = native.request_of(raw, False, 100)
+    assert got == http2.request_of(raw, False, 100)
+    assert got.headers[0] == (b"host", b"example.com") and got.headers[-1] == (b"cookie", b"a=1; b=2")
+    assert (got.content_length, got.chunked, got.host, got.http_version) == (7, False, b"example.com", b"2")
+
+
+def test_the_session_takes_the_chosen_builder():
+    before = http2.native_mode
+    try:
+        http2.set_native("on")
+        assert http2.request_builder() is native.request_of
+        http2.set_native("off")
+        assert http2.request_builder() is http2.request_of
+    finally:
+        http2.set_native("auto" if before == "native" else "off")
