@@ -348,6 +348,19 @@ cdef class Encoder:
         out += s
 
 
+cdef bytes _string_at(const unsigned char *p, Py_ssize_t n, Py_ssize_t *at):
+    """The string literal (a 7-bit-prefix length, Huffman or raw) at p + at[0]; at moves past it."""
+    cdef uint64_t length
+    cdef Py_ssize_t start = at[0]
+    cdef Py_ssize_t used = _get_integer(p + start, n - start, 7, &length)
+    if length > <uint64_t>(n - start - used):
+        raise HPACKDecodingError("Truncated header block")
+    at[0] = start + used + <Py_ssize_t>length
+    if p[start] & 0x80:
+        return huffman_decode(p + start + used, <Py_ssize_t>length)
+    return PyBytes_FromStringAndSize(<const char *>(p + start + used), <Py_ssize_t>length)
+
+
 cdef class Decoder:
     """hpack.Decoder's twin: `decode(data, raw=True)`, `max_header_list_size`,
     `max_allowed_table_size` and `header_table_size`."""
@@ -414,8 +427,8 @@ cdef class Decoder:
             raise HPACKDecodingError("Unable to decode headers as UTF-8") from err
 
     cdef tuple _literal(self, const unsigned char *p, Py_ssize_t n, bint index):
-        cdef Py_ssize_t total, used, at
-        cdef uint64_t number, length
+        cdef Py_ssize_t at
+        cdef uint64_t number
         cdef bint never = False
         cdef unsigned char first = p[0]
         cdef int prefix
@@ -429,27 +442,12 @@ cdef class Decoder:
             prefix = 4
             never = (first & 0x10) != 0
         if named:
-            used = _get_integer(p, n, prefix, &number)
+            at = _get_integer(p, n, prefix, &number)
             name = <bytes>(self.table.get(number)[0])
-            at = used
         else:
             at = 1
-            used = _get_integer(p + at, n - at, 7, &length)
-            if length > <uint64_t>(n - at - used):
-                raise HPACKDecodingError("Truncated header block")
-            if p[at] & 0x80:
-                name = huffman_decode(p + at + used, <Py_ssize_t>length)
-            else:
-                name = PyBytes_FromStringAndSize(<const char *>(p + at + used), <Py_ssize_t>length)
-            at += used + <Py_ssize_t>length
-        used = _get_integer(p + at, n - at, 7, &length)
-        if length > <uint64_t>(n - at - used):
-            raise HPACKDecodingError("Truncated header block")
-        if p[at] & 0x80:
-            value = huffman_decode(p + at + used, <Py_ssize_t>length)
-        else:
-            value = PyBytes_FromStringAndSize(<const char *>(p + at + used), <Py_ssize_t>length)
-        at += used + <Py_ssize_t>length
+            name = _string_at(p, n, &at)
+        value = _string_at(p, n, &at)
         header = NeverIndexedHeaderTuple(name, value) if never else HeaderTuple(name, value)
         if index:
             self.table.add(name, value)
