@@ -307,9 +307,28 @@ def request_builder() -> Callable[[Sequence[tuple[bytes, bytes]], bool, int], Re
     """The `request_of` the native switch chose (for a session made now)."""
     return NATIVE.request_of if native_mode == "native" else request_of
 
+# the answers the gateway makes are few and repeat (a rule's fixed response is one bytes object):
+# each is split once; the fields' list is shared, read only
+_ANSWERS: dict[bytes, tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
+_MAX_ANSWERS = 256
+_MAX_ANSWER_BYTES = 4096
+
+
 def split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """(status, lower-case fields, body) of a whole HTTP/1.1 response the gateway made; the
-    fields HTTP/2 does not carry are left out."""
+    fields HTTP/2 does not carry are left out. The fields' list is not to be changed."""
+    known = _ANSWERS.get(payload)
+    if known is not None:
+        return known
+    split = _split_answer(payload)
+    if len(payload) <= _MAX_ANSWER_BYTES:
+        if len(_ANSWERS) >= _MAX_ANSWERS:
+            _ANSWERS.clear()
+        _ANSWERS[payload] = split
+    return split
+
+
+def _split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     head, _, body = payload.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])

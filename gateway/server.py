@@ -468,14 +468,13 @@ class Worker:
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         loop.add_signal_handler(signal.SIGUSR2, self.leave)
 
-    def leave(self, delay_s: float = 0.0) -> None:
-        """The master's stop (SIGUSR2): not ready from now on, still accepting for `delay_s`
-        (the master's `shutdown_delay_s`, given to run_worker), then the drain."""
+    def leave(self) -> None:
+        """The master's stop (SIGUSR2): not ready from now on, still accepting for
+        `shutdown_delay_s` (the master's, given to run_worker), then the drain."""
         if self.unready:
             return
         self.unready = True
-        delay_s = delay_s or self.shutdown_delay_s
-        asyncio.get_running_loop().call_later(delay_s, self.stopping.set)
+        asyncio.get_running_loop().call_later(self.shutdown_delay_s, self.stopping.set)
 
     def reopen_logs(self) -> None:
         """After logrotate moved the files: write to new ones from now on."""

@@ -688,3 +688,16 @@ def test_a_stalled_request_body_is_408_on_its_stream(test_pki):
     assert status == 408 and b"stalled" in body and ended
     assert "body_timeout" in p.errors() and up.closed and not p.closed
     assert p.access()[-1]["status"] == 408
+
+
+def test_split_answer_splits_each_answer_once_and_stays_bounded():
+    from gateway import http2
+    payload = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    first = http2.split_answer(payload)
+    assert first == (200, [(b"content-type", b"text/plain"), (b"content-length", b"2")], b"ok")
+    assert http2.split_answer(bytes(payload)) is first          # an equal payload: the same split
+    for i in range(http2._MAX_ANSWERS * 2):
+        http2.split_answer(b"HTTP/1.1 302 Found\r\nLocation: /%d\r\n\r\n" % i)
+    assert len(http2._ANSWERS) <= http2._MAX_ANSWERS
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    assert http2.split_answer(big)[2] == b"x" * 5000 and big not in http2._ANSWERS
