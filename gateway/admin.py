@@ -71,7 +71,8 @@ def certificates_report(runtime) -> dict:
 class AdminProtocol(asyncio.Protocol):
     """One admin connection. A silent or slow peer cannot hold it: each request must be whole
     within `[admin] idle_timeout_s` of the connection's start or of the last answer, and a worker
-    keeps at most `[admin] max_connections` (any above is closed at once, logged once a second)."""
+    keeps at most `[admin] max_connections` (any above is closed at once); each kind of cut is
+logged, at most once a second."""
 
     def __init__(self, worker) -> None:
         self.worker = worker
@@ -107,6 +108,14 @@ class AdminProtocol(asyncio.Protocol):
 
     def _expired(self) -> None:
         self._timer = None
+        worker = self.worker
+        now = time.monotonic()
+        if now - worker.admin_timeout_logged >= 1.0:
+            worker.admin_timeout_logged = now
+            peer = self.transport.get_extra_info("peername")
+            worker.runtime.errors.info(
+                "admin_timeout", "admin listener: no whole request within admin.idle_timeout_s; "
+                "connection closed", client=f"{peer[0]}:{peer[1]}" if peer else None)
         self.transport.abort()      # nothing whole came in time: a silent or slow peer
 
     def connection_lost(self, exc) -> None:

@@ -368,7 +368,8 @@ class Worker:
         self.unready = False
         self.admin_server: asyncio.AbstractServer | None = None
         self.admin_connections = 0          # open admin connections (AdminProtocol counts them)
-        self.admin_refused_logged = 0.0
+        self.admin_refused_logged = 0.0     # the admin listener's lines, at most one a second each
+        self.admin_timeout_logged = 0.0
         self._sampler: asyncio.TimerHandle | None = None
         self._revocation_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
