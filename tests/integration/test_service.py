@@ -19,7 +19,7 @@ import pytest
 
 from gateway import testing
 
-from .conftest import free_port, native_setting, start_echo, wait_port
+from .conftest import NATIVE_OVERRIDE, free_port, native_setting, start_echo, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -599,12 +599,15 @@ def test_readyz_stays_200_across_a_reload(tmp_path, pki_dir):
 
 def test_admin_listener_cuts_silent_and_slow_peers_and_caps_connections(tmp_path, pki_dir):
     port, admin = free_port(), free_port()
+    gateway: dict = {"workers": 1, **testing.log_settings(tmp_path)}
+    if NATIVE_OVERRIDE:
+        gateway["native"] = NATIVE_OVERRIDE
     text = testing.toml({
-        "gateway": {"workers": 1, **testing.log_settings(tmp_path)},
+        "gateway": gateway,
         "admin": {"bind": f"127.0.0.1:{admin}", "idle_timeout_s": 0.5, "max_connections": 3},
         "listener": [testing.listener("svc", port, pki_dir / "server.pem", pki_dir / "server.key")],
     })
-    proc, _ = _start(tmp_path, text + native_setting(""))
+    proc, _ = _start(tmp_path, text)
     try:
         wait_port(admin, proc)
         assert _admin_get(admin, "/readyz")[0] == 200
