@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import h2.config
 import h2.connection
 import h2.settings
+from hpack.struct import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 
 from . import headers as hdrs
@@ -75,15 +76,24 @@ _RESPONSE_DROP = hdrs.HOP_BY_HOP | {b"content-length"}
 CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
                                  b"transfer-encoding", b"upgrade"))
 _BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
+_SECURE = frozenset((b"authorization", b"proxy-authorization"))
+_MARKED = _SECURE | {b"cookie"}
 NO_BODY_STATUS = (204, 304)
 
 
 def connection(max_streams: int, header_table_size: int, max_header_bytes: int
                ) -> h2.connection.H2Connection:
     """The server side of one HTTP/2 connection, its SETTINGS (and the preface to send) queued."""
+    # what the gateway sends is made here already as h2's outbound normalisation would make it
+    # (lower-case names, no surrounding whitespace, no connection-specific field, credentials
+    # never indexed: `response_fields`, `split_answer`) and passes its outbound validation
+    # (tests/unit/test_http2_outbound.py holds the bytes equal): only what the client sends is
+    # checked by h2 as it comes
     config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                        validate_inbound_headers=True,
-                                       normalize_inbound_headers=True)
+                                       normalize_inbound_headers=True,
+                                       validate_outbound_headers=False,
+                                       normalize_outbound_headers=False)
     conn = h2.connection.H2Connection(config=config)
     if native_mode == "native":
         conn.encoder = NATIVE.Encoder()  # type: ignore[assignment]  # hpack's Encoder's twin
@@ -107,17 +117,25 @@ def goaway_frame(last_stream: int, code: int) -> bytes:
     return GoAwayFrame(stream_id=0, last_stream_id=last_stream, error_code=code).serialize()
 
 
+def _field(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    """A field to send, never indexed by HPACK when it may carry credentials (h2's rule: any
+    authorization, a cookie under 20 bytes), as h2's outbound normalisation marks it."""
+    if name in _SECURE or (name == b"cookie" and len(value) < 20):
+        return NeverIndexedHeaderTuple(name, value)
+    return (name, value)
+
+
 def response_fields(resp: Response, method: bytes) -> list[tuple[bytes, bytes]]:
-    """The fields of a target's response as HTTP/2 carries them: lower-case names, without the
-    hop-by-hop and connection-specific ones (and those its Connection names); the length when the
-    target declared one."""
+    """The fields of a target's response as HTTP/2 carries them: lower-case names, values without
+    surrounding whitespace, without the hop-by-hop and connection-specific ones (and those its
+    Connection names), credentials never indexed; the length when the target declared one."""
     drop = _RESPONSE_DROP | resp.connection if resp.connection else _RESPONSE_DROP
     fields: list[tuple[bytes, bytes]] = []
     for name, value in resp.headers:
-        low = name.lower()
+        low = name.strip().lower()
         if low in drop or low in CONNECTION_SPECIFIC:
             continue
-        fields.append((low, value))
+        fields.append(_field(low, value.strip()) if low in _MARKED else (low, value.strip()))
     bodyless = method == b"HEAD" or resp.status in NO_BODY_STATUS
     if resp.content_length is not None and (not bodyless or method == b"HEAD"):
         fields.append((b"content-length", b"%d" % resp.content_length))
@@ -336,7 +354,7 @@ def _split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         low = name.strip().lower()
-        if low in CONNECTION_SPECIFIC:
+        if low in hdrs.HOP_BY_HOP:      # the connection-specific ones, te and trailer among them
             continue
-        fields.append((low, value.strip()))
+        fields.append(_field(low, value.strip()))
     return status, fields, body

@@ -3,6 +3,7 @@
 the pure request_of, side by side.
 
     python -m mtls_gateway_bench.scenarios.core_h2 [--streams 1 10 100] [--rounds 7] [--batches 300]
+                                                   [--compare twins|outbound]
 
 How this works: a listener with `mtls = "off"` answering a fixed 200 "ok" (as bench/scenarios/
 h2_requests.py has it beside nginx), one `GatewayProtocol` per connection in this process over a
@@ -13,6 +14,10 @@ request. For each batch size two connections are open at once, one made with eac
 (`gateway.http2.set_native`: a session takes the codec and the request builder chosen when it
 is made; every other hot path native), and their rounds alternate; the figure
 is the median of the per-round ratios and of each side's per-request time.
+
+`--compare outbound` instead sets both connections on the native twins and turns h2's outbound
+normalisation and validation back on for one of them: what the gateway saves by sending fields
+already made as h2 would make them (tests/unit/test_http2_outbound.py holds the bytes equal).
 """
 from __future__ import annotations
 
@@ -84,7 +89,7 @@ class Client:
         return self.exchange(self.h2.data_to_send()) / streams
 
 
-def run(streams: int, rounds: int, batches: int, workdir: Path) -> dict[str, list[float]]:
+def run(streams: int, rounds: int, batches: int, workdir: Path, compare: str = "twins") -> dict[str, list[float]]:
     import uvloop
 
     from gateway import config, http2
@@ -96,9 +101,12 @@ def run(streams: int, rounds: int, batches: int, workdir: Path) -> dict[str, lis
     async def main() -> dict[str, list[float]]:
         clients = {}
         for codec in ("native", "python"):
-            http2.set_native("on" if codec == "native" else "off")
+            http2.set_native("on" if codec == "native" or compare == "outbound" else "off")
             clients[codec] = Client(runtime, pki.root)
         http2.set_native("auto")
+        if compare == "outbound":       # "python" is then the one with h2's outbound checks on
+            checked = clients["python"].proto.core.h2.conn.config
+            checked.validate_outbound_headers = checked.normalize_outbound_headers = True
         out: dict[str, list[float]] = {"native": [], "python": []}
         for c in clients.values():
             for _ in range(max(10, batches // 10)):
@@ -117,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--compare", choices=("twins", "outbound"), default="twins")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-core-h2-"))
     try:
-        print("| streams per arrival | native µs/request | pure µs/request | native / pure |")
+        a, b = ("native", "pure") if args.compare == "twins" else ("as sent", "h2's outbound checks on")
+        print(f"| streams per arrival | {a} µs/request | {b} µs/request | ratio |")
         print("|---:|---:|---:|---:|")
         for streams in args.streams:
-            r = run(streams, args.rounds, max(3, args.batches * 10 // streams), workdir)
+            r = run(streams, args.rounds, max(3, args.batches * 10 // streams), workdir, args.compare)
             ratio = statistics.median(n / p for n, p in zip(r["native"], r["python"]))
             print(f"| {streams} | {statistics.median(r['native']):.1f} | {statistics.median(r['python']):.1f} "
                   f"| {ratio:.3f} |", flush=True)
