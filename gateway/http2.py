@@ -4,12 +4,15 @@ HTTP/1.1 reader makes (gateway.streams serves the streams, behind the connection
 
 How this works: `connection(...)` makes a server-side `h2.connection.H2Connection` whose SETTINGS
 carry the listener's limits (streams open at once, the header list as `max_header_bytes`, the HPACK
-table; no server push). `h2` validates frames, HPACK, the stream states, flow control and the header
-rules of RFC 9113 8.2 (lower-case names, no connection-specific fields, `te` only `trailers`,
-pseudo-headers once and first). `request_of` then refuses what RFC 9113 8.2-8.3 calls malformed and
-`h2` lets through (CR, LF or NUL in a value, surrounding whitespace, a `content-length` that is not
-one number, `:authority` and `host` that disagree, a missing or odd `:scheme`/`:path`, CONNECT) and
-builds the Request: `host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and
+table; no server push). `h2` validates frames, HPACK, the stream states, flow control and DATA
+against `content-length`. `request_of` refuses, as a stream error (RFC 9113 8.1.1), every header
+block RFC 9113 8.2-8.3 calls malformed: a name that is empty or has upper case, a control, a
+space, a non-ASCII byte or a colon past its first byte; CR, LF or NUL anywhere; whitespace around a
+value; connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated
+or after a field; a `content-length` that is not one number; neither `:authority` nor `host`, or
+the two different; a missing or odd `:scheme`/`:path`; CONNECT. That is all h2's own inbound
+header validation refuses (which is therefore off; tests/unit/test_http2_request_native.py holds
+the superset) and more. It builds the Request: `host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and
 the body's framing for the target decided here, never taken from the client: the declared length
 (which `h2` holds the DATA frames to), else chunked.
 
@@ -77,6 +80,9 @@ CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connectio
                                  b"transfer-encoding", b"upgrade"))
 _BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
 _SECURE = frozenset((b"authorization", b"proxy-authorization"))
+# what a field name may be made of (RFC 9113 8.2.1: no control, space, upper case or non-ASCII
+# byte; a colon only as a pseudo-header's first)
+_NAME_BYTES = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A)
 _MARKED = _SECURE | {b"cookie"}
 NO_BODY_STATUS = (204, 304)
 
@@ -89,8 +95,13 @@ def connection(max_streams: int, header_table_size: int, max_header_bytes: int
     # never indexed: `response_fields`, `split_answer`) and passes its outbound validation
     # (tests/unit/test_http2_outbound.py holds the bytes equal): only what the client sends is
     # checked by h2 as it comes
+    # What the client sends is validated by `request_of`, which refuses all that h2's inbound
+    # validation would (RFC 9113 8.2: tests/unit/test_http2_request_native.py holds it to h2's
+    # checks) and more, as a stream error (RFC 9113 8.1.1), so h2's own pass is off; h2 still
+    # joins cookies, and checks the frames, the stream states, flow control and DATA against
+    # content-length.
     config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                       validate_inbound_headers=True,
+                                       validate_inbound_headers=False,
                                        normalize_inbound_headers=True,
                                        validate_outbound_headers=False,
                                        normalize_outbound_headers=False)
@@ -240,8 +251,8 @@ class FrameGuard:
 
 
 def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) -> Request:
-    """The request a stream's header block makes, checked as RFC 9113 8.2-8.3 asks beyond what
-    the h2 library checks; H2Refused names what is malformed."""
+    """The request a stream's header block makes (after h2 joined its cookies), checked as RFC
+    9113 8.2-8.3 asks; H2Refused names what is malformed."""
     method = scheme = path = authority = None
     fields: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
@@ -254,6 +265,9 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
             raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
         if value != value.strip(b" \t"):
             raise H2Refused("h2_bad_header_value", "whitespace around a header value")
+        if not name or name.translate(None, _NAME_BYTES) or name.find(b":", 1) != -1:
+            raise H2Refused("h2_bad_header_name", "an empty header name, or one with upper case, "
+                                                  "a control, a space, a colon or a non-ASCII byte")
         if name.startswith(b":"):
             if fields or cookies:
                 raise H2Refused("h2_pseudo_header_order", "a pseudo-header after a regular field")
@@ -268,8 +282,6 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
             else:
                 raise H2Refused("h2_bad_pseudo_header", f"pseudo-header {name!r} unknown or repeated")
             continue
-        if name != name.lower() or not name:
-            raise H2Refused("h2_bad_header_name", "an upper-case or empty header name")
         if name in CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
             raise H2Refused("h2_connection_header", f"connection-specific field {name!r}")
         if name == b"cookie":
@@ -296,7 +308,9 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
         raise H2Refused("h2_bad_scheme", f":scheme {scheme!r} on a TLS connection")
     if not path.startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
         raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
-    if authority is not None and host is not None and authority.lower() != host.lower():
+    if authority is None and host is None:
+        raise H2Refused("h2_missing_authority", "neither :authority nor host")
+    if authority is not None and host is not None and authority != host:
         raise H2Refused("h2_authority_host_mismatch", ":authority and host disagree")
     if len(lengths) > 1:
         raise H2Refused("h2_bad_content_length", "content-length values disagree")

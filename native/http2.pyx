@@ -506,7 +506,7 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
     cdef const unsigned char *vp
     cdef Py_ssize_t nn, vn, i
     cdef unsigned char c
-    cdef bint upper
+    cdef bint bad_name
     for header in raw:
         name = header[0]
         value = header[1]
@@ -520,15 +520,18 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
             c = vp[i]
             if c == 13 or c == 10 or c == 0:
                 raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
-        upper = False
+        bad_name = nn == 0
         for i in range(nn):
             c = np[i]
             if c == 13 or c == 10 or c == 0:
                 raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
-            if 65 <= c <= 90:
-                upper = True
+            if c <= 0x20 or c >= 0x7F or 65 <= c <= 90 or (c == 58 and i > 0):
+                bad_name = True
         if vn and (vp[0] == 32 or vp[0] == 9 or vp[vn - 1] == 32 or vp[vn - 1] == 9):
             raise H2Refused("h2_bad_header_value", "whitespace around a header value")
+        if bad_name:
+            raise H2Refused("h2_bad_header_name", "an empty header name, or one with upper case, "
+                                                  "a control, a space, a colon or a non-ASCII byte")
         if nn and np[0] == 58:          # ":"
             if fields or cookies:
                 raise H2Refused("h2_pseudo_header_order", "a pseudo-header after a regular field")
@@ -543,8 +546,6 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
             else:
                 raise H2Refused("h2_bad_pseudo_header", f"pseudo-header {name!r} unknown or repeated")
             continue
-        if upper or not nn:
-            raise H2Refused("h2_bad_header_name", "an upper-case or empty header name")
         if name in CONNECTION_SPECIFIC or (_same(np, nn, b"te", 2) and value.lower() != b"trailers"):
             raise H2Refused("h2_connection_header", f"connection-specific field {name!r}")
         if _same(np, nn, b"cookie", 6):
@@ -571,7 +572,9 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
         raise H2Refused("h2_bad_scheme", f":scheme {scheme!r} on a TLS connection")
     if not (<bytes>path).startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
         raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
-    if authority is not None and host is not None and authority.lower() != host.lower():
+    if authority is None and host is None:
+        raise H2Refused("h2_missing_authority", "neither :authority nor host")
+    if authority is not None and host is not None and authority != host:
         raise H2Refused("h2_authority_host_mismatch", ":authority and host disagree")
     if len(lengths) > 1:
         raise H2Refused("h2_bad_content_length", "content-length values disagree")

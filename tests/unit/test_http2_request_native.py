@@ -89,3 +89,69 @@ def test_the_session_takes_the_chosen_builder():
         assert http2.request_builder() is http2.request_of
     finally:
         http2.set_native("auto" if before == "native" else "off")
+
+
+# -- what h2's own inbound validation refused, request_of refuses --------------------------------
+# The connection runs with h2's inbound header validation off (gateway.http2.connection): a block
+# h2 would have refused must be refused by request_of, on the fields h2 hands it (its cookie
+# fields joined, as normalize_inbound_headers leaves them).
+
+def _h2_refuses(raw) -> bool:
+    import h2.exceptions
+    from h2.utilities import HeaderValidationFlags, validate_headers
+    flags = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                                  is_push_promise=False)
+    try:
+        list(validate_headers(raw, flags))
+    except h2.exceptions.ProtocolError:
+        return True
+    return False
+
+
+def _as_h2_hands_it(raw):
+    from h2.utilities import HeaderValidationFlags, normalize_inbound_headers
+    flags = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                                  is_push_promise=False)
+    return list(normalize_inbound_headers([HeaderTuple(n, v) for n, v in raw], flags))
+
+
+NAME_BYTES = st.binary(min_size=0, max_size=5)
+names_h2 = st.one_of(st.sampled_from(NAMES), NAME_BYTES,
+                     st.tuples(st.sampled_from([b"x", b":", b"a-b"]), NAME_BYTES).map(b"".join))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(names_h2, value), max_size=8), st.integers(0, 12), st.booleans())
+def test_request_of_refuses_all_that_h2s_validation_refuses(extra, where, keep_good):
+    raw = list(GOOD) if keep_good else []
+    for i, field in enumerate(extra):
+        raw.insert(min(where + i, len(raw)), field)
+    fields = _as_h2_hands_it(raw)
+    for fn in (http2.request_of, native.request_of):
+        if _h2_refuses(fields):
+            with pytest.raises(http2.H2Refused):
+                fn(fields, True, 100)
+
+
+@pytest.mark.parametrize("field", [
+    (b"x y", b"v"), (b"x\x7f", b"v"), (b"x\xc3\xa9", b"v"), (b"x:y", b"v"), (b"X-A", b"v"),
+    (b"\x01", b"v"), (b"x\t", b"v"), (b"", b"v"), (b":path:", b"/"),
+])
+def test_names_rfc_9113_forbids_are_refused(field):
+    raw = [*GOOD, field]
+    assert _h2_refuses(_as_h2_hands_it(raw))
+    for fn in (http2.request_of, native.request_of):
+        with pytest.raises(http2.H2Refused) as exc:
+            fn(_as_h2_hands_it(raw), True, 100)
+        assert exc.value.reason in ("h2_bad_header_name", "h2_bad_header_bytes")
+
+
+def test_authority_and_host_are_compared_as_h2_compared_them():
+    base = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")]
+    neither = base
+    differ_in_case = [*base, (b":authority", b"A.example"), (b"host", b"a.example")]
+    for raw in (neither, differ_in_case):
+        assert _h2_refuses(raw)
+        for fn in (http2.request_of, native.request_of):
+            with pytest.raises(http2.H2Refused):
+                fn(raw, True, 100)
