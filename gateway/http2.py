@@ -9,8 +9,10 @@ against `content-length`. `request_of` refuses, as a stream error (RFC 9113 8.1.
 block RFC 9113 8.2-8.3 calls malformed: a name that is empty or has upper case, a control, a
 space, a non-ASCII byte or a colon past its first byte; CR, LF or NUL anywhere; whitespace around a
 value; connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated
-or after a field; a `content-length` that is not one number; neither `:authority` nor `host`, or
-the two different; a missing or odd `:scheme`/`:path`; CONNECT. That is all h2's own inbound
+or after a field; a `content-length` that is not one number; neither `:authority` nor `host`,
+either one not a Host the HTTP/1.1 reader takes, or the two different; a missing or odd
+`:scheme`; a `:method` that is not a token; a `:path` that is not origin-form or holds a space, a
+control or DEL byte (what HTTP/1.1 could not carry in a request line); CONNECT. That is all h2's own inbound
 header validation refuses (which is therefore off; tests/unit/test_http2_request_native.py holds
 the superset) and more. It builds the Request: `host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and
 the body's framing for the target decided here, never taken from the client: the declared length
@@ -39,7 +41,7 @@ from hyperframe.frame import GoAwayFrame
 
 from . import headers as hdrs
 from .errors import NativeUnavailable
-from .http1 import Request, Response
+from .http1 import _HOST_RE, _TCHARS, Request, Response
 
 __all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "goaway_frame", "request_of",
            "response_fields", "split_answer", "CONNECTION_SPECIFIC", "NATIVE", "set_native",
@@ -83,6 +85,8 @@ _SECURE = frozenset((b"authorization", b"proxy-authorization"))
 # what a field name may be made of (RFC 9113 8.2.1: no control, space, upper case or non-ASCII
 # byte; a colon only as a pseudo-header's first)
 _NAME_BYTES = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A)
+# what a request-target may hold as HTTP/1.1 carries it: no space, control or DEL
+_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
 _MARKED = _SECURE | {b"cookie"}
 NO_BODY_STATUS = (204, 304)
 
@@ -306,10 +310,18 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
         raise H2Refused("h2_missing_pseudo_header", ":scheme or :path missing")
     if scheme != b"https":
         raise H2Refused("h2_bad_scheme", f":scheme {scheme!r} on a TLS connection")
+    if not method or method.translate(None, _TCHARS):
+        # a method is a token (RFC 9110 9.1): a space in it would move the target a backend reads
+        raise H2Refused("h2_bad_method", ":method is not a token")
     if not path.startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
         raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
+    if path.translate(None, _TARGET_BYTES):
+        raise H2Refused("h2_bad_path", ":path has a space, a control or a DEL byte")
     if authority is None and host is None:
         raise H2Refused("h2_missing_authority", "neither :authority nor host")
+    if (authority is not None and _HOST_RE.fullmatch(authority) is None) or \
+            (host is not None and _HOST_RE.fullmatch(host) is None):
+        raise H2Refused("h2_bad_host", "invalid :authority or host value")
     if authority is not None and host is not None and authority != host:
         raise H2Refused("h2_authority_host_mismatch", ":authority and host disagree")
     if len(lengths) > 1:
@@ -332,7 +344,7 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
 
 if NATIVE is not None:
     NATIVE.init(request=Request, refused=H2Refused, connection_specific=CONNECTION_SPECIFIC,
-                pure=request_of)
+                pure=request_of, host_re=_HOST_RE, tchars=_TCHARS)
 
 
 def request_builder() -> Callable[[Sequence[tuple[bytes, bytes]], bool, int], Request]:

@@ -472,13 +472,22 @@ cdef object _pure_request_of = None
 cdef frozenset CONNECTION_SPECIFIC = frozenset()
 cdef bint _request_ready = False
 cdef frozenset _EMPTY = frozenset()
+cdef object _host_fullmatch = None
+cdef unsigned char TCHAR[256]
 
 
-def init(*, request, refused, connection_specific, pure):
-    """gateway.http2 hands in what request_of builds and raises, and itself for odd input."""
-    global Request, H2Refused, CONNECTION_SPECIFIC, _pure_request_of, _request_ready
+def init(*, request, refused, connection_specific, pure, host_re, tchars):
+    """gateway.http2 hands in what request_of builds and raises, itself for odd input, and the
+    HTTP/1.1 reader's Host pattern and token bytes."""
+    global Request, H2Refused, CONNECTION_SPECIFIC, _pure_request_of, _request_ready, _host_fullmatch
+    cdef int c
     Request, H2Refused, _pure_request_of = request, refused, pure
     CONNECTION_SPECIFIC = frozenset(connection_specific)
+    _host_fullmatch = host_re.fullmatch
+    for c in range(256):
+        TCHAR[c] = 0
+    for c in tchars:
+        TCHAR[c] = 1
     _request_ready = True
 
 
@@ -570,10 +579,25 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
         raise H2Refused("h2_missing_pseudo_header", ":scheme or :path missing")
     if scheme != b"https":
         raise H2Refused("h2_bad_scheme", f":scheme {scheme!r} on a TLS connection")
+    vp = <const unsigned char *>PyBytes_AS_STRING(method)
+    vn = PyBytes_GET_SIZE(method)
+    if vn == 0:
+        raise H2Refused("h2_bad_method", ":method is not a token")
+    for i in range(vn):
+        if not TCHAR[vp[i]]:
+            raise H2Refused("h2_bad_method", ":method is not a token")
     if not (<bytes>path).startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
         raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
+    vp = <const unsigned char *>PyBytes_AS_STRING(path)
+    vn = PyBytes_GET_SIZE(path)
+    for i in range(vn):
+        if vp[i] <= 0x20 or vp[i] == 0x7F:
+            raise H2Refused("h2_bad_path", ":path has a space, a control or a DEL byte")
     if authority is None and host is None:
         raise H2Refused("h2_missing_authority", "neither :authority nor host")
+    if (authority is not None and _host_fullmatch(authority) is None) or \
+            (host is not None and _host_fullmatch(host) is None):
+        raise H2Refused("h2_bad_host", "invalid :authority or host value")
     if authority is not None and host is not None and authority != host:
         raise H2Refused("h2_authority_host_mismatch", ":authority and host disagree")
     if len(lengths) > 1:

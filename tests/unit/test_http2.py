@@ -371,6 +371,24 @@ def test_malformed_header_blocks_are_refused(test_pki, rt2, extra, reason):
         assert reason & set(p.errors())
 
 
+@pytest.mark.parametrize("method, path, authority, reason", [
+    ("GET /admin", "/app/x", "localhost", "h2_bad_method"),     # a backend would read /admin
+    ("GET", "/app/x /admin", "localhost", "h2_bad_path"),
+    ("GET", "/app/x?q=a b", "localhost", "h2_bad_path"),
+    ("GET", "/app/x", "user@localhost", "h2_bad_host"),
+])
+def test_pseudo_headers_http11_could_not_carry_are_reset_and_never_forwarded(
+        test_pki, rt2, method, path, authority, reason):
+    p = open_h2(test_pki, rt2, validate=False)
+    bad = p.request(path, method=method, authority=authority)
+    assert p.connects == []
+    assert p.response(bad)[4] is not None, p.events            # reset
+    assert reason in set(p.errors())
+    # the connection goes on: a good stream after it is served
+    sid = p.request("/")
+    assert p.response(sid)[0] == 200
+
+
 def test_request_of_checks_what_h2_lets_through():
     base = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a")]
     req = _request_of(base, True, 100)

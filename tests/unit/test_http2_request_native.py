@@ -21,7 +21,8 @@ NAMES = [b":method", b":scheme", b":path", b":authority", b":status", b":", b"ho
 VALUES = [b"GET", b"POST", b"CONNECT", b"OPTIONS", b"https", b"http", b"/", b"*", b"/x?y", b"x", b"",
           b"example.com", b"EXAMPLE.com", b"trailers", b"Trailers", b"gzip", b"0", b"00", b"10",
           b"1, 1", b"1,2", b" 5", b"5 ", b"\t5", b"5\x0b", b"\x0c7", b"1,", b"a=b", b"v\nw", b"v\x00",
-          b"+1", b"\xd9\xa1", b"123456789012345678901234567890"]
+          b"+1", b"\xd9\xa1", b"123456789012345678901234567890", b"GET /admin", b"G(T", b"/a b",
+          b"/a?x y", b"/a\x7f", b"a@b.example", b"a b", b"[::1]:8443", b"example.com:443", b"\xc3\xa9"]
 
 name = st.one_of(st.sampled_from(NAMES), st.binary(max_size=6))
 value = st.one_of(st.sampled_from(VALUES), st.binary(max_size=8))
@@ -155,3 +156,31 @@ def test_authority_and_host_are_compared_as_h2_compared_them():
         for fn in (http2.request_of, native.request_of):
             with pytest.raises(http2.H2Refused):
                 fn(raw, True, 100)
+
+
+@pytest.mark.parametrize("pseudo, value, reason", [
+    (b":method", b"GET /admin", "h2_bad_method"),      # the target a backend reads would move
+    (b":method", b"", "h2_bad_method"),
+    (b":method", b"G\xc3\xa9T", "h2_bad_method"),
+    (b":path", b"/public /admin", "h2_bad_path"),
+    (b":path", b"/a?q=x y", "h2_bad_path"),
+    (b":path", b"/a\x7f", "h2_bad_path"),
+    (b":path", b"/a\x01", "h2_bad_path"),
+    (b":authority", b"user@example.com", "h2_bad_host"),
+    (b":authority", b"example.com evil", "h2_bad_host"),
+    (b":authority", b"example.com/x", "h2_bad_host"),
+])
+def test_what_http11_could_not_carry_is_refused(pseudo, value, reason):
+    raw = [(n, value if n == pseudo else v) for n, v in GOOD]
+    for fn in (http2.request_of, native.request_of):
+        with pytest.raises(http2.H2Refused) as exc:
+            fn(raw, True, 100)
+        assert exc.value.reason == reason
+
+
+@pytest.mark.parametrize("authority", [b"example.com", b"example.com:8443", b"[::1]:8443", b"192.0.2.1",
+                                       b"xn--bcher-kva.example"])
+def test_hosts_http11_accepts_are_accepted(authority):
+    raw = [(n, authority if n == b":authority" else v) for n, v in GOOD]
+    assert native.request_of(raw, True, 100) == http2.request_of(raw, True, 100)
+    assert native.request_of(raw, True, 100).host == authority
