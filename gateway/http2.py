@@ -6,8 +6,8 @@ How this works: `connection(...)` makes a server-side `h2.connection.H2Connectio
 carry the listener's limits (streams open at once, the header list as `max_header_bytes`, the HPACK
 table; no server push). `h2` validates frames, HPACK, the stream states, flow control and DATA
 against `content-length`. `request_of` refuses, as a stream error (RFC 9113 8.1.1), every header
-block RFC 9113 8.2-8.3 calls malformed: a name that is empty or has upper case, a control, a
-space, a non-ASCII byte or a colon past its first byte; CR, LF or NUL anywhere; whitespace around a
+block RFC 9113 8.2-8.3 calls malformed, and the names HTTP/1.1 could not carry: a name that is
+empty or not a lower-case token (a pseudo-header's after its colon); CR, LF or NUL anywhere; whitespace around a
 value; connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated
 or after a field; a `content-length` that is not one number; neither `:authority` nor `host`,
 either one not a Host the HTTP/1.1 reader takes, or the two different; a missing or odd
@@ -82,9 +82,10 @@ CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connectio
                                  b"transfer-encoding", b"upgrade"))
 _BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
 _SECURE = frozenset((b"authorization", b"proxy-authorization"))
-# what a field name may be made of (RFC 9113 8.2.1: no control, space, upper case or non-ASCII
-# byte; a colon only as a pseudo-header's first)
-_NAME_BYTES = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A)
+# what a field name may be made of: a lower-case HTTP/1.1 token (RFC 9110 5.1), a pseudo-header's
+# after its colon. Stricter than RFC 9113 8.2.1 (no control, space, upper case, non-ASCII byte, or
+# colon past the first): a name HTTP/1.1 could not carry is never forwarded
+_NAME_BYTES = bytes(c for c in _TCHARS if not 0x41 <= c <= 0x5A)
 # what a request-target may hold as HTTP/1.1 carries it: no space, control or DEL
 _TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
 _MARKED = _SECURE | {b"cookie"}
@@ -269,9 +270,11 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
             raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
         if value != value.strip(b" \t"):
             raise H2Refused("h2_bad_header_value", "whitespace around a header value")
-        if not name or name.translate(None, _NAME_BYTES) or name.find(b":", 1) != -1:
-            raise H2Refused("h2_bad_header_name", "an empty header name, or one with upper case, "
-                                                  "a control, a space, a colon or a non-ASCII byte")
+        bare = name[1:] if name[:1] == b":" else name
+        if not bare or bare.translate(None, _NAME_BYTES):
+            raise H2Refused("h2_bad_header_name", "an empty header name, or one with a byte no "
+                            "HTTP/1.1 token has (upper case, a control, a space, a delimiter, "
+                            "a non-ASCII byte)")
         if name.startswith(b":"):
             if fields or cookies:
                 raise H2Refused("h2_pseudo_header_order", "a pseudo-header after a regular field")

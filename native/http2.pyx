@@ -474,6 +474,7 @@ cdef bint _request_ready = False
 cdef frozenset _EMPTY = frozenset()
 cdef object _host_fullmatch = None
 cdef unsigned char TCHAR[256]
+cdef unsigned char NAMECHAR[256]       # a lower-case token's bytes
 
 
 def init(*, request, refused, connection_specific, pure, host_re, tchars):
@@ -486,8 +487,10 @@ def init(*, request, refused, connection_specific, pure, host_re, tchars):
     _host_fullmatch = host_re.fullmatch
     for c in range(256):
         TCHAR[c] = 0
+        NAMECHAR[c] = 0
     for c in tchars:
         TCHAR[c] = 1
+        NAMECHAR[c] = not 65 <= c <= 90
     _request_ready = True
 
 
@@ -534,13 +537,16 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
             c = np[i]
             if c == 13 or c == 10 or c == 0:
                 raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
-            if c <= 0x20 or c >= 0x7F or 65 <= c <= 90 or (c == 58 and i > 0):
+            if not NAMECHAR[c] and not (c == 58 and i == 0):
                 bad_name = True
+        if nn == 1 and np[0] == 58:
+            bad_name = True
         if vn and (vp[0] == 32 or vp[0] == 9 or vp[vn - 1] == 32 or vp[vn - 1] == 9):
             raise H2Refused("h2_bad_header_value", "whitespace around a header value")
         if bad_name:
-            raise H2Refused("h2_bad_header_name", "an empty header name, or one with upper case, "
-                                                  "a control, a space, a colon or a non-ASCII byte")
+            raise H2Refused("h2_bad_header_name", "an empty header name, or one with a byte no "
+                            "HTTP/1.1 token has (upper case, a control, a space, a delimiter, "
+                            "a non-ASCII byte)")
         if nn and np[0] == 58:          # ":"
             if fields or cookies:
                 raise H2Refused("h2_pseudo_header_order", "a pseudo-header after a regular field")

@@ -184,3 +184,13 @@ def test_hosts_http11_accepts_are_accepted(authority):
     raw = [(n, authority if n == b":authority" else v) for n, v in GOOD]
     assert native.request_of(raw, True, 100) == http2.request_of(raw, True, 100)
     assert native.request_of(raw, True, 100).host == authority
+
+
+@pytest.mark.parametrize("name", [b"x(y", b"a/b", b"a=b", b'x"y', b"x;", b"x@y", b"{x}", b"x,y", b"x?"])
+def test_names_http11_could_not_carry_are_refused_though_rfc_9113_allows_them(name):
+    raw = [*GOOD, (name, b"v")]
+    assert not _h2_refuses(_as_h2_hands_it(raw))     # h2 takes them: the gateway does not
+    for fn in (http2.request_of, native.request_of):
+        with pytest.raises(http2.H2Refused) as exc:
+            fn(raw, True, 100)
+        assert exc.value.reason == "h2_bad_header_name"
