@@ -7,7 +7,8 @@ carry the listener's limits (streams open at once, the header list as `max_heade
 table; no server push). `h2` validates frames, HPACK, the stream states, flow control and DATA
 against `content-length`. `request_of` refuses, as a stream error (RFC 9113 8.1.1), every header
 block RFC 9113 8.2-8.3 calls malformed, and the names HTTP/1.1 could not carry: a name that is
-empty or not a lower-case token (a pseudo-header's after its colon); CR, LF or NUL anywhere; whitespace around a
+empty or not a lower-case token (a pseudo-header's after its colon); a control byte (HTAB
+aside) or DEL in a value; CR, LF or NUL anywhere; whitespace around a
 value; connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated
 or after a field; a `content-length` that is not one number; neither `:authority` nor `host`,
 either one not a Host the HTTP/1.1 reader takes, or the two different; a missing or odd
@@ -81,6 +82,9 @@ _RESPONSE_DROP = hdrs.HOP_BY_HOP | {b"content-length"}
 CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
                                  b"transfer-encoding", b"upgrade"))
 _BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
+# what a field value may hold as HTTP/1.1 carries it (RFC 9110 5.5, as the HTTP/1.1 reader takes
+# it): HTAB, SP, visible ASCII and obs-text; no other control byte, no DEL
+_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _SECURE = frozenset((b"authorization", b"proxy-authorization"))
 # what a field name may be made of: a lower-case HTTP/1.1 token (RFC 9110 5.1), a pseudo-header's
 # after its colon. Stricter than RFC 9113 8.2.1 (no control, space, upper case, non-ASCII byte, or
@@ -266,8 +270,9 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
     if len(raw) > max_count:
         raise H2Refused("too_many_headers", f"more than {max_count} header fields")
     for name, value in raw:
-        if any(b in value for b in _BAD_VALUE_BYTES) or any(b in name for b in _BAD_VALUE_BYTES):
-            raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
+        if value.translate(None, _VALUE_BYTES) or any(b in name for b in _BAD_VALUE_BYTES):
+            raise H2Refused("h2_bad_header_bytes", "a control byte (CR, LF, NUL or another) or DEL "
+                                                   "in a header field")
         if value != value.strip(b" \t"):
             raise H2Refused("h2_bad_header_value", "whitespace around a header value")
         bare = name[1:] if name[:1] == b":" else name

@@ -530,13 +530,15 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
         vn = PyBytes_GET_SIZE(value)
         for i in range(vn):
             c = vp[i]
-            if c == 13 or c == 10 or c == 0:
-                raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
+            if (c < 0x20 and c != 9) or c == 0x7F:
+                raise H2Refused("h2_bad_header_bytes", "a control byte (CR, LF, NUL or another) or DEL "
+                                                       "in a header field")
         bad_name = nn == 0
         for i in range(nn):
             c = np[i]
             if c == 13 or c == 10 or c == 0:
-                raise H2Refused("h2_bad_header_bytes", "CR, LF or NUL in a header field")
+                raise H2Refused("h2_bad_header_bytes", "a control byte (CR, LF, NUL or another) or DEL "
+                                                       "in a header field")
             if not NAMECHAR[c] and not (c == 58 and i == 0):
                 bad_name = True
         if nn == 1 and np[0] == 58:

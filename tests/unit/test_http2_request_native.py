@@ -164,8 +164,8 @@ def test_authority_and_host_are_compared_as_h2_compared_them():
     (b":method", b"G\xc3\xa9T", "h2_bad_method"),
     (b":path", b"/public /admin", "h2_bad_path"),
     (b":path", b"/a?q=x y", "h2_bad_path"),
-    (b":path", b"/a\x7f", "h2_bad_path"),
-    (b":path", b"/a\x01", "h2_bad_path"),
+    (b":path", b"/a\x7f", "h2_bad_header_bytes"),     # a field's value HTTP/1.1 could not carry
+    (b":path", b"/a\x01", "h2_bad_header_bytes"),
     (b":authority", b"user@example.com", "h2_bad_host"),
     (b":authority", b"example.com evil", "h2_bad_host"),
     (b":authority", b"example.com/x", "h2_bad_host"),
@@ -194,3 +194,15 @@ def test_names_http11_could_not_carry_are_refused_though_rfc_9113_allows_them(na
         with pytest.raises(http2.H2Refused) as exc:
             fn(raw, True, 100)
         assert exc.value.reason == "h2_bad_header_name"
+
+
+
+@pytest.mark.parametrize("value", [b"a\x0bb", b"a\x01", b"\x7f", b"a\x1fb"])
+def test_values_http11_could_not_carry_are_refused(value):
+    raw = [*GOOD, (b"x-a", value)]
+    for fn in (http2.request_of, native.request_of):
+        with pytest.raises(http2.H2Refused) as exc:
+            fn(raw, True, 100)
+        assert exc.value.reason == "h2_bad_header_bytes"
+    ok = [*GOOD, (b"x-a", b"a\tb \x80\xff")]
+    assert native.request_of(ok, True, 100) == http2.request_of(ok, True, 100)
