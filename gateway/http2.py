@@ -6,17 +6,17 @@ How this works: `connection(...)` makes a server-side `h2.connection.H2Connectio
 carry the listener's limits (streams open at once, the header list as `max_header_bytes`, the HPACK
 table; no server push). `h2` validates frames, HPACK, the stream states, flow control and DATA
 against `content-length`. `request_of` refuses, as a stream error (RFC 9113 8.1.1), every header
-block RFC 9113 8.2-8.3 calls malformed, and the names HTTP/1.1 could not carry: a name that is
-empty or not a lower-case token (a pseudo-header's after its colon); a control byte (HTAB
-aside) or DEL in a value; CR, LF or NUL anywhere; whitespace around a
-value; connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated
-or after a field; a `content-length` that is not one number; neither `:authority` nor `host`,
-either one not a Host the HTTP/1.1 reader takes, or the two different; a missing or odd
-`:scheme`; a `:method` that is not a token; a `:path` that is not origin-form or holds a space, a
-control or DEL byte (what HTTP/1.1 could not carry in a request line); CONNECT. That is all h2's own inbound
-header validation refuses (which is therefore off; tests/unit/test_http2_request_native.py holds
-the superset) and more. It builds the Request: `host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and
-the body's framing for the target decided here, never taken from the client: the declared length
+block RFC 9113 8.2-8.3 calls malformed and whatever an HTTP/1.1 target could not be handed as it
+is: a name that is empty or not a lower-case token (a pseudo-header's after its colon); CR, LF or
+NUL anywhere, another control byte (HTAB aside) or DEL in a value; whitespace around a value;
+connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated or
+after a field; a `content-length` that is not one number; neither `:authority` nor `host`, either
+one not a Host the HTTP/1.1 reader takes, or the two different; a missing or odd `:scheme`; a
+`:method` that is not a token; a `:path` that is not origin-form or holds a space, a control or a
+DEL byte; CONNECT. That is all h2's own inbound header validation refuses, and more (so h2's pass
+is off; tests/unit/test_http2_request_native.py holds the superset). It builds the Request:
+`host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and the body's framing
+for the target decided here, never taken from the client: the declared length
 (which `h2` holds the DATA frames to), else chunked.
 
 `FrameGuard` reads every frame header off the byte stream before `h2` parses it and counts what the
@@ -98,17 +98,14 @@ NO_BODY_STATUS = (204, 304)
 
 def connection(max_streams: int, header_table_size: int, max_header_bytes: int
                ) -> h2.connection.H2Connection:
-    """The server side of one HTTP/2 connection, its SETTINGS (and the preface to send) queued."""
-    # what the gateway sends is made here already as h2's outbound normalisation would make it
-    # (lower-case names, no surrounding whitespace, no connection-specific field, credentials
-    # never indexed: `response_fields`, `split_answer`) and passes its outbound validation
-    # (tests/unit/test_http2_outbound.py holds the bytes equal): only what the client sends is
-    # checked by h2 as it comes
-    # What the client sends is validated by `request_of`, which refuses all that h2's inbound
-    # validation would (RFC 9113 8.2: tests/unit/test_http2_request_native.py holds it to h2's
-    # checks) and more, as a stream error (RFC 9113 8.1.1), so h2's own pass is off; h2 still
-    # joins cookies, and checks the frames, the stream states, flow control and DATA against
-    # content-length.
+    """The server side of one HTTP/2 connection, its SETTINGS (and the preface to send) queued.
+
+    h2's passes over header blocks are off both ways, each replaced by the gateway's own: what it
+    sends is made already as h2's outbound normalisation would make it and passes its outbound
+    validation (`response_fields`, `split_answer`; tests/unit/test_http2_outbound.py holds the
+    bytes equal), and what the client sends goes through `request_of`, which refuses all that
+    h2's inbound validation would and more. h2 still joins cookies and checks frames, stream
+    states, flow control and DATA against content-length."""
     config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                        validate_inbound_headers=False,
                                        normalize_inbound_headers=True,
@@ -349,7 +346,6 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
                    host=authority if authority is not None else host, connection=frozenset())
 
 
-
 if NATIVE is not None:
     NATIVE.init(request=Request, refused=H2Refused, connection_specific=CONNECTION_SPECIFIC,
                 pure=request_of, host_re=_HOST_RE, tchars=_TCHARS)
@@ -358,6 +354,7 @@ if NATIVE is not None:
 def request_builder() -> Callable[[Sequence[tuple[bytes, bytes]], bool, int], Request]:
     """The `request_of` the native switch chose (for a session made now)."""
     return NATIVE.request_of if native_mode == "native" else request_of
+
 
 # the answers the gateway makes are few and repeat (a rule's fixed response is one bytes object):
 # each is split once; the fields' list is shared, read only
