@@ -12,8 +12,8 @@ NUL anywhere, another control byte (HTAB aside) or DEL in a value; whitespace ar
 connection-specific fields and `te` other than `trailers`; pseudo-headers unknown, repeated or
 after a field; a `content-length` that is not one number; neither `:authority` nor `host`, either
 one not a Host the HTTP/1.1 reader takes, or the two different; a missing or odd `:scheme`; a
-`:method` that is not a token; a `:path` that is not origin-form or holds a space, a control or a
-DEL byte; CONNECT. That is all h2's own inbound header validation refuses, and more (so h2's pass
+`:method` that is not a token; a `:path` that is not origin-form or holds a byte the HTTP/1.1
+reader refuses in a target (a space, a control, DEL, `#`, a non-ASCII byte); CONNECT. That is all h2's own inbound header validation refuses, and more (so h2's pass
 is off; tests/unit/test_http2_request_native.py holds the superset). It builds the Request:
 `host` from `:authority`, cookies joined into one field (RFC 9113 8.2.3), and the body's framing
 for the target decided here, never taken from the client: the declared length
@@ -90,8 +90,9 @@ _SECURE = frozenset((b"authorization", b"proxy-authorization"))
 # after its colon. Stricter than RFC 9113 8.2.1 (no control, space, upper case, non-ASCII byte, or
 # colon past the first): a name HTTP/1.1 could not carry is never forwarded
 _NAME_BYTES = bytes(c for c in _TCHARS if not 0x41 <= c <= 0x5A)
-# what a request-target may hold as HTTP/1.1 carries it: no space, control or DEL
-_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
+# what a request-target may hold as the HTTP/1.1 reader takes it: visible ASCII but '#' (a fragment
+# the gateway would match and a backend drop), no space, control, DEL or non-ASCII byte
+_TARGET_BYTES = bytes(c for c in range(0x21, 0x7F) if c != 0x23)
 _MARKED = _SECURE | {b"cookie"}
 NO_BODY_STATUS = (204, 304)
 
@@ -321,7 +322,8 @@ def request_of(raw: Sequence[tuple[bytes, bytes]], ended: bool, max_count: int) 
     if not path.startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
         raise H2Refused("h2_bad_path", ":path is neither origin-form nor * for OPTIONS")
     if path.translate(None, _TARGET_BYTES):
-        raise H2Refused("h2_bad_path", ":path has a space, a control or a DEL byte")
+        raise H2Refused("h2_bad_path", ":path has a byte no HTTP/1.1 request-target has (a space, a control, "
+                                        "DEL, '#' or a non-ASCII byte)")
     if authority is None and host is None:
         raise H2Refused("h2_missing_authority", "neither :authority nor host")
     if (authority is not None and _HOST_RE.fullmatch(authority) is None) or \

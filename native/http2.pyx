@@ -599,8 +599,9 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
     vp = <const unsigned char *>PyBytes_AS_STRING(path)
     vn = PyBytes_GET_SIZE(path)
     for i in range(vn):
-        if vp[i] <= 0x20 or vp[i] == 0x7F:
-            raise H2Refused("h2_bad_path", ":path has a space, a control or a DEL byte")
+        if vp[i] <= 0x20 or vp[i] >= 0x7F or vp[i] == 0x23:
+            raise H2Refused("h2_bad_path", ":path has a byte no HTTP/1.1 request-target has (a space, a control, "
+                                        "DEL, '#' or a non-ASCII byte)")
     if authority is None and host is None:
         raise H2Refused("h2_missing_authority", "neither :authority nor host")
     if (authority is not None and _host_fullmatch(authority) is None) or \
