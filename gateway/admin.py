@@ -29,6 +29,9 @@ from .identity import rfc2253, serial_hex
 from .revocations import RevocationError, close_revoked, parse_serial_text
 
 MAX_BODY_BYTES = 65536
+# a worker rolled out by a reload answers what its admin connections have sent within this, then
+# closes them (the new generation serves the listener)
+ADMIN_DRAIN_S = 1.0
 # GET /revocations pages (offset, limit): a listing of 500,000 must not hold up a worker
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
@@ -72,12 +75,16 @@ class AdminProtocol(asyncio.Protocol):
     """One admin connection. A silent or slow peer cannot hold it: each request must be whole
     within `[admin] idle_timeout_s` of the connection's start or of the last answer, and a worker
     keeps at most `[admin] max_connections` (any above is closed at once); each kind of cut is
-logged, at most once a second."""
+    logged, at most once a second."""
 
     def __init__(self, worker) -> None:
         self.worker = worker
         self._timer: asyncio.TimerHandle | None = None
-        self._counted = False
+        self.served = 0             # requests answered on this connection
+        self.pending = False        # bytes of a request not answered yet
+        # counted from the accept (the factory's call), before connection_made comes: a drain
+        # that starts in between still waits for this one
+        worker.admin_protocols.add(self)
         self.reader = http1.request_reader(http1.HTTPLimits(max_header_bytes=16384, max_header_count=64,
                                                             max_body_bytes=MAX_BODY_BYTES))
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # until connection_made
@@ -87,27 +94,39 @@ logged, at most once a second."""
         self.transport = transport
         worker = self.worker
         spec = worker.runtime.config.admin
-        if worker.admin_connections >= spec.max_connections:
+        if len(worker.admin_protocols) > spec.max_connections:
             now = time.monotonic()
             if now - worker.admin_refused_logged >= 1.0:
                 worker.admin_refused_logged = now
                 worker.runtime.errors.warning(
                     "admin_connection_refused", f"admin listener: {spec.max_connections} connections "
                     "open in this worker (admin.max_connections); closing new ones")
+            worker.admin_protocols.discard(self)
             transport.abort()
             return
-        worker.admin_connections += 1
-        self._counted = True
-        self._arm()
+        self._arm(ADMIN_DRAIN_S if worker.admin_closing else None)
 
-    def _arm(self) -> None:
+    def _arm(self, within: float | None = None) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(
-            self.worker.runtime.config.admin.idle_timeout_s, self._expired)
+            within if within is not None else self.worker.runtime.config.admin.idle_timeout_s,
+            self._expired)
+
+    def drain(self) -> None:
+        """The worker stops serving the admin listener (rolled out by a reload): a connection
+        between requests closes now; one with a request under way, or not one yet (it may be
+        on its way), gets its answer (with Connection: close) within ADMIN_DRAIN_S, else it is
+        cut."""
+        if self.served and not self.pending:
+            self.transport.close()
+        else:
+            self._arm(ADMIN_DRAIN_S)
 
     def _expired(self) -> None:
         self._timer = None
+        if self.transport is None:
+            return              # not made yet: connection_made arms its own timer
         worker = self.worker
         now = time.monotonic()
         if now - worker.admin_timeout_logged >= 1.0:
@@ -122,11 +141,10 @@ logged, at most once a second."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._counted:
-            self._counted = False
-            self.worker.admin_connections -= 1
+        self.worker.admin_protocols.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        self.pending = True
         try:
             self.reader.feed(data)
             while True:
@@ -148,7 +166,9 @@ logged, at most once a second."""
                         self.transport.close()
                         return
                     self.body = []
-                    if not self.request.keep_alive:
+                    self.served += 1
+                    self.pending = False
+                    if not self.request.keep_alive or self.worker.admin_closing:
                         self.transport.close()
                         return
                     self._arm()      # the next request has its own time
@@ -175,7 +195,10 @@ logged, at most once a second."""
         elif path == b"/healthz":
             status, ctype, body = 200, b"text/plain", b"ok\n"
         elif path == b"/readyz":
-            ready = self.worker.serving and not self.worker.unready and not self.worker.stopping.is_set()
+            # the instance's readiness: 503 once it leaves (the master's stop); a worker rolled
+            # out by a reload still says 200 for what it answers (the new generation serves)
+            worker = self.worker
+            ready = not worker.unready and (worker.serving or worker.admin_closing)
             status, ctype, body = (200, b"text/plain", b"ready\n") if ready else (503, b"text/plain", b"draining\n")
         elif path == b"/certificates":
             status, ctype = 200, _JSON
@@ -184,7 +207,7 @@ logged, at most once a second."""
             status, ctype, body = 404, b"text/plain", b"not found\n"
         head = [(b"Content-Type", ctype), (b"Content-Length", b"%d" % len(body)),
                 (b"Cache-Control", b"no-store")] + extra
-        if not req.keep_alive:
+        if not req.keep_alive or self.worker.admin_closing:
             head.append((b"Connection", b"close"))
         self.transport.write(http1.response_head(status, head) + (b"" if req.method == b"HEAD" else body))
 

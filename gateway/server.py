@@ -367,7 +367,8 @@ class Worker:
         # admin listener answers it until the worker exits
         self.unready = False
         self.admin_server: asyncio.AbstractServer | None = None
-        self.admin_connections = 0          # open admin connections (AdminProtocol counts them)
+        self.admin_protocols: set = set()   # open admin connections (AdminProtocol keeps it)
+        self.admin_closing = False          # a reload's rollout: admin connections are closing
         self.admin_refused_logged = 0.0     # the admin listener's lines, at most one a second each
         self.admin_timeout_logged = 0.0
         self._sampler: asyncio.TimerHandle | None = None
@@ -492,8 +493,15 @@ class Worker:
             server.close()
         if self.admin_server is not None and not self.unready:
             # rolled out by a reload: the new generation answers /readyz (200) and /metrics; an
-            # old worker answering 503 there would take a serving instance out of its balancer
+            # old worker answering 503 there would take a serving instance out of its balancer.
+            # What its admin connections sent already is answered first (a probe accepted just
+            # before the reload must not be cut unanswered)
             self.admin_server.close()
+            self.admin_closing = True
+            for admin in list(self.admin_protocols):
+                admin.drain()
+        from .admin import ADMIN_DRAIN_S
+        admin_deadline = time.monotonic() + ADMIN_DRAIN_S + 0.5
         if on_closed is not None:
             on_closed()         # the master may now say the new generation alone accepts
         deadline = time.monotonic() + timeout_s
@@ -505,7 +513,9 @@ class Worker:
             # transport is being made): the acceptor still counts it. Leaving now would close it
             # mid-handshake, a failed request across a reload.
             admitting = sum(getattr(server, "active", 0) for server in self.servers)
-            if (not live and not admitting) or time.monotonic() >= deadline:
+            answering = (self.admin_closing and self.admin_protocols
+                         and time.monotonic() < admin_deadline)
+            if (not live and not admitting and not answering) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for proto in [p for rt in self.runtime.listeners.values() for p in list(rt.protocols)]:
