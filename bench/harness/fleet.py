@@ -47,6 +47,7 @@ from pathlib import Path
 from gateway import testing
 
 from . import certs, cpu
+from .load import _stop_all
 
 BALANCES = ("source", "roundrobin")
 CHECK_INTER_MS = 100
@@ -173,13 +174,7 @@ class HAProxy:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop_all([self.proc])
 
 
 @dataclass
@@ -196,7 +191,6 @@ class Instance:
     native: str | None = None
     cpus: Sequence[int] | None = None        # pinned there (a benchmark), else anywhere
     process: testing.GatewayProcess | None = None
-    starts: int = 0
 
     def config_text(self) -> str:
         gateway: dict[str, object] = {"workers": self.workers, **testing.log_settings(self.dir),
@@ -219,7 +213,6 @@ class Instance:
         self.process = testing.GatewayProcess(config, [self.port, self.admin_port], start_new_session=True,
                                               logs=testing.logs_in(self.dir), stderr=subprocess.DEVNULL,
                                               preexec_fn=cpu.pin(self.cpus) if self.cpus else None)
-        self.starts += 1
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.ready():
             if time.monotonic() > deadline or not self.alive():
@@ -330,7 +323,7 @@ class Fleet:
         assert self.haproxy is not None
         return self.haproxy.wait(lambda st: st.get(name) not in ("UP", None), timeout)
 
-    def roll(self, pause_s: float = 0.0) -> list[dict]:
+    def roll(self) -> list[dict]:
         """Restart every instance, one at a time: SIGTERM (it leaves its balancer, then drains),
         start it again, and go on once HAProxy has it up. A record per instance."""
         done = []
@@ -342,7 +335,6 @@ class Fleet:
             self.wait_up([inst.name])
             done.append({"instance": inst.name, "exit": code, "stop_s": stopped - began,
                          "back_s": time.monotonic() - stopped})
-            time.sleep(pause_s)
         return done
 
     def cpu_seconds(self) -> float:
