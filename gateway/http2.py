@@ -46,7 +46,7 @@ from .http1 import _HOST_RE, _TCHARS, Request, Response
 
 __all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "goaway_frame", "request_of",
            "response_fields", "split_answer", "CONNECTION_SPECIFIC", "NATIVE", "set_native",
-           "native_mode", "request_builder"]
+           "native_mode", "request_builder", "answer_block"]
 
 try:
     from . import _http2_c as NATIVE
@@ -377,6 +377,27 @@ def split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]
             _ANSWERS.clear()
         _ANSWERS[payload] = split
     return split
+
+
+_BLOCKS: dict[bytes, tuple[int, list[tuple[bytes, bytes]], int, bytes]] = {}
+
+
+def answer_block(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], int, bytes]:
+    """(status, the header block with `:status` first, its size as the access record counts a
+    block, body) of a whole HTTP/1.1 response the gateway made, as `split_answer` splits it; cached
+    the same way. The block is not to be changed."""
+    known = _BLOCKS.get(payload)
+    if known is not None:
+        return known
+    status, fields, body = _split_answer(payload)
+    block = [(b":status", b"%d" % status)]
+    block.extend(fields)
+    made = (status, block, sum(len(n) + len(v) + 4 for n, v in block), body)
+    if len(payload) <= _MAX_ANSWER_BYTES:
+        if len(_BLOCKS) >= _MAX_ANSWERS:
+            _BLOCKS.clear()
+        _BLOCKS[payload] = made
+    return made
 
 
 def _split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -119,6 +119,8 @@ def encode_fixed(status: int, content_type: str, body: bytes, rule: int = -1,
 
 
 _TEXT = "text/plain; charset=utf-8"
+MEMO_MAX = 256          # a table's remembered decisions, at most (RouteTable.decide)
+MEMO_KEY_MAX = 256      # and only for a host and path of at most this many bytes together
 NO_RULE = encode_fixed(404, _TEXT, b"no rule matched this request\n")
 FORBIDDEN_NO_CERT = encode_fixed(403, _TEXT, b"forbidden: this path requires a verified client "
                                              b"certificate\n", reason="client_cert_required")
@@ -201,7 +203,7 @@ class RedirectAction:
 class RouteTable:
     """Compiled rules of one listener."""
 
-    __slots__ = ("_rules", "upgrades", "unconditional", "reads_headers")
+    __slots__ = ("_rules", "upgrades", "unconditional", "reads_headers", "_memo")
 
     def __init__(self, rules: Iterable[RuleSpec]) -> None:
         compiled: list[tuple[re.Pattern[bytes] | None, re.Pattern[bytes] | None,
@@ -243,6 +245,31 @@ class RouteTable:
                               else None)
         # whether a decision may depend on more than host, path and method
         self.reads_headers = any(rule[3] is not None for rule in compiled)
+        # the decisions `decide` took, when they depend on nothing else
+        self._memo: dict[tuple[bytes | None, bytes, bytes], Forward | Fixed | RedirectAction] | None = (
+            None if self.reads_headers else {})
+
+    def decide(self, host: bytes | None, path: bytes, method: bytes,
+               headers: Sequence[tuple[bytes, bytes]]) -> Forward | Fixed | RedirectAction:
+        """`match`, remembered when no rule reads a header (the decision is then a function of
+        host, path and method): at most MEMO_MAX decisions, forgotten all at once when full, none
+        for a host and path longer than MEMO_KEY_MAX together (what a client can make the memo
+        hold stays small). The native connection core keeps its own the same way."""
+        if self.unconditional is not None:
+            return self.unconditional
+        memo = self._memo
+        if memo is None:
+            return self.match(host, path, method, headers)
+        if len(path) + (len(host) if host is not None else 0) > MEMO_KEY_MAX:
+            return self.match(host, path, method, ())
+        key = (host, path, method)
+        action = memo.get(key)
+        if action is None:
+            action = self.match(host, path, method, ())
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[key] = action
+        return action
 
     def match(self, host: bytes | None, path: bytes, method: bytes = b"GET",
               headers: Sequence[tuple[bytes, bytes]] = ()) -> Forward | Fixed | RedirectAction:

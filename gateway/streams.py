@@ -40,7 +40,8 @@ from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
 from .exchange import UPSTREAM_ERROR_BODIES, Exchange, UpstreamClosed, UpstreamFailed
 from .http1 import Data, EndOfMessage, Request, Response
-from .http2 import FrameGuard, H2Refused, connection, goaway_frame, request_builder, response_fields, split_answer
+from .http2 import (FrameGuard, H2Refused, answer_block, connection, goaway_frame, request_builder,
+                    response_fields)
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone
 from .tls import _name_matches as name_matches
@@ -58,6 +59,7 @@ DRAIN_PING = b"drain\x00\x00\x00"
 # how long the drain's PING may take to come back before the final GOAWAY goes anyway (h2's own
 # client, for one, drops everything it has to send once it reads a GOAWAY)
 DRAIN_PING_TIMEOUT_S = 1.0
+HOSTS_KEPT = 16     # Host values a connection remembers it may serve or not (H2Session.hosts)
 
 
 class StreamExchange(Exchange):
@@ -84,7 +86,8 @@ class H2Session:
     """The HTTP/2 side of one client connection; its core (`core`) owns the TLS and the logs."""
 
     __slots__ = ("core", "conn", "request_of", "guard", "streams", "by_upstream", "goaway_sent", "last_stream",
-                 "closing", "rt", "now", "draining", "drain_at", "waiting")
+                 "closing", "rt", "now", "draining", "drain_at", "waiting", "hosts", "max_requests",
+                 "max_header_count", "max_body")
 
     def __init__(self, core: ConnectionCore, now: float) -> None:
         self.core = core
@@ -104,6 +107,12 @@ class H2Session:
         self.now = now          # the time of the call being served
         self.draining = False   # the first GOAWAY of a drain is out, its PING not yet answered
         self.drain_at = 0.0     # when the final GOAWAY goes even so (a client that never answers)
+        # the Host values this connection may serve, by whether it may (coalescing, RFC 9113
+        # 9.1.1; at most HOSTS_KEPT), and the runtime's limits a stream reads
+        self.hosts: dict[bytes, bool] = {}
+        self.max_requests = spec.max_requests_per_connection
+        self.max_header_count = rt.http_limits.max_header_count
+        self.max_body = rt.http_limits.max_body_bytes
         self._flush()
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -253,16 +262,17 @@ class H2Session:
         if self.goaway_sent and stream_id > self.last_stream:
             self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
-        self.last_stream = max(self.last_stream, stream_id)
+        if stream_id > self.last_stream:
+            self.last_stream = stream_id
         core.requests += 1
         core.idle_deadline = 0.0        # _schedule sets it again once no stream is open
-        most = rt.spec.max_requests_per_connection
+        most = self.max_requests
         if most and core.requests >= most and not self.goaway_sent:
             # the connection's last request (nginx's keepalive_requests applies to HTTP/2 too):
             # GOAWAY naming this stream; it and those before it finish
             self._send_goaway(0)
         try:
-            request = self.request_of(raw, ended, rt.http_limits.max_header_count)
+            request = self.request_of(raw, ended, self.max_header_count)
         except H2Refused as exc:
             core._error("info", exc.reason, str(exc), listener=rt.spec.name, client=core.client,
                         stream=stream_id)
@@ -272,15 +282,15 @@ class H2Session:
         ex = StreamExchange(request, now, stream_id)
         ex.request_done = ended
         self.streams[stream_id] = ex
-        limit = rt.http_limits.max_body_bytes
+        limit = self.max_body
         if limit is not None and request.content_length is not None and request.content_length > limit:
             self._answer_error(ex, 413, b"payload too large\n", "body_too_large", now)
             return
         host = _route_host(request.host)
         if self._screened_out(ex, request, host, now):
             return
-        action = ex.action = rt.routes.match(host, split_path(ex.forward_target), request.method,
-                                             request.headers)
+        action = ex.action = rt.routes.decide(host, split_path(ex.forward_target), request.method,
+                                              request.headers)
         if action.access is not None:
             refusal = core._refusal(action)
             if refusal is not None:
@@ -322,22 +332,33 @@ class H2Session:
             self._answer_error(ex, exc.status, str(exc).encode()[:200] + b"\n", exc.reason, now)
             return True
         if route_host is not None:
-            host = route_host.lower().decode("latin-1")
-            ev = core.done_event
-            names = ev.certificate_names if type(ev) is HandshakeDone else ()
-            sni = ev.server_name if type(ev) is HandshakeDone else None
-            # another name than the one the connection was made for must be one the certificate
-            # covers (coalescing); with several certificates, every name must
-            coalesced = sni is not None and host != sni.lower().rstrip(".")
-            if (coalesced or rt.sni_host_strict) and not any(name_matches(n, host) for n in names):
+            served = self.hosts.get(route_host)
+            if served is None:
+                served = self._serves(route_host)
+                if len(self.hosts) < HOSTS_KEPT:
+                    self.hosts[route_host] = served
+            if not served:
+                ev = core.done_event
                 core._error("info", "misdirected_request", "the connection's certificate does not "
                             "cover this :authority", listener=rt.spec.name, client=core.client,
-                            host=host, server_name=sni)
+                            host=route_host.lower().decode("latin-1"),
+                            server_name=ev.server_name if type(ev) is HandshakeDone else None)
                 ex.reason = "misdirected_request"
                 self._answer_error(ex, 421, b"misdirected request: this connection does not "
                                    b"serve that host\n", "misdirected_request", now)
                 return True
         return False
+
+    def _serves(self, route_host: bytes) -> bool:
+        """Whether this connection may serve a stream for `route_host`: another name than the
+        one the connection was made for must be one its certificate covers (coalescing); with
+        several certificates (`sni_host_strict`), every name must."""
+        host = route_host.lower().decode("latin-1")
+        ev = self.core.done_event
+        names = ev.certificate_names if type(ev) is HandshakeDone else ()
+        sni = ev.server_name if type(ev) is HandshakeDone else None
+        coalesced = sni is not None and host != sni.lower().rstrip(".")
+        return not (coalesced or self.rt.sni_host_strict) or any(name_matches(n, host) for n in names)
 
     def _forward(self, ex: StreamExchange, action: Forward, now: float) -> None:
         group = self.rt.target_groups[action.target_group]
@@ -414,15 +435,26 @@ class H2Session:
     def _answer(self, ex: StreamExchange, payload: bytes, now: float) -> None:
         """A whole HTTP/1.1 response the gateway made (a fixed response, a refusal, a redirect),
         sent as this stream's HEADERS and DATA."""
-        status, fields, body = split_answer(payload)
+        status, block, size, body = answer_block(payload)
         ex.status = status
         ex.body_queue = None
-        self._drop_upstream(ex)
-        head_only = ex.request.method == b"HEAD"
-        self._send_head(ex, status, fields, end=head_only or not body)
-        if body and not head_only:
-            self._queue(ex, body, end=True)
+        if ex.upstream is not None:
+            self._drop_upstream(ex)
+        end = not body or ex.request.method == b"HEAD"
         ex.discard = True       # whatever more of the request comes is dropped
+        ex.head_sent = True
+        ex.bytes_out += size
+        try:
+            self.conn.send_headers(ex.stream_id, block, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            # the client reset it meanwhile (in this very arrival, after its request)
+            self._abort_stream(ex, 0, "client_reset", reset=False)
+            return
+        if end:
+            ex.end_pending = False
+            self._stream_done(ex)
+            return
+        self._queue(ex, body, end=True)
         self._send_stream(ex, now)
 
     def _answer_error(self, ex: StreamExchange, status: int, body: bytes, reason: str,

@@ -85,6 +85,33 @@ def test_what_a_decision_can_depend_on():
     assert RouteTable([]).unconditional is None and not RouteTable([]).reads_headers
 
 
+def test_decide_is_match_remembered_only_when_headers_cannot_matter():
+    """`decide` (what HTTP/2 streams route with) gives what `match` gives, request by request; it
+    remembers decisions by host, path and method only when no rule reads a header, keeps at most
+    MEMO_MAX of them and none for a long host and path."""
+    from gateway import routes
+    rules = [fixed(1, "api", path="/api/*", methods=("GET",)), fixed(2, "h", host="*.example.com"),
+             fixed(3, "rest")]
+    table = RouteTable(rules)
+    requests = [(b"a.example.com", b"/api/x", b"GET"), (None, b"/api/x", b"POST"), (None, b"/api/x", b"GET"),
+                (b"b.example.com", b"/", b"PUT"), (None, b"/", b"GET"), (b"x", b"/api/", b"GET")]
+    for _ in range(2):
+        for host, path, method in requests:
+            assert table.decide(host, path, method, ()) is table.match(host, path, method)
+    assert len(table._memo) == len(requests)
+    long_path = b"/" + b"x" * routes.MEMO_KEY_MAX
+    assert table.decide(None, long_path, b"GET", ()) is table.match(None, long_path)
+    assert len(table._memo) == len(requests)
+    for i in range(routes.MEMO_MAX + 10):
+        table.decide(None, b"/p%d" % i, b"GET", ())
+    assert len(table._memo) <= routes.MEMO_MAX
+    # a header condition: every decision is taken afresh, with the request's headers
+    reading = RouteTable([fixed(1, "hit", headers=(("x-env", ("prod",)),)), fixed(2, "miss")])
+    assert reading.decide(None, b"/", b"GET", [(b"X-Env", b"prod")]).keep_alive.endswith(b"hit")
+    assert reading.decide(None, b"/", b"GET", [(b"X-Env", b"dev")]).keep_alive.endswith(b"miss")
+    assert reading._memo is None
+
+
 def test_forward_carries_group_rule_and_upgrades():
     table = RouteTable([fwd(1, path="/ws", allow_upgrade=("websocket",)), fwd(2, group="web")])
     ws = table.match(None, b"/ws")
