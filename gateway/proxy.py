@@ -246,9 +246,10 @@ def _chosen(record: dict, rt, event) -> dict:
 
 
 # --- the shell's native twin --------------------------------------------------------------------------
-# gateway._conn_c.Shell is data_received in C (the clock read and the native core's arrival called
-# without a Python frame); it is mixed in before GatewayProtocol, whose other methods it keeps. The
-# same switch as the core's picks it (gateway.conn.set_native), per connection, when it is accepted.
+# gateway._conn_c.Shell is data_received, connection_made and connection_lost in C (the clock read,
+# the slots written by their offsets, the native core's arrival called without a Python frame); it
+# is mixed in before GatewayProtocol, whose other methods it keeps. The same switch as the core's
+# picks it (gateway.conn.set_native), per connection, when it is accepted.
 
 def _native_protocol():
     try:
@@ -259,10 +260,18 @@ def _native_protocol():
         return None
 
     class NativeGatewayProtocol(Shell, GatewayProtocol):
-        """GatewayProtocol with its data_received in C (gateway._conn_c.Shell)."""
+        """GatewayProtocol with its data_received, connection_made and connection_lost in C
+        (gateway._conn_c.Shell)."""
 
         __slots__ = ()
 
+    try:
+        from ._conn_c import bind_shell
+        bind_shell(protocol=GatewayProtocol, native_protocol=NativeGatewayProtocol,
+                   get_running_loop_=asyncio.get_running_loop, wheel=Wheel, conn=_conn,
+                   general_lost=_conn.ConnectionCore.lost, close=CLOSE, abort=ABORT)
+    except (ImportError, AttributeError):
+        return None     # a stale build: the pure shell serves
     return NativeGatewayProtocol
 
 

@@ -416,6 +416,7 @@ class TLSPump(Protocol):
     def leaf_der(self) -> bytes | None: ...
     def session_digest(self, label: bytes) -> bytes | None: ...
     def store_cert_der(self, store: int) -> bytes: ...
+    def selected_alpn(self) -> bytes | None: ...
 
 
 # a pump for a pyOpenSSL Connection: py_pump, or the native one load_native returns
@@ -548,9 +549,13 @@ class PyPump:
             _lib.ERR_clear_error()
         return self._drain()
 
-    # what the handshake reads of this SSL (the native Pump has the same three)
+    # what the handshake reads of this SSL (the native Pump has the same four)
     def leaf_der(self) -> bytes | None:
         return peer_leaf_der(self._ssl)
+
+    def selected_alpn(self) -> bytes | None:
+        """The protocol ALPN chose, or None."""
+        return alpn_selected(self._ssl) or None
 
     def session_digest(self, label: bytes) -> bytes | None:
         return session_digest(self._ssl, label)

@@ -183,9 +183,10 @@ cdef class Listener:
     instead of a Python call per request."""
 
     cdef readonly object rt, name, routes, header_policy, observer, access_log
-    cdef readonly bint sni_host_strict, counting
+    cdef readonly object connection_log, mtls
+    cdef readonly bint sni_host_strict, counting, reports, http2
     cdef readonly long max_requests
-    cdef readonly double idle_timeout
+    cdef readonly double idle_timeout, header_timeout
     cdef object unconditional               # the first rule's action when it has no condition
     cdef dict memo                          # (host, path, method) -> action; None: rules read headers
     cdef long long counts[STATUS_MAX]
@@ -202,6 +203,11 @@ cdef class Listener:
         self.sni_host_strict = bool(rt.sni_host_strict)
         self.max_requests = spec.max_requests_per_connection
         self.idle_timeout = spec.idle_timeout_s
+        self.header_timeout = spec.header_timeout_s
+        self.connection_log = rt.connection_log
+        self.mtls = spec.mtls
+        self.reports = bool(rt.tls.reports)
+        self.http2 = bool(spec.http2)
         self.unconditional = getattr(self.routes, "unconditional", None)
         self.memo = None if getattr(self.routes, "reads_headers", True) else {}
         memset(self.counts, 0, sizeof(self.counts))
@@ -350,13 +356,46 @@ cdef class Core:
             return self._received(out, plain, events, now)
         if out:
             self.acts.out.append(out)
-        self._on_handshake(events[0], now)
+        event = events[0]
+        if not self._handshake_common(event, now):
+            self._on_handshake(event, now)
         self.rx_at = now
         if self.state is OPEN and self.h2 is None:
             self._serve_plain(plain, now)
         else:
             self._feed(plain, now)
         return self._finish()
+
+    cdef bint _handshake_common(self, event, double now) except -1:
+        """gateway.conn.ConnectionCore._on_handshake's twin for a listener that enforces and a
+        connection that speaks HTTP/1.1 (the same steps in its order); False, having changed
+        nothing, for anything else (report-only listeners, HTTP/2), which the pure method does."""
+        cdef Listener lc = self.lc
+        if lc.reports:
+            return False
+        tls = self.tls
+        if lc.http2 and tls._pump.selected_alpn() == b"h2":
+            return False
+        self.state = OPEN
+        self.done_event = event
+        identity = event.identity
+        status = event.status
+        if identity is not None:
+            rt = self.rt
+            verified = status is not None and identity.verified
+            self.identity_lines = headers_module.identity_block(
+                identity, verified, rt.header_styles, fields=rt.identity_fields if verified else ())
+        if lc.connection_log.enabled:
+            self._connection_log(event, "")
+        observer = lc.observer
+        if observer is not NULL_OBSERVER:
+            observer.handshake(lc.name, lc.mtls, "accepted",
+                               status.value if status is not None else None, event.resumed,
+                               tls.handshake_s)
+        self.conn_deadline = 0.0
+        # the first request is awaited as long as a header may take; nothing sent: a quiet close
+        self.idle_deadline = now + lc.header_timeout
+        return True
 
     cdef int _serve_plain(self, plain, double now) except -1:
         """One arrival's plaintext on an open connection with nothing in flight: the common
@@ -518,12 +557,71 @@ def monotonic_now():
     return monotonic()
 
 
+# the shell's state (gateway.proxy.GatewayProtocol's slots) by offset, and what its callbacks call;
+# set by bind_shell. The offsets are used only on an instance of exactly SHELL_CLASS.
+cdef Py_ssize_t SH_RUNTIME_REF, SH_LISTENER, SH_SLOT_RELEASE, SH_LOOP, SH_RT, SH_TRANSPORT
+cdef Py_ssize_t SH_CORE, SH_TIMER, SH_WHEEL
+cdef object SHELL_CLASS = None          # gateway.proxy.NativeGatewayProtocol
+cdef object PY_CONNECTION_MADE = None   # GatewayProtocol's own methods: any other class
+cdef object PY_CONNECTION_LOST = None
+cdef object PY_MORE = None
+cdef object CLOSE_ACT = None            # gateway.conn.CLOSE, ABORT: what Actions.close says
+cdef object ABORT_ACT = None
+cdef object GENERAL_LOST = None         # gateway.conn.ConnectionCore.lost
+cdef object get_running_loop = None
+cdef object Wheel = None
+cdef object conn_module = None          # gateway.conn: its core_class, as set_native left it
+
+
+def bind_shell(*, protocol, native_protocol, get_running_loop_, wheel, conn, general_lost,
+               close, abort):
+    """Take gateway.proxy's shell classes (`protocol` owns the slots, `native_protocol` mixes
+    Shell in before it), asyncio.get_running_loop, gateway.wheel.Wheel, gateway.conn and
+    ConnectionCore.lost."""
+    global SH_RUNTIME_REF, SH_LISTENER, SH_SLOT_RELEASE, SH_LOOP, SH_RT, SH_TRANSPORT
+    global SH_CORE, SH_TIMER, SH_WHEEL, SHELL_CLASS, PY_CONNECTION_MADE, PY_CONNECTION_LOST
+    global GENERAL_LOST, get_running_loop, Wheel, conn_module, PY_MORE, CLOSE_ACT, ABORT_ACT
+    if (<type>native_protocol).__basicsize__ != (<type>protocol).__basicsize__:
+        raise AttributeError("gateway._conn_c.Shell: the native shell's layout is not its base's")
+    SH_RUNTIME_REF = _slot_offset(protocol, "_runtime_ref")
+    SH_LISTENER = _slot_offset(protocol, "_listener_name")
+    SH_SLOT_RELEASE = _slot_offset(protocol, "slot_release")
+    SH_LOOP = _slot_offset(protocol, "loop")
+    SH_RT = _slot_offset(protocol, "rt")
+    SH_TRANSPORT = _slot_offset(protocol, "transport")
+    SH_CORE = _slot_offset(protocol, "core")
+    SH_TIMER = _slot_offset(protocol, "timer")
+    SH_WHEEL = _slot_offset(protocol, "wheel")
+    PY_CONNECTION_MADE = protocol.connection_made
+    PY_CONNECTION_LOST = protocol.connection_lost
+    PY_MORE = protocol._more
+    CLOSE_ACT, ABORT_ACT = close, abort
+    GENERAL_LOST = general_lost
+    get_running_loop = get_running_loop_
+    Wheel = wheel
+    conn_module = conn
+    SHELL_CLASS = native_protocol
+
+
 cdef class Shell:
-    """The native twin of gateway.proxy.GatewayProtocol's data_received, mixed in before it
-    (`NativeGatewayProtocol(Shell, GatewayProtocol)`; no fields of its own, so the protocol's
-    slots stay where they are): the arrival goes to a native core's C method with the clock read
-    in C, and the core's one write is made here; anything rarer is the protocol's `_more`. A pure
-    core is called as GatewayProtocol would call it."""
+    """The native twin of gateway.proxy.GatewayProtocol's data_received, connection_made and
+    connection_lost, mixed in before it (`NativeGatewayProtocol(Shell, GatewayProtocol)`; no
+    fields of its own, so the protocol's slots stay where they are, and are read and written here
+    by their offsets): the arrival goes to a native core's C method with the clock read in C, and
+    the core's one write is made here; anything rarer is the protocol's `_more`. A pure core is
+    called as GatewayProtocol would call it, and an instance of another class gets
+    GatewayProtocol's own methods."""
+
+    def __init__(self, runtime_ref, listener_name):
+        """GatewayProtocol.__init__'s twin."""
+        if type(self) is not SHELL_CLASS:
+            self._runtime_ref = runtime_ref
+            self._listener_name = listener_name
+            self.slot_release = None
+            return
+        slot_set(self, SH_RUNTIME_REF, runtime_ref)
+        slot_set(self, SH_LISTENER, listener_name)
+        slot_set(self, SH_SLOT_RELEASE, None)
 
     def data_received(self, data):
         core = self.core
@@ -539,3 +637,131 @@ cdef class Shell:
             self.transport.write(payload)
         if acts.more:
             self._more(acts)
+
+    def _more(self, acts):
+        """GatewayProtocol._more's twin (the rarer actions, in its order); log records and
+        upstream connects are left to it."""
+        if type(self) is not SHELL_CLASS or acts.logs is not None or acts.connects is not None:
+            return PY_MORE(self, acts)
+        acts.more = False
+        close = acts.close
+        if close:
+            acts.close = 0
+            acts.reading = None
+            _shell_cancel_timer(self)
+            acts.rearm = 0.0
+            if close == CLOSE_ACT:
+                slot_get(self, SH_TRANSPORT).close()
+            elif close == ABORT_ACT:
+                slot_get(self, SH_TRANSPORT).abort()
+            return
+        reading = acts.reading
+        if reading is not None:
+            acts.reading = None
+            if reading:
+                slot_get(self, SH_TRANSPORT).resume_reading()
+            else:
+                slot_get(self, SH_TRANSPORT).pause_reading()
+        rearm = acts.rearm
+        if rearm:
+            acts.rearm = 0.0
+            slot_get(self, SH_WHEEL).arm(self, rearm)   # instead of what was armed before
+
+    def connection_made(self, transport):
+        """GatewayProtocol.connection_made's twin (the same steps, in its order)."""
+        if type(self) is not SHELL_CLASS:
+            return PY_CONNECTION_MADE(self, transport)
+        loop = get_running_loop()
+        slot_set(self, SH_LOOP, loop)
+        runtime = slot_get(self, SH_RUNTIME_REF)()
+        rt = runtime.listeners[slot_get(self, SH_LISTENER)]
+        slot_set(self, SH_RT, rt)
+        wheel = rt.wheel
+        if wheel is None or wheel.loop is not loop:
+            wheel = Wheel(loop)
+            rt.wheel = wheel
+        slot_set(self, SH_WHEEL, wheel)
+        slot_set(self, SH_TRANSPORT, transport)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        host = peer[0]
+        port = peer[1]
+        core = conn_module.core_class(rt, host if type(host) is str else str(host),
+                                      port if type(port) is int else int(port), monotonic())
+        if isinstance(core, Core):
+            (<Core>core).owner = self
+        else:
+            core.owner = self
+        slot_set(self, SH_CORE, core)
+        slot_set(self, SH_TIMER, None)
+        rt.open_connections += 1
+        rt.protocols.add(self)
+        observer = rt.observer
+        if observer is not NULL_OBSERVER:
+            observer.connection_opened(rt.spec.name)
+        acts = core.acts
+        out = acts.out
+        cdef Py_ssize_t n = PyList_GET_SIZE(out)
+        if n:
+            payload = out[0] if n == 1 else b"".join(out)
+            del out[:]
+            transport.write(payload)
+        if acts.more:
+            self._more(acts)
+
+    def connection_lost(self, exc):
+        """GatewayProtocol.connection_lost's twin; a native core's common case (a connection whose
+        handshake finished, with no exchange and no HTTP/2 session left) without its Python
+        `lost`."""
+        if type(self) is not SHELL_CLASS:
+            return PY_CONNECTION_LOST(self, exc)
+        core = slot_get(self, SH_CORE)
+        if core.state is CLOSED:
+            _shell_cancel_timer(self)
+            _set_owner(core, None)
+            return
+        rt = slot_get(self, SH_RT)
+        rt.open_connections -= 1
+        rt.protocols.discard(self)
+        observer = rt.observer
+        if observer is not NULL_OBSERVER:
+            observer.connection_closed(rt.spec.name)
+        _shell_cancel_timer(self)
+        cdef Core c
+        if isinstance(core, Core) and (<Core>core).h2 is None and (<Core>core).current is None \
+                and (<Core>core).done_event is not None:
+            # ConnectionCore.lost with nothing to log: closed, no deadline, done
+            c = <Core>core
+            c.state = CLOSED
+            c.conn_deadline = c.idle_deadline = c.up_deadline = c.tunnel_deadline = 0.0
+            acts = c._finish()
+        else:
+            acts = GENERAL_LOST(core, monotonic())
+        # nothing can be written or closed any more; the records still go out
+        del acts.out[:]
+        acts.connects = None
+        acts.reading = None
+        acts.close = 0
+        acts.rearm = 0.0
+        acts.more = False
+        if acts.logs is not None:
+            self._logs(acts)
+        # the core's way back to this shell is the one cycle of a connection: broken here, the
+        # connection's objects (its SSL included) are freed now by reference counting
+        _set_owner(core, None)
+        release = slot_get(self, SH_SLOT_RELEASE)
+        if release is not None:
+            slot_set(self, SH_SLOT_RELEASE, None)
+            release()
+
+cdef int _shell_cancel_timer(shell) except -1:
+    if slot_get(shell, SH_TIMER) is not None:
+        slot_get(shell, SH_WHEEL).disarm(shell)     # the wheel lets go of this connection
+    return 0
+
+
+cdef inline int _set_owner(core, owner) except -1:
+    if isinstance(core, Core):
+        (<Core>core).owner = owner
+    else:
+        core.owner = owner
+    return 0

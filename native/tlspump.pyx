@@ -21,6 +21,8 @@ from cpython.buffer cimport PyBUF_READ
 from libc.string cimport memset
 from libc.stdint cimport uintptr_t
 
+include "slots.pxi"
+
 ctypedef int (*ssl_fn)(void *ssl) noexcept
 ctypedef int (*io_fn)(void *obj, void *buf, int n) noexcept
 ctypedef int (*err_fn)(void *ssl, int ret) noexcept
@@ -41,6 +43,7 @@ ctypedef int (*i2d_bio_fn)(void *bio, void *x509) noexcept
 ctypedef size_t (*master_key_fn)(const void *sess, unsigned char *out, size_t n) noexcept
 ctypedef const char *(*name_fn)(const void *obj) noexcept
 ctypedef const char *(*servername_fn)(const void *ssl, int type) noexcept
+ctypedef void (*alpn_fn)(const void *ssl, const unsigned char **data, unsigned int *len) noexcept
 
 cdef ssl_fn c_do_handshake = NULL
 cdef ssl_fn c_shutdown = NULL
@@ -72,6 +75,9 @@ cdef name_fn c_get_version = NULL               # SSL_get_version
 cdef get_ptr_fn c_current_cipher = NULL         # SSL_get_current_cipher
 cdef name_fn c_cipher_name = NULL               # SSL_CIPHER_get_name
 cdef servername_fn c_servername = NULL          # SSL_get_servername
+cdef alpn_fn c_get0_alpn = NULL                # SSL_get0_alpn_selected
+cdef bytes ALPN_H2 = b"h2"
+cdef bytes ALPN_HTTP11 = b"http/1.1"
 cdef object sha256 = None
 cdef unsigned char KEY_BUF[64]          # a session's secret passes through here, wiped after use
 cdef object error_factory = None
@@ -106,7 +112,7 @@ SERVER_FUNCTIONS = ("SSL_new", "SSL_free", "SSL_set_accept_state", "SSL_set_mode
                     "SSL_get_peer_certificate", "X509_free", "i2d_X509_bio", "SSL_get_session",
                     "SSL_SESSION_get_master_key", "X509_STORE_CTX_get_current_cert",
                     "SSL_session_reused", "SSL_get_version", "SSL_get_current_cipher",
-                    "SSL_CIPHER_get_name", "SSL_get_servername")
+                    "SSL_CIPHER_get_name", "SSL_get_servername", "SSL_get0_alpn_selected")
 
 
 def bind(dict addresses, factory, renewed):
@@ -142,7 +148,7 @@ def bind_server(dict addresses, long mode_auto_retry, hash_factory):
     global c_ssl_new, c_ssl_free, c_set_accept_state, c_set_mode, auto_retry, sha256
     global c_peer_certificate, c_x509_free, c_i2d_x509_bio, c_get_session, c_master_key
     global c_store_current_cert, c_session_reused, c_get_version, c_current_cipher, c_cipher_name
-    global c_servername
+    global c_servername, c_get0_alpn
     for name in SERVER_FUNCTIONS:
         if not addresses.get(name):
             raise ValueError(f"no address for {name}")
@@ -161,6 +167,7 @@ def bind_server(dict addresses, long mode_auto_retry, hash_factory):
     c_current_cipher = <get_ptr_fn><uintptr_t>addresses["SSL_get_current_cipher"]
     c_cipher_name = <name_fn><uintptr_t>addresses["SSL_CIPHER_get_name"]
     c_servername = <servername_fn><uintptr_t>addresses["SSL_get_servername"]
+    c_get0_alpn = <alpn_fn><uintptr_t>addresses["SSL_get0_alpn_selected"]
     auto_retry = mode_auto_retry
     sha256 = hash_factory
 
@@ -410,6 +417,21 @@ cdef class Pump:
             raise RuntimeError("gateway._tls_c: bind_server was not called")
         return session_digest(<uintptr_t>self.ssl, label)
 
+    def selected_alpn(self):
+        """The protocol ALPN chose (b"h2", b"http/1.1", another), or None."""
+        cdef const unsigned char *proto = NULL
+        cdef unsigned int n = 0
+        if c_get0_alpn == NULL:
+            raise RuntimeError("gateway._tls_c: bind_server was not called")
+        c_get0_alpn(self.ssl, &proto, &n)
+        if n == 0 or proto == NULL:
+            return None
+        if n == 2 and proto[0] == 104 and proto[1] == 50:          # "h2"
+            return ALPN_H2
+        if n == 8 and (<const char *>proto)[:8] == b"http/1.1":
+            return ALPN_HTTP11
+        return (<const char *>proto)[:n]
+
     def store_cert_der(self, uintptr_t store):
         """The DER of the verify callback's current certificate (`store`: its X509_STORE_CTX)."""
         if c_store_current_cert == NULL:
@@ -571,6 +593,9 @@ cdef class Pump:
 # a verdict on a resumed session, refusals) is the pure class's, reached as a method. Only
 # connections whose SSL `server()` makes get this twin (ListenerTLS.connection).
 cdef object HandshakeDoneType = None
+# HandshakeDone's fields by slot offset (slots.pxi), when the class allows building it so
+cdef bint HD_DIRECT = False
+cdef Py_ssize_t HD_IDENTITY, HD_STATUS, HD_RESUMED, HD_PROTOCOL, HD_CIPHER, HD_SERVER_NAME, HD_NAMES
 cdef object HandshakeFailedType = None
 cdef object NO_EVENTS_ = ()
 cdef object NO_SESSIONS_ = ()
@@ -591,7 +616,10 @@ def bind_connection(*, states, handshake_done, handshake_failed, no_events, no_s
     global HandshakeFailedType, NO_EVENTS_, NO_SESSIONS_, NOT_VERIFIED, VERIFY_NOT_FOUND
     global ssl_pointer, monotonic_clock, NAMES_MAX, NAMETYPE_HOST
     T_HANDSHAKING, T_OPEN, T_PEER_CLOSED, T_CLOSED, T_FAILED = states
+    if T_OPEN not in T_HANDSHAKING._successors:
+        raise AttributeError("gateway._tls_c: a handshake's end is not an allowed move")
     HandshakeDoneType = handshake_done
+    _bind_done(handshake_done)
     HandshakeFailedType = handshake_failed
     NO_EVENTS_ = no_events
     NO_SESSIONS_ = no_sessions
@@ -601,6 +629,36 @@ def bind_connection(*, states, handshake_done, handshake_failed, no_events, no_s
     monotonic_clock = monotonic
     NAMES_MAX = names_max
     NAMETYPE_HOST = nametype_host
+
+
+cdef _bind_done(cls):
+    """HandshakeDone made in C (fields by offset) when it is a plain slotted class of exactly these
+    fields, in this order; else through its constructor."""
+    global HD_DIRECT, HD_IDENTITY, HD_STATUS, HD_RESUMED, HD_PROTOCOL, HD_CIPHER, HD_SERVER_NAME
+    global HD_NAMES
+    names = ("identity", "status", "resumed", "protocol", "cipher", "server_name",
+             "certificate_names")
+    HD_DIRECT = False
+    if tuple(getattr(cls, "__slots__", ())) != names or not plain_alloc(cls):
+        return
+    HD_IDENTITY, HD_STATUS, HD_RESUMED, HD_PROTOCOL, HD_CIPHER, HD_SERVER_NAME, HD_NAMES = (
+        _slot_offset(cls, n) for n in names)
+    HD_DIRECT = True
+
+
+cdef object _done_event(identity, status, bint resumed, protocol, cipher, server_name, names):
+    """HandshakeDone(identity, status, resumed, protocol, cipher, server_name, names)."""
+    if not HD_DIRECT:
+        return HandshakeDoneType(identity, status, resumed, protocol, cipher, server_name, names)
+    event = new_instance(HandshakeDoneType)
+    slot_set(event, HD_IDENTITY, identity)
+    slot_set(event, HD_STATUS, status)
+    slot_set(event, HD_RESUMED, True if resumed else False)
+    slot_set(event, HD_PROTOCOL, protocol)
+    slot_set(event, HD_CIPHER, cipher)
+    slot_set(event, HD_SERVER_NAME, server_name)
+    slot_set(event, HD_NAMES, names)
+    return event
 
 
 cdef object _name_of(const char *raw):
@@ -679,11 +737,11 @@ cdef class TLSCore:
             held = self._settle(out)
             if held is not None:
                 return held
-        event = self._handshake_done()
+        event = _handshake_done(self)
         if type(event) is HandshakeFailedType:
             self._to(T_FAILED)
             return out + pump.shutdown(), b"", (event,)
-        self._to(T_OPEN)
+        self.state = T_OPEN     # _to's move from HANDSHAKING, checked allowed at bind
         self._chain = None
         self._sessions = NO_SESSIONS_
         self._resumed_session = None
@@ -717,6 +775,11 @@ cdef class TLSCore:
     def _handshake_done(self):
         """gateway.tls.TLSConnection._handshake_done's twin: the common outcomes here, the rest
         (a verdict still to make, a resumed session's, passthrough's identity) the pure methods'."""
+        return _handshake_done(self)
+
+
+cdef object _handshake_done(TLSCore self):
+        """TLSCore._handshake_done (called from `receive` without a method lookup)."""
         cdef Pump pump = <Pump>self._pump
         cdef void *ssl = pump.ssl
         cdef const void *cipher
@@ -759,7 +822,7 @@ cdef class TLSCore:
         self.identity = identity
         cipher = c_current_cipher(ssl)
         sni = c_servername(ssl, NAMETYPE_HOST)
-        return HandshakeDoneType(identity, status, resumed, _name_of(c_get_version(ssl)),
-                                 _name_of(c_cipher_name(cipher)) if cipher != NULL else "",
-                                 _name_of(sni) if sni != NULL and sni[0] != 0 else None,
-                                 tls.certificate_names.get(self._ctx, ()))
+        return _done_event(identity, status, resumed, _name_of(c_get_version(ssl)),
+                           _name_of(c_cipher_name(cipher)) if cipher != NULL else "",
+                           _name_of(sni) if sni != NULL and sni[0] != 0 else None,
+                           tls.certificate_names.get(self._ctx, ()))
