@@ -72,7 +72,8 @@ from .tlspump import (ALPN_SELECT_CALLBACK, MT_CERTIFICATE, MT_CLIENT_HELLO, MT_
                       keep_callback_error, name_of, owner, peer_chain_ders, pointer_address,
                       py_message_callback, py_pump, servername, session_reused,
                       set_alpn_select_callback, set_message_callback, set_servername_callback,
-                      set_ssl_context, set_verify_callback, set_verify_error, ssl_of, ssl_pointer,
+                      set_ssl_context, set_verify_callback, set_verify_error, ssl_of, ssl_pointer, int_pointer,
+                      native_servername_callback,
                       store_ssl, verify_depth, version_name)
 from .trust import ChainCache, Implementation, TrustStore, Verdict, Verifier
 
@@ -247,7 +248,19 @@ def _c_client_hello(ssl: CData, alert: CData, arg: CData) -> int:
     once the extensions are parsed (final_server_name): by then SSL_session_reused() says whether a
     session resumes (TLS 1.2 ticket or session id: ssl_get_prev_session; TLS 1.3: the PSK, its
     binder checked) and that session's peer certificate is readable. Returning ALERT_FATAL with
-    *alert set sends that alert before the ServerHello. Any exception refuses (internal_error)."""
+    *alert set sends that alert before the ServerHello. Any exception refuses (internal_error).
+    Its native twin (gateway._tls_c.servername_callback) decides the common cases in C and hands
+    the rest to `_client_hello_at`."""
+    return _client_hello(ssl, alert)
+
+
+def _client_hello_at(ssl: int, alert: int) -> int:
+    """The servername callback's body for the native twin's C callback (addresses as ints)."""
+    return _client_hello(ssl_pointer(ssl), int_pointer(alert))
+
+
+def _client_hello(ssl: CData, alert: CData) -> int:
+    """The servername callback's body, both twins'."""
     try:
         return _owner(ssl)._on_client_hello(alert)  # type: ignore[union-attr]  # None: refused
     except BaseException as exc:   # noqa: BLE001 - fail closed
@@ -257,6 +270,11 @@ def _c_client_hello(ssl: CData, alert: CData, arg: CData) -> int:
         except BaseException:   # noqa: BLE001
             pass
         return _SSL_TLSEXT_ERR_ALERT_FATAL
+
+
+# gateway._tls_c's servername callback (None without the native pump): contexts of the native
+# setup install it
+NATIVE_CLIENT_HELLO: CData | None = native_servername_callback(_client_hello_at)
 
 
 def _name_matches(pattern: str, name: str) -> bool:
@@ -345,17 +363,22 @@ class ListenerTLS:
         self._native_address: tuple[SSL.Context | None, int] = (None, 0)
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
-        self._callbacks = (_c_verify, _c_client_hello, self._select_alpn, self._message_callback)
+        self._callbacks: tuple[CData, ...] = (_c_verify, _c_client_hello, self._select_alpn, self._message_callback)
         # connections of this listener get an SSL of their own, without a pyOpenSSL Connection,
         # when the native pump can make one and these contexts carry the native message filter
         # (which finds such connections by the SSL's address)
         self._native_setup = (NATIVE_SERVER is not None
                               and self._message_callback is NATIVE_MESSAGE_CALLBACK)
+        # one certificate: no SNI switch (what the native servername callback checks)
+        self.single_context = len(self._contexts) == 1
         # OpenSSL calls the servername callback of the context the SSL was made with (the
         # default one); it does the SNI switch and the check of a resumed session. Every context
         # of the listener has the same verify policy, so whatever the ClientHello says (or fails
-        # to say) never selects a weaker one.
-        set_servername_callback(self.default_context, _c_client_hello)
+        # to say) never selects a weaker one. The native twin's with the native setup.
+        client_hello = (NATIVE_CLIENT_HELLO if self._native_setup and NATIVE_CLIENT_HELLO is not None
+                        else _c_client_hello)
+        self._callbacks = self._callbacks + (client_hello,)
+        set_servername_callback(self.default_context, client_hello)
 
     @property
     def chain_store(self) -> ChainStore | None:

@@ -154,6 +154,7 @@ def set_ssl_context(ssl: CData, ctx: SSL.Context) -> None:
 
 ssl_of = attrgetter("_ssl")                 # a pyOpenSSL Connection's `SSL *`
 ssl_pointer = partial(_ffi.cast, "SSL *")   # an SSL's address -> its `SSL *`
+int_pointer = partial(_ffi.cast, "int *")   # an address -> an `int *` (a callback's alert)
 
 
 def pointer_address(pointer: CData) -> int:
@@ -618,6 +619,21 @@ def load_native() -> PumpFactory | None:
         NATIVE_UNAVAILABLE = "gateway._tls_c is an old build without message_callback"
         return None     # an old build: the twins must come as a pair
     return native_pump
+
+
+def native_servername_callback(handler: Callable[[int, int], int]) -> CData | None:
+    """The native servername callback (gateway._tls_c's), `handler` taking what it does not decide
+    itself; an exception of its own is kept as the pure callback keeps one. None without the
+    native pump."""
+    if NATIVE_MESSAGE_CALLBACK is None:
+        return None
+    from . import _tls_c
+    if not hasattr(_tls_c, "servername_callback"):
+        return None
+    def keep(ssl: int, exc: BaseException) -> None:
+        keep_callback_error(ssl_pointer(ssl), "servername", exc)
+    return _ffi.cast(SERVERNAME_CALLBACK.replace("(", "(*)(", 1),
+                     _tls_c.servername_callback(handler, keep))
 
 
 # What the self-test finds, once, at import; gateway.tls takes these names then and chooses

@@ -325,6 +325,57 @@ def message_callback(handler):
     return <uintptr_t>&_on_message
 
 
+# -- the servername callback ------------------------------------------------------------------
+# OpenSSL calls it for every ClientHello (gateway.tls._c_client_hello is the pure twin, and says
+# what it decides). For a connection `server()` made, of a listener with one certificate, the
+# common cases are decided here: a new session (nothing to judge yet), or a resumed one on a
+# listener that neither verifies nor keeps chains. Anything else (several certificates: the SNI
+# switch; a resumed session to judge; an SSL of a pyOpenSSL Connection) goes to the Python
+# handler, which runs the pure callback's whole body (its first steps, repeated, change nothing).
+cdef object servername_handler = None
+cdef object servername_error = None      # (SSL address, exception): kept for the handshake's log
+cdef enum:
+    TLSEXT_ERR_OK = 0
+    TLSEXT_ERR_ALERT_FATAL = 2
+    ALERT_INTERNAL_ERROR = 80
+
+
+cdef int _on_servername(void *ssl, int *alert, void *arg) noexcept with gil:
+    cdef TLSCore core
+    try:
+        ref = _owners.get(<uintptr_t>ssl)
+        owner = ref() if ref is not None else None
+        if owner is not None and isinstance(owner, TLSCore) and c_session_reused != NULL:
+            core = <TLSCore>owner
+            tls = core._tls
+            if tls.single_context:
+                core._hello_seen = True
+                if not c_session_reused(ssl):
+                    return TLSEXT_ERR_OK
+                if not tls.keeps_chains and tls.verifier is None:
+                    core._resumed = True
+                    return TLSEXT_ERR_OK
+        return servername_handler(<uintptr_t>ssl, <uintptr_t>alert)
+    except BaseException as exc:   # fail closed (the handler keeps its own errors): refused
+        alert[0] = ALERT_INTERNAL_ERROR
+        try:
+            servername_error(<uintptr_t>ssl, exc)
+        except BaseException:
+            pass
+        return TLSEXT_ERR_ALERT_FATAL
+
+
+def servername_callback(handler, keep_error):
+    """Set the Python handler (SSL address, alert address) -> OpenSSL's answer, for what the C
+    callback does not decide, and what keeps an exception of its own (SSL address, exception);
+    returns the address of the C callback, to be installed with
+    SSL_CTX_set_tlsext_servername_callback."""
+    global servername_handler, servername_error
+    servername_handler = handler
+    servername_error = keep_error
+    return <uintptr_t>&_on_servername
+
+
 # -- connections without a pyOpenSSL Connection -------------------------------------------------
 # `server(ctx, owner)` makes the SSL of one client connection from a pyOpenSSL-built context, with
 # its memory BIOs, in one call: what `SSL.Connection(ctx, None)` plus `set_accept_state()` do, minus
