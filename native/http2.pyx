@@ -666,6 +666,8 @@ from h2.exceptions import (DenialOfServiceError, FlowControlError, FrameDataMiss
                            FrameTooLargeError, InvalidBodyLengthError, InvalidSettingsValueError,
                            NoSuchStreamError, ProtocolError, StreamClosedError, StreamIDTooLowError,
                            TooManyStreamsError)
+from collections import deque
+
 from h2.errors import ErrorCodes as _ErrorCodes
 from hpack.exceptions import HPACKError
 
@@ -973,7 +975,8 @@ cdef class H2Connection:
     cdef readonly Encoder encoder
     cdef readonly Decoder decoder
     cdef dict streams               # stream id -> _Stream, in the order they opened (h2's dict)
-    cdef dict closed_streams        # stream id -> how it closed, once forgotten (oldest first)
+    cdef dict closed_streams        # stream id -> how it closed, once forgotten
+    cdef object closed_order        # their ids, oldest first (a deque)
     cdef int state
     cdef readonly int64_t highest_inbound_stream_id
     cdef readonly int64_t outbound_flow_control_window
@@ -1002,6 +1005,7 @@ cdef class H2Connection:
         self.decoder.max_allowed_table_size = header_table_size
         self.streams = {}
         self.closed_streams = {}
+        self.closed_order = deque()
         self.state = C_IDLE
         self.highest_inbound_stream_id = 0
         self.outbound_flow_control_window = DEFAULT_WINDOW
@@ -1074,8 +1078,11 @@ cdef class H2Connection:
             for s in gone:
                 del self.streams[s.sid]
                 self.closed_streams[s.sid] = s.closed_by
-                if len(self.closed_streams) > MAX_CLOSED_STREAMS:
-                    del self.closed_streams[next(iter(self.closed_streams))]
+                self.closed_order.append(s.sid)
+                if len(self.closed_order) > MAX_CLOSED_STREAMS:
+                    # the oldest forgotten, in O(1) (next(iter(dict)) would walk the holes
+                    # deletions leave at the dict's front)
+                    del self.closed_streams[self.closed_order.popleft()]
         return count
 
     cdef _Stream _stream(self, int64_t sid):

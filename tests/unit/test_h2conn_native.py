@@ -510,3 +510,28 @@ def test_events_carry_h2s_attribute_names():
     assert (rq.stream_id, rq.stream_ended, rq.priority_updated) == (1, None, None)
     assert (dr.stream_id, dr.data, dr.flow_controlled_length) == (1, b"abcde", 5)
     assert dr.stream_ended is se and se.stream_id == 1
+
+
+def test_h2_remembers_65536_closed_streams_and_so_does_its_twin():
+    """Past 65536 forgotten streams the oldest is no longer known as reset: a frame on it is then
+    a connection error, on both."""
+    t = Twins()
+    enc = hpack.Encoder()
+    block = enc.encode(_fields(GET))
+    again = enc.encode(_fields(GET))        # indexed now: the same bytes every time after
+    t.receive(PREFACE + frame(1, 5, 1, block))
+    t.op("reset_stream", 1, 8)
+    sid = 3
+    while sid < 2 * 65536 + 6:
+        data = b"".join(frame(1, 5, s, again) for s in range(sid, sid + 100, 2))
+        t.ref.receive_data(data), t.nat.receive_data(data)
+        for s in range(sid, sid + 100, 2):
+            t.ref.reset_stream(s, 8)
+            t.nat.reset_stream(s, 8)
+        t.same_out()
+        sid += 100
+    t.receive(frame(1, 5, sid, again))      # the last batch forgotten too
+    t.receive(frame(1, 5, 1001, again))     # remembered as reset: RST_STREAM
+    assert not t.dead
+    t.receive(frame(1, 5, 1, again))        # no longer remembered: StreamIDTooLowError
+    assert t.dead
