@@ -442,7 +442,10 @@ class H2Session:
         block = [(b":status", b"%d" % status)]
         block.extend(fields)
         ex.head_sent = True
-        ex.bytes_out += sum(len(n) + len(v) + 4 for n, v in block)
+        size = 4 * len(block)
+        for n, v in block:
+            size += len(n) + len(v)
+        ex.bytes_out += size
         try:
             self.conn.send_headers(ex.stream_id, block, end_stream=end)
         except h2.exceptions.StreamClosedError:

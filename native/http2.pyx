@@ -57,8 +57,11 @@ a pair of bytes goes to the pure function. tests/unit/test_http2_request_native.
 equal on generated and mutated header lists.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_GenericSetAttr
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
+
+import sys
 
 from hpack.exceptions import (HPACKDecodingError, InvalidTableIndex, InvalidTableSizeError,
                               OversizedHeaderListError)
@@ -509,12 +512,36 @@ cdef unsigned char TCHAR[256]
 cdef unsigned char NAMECHAR[256]       # a lower-case token's bytes
 
 
+# http1.Request's fields, in order, when it is the frozen dataclass request_of expects (each set
+# as its own __init__ sets it, by object.__setattr__, here without the Python call per field)
+cdef tuple _REQUEST_FIELDS = ("method", "target", "http_version", "headers", "keep_alive",
+                              "content_length", "chunked", "expect_continue", "upgrade", "host",
+                              "connection")
+cdef tuple _request_names = None
+
+
+cdef object _new_request(tuple values):
+    if _request_names is None:
+        return Request(*values)
+    cdef object obj = Request.__new__(Request)
+    cdef Py_ssize_t i
+    for i in range(11):
+        PyObject_GenericSetAttr(obj, _request_names[i], values[i])
+    return obj
+
+
 def init(*, request, refused, connection_specific, pure, host_re, tchars):
     """gateway.http2 hands in what request_of builds and raises, itself for odd input, and the
     HTTP/1.1 reader's Host pattern and token bytes."""
     global Request, H2Refused, CONNECTION_SPECIFIC, _pure_request_of, _request_ready, _host_fullmatch
+    global _request_names
     cdef int c
     Request, H2Refused, _pure_request_of = request, refused, pure
+    fields = getattr(request, "__dataclass_fields__", None)
+    _request_names = None
+    if (fields is not None and tuple(fields) == _REQUEST_FIELDS and
+            not hasattr(request, "__post_init__") and getattr(request, "__slots__", None)):
+        _request_names = tuple(sys.intern(name) for name in _REQUEST_FIELDS)
     CONNECTION_SPECIFIC = frozenset(connection_specific)
     _host_fullmatch = host_re.fullmatch
     for c in range(256):
@@ -650,9 +677,9 @@ def request_of(raw, bint ended, Py_ssize_t max_count):
     content_length = int(lengths.pop()) if lengths else None
     if ended and content_length not in (None, 0):
         raise H2Refused("h2_content_length_mismatch", "content-length without a body")
-    return Request(method, path, b"2", fields, True, content_length,
-                   content_length is None and not ended, False, None,
-                   authority if authority is not None else host, _EMPTY)
+    return _new_request((method, path, b"2", fields, True, content_length,
+                         content_length is None and not ended, False, None,
+                         authority if authority is not None else host, _EMPTY))
 
 
 
@@ -920,6 +947,14 @@ cdef bint _informational(object headers) except -1:
     """h2's is_informational_response: the first :status among the leading pseudo-fields says
     1xx."""
     cdef object name, value
+    cdef object first
+    if type(headers) is list and headers:
+        first = (<list>headers)[0]
+        if type(first) is tuple and len(<tuple>first) == 2:
+            name = (<tuple>first)[0]
+            value = (<tuple>first)[1]
+            if type(value) is bytes and _is_name(name, b":status", 7):
+                return PyBytes_GET_SIZE(value) > 0 and PyBytes_AS_STRING(value)[0] == 49    # '1'
     for header in headers:
         name = header[0]
         value = header[1]
