@@ -1,10 +1,14 @@
-"""HTTP/2 framing, sans-IO: the `h2` library's connection set up with a listener's limits, the
-flood guard in front of it, and a stream's header block made into the same `http1.Request` an
-HTTP/1.1 reader makes (gateway.streams serves the streams, behind the connection core).
+"""HTTP/2 framing, sans-IO: a server connection set up with a listener's limits (the `h2`
+library's, or its native twin), the flood guard in front of it, and a stream's header block made
+into the same `http1.Request` an HTTP/1.1 reader makes (gateway.streams serves the streams, behind
+the connection core).
 
-How this works: `connection(...)` makes a server-side `h2.connection.H2Connection` whose SETTINGS
-carry the listener's limits (streams open at once, the header list as `max_header_bytes`, the HPACK
-table; no server push). `h2` validates frames, HPACK, the stream states, flow control and DATA
+How this works: `connection(...)` makes the server side of one connection whose SETTINGS carry
+the listener's limits (streams open at once, the header list as `max_header_bytes`, the HPACK
+table; no server push): `h2_connection`'s `h2.connection.H2Connection`, or, when the native switch
+allows, gateway._http2_c's H2Connection, its twin for the surface gateway.streams uses (the same
+events by name and attribute, bytes and h2.exceptions; tests/unit/test_h2conn_native.py holds it
+to h2's differentially). Either validates frames, HPACK, the stream states, flow control and DATA
 against `content-length`. `request_of` refuses, as a stream error (RFC 9113 8.1.1), every header
 block RFC 9113 8.2-8.3 calls malformed and whatever an HTTP/1.1 target could not be handed as it
 is: a name that is empty or not a lower-case token (a pseudo-header's after its colon); CR, LF or
@@ -24,15 +28,15 @@ known floods are made of: streams the client resets (rapid reset, CVE-2023-44487
 frames of one header block (CVE-2024-27316), PING/SETTINGS/PRIORITY frames per second, frames that
 carry nothing. It names the limit passed; the caller answers GOAWAY (ENHANCE_YOUR_CALM).
 
-HPACK has a native twin (gateway._http2_c, from native/http2.pyx): the connection's encoder and
-decoder are swapped for it when the `native` switch allows (`set_native`), the rest of `h2` left
-as it is. tests/unit/test_hpack_native.py holds it to the hpack library byte for byte. So does
+HPACK has a native twin too (gateway._http2_c's Encoder and Decoder, which the native connection
+calls in C), held to the hpack library byte for byte by tests/unit/test_hpack_native.py. So is
 `request_of` (`request_builder()` gives the chosen one), held to this one by
 tests/unit/test_http2_request_native.py.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -44,7 +48,7 @@ from . import headers as hdrs
 from .errors import NativeUnavailable
 from .http1 import _HOST_RE, _TCHARS, Request, Response
 
-__all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "goaway_frame", "request_of",
+__all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "h2_connection", "goaway_frame", "request_of",
            "response_fields", "split_answer", "CONNECTION_SPECIFIC", "NATIVE", "set_native",
            "native_mode", "request_builder", "answer_block"]
 
@@ -57,7 +61,8 @@ native_mode = "python"
 
 
 def set_native(mode: str) -> str:
-    """Pick the native or the hpack library's HPACK codec for connections made from now on:
+    """Pick the native connection (and HPACK codec, and request builder) or h2's for connections
+    made from now on:
     ``"auto"``, ``"on"`` (NativeUnavailable without the extension) or ``"off"``; the choice."""
     global native_mode
     if mode not in ("auto", "on", "off"):
@@ -97,9 +102,19 @@ _MARKED = _SECURE | {b"cookie"}
 NO_BODY_STATUS = (204, 304)
 
 
-def connection(max_streams: int, header_table_size: int, max_header_bytes: int
-               ) -> h2.connection.H2Connection:
-    """The server side of one HTTP/2 connection, its SETTINGS (and the preface to send) queued.
+def connection(max_streams: int, header_table_size: int, max_header_bytes: int) -> Any:
+    """The server side of one HTTP/2 connection, its SETTINGS queued: gateway._http2_c's
+    H2Connection when the native switch allows (`set_native`), else h2's (`h2_connection`).
+    Both have the surface gateway.streams uses and give the same events, bytes and exceptions
+    (tests/unit/test_h2conn_native.py)."""
+    if native_mode == "native":
+        return NATIVE.H2Connection(max_streams, header_table_size, max_header_bytes)
+    return h2_connection(max_streams, header_table_size, max_header_bytes)
+
+
+def h2_connection(max_streams: int, header_table_size: int, max_header_bytes: int
+                  ) -> h2.connection.H2Connection:
+    """h2's server side of one HTTP/2 connection, its SETTINGS (and the preface to send) queued.
 
     h2's passes over header blocks are off both ways, each replaced by the gateway's own: what it
     sends is made already as h2's outbound normalisation would make it and passes its outbound
@@ -113,9 +128,6 @@ def connection(max_streams: int, header_table_size: int, max_header_bytes: int
                                        validate_outbound_headers=False,
                                        normalize_outbound_headers=False)
     conn = h2.connection.H2Connection(config=config)
-    if native_mode == "native":
-        conn.encoder = NATIVE.Encoder()  # type: ignore[assignment]  # hpack's Encoder's twin
-        conn.decoder = NATIVE.Decoder()  # type: ignore[assignment]
     conn.local_settings = h2.settings.Settings(client=False, initial_values={
         h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
         h2.settings.SettingCodes.HEADER_TABLE_SIZE: header_table_size,

@@ -2,8 +2,10 @@
 
 How this works: when ALPN chose `h2`, the connection core (gateway.conn) hands every plaintext
 arrival to this connection's `H2Session` instead of the HTTP/1.1 reader, and every upstream event,
-back-pressure signal, deadline, drain and loss too. The framing is gateway.http2's (h2 behind a
-flood guard); each stream's request then goes through what an HTTP/1.1 request goes through: the
+back-pressure signal, deadline, drain and loss too. The framing is gateway.http2's (h2's connection
+or its native twin, behind a flood guard); their events, alike by name and attribute, go to one
+handler each through a table keyed by the event's type (`_HANDLERS`), so both twins take one code
+path. Each stream's request then goes through what an HTTP/1.1 request goes through: the
 same screening (header names a backend would fold into ours, underscore spellings included), the
 same path normalisation, the same rules, per-rule certificate demands, identity block and access
 record, through a `StreamExchange` (gateway.exchange's Exchange, plus the stream's send state). A
@@ -28,7 +30,7 @@ streams finish.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import h2.errors
@@ -40,8 +42,8 @@ from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
 from .exchange import UPSTREAM_ERROR_BODIES, Exchange, UpstreamClosed, UpstreamFailed
 from .http1 import Data, EndOfMessage, Request, Response
-from .http2 import (FrameGuard, H2Refused, answer_block, connection, goaway_frame, request_builder,
-                    response_fields)
+from .http2 import (NATIVE, FrameGuard, H2Refused, answer_block, connection, goaway_frame,
+                    request_builder, response_fields)
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone
 from .tls import _name_matches as name_matches
@@ -213,11 +215,14 @@ class H2Session:
                 self._abort_stream(ex, 0, reason, reset=False)
             self._close_now(reason)
             return
+        handlers = _HANDLERS
         try:
             for event in events:
                 if self.closing:
                     break
-                self._event(event, now)
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    handler(self, event, now)
         except Exception as exc:  # noqa: BLE001 - fail closed: this connection, not the worker
             self._goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "h2_internal_error",
                          f"HTTP/2 session failed: {exc!r}", level="error")
@@ -225,34 +230,36 @@ class H2Session:
         self._flush()
         self._schedule(now)
 
-    def _event(self, event: Any, now: float) -> None:
-        kind = type(event)
-        if kind is h2.events.RequestReceived:
-            self._request(event.stream_id, event.headers, event.stream_ended is not None, now)
-        elif kind is h2.events.DataReceived:
-            self._data(event.stream_id, event.data, event.flow_controlled_length,
-                       event.stream_ended is not None, now)
-        elif kind is h2.events.StreamEnded:
-            pass    # handled with the DATA or HEADERS that carried END_STREAM
-        elif kind is h2.events.StreamReset:
-            ex = self.streams.get(event.stream_id)
-            if ex is not None:
-                self._abort_stream(ex, 0, "client_reset", reset=False)
-        elif kind is h2.events.PingAckReceived:
-            if self.draining and event.ping_data == DRAIN_PING:
-                self._drained()
-        elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
-            self._send_pending(now)
-        elif kind is h2.events.ConnectionTerminated:
-            # the client opens nothing more; what it opened may finish (RFC 9113 6.8)
-            self._send_goaway(0)
-            if not self.streams:
-                self._close_now("client_closed")
-        elif kind is h2.events.TrailersReceived:
-            # trailers are not passed on (HTTP/1.1 targets get a plain body); the stream ends
-            ex = self.streams.get(event.stream_id)
-            if ex is not None and event.stream_ended is not None:
-                self._request_end(ex, now)
+    def _on_request(self, event: Any, now: float) -> None:
+        self._request(event.stream_id, event.headers, event.stream_ended is not None, now)
+
+    def _on_data(self, event: Any, now: float) -> None:
+        self._data(event.stream_id, event.data, event.flow_controlled_length,
+                   event.stream_ended is not None, now)
+
+    def _on_reset(self, event: Any, now: float) -> None:
+        ex = self.streams.get(event.stream_id)
+        if ex is not None:
+            self._abort_stream(ex, 0, "client_reset", reset=False)
+
+    def _on_ping_ack(self, event: Any, now: float) -> None:
+        if self.draining and event.ping_data == DRAIN_PING:
+            self._drained()
+
+    def _on_window(self, event: Any, now: float) -> None:
+        self._send_pending(now)
+
+    def _on_terminated(self, event: Any, now: float) -> None:
+        # the client opens nothing more; what it opened may finish (RFC 9113 6.8)
+        self._send_goaway(0)
+        if not self.streams:
+            self._close_now("client_closed")
+
+    def _on_trailers(self, event: Any, now: float) -> None:
+        # trailers are not passed on (HTTP/1.1 targets get a plain body); the stream ends
+        ex = self.streams.get(event.stream_id)
+        if ex is not None and event.stream_ended is not None:
+            self._request_end(ex, now)
 
     # -- requests ------------------------------------------------------------------------------------
     def _request(self, stream_id: int, raw: Sequence[tuple[bytes, bytes]], ended: bool,
@@ -467,7 +474,10 @@ class H2Session:
         block = [(b":status", b"%d" % status)]
         block.extend(fields)
         ex.head_sent = True
-        ex.bytes_out += sum(len(n) + len(v) + 4 for n, v in block)
+        size = 4 * len(block)
+        for n, v in block:
+            size += len(n) + len(v)
+        ex.bytes_out += size
         try:
             self.conn.send_headers(ex.stream_id, block, end_stream=end)
         except h2.exceptions.StreamClosedError:
@@ -819,6 +829,31 @@ class H2Session:
         self.closing = True
         for ex in list(self.streams.values()):
             self._abort_stream(ex, 0, "client_gone", reset=False)
+
+
+# what each event of either connection (h2's, gateway._http2_c's) is handled by; StreamEnded is
+# handled with the DATA or HEADERS that carried END_STREAM, the rest are not the session's concern
+_HANDLERS: dict[type, Callable[[H2Session, Any, float], None]] = {
+    h2.events.RequestReceived: H2Session._on_request,
+    h2.events.DataReceived: H2Session._on_data,
+    h2.events.StreamReset: H2Session._on_reset,
+    h2.events.PingAckReceived: H2Session._on_ping_ack,
+    h2.events.WindowUpdated: H2Session._on_window,
+    h2.events.RemoteSettingsChanged: H2Session._on_window,
+    h2.events.ConnectionTerminated: H2Session._on_terminated,
+    h2.events.TrailersReceived: H2Session._on_trailers,
+}
+if NATIVE is not None:
+    _HANDLERS.update({
+        NATIVE.RequestReceived: H2Session._on_request,
+        NATIVE.DataReceived: H2Session._on_data,
+        NATIVE.StreamReset: H2Session._on_reset,
+        NATIVE.PingAckReceived: H2Session._on_ping_ack,
+        NATIVE.WindowUpdated: H2Session._on_window,
+        NATIVE.RemoteSettingsChanged: H2Session._on_window,
+        NATIVE.ConnectionTerminated: H2Session._on_terminated,
+        NATIVE.TrailersReceived: H2Session._on_trailers,
+    })
 
 
 def _route_host(host: bytes | None) -> bytes | None:

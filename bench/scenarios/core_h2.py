@@ -3,7 +3,7 @@
 the pure request_of, side by side.
 
     python -m mtls_gateway_bench.scenarios.core_h2 [--streams 1 10 100] [--rounds 7] [--batches 300]
-                                                   [--compare twins|outbound]
+                                                   [--compare twins|connection|outbound]
 
 How this works: a listener with `mtls = "off"` answering a fixed 200 "ok" (as bench/scenarios/
 h2_requests.py has it beside nginx), one `GatewayProtocol` per connection in this process over a
@@ -15,9 +15,14 @@ request. For each batch size two connections are open at once, one made with eac
 is made; every other hot path native), and their rounds alternate; the figure
 is the median of the per-round ratios and of each side's per-request time.
 
-`--compare outbound` instead sets both connections on the native twins and turns h2's outbound
-normalisation and validation back on for one of them: what the gateway saves by sending fields
-already made as h2 would make them (tests/unit/test_http2_outbound.py holds the bytes equal).
+`--compare connection` sets both on the native twins but gives one of them h2's connection with
+the native HPACK codec swapped in (as the gateway had it before the connection had a twin): what
+the native connection saves by itself.
+
+`--compare outbound` instead sets both connections on h2's connection with the native codec and
+turns h2's outbound normalisation and validation back on for one of them: what the gateway saves
+by sending fields already made as h2 would make them (tests/unit/test_http2_outbound.py holds the
+bytes equal).
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ def _config(pki: certs.BenchPKI) -> str:
 class Client:
     """One HTTP/2 connection to a shell of its own, made while `codec` was chosen."""
 
-    def __init__(self, runtime, root: Path) -> None:
+    def __init__(self, runtime, root: Path, h2_with_native_codec: bool = False) -> None:
         import h2.config
         import h2.connection
 
@@ -62,6 +67,18 @@ class Client:
         if self.pair.outgoing.pending:
             self.proto.data_received(self.pair.outgoing.read())
         assert self.pair.tls.selected_alpn_protocol() == "h2"
+        if h2_with_native_codec:
+            # h2's connection, its HPACK codec the native one; its SETTINGS are the ones sent
+            from gateway import http2
+            session = self.proto.core.h2
+            spec = session.rt.spec
+            session.conn = http2.h2_connection(spec.h2_max_concurrent_streams, spec.h2_header_table_size,
+                                               spec.max_header_bytes)
+            session.conn.encoder = http2.NATIVE.Encoder()
+            session.conn.decoder = http2.NATIVE.Decoder()
+            session.conn.decoder.max_header_list_size = spec.max_header_bytes
+            session.conn.decoder.max_allowed_table_size = spec.h2_header_table_size
+            session.conn.data_to_send()
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.h2.local_settings.max_concurrent_streams = 1000
         self.h2.initiate_connection()
@@ -101,8 +118,11 @@ def run(streams: int, rounds: int, batches: int, workdir: Path, compare: str = "
     async def main() -> dict[str, list[float]]:
         clients = {}
         for codec in ("native", "python"):
-            http2.set_native("on" if codec == "native" or compare == "outbound" else "off")
-            clients[codec] = Client(runtime, pki.root)
+            http2.set_native("on" if codec == "native" or compare != "twins" else "off")
+            # "python" is h2's connection with the native codec in --compare connection; both are
+            # in --compare outbound
+            clients[codec] = Client(runtime, pki.root, h2_with_native_codec=compare == "outbound"
+                                    or (compare == "connection" and codec == "python"))
         http2.set_native("auto")
         if compare == "outbound":       # "python" is then the one with h2's outbound checks on
             checked = clients["python"].proto.core.h2.conn.config
@@ -125,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", type=int, default=300)
-    parser.add_argument("--compare", choices=("twins", "outbound"), default="twins")
+    parser.add_argument("--compare", choices=("twins", "connection", "outbound"), default="twins")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mtls-gateway-core-h2-"))
     try:
-        a, b = ("native", "pure") if args.compare == "twins" else ("as sent", "h2's outbound checks on")
+        a, b = {"twins": ("native", "pure"), "connection": ("native connection", "h2's, native codec"),
+                "outbound": ("as sent", "h2's outbound checks on")}[args.compare]
         print(f"| streams per arrival | {a} µs/request | {b} µs/request | ratio |")
         print("|---:|---:|---:|---:|")
         for streams in args.streams:

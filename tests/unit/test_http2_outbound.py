@@ -43,7 +43,7 @@ def _pair():
     client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"),
                             (b":path", b"/")], end_stream=True)
     preface = client.data_to_send()
-    ours, checked = http2.connection(100, 4096, 16384), http2.connection(100, 4096, 16384)
+    ours, checked = http2.connection(100, 4096, 16384), http2.h2_connection(100, 4096, 16384)
     checked.config.validate_outbound_headers = True
     checked.config.normalize_outbound_headers = True
     for server in (ours, checked):
