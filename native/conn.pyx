@@ -46,6 +46,11 @@ cdef int TIMER_HANDSHAKE = 0        # gateway.conn._HANDSHAKE: which deadline co
 cdef object TLS_OPEN = None         # gateway.tls.TLSState.OPEN
 cdef object TLS_FAILED = None
 cdef object NULL_OBSERVER = None    # gateway.metrics.NULL_OBSERVER: counts nothing
+# gateway.conn.Actions' fields by slot offset, when it is a plain slotted class (AC_DIRECT); used
+# only on an instance of exactly that class
+cdef bint AC_DIRECT = False
+cdef Py_ssize_t AC_OUT, AC_MORE, AC_LOGS, AC_CONNECTS, AC_READING, AC_CLOSE, AC_DEADLINE, AC_REARM
+cdef object ZERO = 0.0
 # the Request's fields the common path reads, by slot offset (slots.pxi); set by bind
 cdef Py_ssize_t RQ_METHOD, RQ_TARGET, RQ_VERSION, RQ_HEADERS, RQ_KEEP_ALIVE, RQ_LENGTH
 cdef Py_ssize_t RQ_CHUNKED, RQ_EXPECT, RQ_UPGRADE, RQ_HOST, RQ_CONNECTION
@@ -80,6 +85,7 @@ def bind(*, handshake, open_, closing, closed, no_reader, request, end_of_messag
     TLS_OPEN, TLS_FAILED = tls_open, tls_failed
     HandshakeDone = handshake_done
     Actions = actions
+    _bind_actions(actions)
     TIMER_HANDSHAKE = timer_handshake
     NULL_OBSERVER = null_observer
     _bind_path_work(needs_work)
@@ -114,6 +120,48 @@ cdef _bind(handshake, open_, closing, closed, no_reader, request, end_of_message
     headers_module = headers
     protected_tokens = tokens
     general_receive = receive
+
+
+cdef _bind_actions(cls):
+    global AC_DIRECT, AC_OUT, AC_MORE, AC_LOGS, AC_CONNECTS, AC_READING, AC_CLOSE, AC_DEADLINE
+    global AC_REARM
+    names = ("out", "more", "logs", "connects", "reading", "close", "deadline", "rearm")
+    AC_DIRECT = False
+    if tuple(getattr(cls, "__slots__", ())) != names or not plain_alloc(cls):
+        return
+    AC_OUT, AC_MORE, AC_LOGS, AC_CONNECTS, AC_READING, AC_CLOSE, AC_DEADLINE, AC_REARM = (
+        _slot_offset(cls, n) for n in names)
+    AC_DIRECT = True
+
+
+cdef object _new_actions():
+    """Actions(): its __init__'s values, set by offset."""
+    if not AC_DIRECT:
+        return Actions()
+    acts = new_instance(Actions)
+    slot_set(acts, AC_OUT, [])
+    slot_set(acts, AC_MORE, False)
+    slot_set(acts, AC_LOGS, None)
+    slot_set(acts, AC_CONNECTS, None)
+    slot_set(acts, AC_READING, None)
+    slot_set(acts, AC_CLOSE, 0)
+    slot_set(acts, AC_DEADLINE, ZERO)
+    slot_set(acts, AC_REARM, ZERO)
+    return acts
+
+
+cdef inline list _out_of(acts):
+    """acts.out"""
+    if AC_DIRECT and type(acts) is Actions:
+        return <list>slot_get(acts, AC_OUT)
+    return acts.out
+
+
+cdef inline bint _more_of(acts) except -1:
+    """acts.more"""
+    if AC_DIRECT and type(acts) is Actions:
+        return bool(slot_get(acts, AC_MORE))
+    return bool(acts.more)
 
 
 cdef _bind_path_work(needs_work):
@@ -284,7 +332,7 @@ cdef class Core:
         holds the two starts equal)."""
         self.rt = rt
         self.lc = listener_of(rt)
-        self.acts = Actions()
+        self.acts = _new_actions()
         self.client_ip = client_ip
         self.client_port = client_port
         self.client_ip_b = client_ip.encode()
@@ -339,7 +387,7 @@ cdef class Core:
         if not plain:
             return self._received(out, plain, (), now)
         if out:
-            self.acts.out.append(out)
+            _out_of(self.acts).append(out)
         self.rx_at = now
         self._serve_plain(plain, now)
         return self._finish()
@@ -355,7 +403,7 @@ cdef class Core:
                 or self.write_paused or self.draining or self.peer_done):
             return self._received(out, plain, events, now)
         if out:
-            self.acts.out.append(out)
+            _out_of(self.acts).append(out)
         event = events[0]
         if not self._handshake_common(event, now):
             self._on_handshake(event, now)
@@ -524,7 +572,7 @@ cdef class Core:
                 else:
                     out = tls.send(data)
                 if out:
-                    acts.out.append(out)
+                    _out_of(acts).append(out)
         cdef double d = self.conn_deadline, o = self.idle_deadline
         if o and (not d or o < d):
             d = o
@@ -534,11 +582,19 @@ cdef class Core:
         o = self.tunnel_deadline
         if o and (not d or o < d):
             d = o
-        acts.deadline = d
+        cdef bint direct = AC_DIRECT and type(acts) is Actions
+        if direct:
+            slot_set(acts, AC_DEADLINE, d if d else ZERO)
+        else:
+            acts.deadline = d
         if d and (d < self.armed or not self.armed):
             self.armed = d
-            acts.rearm = d
-            acts.more = True
+            if direct:
+                slot_set(acts, AC_REARM, d)
+                slot_set(acts, AC_MORE, True)
+            else:
+                acts.rearm = d
+                acts.more = True
         return acts
 
 
@@ -629,13 +685,13 @@ cdef class Shell:
             acts = (<Core>core)._receive(data, monotonic())
         else:
             acts = core.receive(data, monotonic())
-        out = acts.out
+        cdef list out = _out_of(acts)
         cdef Py_ssize_t n = PyList_GET_SIZE(out)
         if n:
             payload = out[0] if n == 1 else b"".join(out)
             del out[:]
             self.transport.write(payload)
-        if acts.more:
+        if _more_of(acts):
             self._more(acts)
 
     def _more(self, acts):
@@ -699,13 +755,13 @@ cdef class Shell:
         if observer is not NULL_OBSERVER:
             observer.connection_opened(rt.spec.name)
         acts = core.acts
-        out = acts.out
+        cdef list out = _out_of(acts)
         cdef Py_ssize_t n = PyList_GET_SIZE(out)
         if n:
             payload = out[0] if n == 1 else b"".join(out)
             del out[:]
             transport.write(payload)
-        if acts.more:
+        if _more_of(acts):
             self._more(acts)
 
     def connection_lost(self, exc):
