@@ -947,14 +947,22 @@ cdef bint _informational(object headers) except -1:
     """h2's is_informational_response: the first :status among the leading pseudo-fields says
     1xx."""
     cdef object name, value
-    cdef object first
-    if type(headers) is list and headers:
-        first = (<list>headers)[0]
-        if type(first) is tuple and len(<tuple>first) == 2:
-            name = (<tuple>first)[0]
-            value = (<tuple>first)[1]
-            if type(value) is bytes and _is_name(name, b":status", 7):
+    cdef object header
+    if type(headers) is list:
+        # the usual case, read in C: a list of (bytes, bytes)
+        for header in <list>headers:
+            if type(header) is not tuple or len(<tuple>header) != 2:
+                break
+            name = (<tuple>header)[0]
+            value = (<tuple>header)[1]
+            if type(name) is not bytes or type(value) is not bytes:
+                break
+            if PyBytes_GET_SIZE(name) == 0 or PyBytes_AS_STRING(name)[0] != 58:     # ':'
+                return False
+            if _is_name(name, b":status", 7):
                 return PyBytes_GET_SIZE(value) > 0 and PyBytes_AS_STRING(value)[0] == 49    # '1'
+        else:
+            return False
     for header in headers:
         name = header[0]
         value = header[1]
