@@ -899,6 +899,10 @@ cdef inline int64_t _process_bytes(int64_t *maximum, int64_t *current, int64_t *
     return increment
 
 
+def _stream_id(_Stream s):
+    return s.sid
+
+
 cdef inline bint _is_open(int state):
     return state == S_OPEN or state == S_HALF_CLOSED_REMOTE or state == S_HALF_CLOSED_LOCAL
 
@@ -947,14 +951,22 @@ cdef bint _informational(object headers) except -1:
     """h2's is_informational_response: the first :status among the leading pseudo-fields says
     1xx."""
     cdef object name, value
-    cdef object first
-    if type(headers) is list and headers:
-        first = (<list>headers)[0]
-        if type(first) is tuple and len(<tuple>first) == 2:
-            name = (<tuple>first)[0]
-            value = (<tuple>first)[1]
-            if type(value) is bytes and _is_name(name, b":status", 7):
+    cdef object header
+    if type(headers) is list:
+        # the usual case, read in C: a list of (bytes, bytes)
+        for header in <list>headers:
+            if type(header) is not tuple or len(<tuple>header) != 2:
+                break
+            name = (<tuple>header)[0]
+            value = (<tuple>header)[1]
+            if type(name) is not bytes or type(value) is not bytes:
+                break
+            if PyBytes_GET_SIZE(name) == 0 or PyBytes_AS_STRING(name)[0] != 58:     # ':'
+                return False
+            if _is_name(name, b":status", 7):
                 return PyBytes_GET_SIZE(value) > 0 and PyBytes_AS_STRING(value)[0] == 49    # '1'
+        else:
+            return False
     for header in headers:
         name = header[0]
         value = header[1]
@@ -1012,6 +1024,8 @@ cdef class H2Connection:
     cdef dict streams               # stream id -> _Stream, in the order they opened (h2's dict)
     cdef dict closed_streams        # stream id -> how it closed, once forgotten
     cdef object closed_order        # their ids, oldest first (a deque)
+    cdef list closed_since          # streams closed since they were last forgotten
+    cdef int64_t open_inbound       # streams open (OPEN, or half closed either way)
     cdef int state
     cdef readonly int64_t highest_inbound_stream_id
     cdef readonly int64_t outbound_flow_control_window
@@ -1041,6 +1055,8 @@ cdef class H2Connection:
         self.streams = {}
         self.closed_streams = {}
         self.closed_order = deque()
+        self.closed_since = []
+        self.open_inbound = 0
         self.state = C_IDLE
         self.highest_inbound_stream_id = 0
         self.outbound_flow_control_window = DEFAULT_WINDOW
@@ -1095,22 +1111,26 @@ cdef class H2Connection:
         raise ProtocolError(f"Invalid input {what} in connection state {old}")
 
     # -- streams ------------------------------------------------------------------------------------
+    cdef int _close(self, _Stream s) except -1:
+        """A stream's one way to its closed state: it counts no more as open, and is forgotten
+        at the next _open_streams."""
+        if s.state == S_CLOSED:
+            return 0
+        if _is_open(s.state):
+            self.open_inbound -= 1
+        s.state = S_CLOSED
+        self.closed_since.append(s)
+        return 0
+
     cdef int64_t _open_streams(self, int remainder) except -1:
-        """How many streams of this parity are open; the closed ones are forgotten meanwhile
-        (h2 does it here, so when a frame finds a stream forgotten depends on it)."""
-        cdef int64_t count = 0
-        cdef list gone = None
+        """How many streams of this parity are open (every stream here is the client's: odd);
+        the closed ones are forgotten meanwhile, in the order they opened (h2 does it here, so
+        when a frame finds a stream forgotten depends on it)."""
         cdef _Stream s
-        for s in self.streams.values():
-            if _is_open(s.state):
-                if s.sid % 2 == remainder:
-                    count += 1
-            elif s.state == S_CLOSED:
-                if gone is None:
-                    gone = []
-                gone.append(s)
-        if gone is not None:
-            for s in gone:
+        if self.closed_since:
+            if len(self.closed_since) > 1:
+                self.closed_since.sort(key=_stream_id)
+            for s in self.closed_since:
                 del self.streams[s.sid]
                 self.closed_streams[s.sid] = s.closed_by
                 self.closed_order.append(s.sid)
@@ -1118,7 +1138,8 @@ cdef class H2Connection:
                     # the oldest forgotten, in O(1) (next(iter(dict)) would walk the holes
                     # deletions leave at the dict's front)
                     del self.closed_streams[self.closed_order.popleft()]
-        return count
+            self.closed_since = []
+        return self.open_inbound if remainder == 1 else 0
 
     cdef _Stream _stream(self, int64_t sid):
         """The stream, else NoSuchStreamError (never opened) or StreamClosedError (closed and
@@ -1360,7 +1381,7 @@ cdef class H2Connection:
                 if sid % 2 == 0 or sid > self.highest_inbound_stream_id:
                     raise NoSuchStreamError(sid)
                 return self._on_closed_stream(sid, events, None)
-            (<_Stream>s).state = S_CLOSED
+            self._close(<_Stream>s)
             raise ProtocolError("CONTINUATION outside a header block")
         elif kind == T_ALTSVC:
             self._input(I_RECV_ALTSVC)
@@ -1407,17 +1428,18 @@ cdef class H2Connection:
         cdef bint end = flags & F_END_STREAM
         if _informational(headers):
             if not end:
-                s.state = S_CLOSED
+                self._close(s)
             raise ProtocolError("An informational response from a client")
         cdef bint trailers
         if s.state == S_IDLE:
             s.state = S_OPEN
+            self.open_inbound += 1
             s.headers_received = True
             trailers = False
         elif s.state == S_OPEN or s.state == S_HALF_CLOSED_LOCAL:
             trailers = True
         elif s.state == S_HALF_CLOSED_REMOTE:
-            s.state = S_CLOSED
+            self._close(s)
             s.closed_by = BY_SEND_RST
             return self._on_closed_stream(sid, events,
                                           _reset_event(sid, _ErrorCodes.STREAM_CLOSED, False))
@@ -1429,7 +1451,7 @@ cdef class H2Connection:
             if s.state == S_OPEN:
                 s.state = S_HALF_CLOSED_REMOTE
             else:
-                s.state = S_CLOSED
+                self._close(s)
                 s.closed_by = BY_RECV_END
         self._content_length(s, headers)
         if trailers and not end:
@@ -1498,14 +1520,14 @@ cdef class H2Connection:
             return self._data_on_closed(sid, flow, events, None)
         s = <_Stream>found
         if s.state == S_HALF_CLOSED_REMOTE:
-            s.state = S_CLOSED
+            self._close(s)
             s.closed_by = BY_SEND_RST
             return self._data_on_closed(sid, flow, events,
                                         _reset_event(sid, _ErrorCodes.STREAM_CLOSED, False))
         if s.state == S_CLOSED:
             return self._data_on_closed(sid, flow, events, None)
         if s.state == S_IDLE or not s.headers_received:
-            s.state = S_CLOSED
+            self._close(s)
             raise ProtocolError("cannot receive data before headers")
         s.in_current -= flow
         if s.in_current < 0:
@@ -1525,7 +1547,7 @@ cdef class H2Connection:
             if s.state == S_OPEN:
                 s.state = S_HALF_CLOSED_REMOTE
             else:
-                s.state = S_CLOSED
+                self._close(s)
                 s.closed_by = BY_RECV_END
             events.append(ev.stream_ended)
         return 0
@@ -1551,7 +1573,7 @@ cdef class H2Connection:
             return 0        # h2 ignores it, whether the stream is closed or was never opened
         s = <_Stream>found
         if _is_open(s.state):
-            s.state = S_CLOSED
+            self._close(s)
             s.closed_by = BY_RECV_RST
             events.append(_reset_event(sid, _error_code(code), True))
         return 0
@@ -1571,7 +1593,7 @@ cdef class H2Connection:
                 return 0
             if s.out_window + increment > MAX_WINDOW:
                 events.append(_reset_event(sid, _FLOW_CONTROL_ERROR_CODE, False))
-                s.state = S_CLOSED
+                self._close(s)
                 s.closed_by = BY_SEND_RST
                 _u32_frame(self.out, T_RST_STREAM, sid, E_FLOW_CONTROL_ERROR)
                 return 0
@@ -1681,30 +1703,30 @@ cdef class H2Connection:
                 raise ProtocolError("Cannot set END_STREAM on informational responses.")
             if s.state == S_OPEN or s.state == S_HALF_CLOSED_REMOTE:
                 if s.headers_sent:
-                    s.state = S_CLOSED
+                    self._close(s)
                     raise ProtocolError("Information response after final response")
             else:
-                s.state = S_CLOSED
+                self._close(s)
                 raise ProtocolError(f"Invalid input: informational headers in stream state {s.state}")
         elif s.state == S_OPEN or s.state == S_HALF_CLOSED_REMOTE:
             if not s.headers_sent:
                 s.headers_sent = True
             elif s.trailers_sent:
-                s.state = S_CLOSED
+                self._close(s)
                 raise ProtocolError("Trailers sent twice")
             else:
                 s.trailers_sent = True
         elif s.state == S_CLOSED:
             raise StreamClosedError(stream_id)
         else:
-            s.state = S_CLOSED
+            self._close(s)
             raise ProtocolError(f"Invalid input: headers in stream state {s.state}")
         cdef bytes block = self.encoder._encode(headers, True)
         if end_stream:
             if s.state == S_OPEN:
                 s.state = S_HALF_CLOSED_LOCAL
             else:
-                s.state = S_CLOSED
+                self._close(s)
                 s.closed_by = BY_SEND_END
         if s.trailers_sent and not end_stream:
             raise ProtocolError("Trailers must have END_STREAM set.")
@@ -1745,13 +1767,13 @@ cdef class H2Connection:
         if s.state == S_CLOSED:
             raise StreamClosedError(stream_id)
         if s.state != S_OPEN and s.state != S_HALF_CLOSED_REMOTE:
-            s.state = S_CLOSED
+            self._close(s)
             raise ProtocolError(f"Invalid input: data in stream state {s.state}")
         if end_stream:
             if s.state == S_OPEN:
                 s.state = S_HALF_CLOSED_LOCAL
             else:
-                s.state = S_CLOSED
+                self._close(s)
                 s.closed_by = BY_SEND_END
         cdef bytes body = data if type(data) is bytes else bytes(data)
         cdef int flags = F_END_STREAM if end_stream else 0
@@ -1778,12 +1800,12 @@ cdef class H2Connection:
         if s.state == S_OPEN:
             s.state = S_HALF_CLOSED_LOCAL
         elif s.state == S_HALF_CLOSED_REMOTE:
-            s.state = S_CLOSED
+            self._close(s)
             s.closed_by = BY_SEND_END
         elif s.state == S_CLOSED:
             raise StreamClosedError(stream_id)
         else:
-            s.state = S_CLOSED
+            self._close(s)
             raise ProtocolError(f"Invalid input: END_STREAM in stream state {s.state}")
         _put_frame(self.out, 0, T_DATA, F_END_STREAM, <uint32_t>stream_id, NULL, 0)
 
@@ -1792,7 +1814,7 @@ cdef class H2Connection:
         cdef _Stream s = self._stream(stream_id)
         if s.state == S_CLOSED:
             raise StreamClosedError(stream_id)
-        s.state = S_CLOSED
+        self._close(s)
         s.closed_by = BY_SEND_RST
         _u32_frame(self.out, T_RST_STREAM, <uint32_t>stream_id, <uint32_t>int(error_code))
 
