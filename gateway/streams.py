@@ -61,6 +61,10 @@ DRAIN_PING = b"drain\x00\x00\x00"
 # how long the drain's PING may take to come back before the final GOAWAY goes anyway (h2's own
 # client, for one, drops everything it has to send once it reads a GOAWAY)
 DRAIN_PING_TIMEOUT_S = 1.0
+# what sending on a stream raises once the client has closed or reset it: StreamClosedError while
+# the framing remembers the stream, StreamIDTooLowError once it has forgotten it (a stream reset in
+# the very arrival that opened it, a later stream opened behind it)
+STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError)
 HOSTS_KEPT = 16     # Host values a connection remembers it may serve or not (H2Session.hosts)
 
 
@@ -154,7 +158,7 @@ class H2Session:
         the same arrival as its request)."""
         try:
             self.conn.reset_stream(stream_id, code)
-        except h2.exceptions.StreamClosedError:
+        except STREAM_GONE:
             pass
 
     def _acknowledge(self, n: int, stream_id: int) -> None:
@@ -162,7 +166,7 @@ class H2Session:
         is open)."""
         try:
             self.conn.acknowledge_received_data(n, stream_id)
-        except h2.exceptions.StreamClosedError:
+        except STREAM_GONE:
             pass
 
     def _close_now(self, reason: str) -> None:
@@ -453,7 +457,7 @@ class H2Session:
         ex.bytes_out += size
         try:
             self.conn.send_headers(ex.stream_id, block, end_stream=end)
-        except h2.exceptions.StreamClosedError:
+        except STREAM_GONE:
             # the client reset it meanwhile (in this very arrival, after its request)
             self._abort_stream(ex, 0, "client_reset", reset=False)
             return
@@ -480,7 +484,7 @@ class H2Session:
         ex.bytes_out += size
         try:
             self.conn.send_headers(ex.stream_id, block, end_stream=end)
-        except h2.exceptions.StreamClosedError:
+        except STREAM_GONE:
             # the client reset it meanwhile (in this very arrival, after its request)
             self._abort_stream(ex, 0, "client_reset", reset=False)
             return
@@ -522,7 +526,7 @@ class H2Session:
             last = not ex.pending and ex.end_pending
             try:
                 conn.send_data(sid, chunk, end_stream=last)
-            except h2.exceptions.StreamClosedError:
+            except STREAM_GONE:
                 self._abort_stream(ex, 0, "client_reset", reset=False)
                 return
             if last:
@@ -542,7 +546,7 @@ class H2Session:
                 ex.end_pending = False
                 try:
                     conn.end_stream(sid)
-                except h2.exceptions.StreamClosedError:
+                except STREAM_GONE:
                     self._abort_stream(ex, 0, "client_reset", reset=False)
                     return
                 self._stream_done(ex)

@@ -309,6 +309,24 @@ def test_a_reset_stream_closes_its_target_connection(test_pki, rt2):
     assert not p.closed
 
 
+def test_a_stream_reset_in_the_arrival_that_opened_it_leaves_the_rest_served(test_pki, rt2):
+    """HEADERS on 1, RST_STREAM on 1 and HEADERS on 3 in one arrival: stream 1 is gone by the time
+    its answer would go (the framing has forgotten it, so sending on it says its id is too low),
+    which ends only that stream: no GOAWAY, no error line, stream 3 answered."""
+    p = open_h2(test_pki, rt2)
+    headers = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/")]
+    p.h2.send_headers(1, headers, end_stream=True)
+    p.h2.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+    p.h2.send_headers(3, headers, end_stream=True)
+    p.flush()
+    p.collect()
+    assert p.goaway() is None and not p.closed
+    status, _, body, ended, _ = p.response(3)
+    assert (status, body, ended) == (200, b"ok", True)
+    assert not [e for e in p.logs if e[0] == "error" and e[1] == "error"], p.logs
+    assert "h2_internal_error" not in p.errors()
+
+
 def test_the_target_is_read_no_faster_than_the_client_takes(test_pki, rt2):
     p = open_h2(test_pki, rt2)
     group = rt2.target_groups["app"]
