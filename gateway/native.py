@@ -3,8 +3,8 @@
 How this works: `select(mode)` works out, without changing anything, which twin of each hot path a
 runtime gets: the header encoder (gateway._headers_c), the trust store's data (gateway._trust_c),
 the TLS pump and its message filter (gateway._tls_c), the HTTP/1.1 request reader
-(gateway._http1_c), the connection core (gateway._conn_c) and HTTP/2's HPACK codec and
-request building (gateway._http2_c). `"on"` with an extension missing
+(gateway._http1_c), the connection core and its shell (gateway._conn_c) and HTTP/2's
+connection, HPACK codec and request building (gateway._http2_c). `"on"` with an extension missing
 raises NativeUnavailable, naming it. The builder hands the selection to what it builds (trust stores take their implementation, TLS contexts
 their message callback) and calls `apply(selection)` only once the whole runtime validated: a
 configuration that fails to load, at start or on a reload, leaves the running selection as it was
@@ -32,7 +32,7 @@ class Selection:
     tls: bool
     http1: bool
     conn: bool
-    http2: bool = False     # HTTP/2's HPACK codec and request building
+    http2: bool = False     # HTTP/2's connection, HPACK codec and request building
 
     @property
     def trust_implementation(self):
