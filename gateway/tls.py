@@ -72,9 +72,8 @@ from .tlspump import (ALPN_SELECT_CALLBACK, MT_CERTIFICATE, MT_CLIENT_HELLO, MT_
                       keep_callback_error, name_of, owner, peer_chain_ders, pointer_address,
                       py_message_callback, py_pump, servername, session_reused,
                       set_alpn_select_callback, set_message_callback, set_servername_callback,
-                      set_ssl_context, set_verify_callback, set_verify_error, ssl_of, ssl_pointer, int_pointer,
-                      native_servername_callback,
-                      store_ssl, verify_depth, version_name)
+                      set_ssl_context, set_verify_callback, set_verify_error, ssl_of, ssl_pointer,
+                      int_pointer, native_servername_callback, store_ssl, verify_depth, version_name)
 from .trust import ChainCache, Implementation, TrustStore, Verdict, Verifier
 
 if TYPE_CHECKING:
@@ -363,7 +362,8 @@ class ListenerTLS:
         self._native_address: tuple[SSL.Context | None, int] = (None, 0)
         # the C callbacks these contexts call (module-level objects; kept here too so their
         # lifetime visibly covers the contexts')
-        self._callbacks: tuple[CData, ...] = (_c_verify, _c_client_hello, self._select_alpn, self._message_callback)
+        self._callbacks: tuple[CData, ...] = (_c_verify, _c_client_hello, self._select_alpn,
+                                              self._message_callback)
         # connections of this listener get an SSL of their own, without a pyOpenSSL Connection,
         # when the native pump can make one and these contexts carry the native message filter
         # (which finds such connections by the SSL's address)
