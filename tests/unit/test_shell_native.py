@@ -68,6 +68,13 @@ def _runtime(test_pki, tmp_path):
     return runtime
 
 
+def _close_logs(runtime) -> None:
+    """The runtime's log files, closed (the suite checks that no descriptor is left open)."""
+    for rt in runtime.listeners.values():
+        rt.access_log.close()
+        rt.connection_log.close()
+
+
 def _twin(name: str) -> None:
     if name == "native" and (proxy.NativeGatewayProtocol is None or tls.NATIVE_PUMP is None):
         pytest.skip("the native shell, core or pump is not built")
@@ -137,7 +144,10 @@ def _run(test_pki, tmp_path, twin: str, mode: str, *, resumed: bool, requests: i
         if resumed:
             one(session)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        _close_logs(runtime)
     seen["observer"] = rt.observer.calls
     seen["wheel_empty"] = rt.wheel is None or not any(rt.wheel._slots.values())
     return seen
@@ -199,7 +209,10 @@ def test_a_subclass_of_the_native_shell_gets_the_pure_methods(test_pki, tmp_path
         proto.connection_lost(None)
         assert rt.open_connections == 0 and proto.core.owner is None
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        _close_logs(runtime)
 
 
 def test_the_handshake_event_built_in_c_is_the_constructors(test_pki, tmp_path, restore):
