@@ -44,7 +44,8 @@ def registered() -> int: ...
 def bind_connection(*, states: tuple[Any, Any, Any, Any, Any], handshake_done: type,
                     handshake_failed: type, no_events: tuple, no_sessions: tuple,
                     not_verified: Any, not_found: Any, pointer: Callable[[int], Any],
-                    monotonic: Callable[[], float], names_max: int, nametype_host: int) -> None: ...
+                    monotonic: Callable[[], float], names_max: int, nametype_host: int,
+                    session_label: bytes | None = None) -> None: ...
 
 @disjoint_base
 class TLSCore:

@@ -1074,7 +1074,8 @@ def _native_connection() -> type[TLSConnection] | None:
         handshake_done=HandshakeDone, handshake_failed=HandshakeFailed, no_events=NO_EVENTS,
         no_sessions=_NO_SESSIONS, not_verified=VerifyStatus.NOT_VERIFIED,
         not_found=VerifyStatus.NOT_FOUND, pointer=ssl_pointer,
-        monotonic=time.monotonic, names_max=NAMES_MAX, nametype_host=NAMETYPE_HOST)
+        monotonic=time.monotonic, names_max=NAMES_MAX, nametype_host=NAMETYPE_HOST,
+        session_label=SESSION_LABEL)
 
     # TLSCore's _pump is always the Pump it made, a TLSPump (the checker asks the two declarations
     # of a settable attribute to be the same type)

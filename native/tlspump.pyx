@@ -268,6 +268,7 @@ cdef object T_OPEN = None
 cdef object T_PEER_CLOSED = None
 cdef object T_CLOSED = None
 cdef object T_FAILED = None
+cdef bytes SESSION_LABEL_ = None        # gateway.tlspump.SESSION_LABEL (bind_connection)
 
 
 cdef void _dispatch(uintptr_t ssl, int write_p, int msg_type, size_t length) noexcept with gil:
@@ -294,6 +295,15 @@ cdef void _dispatch(uintptr_t ssl, int write_p, int msg_type, size_t length) noe
                 if msg_type == MT_CERTIFICATE:
                     core._cert_bytes = <long>length - 4       # less the handshake header
                     return
+            elif msg_type == MT_NEW_SESSION_TICKET and SESSION_LABEL_ is not None:
+                # a ticket written while handshaking, on a listener that keeps chains: its
+                # session's digest noted (TLSConnection._note_session)
+                if core.state is T_HANDSHAKING and core._tls.keeps_chains:
+                    d = session_digest(ssl, SESSION_LABEL_)
+                    sessions = core._sessions
+                    if d is not None and d != core._resumed_session and d not in sessions:
+                        sessions.append(d)
+                return
         owner._on_message(write_p, msg_type, length)
     except BaseException as exc:       # nothing crosses the C boundary, but it is kept
         if owner is not None:
@@ -660,12 +670,14 @@ cdef int NAMETYPE_HOST = 0
 
 
 def bind_connection(*, states, handshake_done, handshake_failed, no_events, no_sessions,
-                    not_verified, not_found, pointer, monotonic, names_max, nametype_host):
+                    not_verified, not_found, pointer, monotonic, names_max, nametype_host,
+                    session_label=None):
     """Take gateway.tls's constants: the TLSState members (handshaking, open, peer_closed, closed,
     failed), the event classes, its empty tuples, the statuses, the `SSL *` maker and the clock."""
     global T_HANDSHAKING, T_OPEN, T_PEER_CLOSED, T_CLOSED, T_FAILED, HandshakeDoneType
     global HandshakeFailedType, NO_EVENTS_, NO_SESSIONS_, NOT_VERIFIED, VERIFY_NOT_FOUND
-    global ssl_pointer, monotonic_clock, NAMES_MAX, NAMETYPE_HOST
+    global ssl_pointer, monotonic_clock, NAMES_MAX, NAMETYPE_HOST, SESSION_LABEL_
+    SESSION_LABEL_ = session_label
     T_HANDSHAKING, T_OPEN, T_PEER_CLOSED, T_CLOSED, T_FAILED = states
     if T_OPEN not in T_HANDSHAKING._successors:
         raise AttributeError("gateway._tls_c: a handshake's end is not an allowed move")
