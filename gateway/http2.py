@@ -50,7 +50,7 @@ from .http1 import _HOST_RE, _TCHARS, Request, Response
 
 __all__ = ["PREFACE", "FrameGuard", "H2Refused", "connection", "h2_connection", "goaway_frame", "request_of",
            "response_fields", "split_answer", "CONNECTION_SPECIFIC", "NATIVE", "set_native",
-           "native_mode", "request_builder", "answer_block"]
+           "native_mode", "request_builder", "answer_block", "block_size"]
 
 try:
     from . import _http2_c as NATIVE
@@ -371,45 +371,49 @@ def request_builder() -> Callable[[Sequence[tuple[bytes, bytes]], bool, int], Re
 
 
 # the answers the gateway makes are few and repeat (a rule's fixed response is one bytes object):
-# each is split once; the fields' list is shared, read only
-_ANSWERS: dict[bytes, tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
+# each is split once, into its fields and into the header block HTTP/2 sends; lists shared, read only
+_Split = tuple[int, list[tuple[bytes, bytes]], bytes]
+_Block = tuple[int, list[tuple[bytes, bytes]], int, bytes]
+_ANSWERS: dict[bytes, tuple[_Split, _Block]] = {}
 _MAX_ANSWERS = 256
 _MAX_ANSWER_BYTES = 4096
 
 
-def split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """(status, lower-case fields, body) of a whole HTTP/1.1 response the gateway made; the
-    fields HTTP/2 does not carry are left out. The fields' list is not to be changed."""
+def block_size(block: Sequence[tuple[bytes, bytes]]) -> int:
+    """A header block's size as the access record counts it (name, value and 4 bytes a field)."""
+    size = 4 * len(block)
+    for name, value in block:
+        size += len(name) + len(value)
+    return size
+
+
+def _answer(payload: bytes) -> tuple[_Split, _Block]:
     known = _ANSWERS.get(payload)
     if known is not None:
         return known
     split = _split_answer(payload)
+    status, fields, body = split
+    block = [(b":status", b"%d" % status)]
+    block.extend(fields)
+    both = (split, (status, block, block_size(block), body))
     if len(payload) <= _MAX_ANSWER_BYTES:
         if len(_ANSWERS) >= _MAX_ANSWERS:
             _ANSWERS.clear()
-        _ANSWERS[payload] = split
-    return split
+        _ANSWERS[payload] = both
+    return both
 
 
-_BLOCKS: dict[bytes, tuple[int, list[tuple[bytes, bytes]], int, bytes]] = {}
+def split_answer(payload: bytes) -> _Split:
+    """(status, lower-case fields, body) of a whole HTTP/1.1 response the gateway made; the
+    fields HTTP/2 does not carry are left out. The fields' list is not to be changed."""
+    return _answer(payload)[0]
 
 
-def answer_block(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], int, bytes]:
-    """(status, the header block with `:status` first, its size as the access record counts a
-    block, body) of a whole HTTP/1.1 response the gateway made, as `split_answer` splits it; cached
-    the same way. The block is not to be changed."""
-    known = _BLOCKS.get(payload)
-    if known is not None:
-        return known
-    status, fields, body = _split_answer(payload)
-    block = [(b":status", b"%d" % status)]
-    block.extend(fields)
-    made = (status, block, sum(len(n) + len(v) + 4 for n, v in block), body)
-    if len(payload) <= _MAX_ANSWER_BYTES:
-        if len(_BLOCKS) >= _MAX_ANSWERS:
-            _BLOCKS.clear()
-        _BLOCKS[payload] = made
-    return made
+def answer_block(payload: bytes) -> _Block:
+    """(status, the header block with `:status` first, its `block_size`, body) of a whole
+    HTTP/1.1 response the gateway made, split as `split_answer` splits it (the same cache). The
+    block is not to be changed."""
+    return _answer(payload)[1]
 
 
 def _split_answer(payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -42,8 +42,8 @@ from . import http1, paths
 from .errors import HTTPProtocolError, UpstreamError
 from .exchange import UPSTREAM_ERROR_BODIES, Exchange, UpstreamClosed, UpstreamFailed
 from .http1 import Data, EndOfMessage, Request, Response
-from .http2 import (NATIVE, FrameGuard, H2Refused, answer_block, connection, goaway_frame,
-                    request_builder, response_fields)
+from .http2 import (NATIVE, FrameGuard, H2Refused, answer_block, block_size, connection,
+                    goaway_frame, request_builder, response_fields)
 from .routes import REDIRECT_NEEDS_HOST, Fixed, Forward, split_host, split_path
 from .tls import HandshakeDone
 from .tls import _name_matches as name_matches
@@ -451,22 +451,10 @@ class H2Session:
         ex.body_queue = None
         if ex.upstream is not None:
             self._drop_upstream(ex)
-        end = not body or ex.request.method == b"HEAD"
         ex.discard = True       # whatever more of the request comes is dropped
-        ex.head_sent = True
-        ex.bytes_out += size
-        try:
-            self.conn.send_headers(ex.stream_id, block, end_stream=end)
-        except STREAM_GONE:
-            # the client reset it meanwhile (in this very arrival, after its request)
-            self._abort_stream(ex, 0, "client_reset", reset=False)
-            return
-        if end:
-            ex.end_pending = False
-            self._stream_done(ex)
-            return
-        self._queue(ex, body, end=True)
-        self._send_stream(ex, now)
+        if self._send_block(ex, block, size, not body or ex.request.method == b"HEAD"):
+            self._queue(ex, body, end=True)
+            self._send_stream(ex, now)
 
     def _answer_error(self, ex: StreamExchange, status: int, body: bytes, reason: str,
                       now: float) -> None:
@@ -477,20 +465,24 @@ class H2Session:
                    end: bool) -> None:
         block = [(b":status", b"%d" % status)]
         block.extend(fields)
+        self._send_block(ex, block, block_size(block), end)
+
+    def _send_block(self, ex: StreamExchange, block: list[tuple[bytes, bytes]], size: int,
+                    end: bool) -> bool:
+        """The response's HEADERS (`size`: its block_size); True when its DATA is still to come."""
         ex.head_sent = True
-        size = 4 * len(block)
-        for n, v in block:
-            size += len(n) + len(v)
         ex.bytes_out += size
         try:
             self.conn.send_headers(ex.stream_id, block, end_stream=end)
         except STREAM_GONE:
             # the client reset it meanwhile (in this very arrival, after its request)
             self._abort_stream(ex, 0, "client_reset", reset=False)
-            return
+            return False
         if end:
             ex.end_pending = False
             self._stream_done(ex)
+            return False
+        return True
 
     def _queue(self, ex: StreamExchange, data: bytes, end: bool = False) -> None:
         if data:

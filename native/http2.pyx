@@ -764,24 +764,23 @@ cdef object _FLOW_CONTROL_ERROR_CODE = _ErrorCodes.FLOW_CONTROL_ERROR
 
 # -- events: h2.events' names and attributes, made cheaply ------------------------------------------
 
-cdef class RequestReceived:
+cdef class _HeaderBlockEvent:
+    """What RequestReceived and TrailersReceived carry (each its own type, as h2's are)."""
     cdef readonly int stream_id
     cdef readonly list headers
     cdef readonly object stream_ended
     priority_updated = None
 
     def __repr__(self):
-        return f"<RequestReceived stream_id:{self.stream_id}, headers:{self.headers}>"
+        return f"<{type(self).__name__} stream_id:{self.stream_id}, headers:{self.headers}>"
 
 
-cdef class TrailersReceived:
-    cdef readonly int stream_id
-    cdef readonly list headers
-    cdef readonly object stream_ended
-    priority_updated = None
+cdef class RequestReceived(_HeaderBlockEvent):
+    pass
 
-    def __repr__(self):
-        return f"<TrailersReceived stream_id:{self.stream_id}, headers:{self.headers}>"
+
+cdef class TrailersReceived(_HeaderBlockEvent):
+    pass
 
 
 cdef class DataReceived:
