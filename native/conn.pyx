@@ -685,14 +685,7 @@ cdef class Shell:
             acts = (<Core>core)._receive(data, monotonic())
         else:
             acts = core.receive(data, monotonic())
-        cdef list out = _out_of(acts)
-        cdef Py_ssize_t n = PyList_GET_SIZE(out)
-        if n:
-            payload = out[0] if n == 1 else b"".join(out)
-            del out[:]
-            self.transport.write(payload)
-        if _more_of(acts):
-            self._more(acts)
+        _apply(self, acts, self.transport)
 
     def _more(self, acts):
         """GatewayProtocol._more's twin (the rarer actions, in its order); log records and
@@ -754,15 +747,7 @@ cdef class Shell:
         observer = rt.observer
         if observer is not NULL_OBSERVER:
             observer.connection_opened(rt.spec.name)
-        acts = core.acts
-        cdef list out = _out_of(acts)
-        cdef Py_ssize_t n = PyList_GET_SIZE(out)
-        if n:
-            payload = out[0] if n == 1 else b"".join(out)
-            del out[:]
-            transport.write(payload)
-        if _more_of(acts):
-            self._more(acts)
+        _apply(self, core.acts, transport)
 
     def connection_lost(self, exc):
         """GatewayProtocol.connection_lost's twin; a native core's common case (a connection whose
@@ -808,6 +793,19 @@ cdef class Shell:
         if release is not None:
             slot_set(self, SH_SLOT_RELEASE, None)
             release()
+
+cdef int _apply(shell, acts, transport) except -1:
+    """GatewayProtocol._apply: the core's one write, then the rarer actions if any."""
+    cdef list out = _out_of(acts)
+    cdef Py_ssize_t n = PyList_GET_SIZE(out)
+    if n:
+        payload = out[0] if n == 1 else b"".join(out)
+        del out[:]
+        transport.write(payload)
+    if _more_of(acts):
+        shell._more(acts)
+    return 0
+
 
 cdef int _shell_cancel_timer(shell) except -1:
     if slot_get(shell, SH_TIMER) is not None:
